@@ -1,0 +1,1 @@
+"""powpow: fast network servers for CPython and PyPy."""

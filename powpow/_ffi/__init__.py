@@ -1,0 +1,111 @@
+"""The only door to the compiled module ``powpow._ffi._native``.
+
+Everything else in powpow goes through the names exported here, so each native
+fast path has exactly one pure twin beside it:
+
+* ``NATIVE`` is True only when the compiled module is loaded and in use.
+  ``POWPOW_PURE=1`` forces the twins; ``POWPOW_REQUIRE_NATIVE=1`` turns a
+  missing or broken build into an ImportError (CI uses it so a silent fallback
+  can never pass for the native run).
+* ``ffi`` / ``lib`` are the cffi objects (``None`` in pure mode) for the backend
+  modules (``powpow.poller.epoll`` ...) that wrap syscalls; they follow the shim
+  contract: negative return = ``-errno``.
+* The scanner: ``find_crlf``, ``find_double_crlf``, ``scan_lines``,
+  ``new_line_offsets`` -- same signatures and results in both modes.
+"""
+import os
+
+ffi = None
+lib = None
+_IMPORT_ERROR = None
+
+PURE_REQUESTED = os.environ.get("POWPOW_PURE", "") not in ("", "0")
+
+if not PURE_REQUESTED:
+    try:
+        from ._native import ffi, lib  # noqa: F811
+    except ImportError as exc:  # not built (source checkout) or unsupported platform
+        _IMPORT_ERROR = exc
+        if os.environ.get("POWPOW_REQUIRE_NATIVE", "") not in ("", "0"):
+            raise ImportError(
+                "POWPOW_REQUIRE_NATIVE is set but powpow._ffi._native could not be imported: %s" % exc
+            ) from exc
+
+NATIVE = lib is not None
+
+from . import _scan  # noqa: E402
+
+HAVE_NUMPY = _scan.HAVE_NUMPY
+
+if NATIVE:
+    HAVE_SSE2 = bool(lib.PP_HAVE_SSE2)
+    _from_buffer = ffi.from_buffer
+    _find_crlf = lib.pp_find_crlf
+    _find_double_crlf = lib.pp_find_double_crlf
+    _scan_lines = lib.pp_scan_lines
+
+    def find_crlf(buf, start: int = 0, end: int = -1) -> int:
+        """Offset of the CR of the first ``\\r\\n`` wholly inside ``buf[start:end]``, or -1."""
+        if end < 0:
+            end = len(buf)
+        return _find_crlf(_from_buffer(buf), start, end)
+
+    def find_double_crlf(buf, start: int = 0, end: int = -1) -> int:
+        """Offset of the first ``\\r\\n\\r\\n`` wholly inside ``buf[start:end]``, or -1."""
+        if end < 0:
+            end = len(buf)
+        return _find_double_crlf(_from_buffer(buf), start, end)
+
+    def scan_lines(buf, start: int, end: int, out, line_begin: int = -1):
+        """Record every CRLF of a header block in one call; see ``scan_lines`` below."""
+        if line_begin < 0:
+            line_begin = start
+        r = _scan_lines(_from_buffer(buf), start, end, line_begin, out, len(out))
+        return r & 0xFFFFFFFF, (r >> 32) - 1
+
+    def new_line_offsets(capacity: int):
+        """A reusable offsets array for ``scan_lines`` (allocate once per parser)."""
+        return ffi.new("uint32_t[]", capacity)
+
+else:
+    import array as _array
+
+    HAVE_SSE2 = False
+    _find = _scan.find_crlf
+    _find2 = _scan.find_double_crlf
+    _scan_pure = _scan.scan_lines
+
+    def find_crlf(buf, start: int = 0, end: int = -1) -> int:
+        """Offset of the CR of the first ``\\r\\n`` wholly inside ``buf[start:end]``, or -1."""
+        if end < 0:
+            end = len(buf)
+        return _find(buf, start, end)
+
+    def find_double_crlf(buf, start: int = 0, end: int = -1) -> int:
+        """Offset of the first ``\\r\\n\\r\\n`` wholly inside ``buf[start:end]``, or -1."""
+        if end < 0:
+            end = len(buf)
+        return _find2(buf, start, end)
+
+    def scan_lines(buf, start: int, end: int, out, line_begin: int = -1):
+        if line_begin < 0:
+            line_begin = start
+        return _scan_pure(buf, start, end, out, line_begin)
+
+    def new_line_offsets(capacity: int):
+        """A reusable offsets array for ``scan_lines`` (allocate once per parser)."""
+        return _array.array("I", bytes(4 * capacity))
+
+
+scan_lines.__doc__ = """Scan ``buf[start:end]`` for the lines of a header block.
+
+Returns ``(n, bad)``.  ``out[:n]`` holds the offset of the CR of each CRLF, in
+order.  The scan stops after a CRLF that starts a line (at ``line_begin`` --
+default ``start`` -- or right after the previous CRLF: the blank line ending a
+header block), when ``out`` is full, or at the first forbidden byte, whose
+offset is ``bad`` (-1 if none).  Forbidden: NUL and every control byte except
+HTAB, DEL, a CR not followed by LF, an LF not preceded by CR.  A CR in the last
+byte is left pending (not forbidden) since its LF may still arrive.  To resume
+an incomplete scan, call again from where it stopped (the pending CR, if any)
+with ``line_begin`` set to the start of the unfinished line.
+"""

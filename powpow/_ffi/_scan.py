@@ -1,0 +1,94 @@
+"""Pure-Python twins of the native CRLF scanner (see build_ffi.py for the contract).
+
+Two implementations with results identical to the C code on every input:
+
+* ``*_find``: ``bytes.find`` for CRLFs plus one compiled regex for the first
+  forbidden byte between them -- both run in C inside the interpreter, so a
+  typical 400-byte request head costs a handful of calls.
+* ``scan_lines_numpy``: vectorised classification of every byte, then a walk
+  over the (few) control bytes only.  It pays ~µs of numpy overhead per call,
+  so ``scan_lines`` uses it only for spans of at least ``NUMPY_MIN_SPAN`` bytes.
+
+``buf`` is anything with ``.find`` and the buffer protocol: bytes, bytearray, mmap.
+"""
+import re
+
+try:  # numpy is optional: the vectorised twin is used only where it is installed
+    import numpy as _np
+except ImportError:  # pragma: no cover - exercised on interpreters without numpy
+    _np = None
+
+HAVE_NUMPY = _np is not None
+NUMPY_MIN_SPAN = 4096
+
+# Control bytes other than HTAB, and DEL.  CR and LF are included: between two
+# CRLFs found with bytes.find, any CR or LF is a bare one.
+_FORBIDDEN = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_search_forbidden = _FORBIDDEN.search
+
+
+def find_crlf(buf, start: int, end: int) -> int:
+    return buf.find(b"\r\n", start, end)
+
+
+def find_double_crlf(buf, start: int, end: int) -> int:
+    return buf.find(b"\r\n\r\n", start, end)
+
+
+def scan_lines_find(buf, start: int, end: int, out, line_begin: int):
+    """Return ``(n, bad)``; offsets of CRLFs in ``out[:n]``; ``bad`` is -1 or the first forbidden byte."""
+    cap = len(out)
+    n = 0
+    i = start
+    find = buf.find
+    while n < cap:
+        j = find(b"\r\n", i, end)
+        if j < 0:
+            stop = end - 1 if end > i and buf[end - 1] == 13 else end  # pending CR
+            m = _search_forbidden(buf, i, stop)
+            return n, (m.start() if m is not None else -1)
+        if j > i:
+            m = _search_forbidden(buf, i, j)
+            if m is not None:
+                return n, m.start()
+        out[n] = j
+        n += 1
+        if j == line_begin:
+            return n, -1
+        i = line_begin = j + 2
+    return n, -1
+
+
+def scan_lines_numpy(buf, start: int, end: int, out, line_begin: int):
+    """Vectorised twin of ``scan_lines_find`` (identical results)."""
+    cap = len(out)
+    if cap <= 0 or end <= start:
+        return 0, -1
+    a = _np.frombuffer(buf, dtype=_np.uint8, count=end - start, offset=start)
+    special = ((a < 0x20) & (a != 0x09)) | (a == 0x7F)
+    n = 0
+    skip_to = -1
+    for k in _np.flatnonzero(special).tolist():
+        if k < skip_to:
+            continue
+        i = start + k
+        if a[k] == 13:
+            if i + 1 >= end:
+                return n, -1  # pending CR
+            if a[k + 1] != 10:
+                return n, i
+            out[n] = i
+            n += 1
+            if i == line_begin or n >= cap:
+                return n, -1
+            line_begin = i + 2
+            skip_to = k + 2
+            continue
+        return n, i
+    return n, -1
+
+
+def scan_lines(buf, start: int, end: int, out, line_begin: int):
+    if _np is not None and end - start >= NUMPY_MIN_SPAN:
+        return scan_lines_numpy(buf, start, end, out, line_begin)
+    return scan_lines_find(buf, start, end, out, line_begin)
