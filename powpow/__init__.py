@@ -1,1 +1,26 @@
-"""powpow: fast network servers for CPython and PyPy."""
+"""powpow: fast network servers for CPython and PyPy.
+
+Public names only; see README.md for a tour.  ``powpow._ffi.NATIVE`` tells
+whether the compiled native layer is in use.
+"""
+from ._ffi import NATIVE
+from .buffers import BufferPool
+from .errors import LoopError, ParseError, PowpowError, ResourceLeakError
+from .loop import Events, Loop, TimerId, Watcher
+from .poller import available as available_pollers
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NATIVE",
+    "BufferPool",
+    "Events",
+    "Loop",
+    "LoopError",
+    "ParseError",
+    "PowpowError",
+    "ResourceLeakError",
+    "TimerId",
+    "Watcher",
+    "available_pollers",
+]

@@ -1,0 +1,633 @@
+"""The event loop: phase-ordered iterations over a poller and a timer wheel.
+
+One iteration (``run_once``), always in this order:
+
+1. run the deferred callbacks queued *before* this iteration (new ones wait);
+2. run the callbacks posted from other threads (``post``);
+3. expire timers: collect everything due, then fire, ties in insertion order;
+4. compute the poll timeout: 0 if anything is pending (deferred, posted, idle
+   handlers, a poll that came back full), else the wheel's next deadline
+   across all levels, else infinite (or the caller's ``timeout_ms``);
+5. poll once into the preallocated event array and dispatch; an event reaches a
+   watcher only if its token -- generation << 32 | fd -- is still the live one
+   (fds are reused by the OS, even between two events of the same poll);
+6. refresh the cached ``now``, expire timers again; idle handlers run only if
+   no I/O happened in this iteration.
+
+Time: ``now_ms()`` is integer milliseconds since the loop was created, cached
+once per iteration.  ``add_timer`` reads the clock afresh and rounds *up*, and
+a timer fires only once the clock has reached its deadline, so no timer fires
+early, even by a fraction of a millisecond.  Intervals are re-armed on their
+own grid (deadline + k * interval), so they do not drift.
+
+Threads: only ``post`` and ``stop`` may be called from another thread.  They
+wake a loop blocked in the poller through an eventfd (a pipe without the
+native module), which is drained completely by an internal watcher and never
+reaches user callbacks.
+
+Signals: on Linux with the native module ``add_signal`` blocks the signal in
+the loop thread and reads it from a signalfd; elsewhere ``signal.set_wakeup_fd``
+wakes the loop and the signal number is read back from that pipe.  Either way
+the user callback runs on the loop thread, between other callbacks.
+"""
+import collections
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Callable, Dict, Optional
+
+from . import _ffi
+from . import poller as _poller
+from .buffers import BufferPool
+from .errors import LoopError, ResourceLeakError
+from .poller import Events
+from .timers import FIRING, INACTIVE, PAUSED, Timer, TimerWheel
+
+__all__ = ["Loop", "Events", "TimerId", "Watcher"]
+
+log = logging.getLogger("powpow")
+
+TimerId = Timer
+Callback = Callable[[], object]
+
+_monotonic_ns = time.monotonic_ns
+_NS_PER_MS = 1000000
+_MAX_FULL_REPOLLS = 4  # bounded extra zero-timeout polls after a full event array
+
+
+class Watcher:
+    """A registered fd.  ``callback(fd, events)`` gets the ready bits as a plain int."""
+
+    __slots__ = ("fd", "events", "callback", "token", "edge", "internal")
+
+    def __init__(self, fd: int, events: int, callback, token: int, edge: bool, internal: bool) -> None:
+        self.fd = fd
+        self.events = events
+        self.callback = callback
+        self.token = token
+        self.edge = edge
+        self.internal = internal
+
+
+def _fileno(fd) -> int:
+    if isinstance(fd, int):
+        return fd
+    try:
+        return fd.fileno()
+    except AttributeError:
+        raise TypeError("expected an int fd or an object with fileno(), got %r" % (fd,)) from None
+
+
+def _default_exception_handler(exc: BaseException, callback) -> None:
+    log.error("exception in callback %r", callback, exc_info=(type(exc), exc, exc.__traceback__))
+
+
+class Loop:
+    """An event loop.  Not thread-safe except ``post`` and ``stop``.
+
+    ``backend``: poller name (``powpow.poller.available()``), default the best.
+    ``debug``: count live timers, watchers and pooled buffers; ``close()`` then
+    raises ``ResourceLeakError`` naming what is still alive.
+    ``exception_handler(exc, callback)``: where exceptions from user callbacks
+    go (default: ``logging`` at ERROR on the ``powpow`` logger).
+    """
+
+    def __init__(self, backend: Optional[str] = None, debug: bool = False,
+                 exception_handler: Optional[Callable[[BaseException, object], None]] = None,
+                 buffer_pool: Optional[BufferPool] = None) -> None:
+        self._poller = _poller.create(backend)
+        self.backend = self._poller.name
+        self.native = self._poller.native
+        self.debug = debug
+        self._exception_handler = exception_handler or _default_exception_handler
+        self.buffers = buffer_pool or BufferPool()
+        self._t0 = _monotonic_ns()
+        self._now = 0
+        self._wheel = TimerWheel(0)
+        self._paused = 0
+        self._deferred = []
+        self._posted = collections.deque()
+        self._idle: Dict[int, Callback] = {}
+        self._idle_seq = 0
+        self._by_fd: Dict[int, Watcher] = {}
+        self._by_token: Dict[int, Watcher] = {}
+        self._gen = 0
+        self._user_watchers = 0
+        self._capacity = _poller.MIN_CAPACITY
+        self._full_repolls = 0
+        self._running = False
+        self._stopping = False
+        self._closed = False
+        self._thread_id = None
+        self._wake_pending = False
+        self._signal_cbs: Dict[int, Callback] = {}
+        self._signal_mode = None  # "signalfd" | "wakeup_fd"
+        self._signal_fd = -1
+        self._signal_pipe = None
+        self._signal_prev_handlers: Dict[int, object] = {}
+        self._prev_wakeup_fd = None
+        self._signum_buf = None
+        self._init_wake()
+
+    # ------------------------------------------------------------ time
+
+    def now_ms(self) -> int:
+        """Milliseconds since the loop was created, cached once per iteration."""
+        return self._now
+
+    def _update_now(self) -> int:
+        self._now = now = (_monotonic_ns() - self._t0) // _NS_PER_MS
+        return now
+
+    # ------------------------------------------------------------ timers
+
+    def add_timer(self, ms: int, callback: Callback) -> TimerId:
+        """Run ``callback()`` once, no earlier than ``ms`` milliseconds from now."""
+        if ms < 0:
+            raise ValueError("timer delay must be >= 0 ms, got %r" % (ms,))
+        # ceil(now) + ms: never early, even by the fraction of the current ms.
+        return self._wheel.add(-((self._t0 - _monotonic_ns()) // _NS_PER_MS) + ms, callback)
+
+    def add_interval(self, ms: int, callback: Callback) -> TimerId:
+        """Run ``callback()`` every ``ms`` milliseconds (on a fixed grid: no drift)."""
+        if ms <= 0:
+            raise ValueError("interval must be > 0 ms, got %r" % (ms,))
+        return self._wheel.add(-((self._t0 - _monotonic_ns()) // _NS_PER_MS) + ms, callback, ms)
+
+    def cancel_timer(self, tid: TimerId) -> bool:
+        """Cancel a pending (or paused) timer; False if it already fired or was cancelled."""
+        if self._wheel.cancel(tid):
+            return True
+        if tid.slot == PAUSED:
+            self._paused -= 1
+        elif tid.slot != FIRING:
+            return False
+        tid.slot = INACTIVE
+        return True
+
+    def pause_timer(self, tid: TimerId) -> bool:
+        """Stop the clock of a pending timer, keeping the time it has left."""
+        if tid.slot == FIRING:  # an interval pausing itself: a full period remains
+            tid.remaining = tid.interval
+        elif self._wheel.cancel(tid):
+            left = tid.deadline * _NS_PER_MS - (_monotonic_ns() - self._t0)
+            tid.remaining = -(-left // _NS_PER_MS) if left > 0 else 0
+        else:
+            return False
+        tid.slot = PAUSED
+        self._paused += 1
+        return True
+
+    def resume_timer(self, tid: TimerId) -> bool:
+        """Restart a paused timer with the time it had left."""
+        if tid.slot != PAUSED:
+            return False
+        self._paused -= 1
+        tid.deadline = -((self._t0 - _monotonic_ns()) // _NS_PER_MS) + tid.remaining
+        self._wheel.insert(tid)
+        return True
+
+    @property
+    def timer_count(self) -> int:
+        """Live timers: scheduled plus paused."""
+        return len(self._wheel) + self._paused
+
+    def _run_timers(self, now: int) -> None:
+        due = self._wheel.expire(now)
+        if not due:
+            return
+        wheel = self._wheel
+        for t in due:
+            if t.interval:
+                t.slot = FIRING
+                try:
+                    t.callback()
+                except Exception as exc:
+                    self._exception_handler(exc, t.callback)
+                if t.slot == FIRING:
+                    # next tick on the grid strictly after now: no drift, no burst
+                    iv = t.interval
+                    t.deadline += ((now - t.deadline) // iv + 1) * iv
+                    wheel.insert(t)
+            else:
+                try:
+                    t.callback()
+                except Exception as exc:
+                    self._exception_handler(exc, t.callback)
+
+    # ------------------------------------------------------------ callbacks
+
+    def defer_call(self, callback: Callback) -> None:
+        """Run ``callback()`` at the start of the next iteration (never blocks the poll)."""
+        self._deferred.append(callback)
+
+    def post(self, callback: Callback) -> None:
+        """Thread-safe: run ``callback()`` on the loop thread, waking the loop if it sleeps."""
+        self._posted.append(callback)
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._wake()
+
+    def add_idle(self, callback: Callback) -> int:
+        """Run ``callback()`` in every iteration that saw no I/O.  Returns a handle."""
+        self._idle_seq += 1
+        self._idle[self._idle_seq] = callback
+        return self._idle_seq
+
+    def remove_idle(self, handle: int) -> bool:
+        return self._idle.pop(handle, None) is not None
+
+    # ------------------------------------------------------------ fds
+
+    def register(self, fd, events: int, callback, edge: bool = False) -> Watcher:
+        """Watch ``fd`` for ``events`` (``Events.READ | Events.WRITE``); ``callback(fd, events)``."""
+        return self._register(_fileno(fd), int(events), callback, edge, False)
+
+    def _register(self, fd: int, events: int, callback, edge: bool, internal: bool) -> Watcher:
+        if self._closed:
+            raise LoopError("register() on a closed loop")
+        if fd in self._by_fd:
+            raise LoopError("fd %d is already registered with this loop; use modify()" % fd)
+        self._gen += 1
+        token = (self._gen << 32) | fd
+        self._poller.register(fd, events, token, edge)
+        w = Watcher(fd, events, callback, token, edge, internal)
+        self._by_fd[fd] = w
+        self._by_token[token] = w
+        if not internal:
+            self._user_watchers += 1
+        if len(self._by_fd) > self._capacity and self._capacity < _poller.MAX_CAPACITY:
+            self._capacity = min(self._capacity * 2, _poller.MAX_CAPACITY)
+        return w
+
+    def modify(self, fd, events: int, callback=None) -> None:
+        """Change the events (and optionally the callback) of a registered fd."""
+        fd = _fileno(fd)
+        w = self._by_fd.get(fd)
+        if w is None:
+            raise LoopError("modify(): fd %d is not registered with this loop" % fd)
+        events = int(events)
+        if events != w.events:
+            self._poller.modify(fd, events, w.token, w.edge)
+            w.events = events
+        if callback is not None:
+            w.callback = callback
+
+    def unregister(self, fd) -> bool:
+        """Stop watching ``fd`` (call before closing it).  False if it was not registered."""
+        fd = _fileno(fd)
+        w = self._by_fd.pop(fd, None)
+        if w is None:
+            return False
+        del self._by_token[w.token]
+        if not w.internal:
+            self._user_watchers -= 1
+        if not self._closed:
+            self._poller.unregister(fd)
+        return True
+
+    @property
+    def watcher_count(self) -> int:
+        return self._user_watchers
+
+    # ------------------------------------------------------------ wake-up
+
+    def _init_wake(self) -> None:
+        lib = _ffi.lib
+        if _ffi.NATIVE and lib.PP_HAVE_EVENTFD:
+            fd = lib.pp_eventfd(0)
+            if fd < 0:
+                raise OSError(-fd, "eventfd: " + os.strerror(-fd))
+            self._wake_r = self._wake_w = fd
+            signal_fd = lib.pp_eventfd_signal
+            drain = lib.pp_drain
+            self._wake = lambda: signal_fd(fd)
+            self._drain_fd = drain
+        else:
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            self._wake_r, self._wake_w = r, w
+
+            def wake() -> None:
+                try:
+                    os.write(w, b"\0")
+                except BlockingIOError:
+                    pass  # pipe full: the loop is awake anyway
+                except OSError:
+                    pass  # closed during close(): nothing left to wake
+
+            self._wake = wake
+            self._drain_fd = _drain_py
+        self._register(self._wake_r, Events.READ, self._on_wake, False, True)
+
+    def _on_wake(self, fd: int, events: int) -> None:
+        self._wake_pending = False
+        self._drain_fd(fd)
+
+    # ------------------------------------------------------------ signals
+
+    def add_signal(self, signum: int, callback: Callable[[int], object]) -> None:
+        """Run ``callback(signum)`` on the loop thread when ``signum`` arrives."""
+        signum = int(signum)
+        if signum in self._signal_cbs:
+            self._signal_cbs[signum] = callback
+            return
+        self._signal_cbs[signum] = callback
+        try:
+            self._setup_signals(signum)
+        except BaseException:
+            del self._signal_cbs[signum]
+            raise
+
+    def remove_signal(self, signum: int) -> bool:
+        signum = int(signum)
+        if self._signal_cbs.pop(signum, None) is None:
+            return False
+        if self._signal_mode == "signalfd":
+            self._update_signalfd()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
+        prev = self._signal_prev_handlers.pop(signum, None)
+        if prev is not None:
+            signal.signal(signum, prev)
+        if not self._signal_cbs:
+            self._teardown_signals()
+        return True
+
+    def _in_main_thread(self) -> bool:
+        return threading.current_thread() is threading.main_thread()
+
+    def _setup_signals(self, signum: int) -> None:
+        lib = _ffi.lib
+        if self._signal_mode is None:
+            self._signal_mode = "signalfd" if (_ffi.NATIVE and lib.PP_HAVE_SIGNALFD) else "wakeup_fd"
+        if self._signal_mode == "signalfd":
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+            self._update_signalfd()
+            if self._in_main_thread():
+                # Delivered to a thread that does not block it, the signal runs
+                # this handler on the main thread, which forwards it here.
+                self._signal_prev_handlers[signum] = signal.signal(signum, self._forward_signal)
+            return
+        if not self._in_main_thread():
+            raise LoopError("add_signal() needs the main thread without signalfd")
+        if self._signal_pipe is None:
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            self._signal_pipe = (r, w)
+            self._prev_wakeup_fd = signal.set_wakeup_fd(w)
+            self._register(r, Events.READ, self._on_signal_pipe, False, True)
+        self._signal_prev_handlers[signum] = signal.signal(signum, _noop_signal_handler)
+
+    def _update_signalfd(self) -> None:
+        lib = _ffi.lib
+        nums = sorted(self._signal_cbs)
+        arr = _ffi.ffi.new("int[]", nums or [0])
+        fd = lib.pp_signalfd(self._signal_fd, arr, len(nums))
+        if fd < 0:
+            raise OSError(-fd, "signalfd: " + os.strerror(-fd))
+        if self._signal_fd < 0:
+            self._signal_fd = fd
+            self._signum_buf = _ffi.ffi.new("int[]", 16)
+            self._register(fd, Events.READ, self._on_signalfd, False, True)
+
+    def _on_signalfd(self, fd: int, events: int) -> None:
+        buf = self._signum_buf
+        while True:
+            n = _ffi.lib.pp_signalfd_read(fd, buf, 16)
+            if n <= 0:
+                return
+            for i in range(n):
+                self._dispatch_signal(buf[i])
+
+    def _on_signal_pipe(self, fd: int, events: int) -> None:
+        while True:
+            try:
+                data = os.read(fd, 256)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            for signum in data:
+                self._dispatch_signal(signum)
+
+    def _forward_signal(self, signum: int, frame) -> None:
+        self.post(lambda: self._dispatch_signal(signum))
+
+    def _dispatch_signal(self, signum: int) -> None:
+        cb = self._signal_cbs.get(signum)
+        if cb is None:
+            return
+        try:
+            cb(signum)
+        except Exception as exc:
+            self._exception_handler(exc, cb)
+
+    def _teardown_signals(self) -> None:
+        for signum in list(self._signal_cbs):
+            self.remove_signal(signum)
+        if self._signal_fd >= 0:
+            self.unregister(self._signal_fd)
+            os.close(self._signal_fd)
+            self._signal_fd = -1
+        if self._signal_pipe is not None:
+            r, w = self._signal_pipe
+            self.unregister(r)
+            try:
+                signal.set_wakeup_fd(self._prev_wakeup_fd if self._prev_wakeup_fd is not None else -1)
+            except ValueError:
+                pass  # not the main thread any more: nothing we can restore
+            os.close(r)
+            os.close(w)
+            self._signal_pipe = None
+        self._signal_mode = None
+
+    # ------------------------------------------------------------ running
+
+    @property
+    def is_running(self) -> bool:
+        return self._running
+
+    def stop(self) -> None:
+        """Thread-safe: make ``run()`` return after the current iteration."""
+        self._stopping = True
+        if not self._closed:
+            self._wake()
+
+    def run(self) -> None:
+        """Iterate until ``stop()``."""
+        if self._running:
+            raise LoopError("run() called while the loop is already running")
+        if self._closed:
+            raise LoopError("run() on a closed loop")
+        self._running = True
+        self._thread_id = threading.get_ident()
+        try:
+            while True:
+                self._iterate(-1)
+                if self._stopping:
+                    break
+        finally:
+            self._running = False
+            self._stopping = False
+
+    def run_once(self, timeout_ms: Optional[int] = None) -> None:
+        """One iteration.  Polls at most ``timeout_ms`` (None: until the next timer or event)."""
+        if self._running:
+            raise LoopError("run_once() called while the loop is running")
+        if self._closed:
+            raise LoopError("run_once() on a closed loop")
+        self._running = True
+        try:
+            self._iterate(-1 if timeout_ms is None else max(0, int(timeout_ms)))
+        finally:
+            self._running = False
+
+    def _iterate(self, max_timeout: int) -> None:
+        handler = self._exception_handler
+        # 1. deferred callbacks queued before this iteration
+        if self._deferred:
+            batch = self._deferred
+            self._deferred = []
+            for cb in batch:
+                try:
+                    cb()
+                except Exception as exc:
+                    handler(exc, cb)
+        # 2. callbacks posted from other threads (only those already here)
+        posted = self._posted
+        if posted:
+            for _ in range(len(posted)):
+                cb = posted.popleft()
+                try:
+                    cb()
+                except Exception as exc:
+                    handler(exc, cb)
+        # 3. timers
+        now = self._update_now()
+        if self._wheel._count:
+            self._run_timers(now)
+        # 4. poll timeout
+        if self._deferred or self._posted or self._idle or self._stopping or self._full_repolls:
+            timeout = 0
+        else:
+            nd = self._wheel.next_deadline()
+            if nd is None:
+                timeout = max_timeout
+            else:
+                # ceil to the ms: waking before the deadline tick would fire nothing
+                left = nd * _NS_PER_MS - (_monotonic_ns() - self._t0)
+                timeout = -(-left // _NS_PER_MS) if left > 0 else 0
+                if 0 <= max_timeout < timeout:
+                    timeout = max_timeout
+        # 5. poll and dispatch
+        cap = self._capacity
+        events = self._poller.poll(timeout, cap)
+        n = len(events)
+        if n:
+            by_token = self._by_token
+            for i in range(0, n, 2):
+                w = by_token.get(events[i])
+                if w is None:
+                    continue  # unregistered (or fd reused) since the poll returned
+                try:
+                    w.callback(w.fd, events[i + 1])
+                except Exception as exc:
+                    handler(exc, w.callback)
+            if n >= 2 * cap:
+                # Full array: more fds may be ready.  Grow, and poll again
+                # without sleeping (bounded), instead of making them wait.
+                if cap < _poller.MAX_CAPACITY:
+                    self._capacity = min(cap * 2, _poller.MAX_CAPACITY)
+                self._full_repolls = self._full_repolls + 1 if self._full_repolls < _MAX_FULL_REPOLLS else 0
+            else:
+                self._full_repolls = 0
+        else:
+            self._full_repolls = 0
+        # 6. refresh time, timers again; idle handlers only without I/O
+        now = self._update_now()
+        if self._wheel._count:
+            self._run_timers(now)
+        if not n and self._idle:
+            for cb in list(self._idle.values()):
+                try:
+                    cb()
+                except Exception as exc:
+                    handler(exc, cb)
+
+    # ------------------------------------------------------------ teardown
+
+    def leaks(self) -> Dict[str, int]:
+        """Live resources: user timers, user watchers, pooled buffers handed out."""
+        found = {}
+        if self.timer_count:
+            found["timers"] = self.timer_count
+        if self._user_watchers:
+            found["watchers"] = self._user_watchers
+        if self.buffers.outstanding:
+            found["buffers"] = self.buffers.outstanding
+        return found
+
+    def close(self) -> None:
+        """Release the poller and internal fds.  Idempotent.
+
+        In debug mode, raises ``ResourceLeakError`` if user timers, watchers
+        or pooled buffers are still alive (after releasing everything).
+        """
+        if self._closed:
+            return
+        if self._running:
+            raise LoopError("close() called while the loop is running; stop() it first")
+        leaked = self.leaks() if self.debug else {}
+        if self._signal_cbs or self._signal_mode:
+            self._teardown_signals()
+        self._closed = True
+        self._poller.close()
+        if self._wake_r == self._wake_w:
+            os.close(self._wake_r)
+        else:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        self._by_fd.clear()
+        self._by_token.clear()
+        self._deferred = []
+        self._posted.clear()
+        self._idle.clear()
+        if leaked:
+            raise ResourceLeakError(
+                "loop closed with live resources: "
+                + ", ".join("%d %s" % (v, k) for k, v in sorted(leaked.items()))
+            )
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> "Loop":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _drain_py(fd: int) -> int:
+    total = 0
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return total
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            continue
+        if not data:
+            return total
+        total += len(data)
+
+
+def _noop_signal_handler(signum: int, frame) -> None:
+    # The C-level handler has already written signum to the wakeup fd: the loop reads it there.
+    pass
+

@@ -1,0 +1,136 @@
+"""epoll backends: native (one C call per poll, results flattened in C) and ``select.epoll``.
+
+Why EPOLLRDHUP with READ: a peer's half-close then shows up as HUP together
+with READ, so protocol code can tell "FIN after data" from "more data".
+Level-triggered by default; ``edge=True`` sets EPOLLET (the TCP layer reads
+until EAGAIN, so edge mode saves one epoll_wait wake-up per readable burst).
+"""
+import os
+import select
+
+from .. import _ffi
+from . import MAX_CAPACITY
+
+EPOLL_CTL_ADD = 1
+EPOLL_CTL_DEL = 2
+EPOLL_CTL_MOD = 3
+_EDGE = 1 << 31
+_EMPTY = ()
+
+
+def _oserror(err: int, what: str) -> OSError:
+    return OSError(err, "%s: %s" % (what, os.strerror(err)))
+
+
+class NativeEpoll:
+    name = "epoll"
+    native = True
+
+    def __init__(self) -> None:
+        lib = _ffi.lib
+        fd = lib.pp_epoll_create()
+        if fd < 0:
+            raise _oserror(-fd, "epoll_create1")
+        self.fd = fd
+        self._ctl = lib.pp_epoll_ctl
+        self._wait = lib.pp_epoll_wait
+        self._unpack = _ffi.ffi.unpack
+        # Preallocated once at the largest capacity: no ffi.new per poll.
+        self._out = _ffi.ffi.new("int64_t[]", 2 * MAX_CAPACITY)
+
+    def register(self, fd: int, events: int, token: int, edge: bool = False) -> None:
+        r = self._ctl(self.fd, EPOLL_CTL_ADD, fd, events | (_EDGE if edge else 0), token)
+        if r < 0:
+            raise _oserror(-r, "epoll_ctl(ADD, fd=%d)" % fd)
+
+    def modify(self, fd: int, events: int, token: int, edge: bool = False) -> None:
+        r = self._ctl(self.fd, EPOLL_CTL_MOD, fd, events | (_EDGE if edge else 0), token)
+        if r < 0:
+            raise _oserror(-r, "epoll_ctl(MOD, fd=%d)" % fd)
+
+    def unregister(self, fd: int) -> None:
+        # EBADF/ENOENT: the fd was closed first, which already removed it from the set.
+        self._ctl(self.fd, EPOLL_CTL_DEL, fd, 0, 0)
+
+    def poll(self, timeout_ms: int, capacity: int):
+        n = self._wait(self.fd, self._out, capacity, timeout_ms)
+        if n > 0:
+            return self._unpack(self._out, 2 * n)
+        if n < 0:
+            raise _oserror(-n, "epoll_wait")
+        return _EMPTY
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+_IN = select.EPOLLIN | select.EPOLLPRI if hasattr(select, "EPOLLIN") else 0
+_RDHUP = getattr(select, "EPOLLRDHUP", 0x2000)
+
+
+def _epoll_mask(events: int, edge: bool) -> int:
+    m = 0
+    if events & 0x001:
+        m |= select.EPOLLIN | _RDHUP
+    if events & 0x004:
+        m |= select.EPOLLOUT
+    if edge:
+        m |= select.EPOLLET
+    return m
+
+
+class SelectEpoll:
+    """Pure twin on ``select.epoll``; translates fd -> token right after the poll."""
+
+    name = "epoll"
+    native = False
+
+    def __init__(self) -> None:
+        self._ep = select.epoll()
+        self.fd = self._ep.fileno()
+        self._tokens = {}
+
+    def register(self, fd: int, events: int, token: int, edge: bool = False) -> None:
+        self._ep.register(fd, _epoll_mask(events, edge))
+        self._tokens[fd] = token
+
+    def modify(self, fd: int, events: int, token: int, edge: bool = False) -> None:
+        self._ep.modify(fd, _epoll_mask(events, edge))
+        self._tokens[fd] = token
+
+    def unregister(self, fd: int) -> None:
+        self._tokens.pop(fd, None)
+        try:
+            self._ep.unregister(fd)
+        except OSError:
+            pass  # closed first: the kernel already dropped it
+
+    def poll(self, timeout_ms: int, capacity: int):
+        res = self._ep.poll(timeout_ms / 1000.0 if timeout_ms >= 0 else -1, capacity)
+        if not res:
+            return _EMPTY
+        tokens = self._tokens
+        out = []
+        append = out.append
+        for fd, e in res:
+            tok = tokens.get(fd)
+            if tok is None:
+                continue
+            m = 0
+            if e & _IN:
+                m = 0x001
+            if e & select.EPOLLOUT:
+                m |= 0x004
+            if e & select.EPOLLERR:
+                m |= 0x008
+            if e & (select.EPOLLHUP | _RDHUP):
+                m |= 0x010
+            append(tok)
+            append(m)
+        return out
+
+    def close(self) -> None:
+        self._ep.close()
+        self._tokens.clear()
