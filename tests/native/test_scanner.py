@@ -1,0 +1,244 @@
+"""The CRLF scanner: SSE2 path, scalar C path and both pure twins give identical results.
+
+The compiled module is loaded directly here (even under POWPOW_PURE=1) so
+that every run of the suite compares the C code against the twins; the
+package itself only ever reaches it through ``powpow._ffi``.
+"""
+import array
+import importlib
+import random
+
+import pytest
+
+from powpow import _ffi
+from powpow._ffi import _scan
+
+native = importlib.import_module("powpow._ffi._native")
+nffi, nlib = native.ffi, native.lib
+
+ALPHABET = b"ab:\r\n\t \x00\x7f\x80\x1f"
+
+
+def c_scan(fn, buf, start, end, cap, line_begin=None):
+    out = nffi.new("uint32_t[]", max(cap, 1))
+    lb = start if line_begin is None else line_begin
+    r = fn(nffi.from_buffer(buf), start, end, lb, out, cap)
+    n = r & 0xFFFFFFFF
+    return n, (r >> 32) - 1, list(out[0:n])
+
+
+def py_scan(fn, buf, start, end, cap, line_begin=None):
+    out = array.array("I", bytes(4 * cap))
+    lb = start if line_begin is None else line_begin
+    n, bad = fn(buf, start, end, out, lb)
+    return n, bad, list(out[:n])
+
+
+def all_scans(buf, start, end, cap=64, line_begin=None):
+    results = {
+        "sse2": c_scan(nlib.pp_scan_lines, buf, start, end, cap, line_begin),
+        "scalar": c_scan(nlib.pp_scan_lines_scalar, buf, start, end, cap, line_begin),
+        "find": py_scan(_scan.scan_lines_find, buf, start, end, cap, line_begin),
+    }
+    if _scan.HAVE_NUMPY:
+        results["numpy"] = py_scan(_scan.scan_lines_numpy, buf, start, end, cap, line_begin)
+    out = _ffi.new_line_offsets(cap)
+    n, bad = _ffi.scan_lines(buf, start, end, out, -1 if line_begin is None else line_begin)
+    results["public"] = (n, bad, [out[i] for i in range(n)])
+    return results
+
+
+def assert_same(buf, start, end, cap=64, line_begin=None):
+    res = all_scans(buf, start, end, cap, line_begin)
+    first = res["scalar"]
+    for name, r in res.items():
+        assert r == first, (name, r, first, buf[start:end])
+    return first
+
+
+def finds(buf, start, end):
+    res = {
+        "crlf_sse2": nlib.pp_find_crlf(nffi.from_buffer(buf), start, end),
+        "crlf_scalar": nlib.pp_find_crlf_scalar(nffi.from_buffer(buf), start, end),
+        "crlf_py": _scan.find_crlf(buf, start, end),
+        "crlf_public": _ffi.find_crlf(buf, start, end),
+    }
+    res2 = {
+        "dbl_sse2": nlib.pp_find_double_crlf(nffi.from_buffer(buf), start, end),
+        "dbl_scalar": nlib.pp_find_double_crlf_scalar(nffi.from_buffer(buf), start, end),
+        "dbl_py": _scan.find_double_crlf(buf, start, end),
+        "dbl_public": _ffi.find_double_crlf(buf, start, end),
+    }
+    assert len(set(res.values())) == 1, res
+    assert len(set(res2.values())) == 1, res2
+    return res["crlf_py"], res2["dbl_py"]
+
+
+# ---------------------------------------------------------------- exact cases
+
+def test_typical_request_head():
+    head = (b"GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n"
+            b"Connection: keep-alive\r\n\r\nBODY")
+    n, bad, offs = assert_same(head, 0, len(head))
+    assert bad == -1
+    assert [head[o:o + 2] for o in offs] == [b"\r\n"] * 5
+    assert offs[-1] == offs[-2] + 2  # blank line ends the block
+    assert head[offs[-1] + 2:] == b"BODY"
+
+
+@pytest.mark.parametrize("bad_byte", [0x00, 0x01, 0x08, 0x0B, 0x0C, 0x0E, 0x1F, 0x7F])
+def test_forbidden_control_bytes(bad_byte):
+    buf = b"GET / HTTP/1.1\r\nX: a" + bytes([bad_byte]) + b"b\r\n\r\n"
+    n, bad, offs = assert_same(buf, 0, len(buf))
+    assert bad == 20 and n == 1
+
+
+def test_htab_and_obs_text_allowed():
+    buf = b"X: a\tb\x80\xff\r\n\r\n"
+    n, bad, _ = assert_same(buf, 0, len(buf))
+    assert bad == -1 and n == 2
+
+
+def test_bare_cr_and_bare_lf_are_forbidden():
+    for buf, pos in ((b"X: a\rb\r\n\r\n", 4), (b"X: a\nb\r\n\r\n", 4), (b"X: a\r\r\n", 4),
+                     (b"X: a\n\r\n", 4), (b"\n", 0)):
+        n, bad, _ = assert_same(buf, 0, len(buf))
+        assert bad == pos, buf
+
+
+def test_pending_cr_at_end_is_not_forbidden():
+    buf = b"Host: x\r"
+    assert assert_same(buf, 0, len(buf)) == (0, -1, [])
+    buf = b"Host: x\r\n\r"
+    assert assert_same(buf, 0, len(buf)) == (1, -1, [7])
+
+
+def test_resume_with_line_begin():
+    buf = b"Host: x\r\n\r\n"
+    # resuming mid-line at the pending CR: a CRLF there is not a blank line
+    assert assert_same(buf, 7, len(buf), line_begin=0) == (2, -1, [7, 9])
+    # resuming at a line start: CRLF there is the blank line
+    assert assert_same(buf, 9, len(buf)) == (1, -1, [9])
+
+
+def test_stops_when_out_is_full():
+    buf = b"a\r\nb\r\nc\r\nd\r\n\r\n"
+    assert assert_same(buf, 0, len(buf), cap=2) == (2, -1, [1, 4])
+    assert assert_same(buf, 0, len(buf), cap=0)[0] == 0
+
+
+@pytest.mark.parametrize("boundary", [16, 32, 48])
+def test_crlf_straddling_a_16_byte_block(boundary):
+    # the original library missed a CRLF whose CR ends one SSE block and LF starts the next
+    for shift in range(0, 3):
+        buf = bytearray(b"x" * 80)
+        cr = boundary - 1 - shift
+        buf[cr:cr + 2] = b"\r\n"
+        buf = bytes(buf)
+        assert finds(buf, 0, len(buf))[0] == cr
+        n, bad, offs = assert_same(buf, 0, len(buf))
+        assert (n, bad, offs) == (1, -1, [cr])
+    buf = bytearray(b"y" * 80)
+    buf[boundary - 2:boundary + 2] = b"\r\n\r\n"
+    assert finds(bytes(buf), 0, 80)[1] == boundary - 2
+
+
+def test_find_respects_end():
+    buf = b"abc\r\ndef"
+    assert finds(buf, 0, 4) == (-1, -1)  # LF outside the range
+    assert finds(buf, 0, 5)[0] == 3
+    assert finds(buf, 4, 8)[0] == -1
+
+
+# ---------------------------------------------------------------- exhaustive-ish
+
+def test_every_length_0_to_64_at_every_alignment():
+    r = random.Random(1234)
+    for length in range(0, 65):
+        for align in range(0, 17):
+            for _ in range(3):
+                body = bytes(r.choice(ALPHABET) for _ in range(length))
+                buf = b"\xaa" * align + body + b"\r\n\xaa"
+                assert_same(buf, align, align + length)
+                finds(buf, align, align + length)
+                # mostly-clean text with CRLFs: exercises the SSE skip path
+                text = bytearray(r.choice(b"abcdef: ") for _ in range(length))
+                for _ in range(r.randrange(0, 4)):
+                    if length >= 2:
+                        p = r.randrange(0, length - 1)
+                        text[p:p + 2] = b"\r\n"
+                buf = b"\x00" * align + bytes(text) + b"\x00"
+                assert_same(buf, align, align + length)
+                finds(buf, align, align + length)
+
+
+def test_random_buffers_seeded():
+    r = random.Random(99)
+    for _ in range(2000):
+        n = r.randrange(0, 300)
+        buf = bytes(r.choice(b"ab\r\n\r\n: \t\x00") for _ in range(n))
+        s = r.randrange(0, n + 1)
+        e = r.randrange(s, n + 1)
+        assert_same(buf, s, e, cap=r.choice([1, 2, 5, 64]))
+        finds(buf, s, e)
+
+
+def test_large_clean_header_block_uses_numpy_twin_identically():
+    lines = b"".join(b"X-Header-%d: %s\r\n" % (i, b"v" * (i % 50)) for i in range(300))
+    buf = b"GET / HTTP/1.1\r\n" + lines + b"\r\n"
+    assert len(buf) > _scan.NUMPY_MIN_SPAN
+    n, bad, offs = assert_same(buf, 0, len(buf), cap=400)
+    assert n == 302 and bad == -1
+
+
+def test_bytearray_input():
+    buf = bytearray(b"A: b\r\n\r\n")
+    assert assert_same(buf, 0, len(buf)) == (2, -1, [4, 6])
+
+
+try:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - hypothesis is a test dependency
+    given = None
+
+if given is not None:
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=200), st.integers(0, 200), st.integers(0, 200), st.integers(1, 70))
+    def test_hypothesis_identical(buf, a, b, cap):
+        s, e = sorted((min(a, len(buf)), min(b, len(buf))))
+        assert_same(buf, s, e, cap=cap)
+        finds(buf, s, e)
+
+
+# ---------------------------------------------------------------- memory safety
+
+def test_buffer_ending_at_a_page_boundary_is_never_over_read():
+    """Data placed right before a PROT_NONE page: any over-read would segfault."""
+    r = random.Random(7)
+    for length in list(range(0, 40)) + [63, 64, 65, 4095, 4096]:
+        p = nlib.pp_guarded_alloc(length)
+        assert p != nffi.NULL
+        try:
+            body = bytes(r.choice(b"ab\r\n:") for _ in range(length))
+            if length >= 1:
+                body = body[:-1] + b"\r"  # ends on a CR: the scanner must not peek past it
+            nffi.memmove(p, body, length)
+            mem = nffi.buffer(p, length)
+            out = nffi.new("uint32_t[]", 4096)
+            for fn in (nlib.pp_scan_lines, nlib.pp_scan_lines_scalar):
+                r1 = fn(p, 0, length, 0, out, 4096)
+                assert (r1 >> 32) - 1 < length
+            for fn in (nlib.pp_find_crlf, nlib.pp_find_double_crlf):
+                assert fn(p, 0, length) == _scan.find_crlf(bytes(mem), 0, length) if fn is nlib.pp_find_crlf \
+                    else fn(p, 0, length) == _scan.find_double_crlf(bytes(mem), 0, length)
+        finally:
+            nlib.pp_guarded_free(p, length)
+
+
+def test_native_flag_matches_mode():
+    import os
+    pure = os.environ.get("POWPOW_PURE", "") not in ("", "0")
+    assert _ffi.NATIVE is (not pure)
+    if _ffi.NATIVE:
+        assert _ffi.HAVE_SSE2 == bool(nlib.PP_HAVE_SSE2)

@@ -1,0 +1,214 @@
+"""The timer wheel on integer time: no sockets, no clock."""
+import random
+
+import pytest
+
+from powpow.timers import INACTIVE, WHEEL_SPAN_MS, Timer, TimerWheel
+
+
+def fire_all(wheel, until):
+    return [t.callback for t in wheel.expire(until)]
+
+
+def drive(wheel, limit=10**12):
+    """Jump from deadline to deadline as an idle loop would; return [(tick, name)] fired.
+
+    Asserts the loop-level contract on the way: never past a deadline, and
+    never more than a few wake-ups per timer (cascades), i.e. no busy loop.
+    """
+    fired = []
+    wakeups = 0
+    while len(wheel):
+        nd = wheel.next_deadline()
+        assert nd is not None and nd >= wheel.now
+        assert nd <= limit
+        wakeups += 1
+        for t in wheel.expire(nd):
+            assert t.deadline <= nd
+            fired.append((nd, t.callback))
+    return fired, wakeups
+
+
+def test_single_timer_levels_fire_exactly():
+    for delay in (0, 1, 255, 256, 257, 1000, 65535, 65536, 65537, 70000, 2**24 - 1, 2**24, 2**24 + 5, 2**31):
+        w = TimerWheel(0)
+        w.add(delay, "t")
+        fired, wakeups = drive(w)
+        assert fired == [(delay, "t")], delay
+        assert wakeups <= 4, (delay, wakeups)  # level 3 -> 2 -> 1 -> 0 at most
+
+
+def test_seventy_second_timer_without_io_fires_at_70s():
+    w = TimerWheel(123)
+    w.add(123 + 70000, "70s")
+    fired, wakeups = drive(w)
+    assert fired == [(123 + 70000, "70s")]
+    assert wakeups <= 3
+
+
+def test_300ms_before_450ms_fires_at_300():
+    # The original looked at the lowest non-empty level only.
+    w = TimerWheel(0)
+    w.add(300, "a")
+    w.add(450, "b")
+    fired, _ = drive(w)
+    assert fired == [(300, "a"), (450, "b")]
+    w = TimerWheel(0)
+    w.add(450, "b")
+    w.add(300, "a")
+    w.add(10, "c")
+    assert drive(w)[0] == [(10, "c"), (300, "a"), (450, "b")]
+
+
+@pytest.mark.parametrize("boundary", [256, 65536, 2**24, 2**32])
+def test_cascade_at_boundaries(boundary):
+    w = TimerWheel(boundary - 3)
+    names = []
+    for off in (-2, -1, 0, 1, 2, 255, 256, 300):
+        name = "at%+d" % off
+        w.add(boundary + off, name)
+        names.append((boundary + off, name))
+    fired, _ = drive(w)
+    assert fired == sorted(names)
+
+
+def test_next_deadline_across_levels():
+    w = TimerWheel(0)
+    assert w.next_deadline() is None
+    w.add(70000, "x")
+    # level 2: wake at the cascade point (65536), never later than 70000
+    assert w.next_deadline() == 65536
+    w.add(1000, "y")
+    assert w.next_deadline() == 768  # level-1 slot of 1000 starts at 3 * 256
+    w.add(5, "z")
+    assert w.next_deadline() == 5
+
+
+def test_ties_fire_in_insertion_order_across_cascades():
+    w = TimerWheel(0)
+    w.add(70000, 0)
+    w.expire(69000)  # cascaded down to level 1 meanwhile
+    w.add(70000, 1)
+    w.expire(69990)
+    w.add(70000, 2)
+    w.add(70000, 3)
+    assert fire_all(w, 70000) == [0, 1, 2, 3]
+
+
+def test_past_deadline_fires_on_next_expire():
+    w = TimerWheel(1000)
+    w.add(10, "late")
+    assert fire_all(w, 1000) == ["late"]
+
+
+def test_expire_before_deadline_fires_nothing():
+    w = TimerWheel(0)
+    w.add(100, "t")
+    assert w.expire(99) == []
+    assert len(w) == 1
+    assert fire_all(w, 100) == ["t"]
+    assert len(w) == 0
+
+
+def test_cancel():
+    w = TimerWheel(0)
+    a = w.add(10, "a")
+    b = w.add(70000, "b")
+    c = w.add(2**33, "c")  # overflow: beyond the wheel's span
+    assert len(w) == 3
+    assert w.cancel(a) and w.cancel(b) and w.cancel(c)
+    assert not w.cancel(a)
+    assert len(w) == 0 and w.next_deadline() is None
+    assert w.expire(2**34) == []
+    assert a.slot == INACTIVE
+
+
+def test_cancel_keeps_bitmap_right():
+    w = TimerWheel(0)
+    a = w.add(10, "a")
+    w.add(10, "b")
+    w.cancel(a)
+    assert w.next_deadline() == 10
+    assert fire_all(w, 10) == ["b"]
+
+
+def test_beyond_span_clamps_and_recascades():
+    w = TimerWheel(5)
+    far = 5 + WHEEL_SPAN_MS * 2 + 12345
+    w.add(far, "far")
+    w.add(100, "near")
+    fired, wakeups = drive(w)
+    assert fired == [(100, "near"), (far, "far")]
+    assert wakeups < 20
+
+
+def test_fired_timer_is_inactive_and_reinsertable():
+    w = TimerWheel(0)
+    t = w.add(5, "t")
+    assert fire_all(w, 5) == ["t"]
+    assert not t.active
+    t.deadline = 20
+    w.insert(t)
+    assert t.active
+    assert fire_all(w, 30) == ["t"]
+
+
+def test_pause_resume_on_the_wheel():
+    # what Loop.pause_timer / resume_timer do: cancel, keep the remainder, re-insert
+    w = TimerWheel(0)
+    t = w.add(1000, "t")
+    w.expire(400)
+    assert w.cancel(t)
+    remaining = t.deadline - w.now
+    w.expire(5000)  # time passes while paused: nothing fires
+    t.deadline = w.now + remaining
+    w.insert(t)
+    fired, _ = drive(w)
+    assert fired == [(5001 + remaining, "t")]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_model(seed):
+    """Compare against a brute-force model: same set, deadline order, FIFO ties."""
+    r = random.Random(seed)
+    w = TimerWheel(r.randrange(0, 2**33))
+    now = w.now
+    live = {}
+    order = {}
+    seq = 0
+    for _ in range(1500):
+        op = r.random()
+        if op < 0.5:
+            d = now + r.choice([0, 1, 2, 255, 256, 257, 65535, 65536, 65537,
+                                r.randrange(1 << 20), r.randrange(1 << 34)])
+            t = w.add(d, seq)
+            live[t] = d
+            order[t] = seq
+            seq += 1
+        elif op < 0.62 and live:
+            t = r.choice(list(live))
+            assert w.cancel(t)
+            del live[t]
+        else:
+            nd = w.next_deadline()
+            step = r.choice([0, 1, 10, 300, 70000, r.randrange(1 << 25),
+                             (nd - now) if nd is not None else 1])
+            until = now + step
+            got = w.expire(until)
+            expected = sorted((t for t, d in live.items() if d <= until), key=lambda t: (live[t], order[t]))
+            assert got == expected
+            for t in got:
+                del live[t]
+            now = until + 1
+            assert w.now == now
+        assert len(w) == len(live)
+        nd = w.next_deadline()
+        if live:
+            assert now <= nd <= min(live.values())
+        else:
+            assert nd is None
+
+
+def test_timer_repr_free_of_side_effects():
+    t = Timer(5, "cb")
+    assert t.deadline == 5 and t.callback == "cb" and t.interval == 0
