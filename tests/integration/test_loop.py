@@ -1,0 +1,541 @@
+"""Loop behaviour with real fds, real threads, real signals, on every poller backend.
+
+Timing assertions use generous upper bounds (this runs on 2 noisy cores) but
+strict lower bounds: a timer firing early is always a bug.
+"""
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+import powpow
+from powpow import Events, Loop, LoopError, ResourceLeakError
+from powpow import loop as loop_mod
+
+SLACK = 0.030  # seconds of scheduling noise tolerated on a loaded CI box
+
+
+def run_until(loop, cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not reached in %.1fs" % timeout
+        loop.run_once(50)
+
+
+# ------------------------------------------------------------------ timers
+
+def test_timers_never_fire_early(loop):
+    results = []
+    for ms in (0, 1, 2, 5, 17, 40):
+        start = time.monotonic()
+        loop.add_timer(ms, lambda ms=ms, start=start: results.append((ms, time.monotonic() - start)))
+    run_until(loop, lambda: len(results) == 6)
+    for ms, elapsed in results:
+        assert elapsed >= ms / 1000.0, (ms, elapsed)
+        assert elapsed < ms / 1000.0 + SLACK, (ms, elapsed)
+
+
+def test_300ms_timer_added_before_450ms_fires_at_300(loop):
+    start = time.monotonic()
+    fired = {}
+    loop.add_timer(300, lambda: fired.__setitem__("a", time.monotonic() - start))
+    loop.add_timer(450, lambda: fired.__setitem__("b", time.monotonic() - start))
+    run_until(loop, lambda: len(fired) == 2)
+    assert 0.300 <= fired["a"] < 0.300 + SLACK
+    assert 0.450 <= fired["b"] < 0.450 + SLACK
+
+
+def test_ties_fire_in_insertion_order(loop):
+    order = []
+    for i in range(50):
+        loop.add_timer(20, lambda i=i: order.append(i))
+    run_until(loop, lambda: len(order) == 50)
+    assert order == list(range(50))
+
+
+def test_interval_does_not_drift(loop):
+    stamps = []
+    start = time.monotonic()
+    tid = loop.add_interval(10, lambda: stamps.append(time.monotonic() - start))
+    run_until(loop, lambda: len(stamps) >= 30)
+    loop.cancel_timer(tid)
+    for n, t in enumerate(stamps, 1):
+        assert t >= n * 0.010, (n, t)
+    # the 30th firing lands near 300 ms: per-firing lateness does not accumulate
+    assert stamps[29] < 0.300 + SLACK
+
+
+def test_seventy_second_timer_with_no_io_fires_at_70s(monkeypatch, backend):
+    """Fake clock: the poller's sleep advances time instead of blocking."""
+    clock = [10**12]
+    monkeypatch.setattr(loop_mod, "_monotonic_ns", lambda: clock[0])
+    lp = Loop(backend=backend, debug=True)
+    real_poll = lp._poller.poll
+    polls = []
+
+    def fake_poll(timeout_ms, capacity):
+        polls.append(timeout_ms)
+        assert timeout_ms >= 0, "would block forever with a timer pending"
+        clock[0] += timeout_ms * 1000000
+        return real_poll(0, capacity)
+
+    lp._poller.poll = fake_poll
+    start = clock[0]
+    fired = []
+    lp.add_timer(70000, lambda: fired.append(clock[0] - start))
+    while not fired:
+        lp.run_once()
+        assert len(polls) < 10, polls  # a few cascade wake-ups, no busy loop
+    assert 70000 * 1000000 <= fired[0] <= 70001 * 1000000
+    lp.close()
+
+
+def test_cancel_pause_resume(loop):
+    fired = []
+    a = loop.add_timer(30, lambda: fired.append("a"))
+    assert loop.cancel_timer(a) is True
+    assert loop.cancel_timer(a) is False
+    b = loop.add_timer(100, lambda: fired.append((time.monotonic(), "b")))
+    start = time.monotonic()
+    assert loop.timer_count == 1
+    time.sleep(0.040)
+    assert loop.pause_timer(b)
+    assert not loop.pause_timer(b)
+    assert loop.timer_count == 1
+    paused_at = time.monotonic()
+    deadline = paused_at + 0.150
+    while time.monotonic() < deadline:
+        loop.run_once(20)
+    assert fired == []  # the clock stopped while paused
+    resumed_at = time.monotonic()
+    assert loop.resume_timer(b)
+    assert not loop.resume_timer(b)
+    run_until(loop, lambda: fired)
+    remaining = (paused_at - start)
+    waited = fired[0][0] - resumed_at
+    assert waited >= 0.100 - remaining - 0.002
+    assert waited < 0.100 - remaining + SLACK
+    assert loop.timer_count == 0
+
+
+def test_interval_can_cancel_itself(loop):
+    count = []
+    holder = []
+
+    def tick():
+        count.append(1)
+        if len(count) == 3:
+            assert loop.cancel_timer(holder[0])
+
+    holder.append(loop.add_interval(5, tick))
+    run_until(loop, lambda: len(count) == 3)
+    t_end = time.monotonic() + 0.05
+    while time.monotonic() < t_end:
+        loop.run_once(10)
+    assert len(count) == 3
+    assert loop.timer_count == 0
+
+
+def test_now_ms_is_cached_per_iteration(loop):
+    seen = []
+    loop.defer_call(lambda: (seen.append(loop.now_ms()), time.sleep(0.01), seen.append(loop.now_ms())))
+    loop.run_once(0)
+    assert seen[0] == seen[1]
+    loop.run_once(0)
+    assert loop.now_ms() >= seen[0] + 10
+
+
+def test_bad_timer_arguments(loop):
+    with pytest.raises(ValueError, match="delay"):
+        loop.add_timer(-1, lambda: None)
+    with pytest.raises(ValueError, match="interval"):
+        loop.add_interval(0, lambda: None)
+
+
+# ------------------------------------------------------------------ deferred, idle, posted
+
+def test_deferred_chain_never_blocks_in_poll(loop):
+    loop.add_timer(10000, lambda: None)  # would be the poll timeout if pending work were ignored
+    done = []
+
+    def step(n):
+        if n == 0:
+            done.append(True)
+            loop.stop()
+        else:
+            loop.defer_call(lambda: step(n - 1))
+
+    loop.defer_call(lambda: step(200))
+    start = time.monotonic()
+    loop.run()
+    assert done
+    assert time.monotonic() - start < 2.0
+    cancelled = []
+    # leave nothing behind for the leak check
+    for t in list(loop._wheel._slots):
+        if t:
+            for timer in list(t):
+                cancelled.append(loop.cancel_timer(timer))
+    assert cancelled == [True]
+
+
+def test_deferred_added_during_iteration_waits_for_next(loop):
+    order = []
+    loop.defer_call(lambda: (order.append("first"), loop.defer_call(lambda: order.append("second"))))
+    loop.run_once(0)
+    assert order == ["first"]
+    loop.run_once(0)
+    assert order == ["first", "second"]
+
+
+def test_idle_runs_only_without_io(loop):
+    r, w = os.pipe()
+    idle_calls = []
+    h = loop.add_idle(lambda: idle_calls.append(1))
+    got = []
+    loop.register(r, Events.READ, lambda fd, ev: got.append(os.read(fd, 100)))
+    os.write(w, b"x")
+    loop.run_once(100)  # I/O happened: no idle
+    assert got == [b"x"] and idle_calls == []
+    start = time.monotonic()
+    loop.run_once(1000)  # no I/O: idle runs, and idle handlers keep the poll from blocking
+    assert idle_calls == [1]
+    assert time.monotonic() - start < 0.5
+    assert loop.remove_idle(h) and not loop.remove_idle(h)
+    loop.unregister(r)
+    os.close(r)
+    os.close(w)
+
+
+def test_post_from_threads_runs_on_loop_thread(loop):
+    loop_thread = threading.get_ident()
+    seen = []
+    N, T = 2000, 4
+
+    def producer():
+        for i in range(N):
+            loop.post(lambda: seen.append(threading.get_ident()))
+
+    threads = [threading.Thread(target=producer) for _ in range(T)]
+    for t in threads:
+        t.start()
+    run_until(loop, lambda: len(seen) == N * T, timeout=20)
+    for t in threads:
+        t.join()
+    assert set(seen) == {loop_thread}
+    # the wake fd was drained completely: an idle poll now really sleeps
+    start = time.monotonic()
+    loop.run_once(0)
+    loop.run_once(60)
+    assert time.monotonic() - start >= 0.055
+    assert loop.watcher_count == 0  # the wake fd is internal, never a user watcher
+
+
+def test_post_and_stop_wake_a_blocked_loop(loop):
+    woke = []
+
+    def other():
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        loop.post(lambda: woke.append(time.monotonic() - t0))
+        time.sleep(0.1)
+        loop.stop_at = time.monotonic()
+        loop.stop()
+
+    th = threading.Thread(target=other)
+    th.start()
+    start = time.monotonic()
+    loop.run()  # no timers, no fds: blocks in the poller until woken
+    stopped = time.monotonic()
+    th.join()
+    assert woke and woke[0] < 0.05
+    assert stopped - loop.stop_at < 0.05
+    assert stopped - start >= 0.2
+    assert not loop.is_running
+
+
+def test_stop_from_callback_and_run_again(loop):
+    calls = []
+    loop.add_timer(5, lambda: (calls.append(1), loop.stop()))
+    loop.run()
+    loop.add_timer(5, lambda: (calls.append(2), loop.stop()))
+    loop.run()
+    assert calls == [1, 2]
+
+
+def test_is_running_and_reentry(loop):
+    seen = []
+
+    def cb():
+        seen.append(loop.is_running)
+        with pytest.raises(LoopError):
+            loop.run()
+        loop.stop()
+
+    loop.defer_call(cb)
+    assert not loop.is_running
+    loop.run()
+    assert seen == [True]
+
+
+# ------------------------------------------------------------------ fds
+
+def test_register_modify_unregister_socketpair(loop):
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    events = []
+    loop.register(a, Events.READ, lambda fd, ev: events.append(ev))
+    loop.run_once(0)
+    assert events == []
+    b.send(b"hello")
+    loop.run_once(200)
+    assert events and events[0] & Events.READ
+    assert a.recv(100) == b"hello"
+    events.clear()
+    loop.modify(a, Events.WRITE)
+    loop.run_once(200)
+    assert events and events[0] & Events.WRITE and not events[0] & Events.READ
+    assert loop.unregister(a) is True
+    assert loop.unregister(a) is False
+    events.clear()
+    b.send(b"more")
+    loop.run_once(30)
+    assert events == []
+    with pytest.raises(LoopError, match="not registered"):
+        loop.modify(a, Events.READ)
+    a.close()
+    b.close()
+
+
+def test_register_twice_is_an_error(loop):
+    r, w = os.pipe()
+    loop.register(r, Events.READ, lambda fd, ev: None)
+    with pytest.raises(LoopError, match="already registered"):
+        loop.register(r, Events.READ, lambda fd, ev: None)
+    loop.unregister(r)
+    os.close(r)
+    os.close(w)
+
+
+def test_hup_is_reported(loop):
+    a, b = socket.socketpair()
+    got = []
+    loop.register(a, Events.READ, lambda fd, ev: got.append(ev))
+    b.close()
+    loop.run_once(200)
+    assert got and got[0] & (Events.HUP | Events.READ)
+    loop.unregister(a)
+    a.close()
+
+
+def test_reused_fd_never_gets_the_old_watchers_event(loop):
+    """Two fds ready in one poll; the first callback closes the other and a new
+    (not readable) pipe takes over its fd number: the stale event must not reach it."""
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    os.write(w1, b"x")
+    os.write(w2, b"x")
+    calls = []
+    replaced = {}
+
+    def first(fd, ev):
+        calls.append(fd)
+        os.read(fd, 10)
+        if replaced:
+            return
+        other = r2 if fd == r1 else r1
+        loop.unregister(other)
+        nr, nw = os.pipe()
+        os.dup2(nr, other)  # the new pipe's read end now has the old fd number
+        os.close(nr)
+        replaced["fd"] = other
+        replaced["w"] = nw
+        loop.register(other, Events.READ, lambda fd, ev: calls.append(("new", fd)))
+
+    loop.register(r1, Events.READ, first)
+    loop.register(r2, Events.READ, first)
+    loop.run_once(200)
+    loop.run_once(30)
+    assert len(calls) == 1 and not any(isinstance(c, tuple) for c in calls), calls
+    # the new watcher does get its own events
+    os.write(replaced["w"], b"y")
+    loop.run_once(200)
+    assert calls[-1] == ("new", replaced["fd"])
+    for fd in (r1, r2):
+        loop.unregister(fd)
+    for fd in (r1, r2, w1, w2, replaced["w"]):
+        os.close(fd)
+
+
+EDGE_BACKENDS = [b for b in powpow.available_pollers() if b != "poll"]  # poll(2) is level-only
+
+
+@pytest.mark.parametrize("edge_backend", EDGE_BACKENDS)
+def test_edge_triggered_reports_once_per_arrival(edge_backend):
+    lp = Loop(backend=edge_backend, debug=True)
+    r, w = os.pipe()
+    got = []
+    lp.register(r, Events.READ, lambda fd, ev: got.append(ev), edge=True)
+    os.write(w, b"abc")
+    lp.run_once(100)
+    lp.run_once(30)  # data still unread: level-triggered would report again
+    assert len(got) == 1
+    os.write(w, b"d")
+    lp.run_once(100)
+    assert len(got) == 2
+    lp.unregister(r)
+    os.close(r)
+    os.close(w)
+    lp.close()
+
+
+def test_many_ready_fds_are_all_dispatched_without_waiting(loop):
+    pairs = [os.pipe() for _ in range(300)]
+    got = set()
+    for r, w in pairs:
+        loop.register(r, Events.READ, lambda fd, ev: (got.add(fd), os.read(fd, 10)))
+        os.write(w, b"x")
+    start = time.monotonic()
+    loop.run_once(5000)
+    loop.run_once(5000) if len(got) < 300 else None
+    assert len(got) == 300
+    assert time.monotonic() - start < 1.0
+    for r, w in pairs:
+        loop.unregister(r)
+        os.close(r)
+        os.close(w)
+
+
+def test_full_event_array_repolls_without_sleeping(loop):
+    pairs = [os.pipe() for _ in range(150)]
+    got = set()
+    for r, w in pairs:
+        loop.register(r, Events.READ, lambda fd, ev: (got.add(fd), os.read(fd, 10)))
+        os.write(w, b"x")
+    loop._capacity = 64  # test hook: pretend the array has not grown yet
+    loop.add_timer(10000, lambda: None)
+    start = time.monotonic()
+    iterations = 0
+    while len(got) < 150:
+        loop.run_once()
+        iterations += 1
+        assert iterations < 10
+    assert time.monotonic() - start < 1.0
+    assert loop._capacity > 64  # it grew
+    for r, w in pairs:
+        loop.unregister(r)
+        os.close(r)
+        os.close(w)
+    for s in loop._wheel._slots:
+        for t in list(s or ()):
+            loop.cancel_timer(t)
+
+
+# ------------------------------------------------------------------ errors
+
+def test_callback_exception_goes_to_handler_and_loop_survives(backend):
+    errors = []
+    lp = Loop(backend=backend, debug=True, exception_handler=lambda exc, cb: errors.append(exc))
+    r, w = os.pipe()
+    ok = []
+
+    def boom(fd, ev):
+        os.read(fd, 10)
+        raise RuntimeError("io boom")
+
+    lp.register(r, Events.READ, boom)
+    lp.add_timer(1, lambda: 1 / 0)
+    lp.add_timer(2, lambda: ok.append("timer after"))
+    lp.defer_call(lambda: [][1])
+    os.write(w, b"x")
+    run_until(lp, lambda: ok)
+    kinds = sorted(type(e).__name__ for e in errors)
+    assert kinds == ["IndexError", "RuntimeError", "ZeroDivisionError"]
+    lp.unregister(r)
+    os.close(r)
+    os.close(w)
+    lp.close()
+
+
+def test_default_handler_logs(loop, caplog):
+    def bad():
+        raise ValueError("logged please")
+
+    loop.defer_call(bad)
+    with caplog.at_level(logging.ERROR, logger="powpow"):
+        loop.run_once(0)
+    assert "logged please" in caplog.text
+
+
+# ------------------------------------------------------------------ signals
+
+def test_signal_arrives_on_loop_thread(loop):
+    got = []
+    loop.add_signal(signal.SIGUSR1, lambda signum: got.append((signum, threading.get_ident())))
+    os.kill(os.getpid(), signal.SIGUSR1)
+    run_until(loop, lambda: got)
+    assert got == [(signal.SIGUSR1, threading.get_ident())]
+    # still pending when the watch is removed: absorbed, never the default action (exit)
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert loop.remove_signal(signal.SIGUSR1)
+    loop.run_once(20)
+    assert len(got) == 1
+
+
+@pytest.fixture
+def ignore_usr2():
+    prev = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGUSR2, prev)
+
+
+def test_signal_removed_restores_previous_handler(loop, ignore_usr2):
+    got = []
+    loop.add_signal(signal.SIGUSR2, lambda s: got.append(s))
+    os.kill(os.getpid(), signal.SIGUSR2)
+    run_until(loop, lambda: got)
+    assert loop.remove_signal(signal.SIGUSR2)
+    assert not loop.remove_signal(signal.SIGUSR2)
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN
+    os.kill(os.getpid(), signal.SIGUSR2)  # ignored again
+    loop.run_once(30)
+    assert got == [signal.SIGUSR2]
+
+
+# ------------------------------------------------------------------ lifecycle and debug
+
+def test_close_is_idempotent_and_final(backend):
+    lp = Loop(backend=backend)
+    lp.close()
+    lp.close()
+    assert lp.is_closed
+    with pytest.raises(LoopError, match="closed"):
+        lp.run_once(0)
+    with pytest.raises(LoopError, match="closed"):
+        lp.register(0, Events.READ, lambda fd, ev: None)
+
+
+def test_debug_close_reports_leaks(backend):
+    lp = Loop(backend=backend, debug=True)
+    r, w = os.pipe()
+    lp.register(r, Events.READ, lambda fd, ev: None)
+    lp.add_timer(1000, lambda: None)
+    buf = lp.buffers.acquire()
+    with pytest.raises(ResourceLeakError) as info:
+        lp.close()
+    msg = str(info.value)
+    assert "1 timers" in msg and "1 watchers" in msg and "1 buffers" in msg
+    assert lp.is_closed
+    lp.buffers.release(buf)
+    os.close(r)
+    os.close(w)
+
+
+def test_loop_native_flag(loop):
+    assert powpow.NATIVE == (os.environ.get("POWPOW_PURE", "") in ("", "0"))
+    if loop.backend == "epoll":
+        assert loop.native == powpow.NATIVE
