@@ -107,6 +107,7 @@ class Loop:
         self._now = 0
         self._wheel = TimerWheel(0)
         self._paused = 0
+        self._firing = 0  # intervals whose callback is running (out of the wheel meanwhile)
         self._deferred = []
         self._posted = collections.deque()
         self._idle: Dict[int, Callback] = {}
@@ -191,8 +192,8 @@ class Loop:
 
     @property
     def timer_count(self) -> int:
-        """Live timers: scheduled plus paused."""
-        return len(self._wheel) + self._paused
+        """Live timers: scheduled, paused, and intervals whose callback is running."""
+        return len(self._wheel) + self._paused + self._firing
 
     def _run_timers(self, now: int) -> None:
         due = self._wheel.expire(now)
@@ -202,10 +203,12 @@ class Loop:
         for t in due:
             if t.interval:
                 t.slot = FIRING
+                self._firing += 1
                 try:
                     t.callback()
                 except Exception as exc:
                     self._exception_handler(exc, t.callback)
+                self._firing -= 1
                 if t.slot == FIRING:
                     # next tick on the grid strictly after now: no drift, no burst
                     iv = t.interval

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README says: `bash tests/run_all.sh`.
+#
+# Installs what it needs on a fresh Debian/Ubuntu machine (apt packages when
+# run as root; one venv per interpreter), builds the native module for CPython
+# and PyPy, fails loudly if that build is missing, then runs the suite four
+# ways: CPython and PyPy x native and POWPOW_PURE=1.  Extra arguments go to
+# pytest (e.g. `bash tests/run_all.sh -k timers`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+log() { printf '\n=== %s\n' "$*"; }
+
+# ---------------------------------------------------------------- system packages
+missing=()
+command -v pypy3 >/dev/null 2>&1 || missing+=(pypy3)
+# pypy3-dev ships the headers cffi needs to compile the native module for PyPy
+[ -d /usr/lib/pypy3.9/include ] || [ -d /usr/lib/pypy3/include ] || dpkg -s pypy3-dev >/dev/null 2>&1 || missing+=(pypy3-dev)
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-dev python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing system packages: ${missing[*]}"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# ---------------------------------------------------------------- venvs + native build
+setup_venv() {  # $1 = interpreter, $2 = venv dir
+    local py=$1 venv=$2
+    if [ ! -x "$venv/bin/python" ]; then
+        log "creating $venv with $py"
+        "$py" -m venv "$venv"
+    fi
+    log "installing powpow (compiling the native module) into $venv"
+    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+    "$venv/bin/python" -m pip install -q -e "$ROOT[test]"
+    # Fail loudly when the native module did not build: never let the pure
+    # twins silently stand in for it.
+    POWPOW_REQUIRE_NATIVE=1 "$venv/bin/python" -c \
+        'import powpow._ffi as f, sys; assert f.NATIVE, "native module not in use"; print("native module OK on", sys.implementation.name, sys.version.split()[0])'
+}
+
+CPY=${POWPOW_CPYTHON:-python3}
+setup_venv "$CPY" "$ROOT/.venv"
+setup_venv pypy3 "$ROOT/.venv-pypy"
+
+# ---------------------------------------------------------------- the four runs
+status=0
+summary=()
+for interp in cpython pypy; do
+    venv="$ROOT/.venv"; [ "$interp" = pypy ] && venv="$ROOT/.venv-pypy"
+    for mode in native pure; do
+        log "pytest: $interp, $mode"
+        if [ "$mode" = pure ]; then
+            envs=(POWPOW_PURE=1)
+        else
+            envs=(POWPOW_REQUIRE_NATIVE=1)
+        fi
+        set +e
+        env "${envs[@]}" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
+        rc=$?
+        set -e
+        summary+=("$interp/$mode: $([ $rc -eq 0 ] && echo passed || echo "FAILED (rc=$rc)")")
+        [ $rc -eq 0 ] || status=1
+    done
+done
+
+log "summary"
+printf '  %s\n' "${summary[@]}"
+exit $status
