@@ -43,7 +43,7 @@ from . import poller as _poller
 from .buffers import BufferPool
 from .errors import LoopError, ResourceLeakError
 from .poller import Events
-from .timers import FIRING, INACTIVE, PAUSED, Timer, TimerWheel
+from .timers import DUE, FIRING, INACTIVE, PAUSED, Timer, TimerWheel
 
 __all__ = ["Loop", "Events", "TimerId", "Watcher"]
 
@@ -92,12 +92,15 @@ class Loop:
     raises ``ResourceLeakError`` naming what is still alive.
     ``exception_handler(exc, callback)``: where exceptions from user callbacks
     go (default: ``logging`` at ERROR on the ``powpow`` logger).
+    ``poller``: a ready-made poller object (``powpow.poller.create(...)`` or a
+    backend class instance) instead of ``backend`` -- benchmarks compare the
+    native and ``select``-based epoll this way in one process.
     """
 
     def __init__(self, backend: Optional[str] = None, debug: bool = False,
                  exception_handler: Optional[Callable[[BaseException, object], None]] = None,
-                 buffer_pool: Optional[BufferPool] = None) -> None:
-        self._poller = _poller.create(backend)
+                 buffer_pool: Optional[BufferPool] = None, poller=None) -> None:
+        self._poller = poller if poller is not None else _poller.create(backend)
         self.backend = self._poller.name
         self.native = self._poller.native
         self.debug = debug
@@ -163,7 +166,7 @@ class Loop:
             return True
         if tid.slot == PAUSED:
             self._paused -= 1
-        elif tid.slot != FIRING:
+        elif tid.slot != FIRING and tid.slot != DUE:
             return False
         tid.slot = INACTIVE
         return True
@@ -172,6 +175,8 @@ class Loop:
         """Stop the clock of a pending timer, keeping the time it has left."""
         if tid.slot == FIRING:  # an interval pausing itself: a full period remains
             tid.remaining = tid.interval
+        elif tid.slot == DUE:  # due in this very batch: it will fire on resume
+            tid.remaining = 0
         elif self._wheel.cancel(tid):
             left = tid.deadline * _NS_PER_MS - (_monotonic_ns() - self._t0)
             tid.remaining = -(-left // _NS_PER_MS) if left > 0 else 0
@@ -201,6 +206,8 @@ class Loop:
             return
         wheel = self._wheel
         for t in due:
+            if t.slot != DUE:
+                continue  # cancelled or paused by an earlier callback of this batch
             if t.interval:
                 t.slot = FIRING
                 self._firing += 1
@@ -215,6 +222,7 @@ class Loop:
                     t.deadline += ((now - t.deadline) // iv + 1) * iv
                     wheel.insert(t)
             else:
+                t.slot = INACTIVE
                 try:
                     t.callback()
                 except Exception as exc:

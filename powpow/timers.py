@@ -43,6 +43,7 @@ INACTIVE = -1  # fired (one-shot) or cancelled
 OVERFLOW = -2  # in the overflow dict (beyond the wheel's span)
 PAUSED = -3  # taken out by pause(); ``remaining`` holds the time left
 FIRING = -4  # an interval whose callback is running now (set by the loop)
+DUE = -5  # handed out by expire() and not run yet: cancelling it must still win
 
 
 class Timer:
@@ -185,7 +186,8 @@ class TimerWheel:
     def expire(self, until: int) -> List[Timer]:
         """Advance to ``until`` (inclusive); return due timers in (deadline, insertion) order.
 
-        Returned timers are marked inactive; the caller runs them (and re-inserts intervals).
+        Returned timers are marked ``DUE``; the caller runs those still DUE when their
+        turn comes (an earlier callback of the batch may cancel a later one).
         """
         due: List[Timer] = []
         now = self.now
@@ -208,7 +210,7 @@ class TimerWheel:
                     m ^= low
                     s = slots[idx]
                     for t in s:
-                        t.slot = INACTIVE
+                        t.slot = DUE
                         append(t)
                     self._count -= len(s)
                     s.clear()
