@@ -212,3 +212,36 @@ def test_random_model(seed):
 def test_timer_repr_free_of_side_effects():
     t = Timer(5, "cb")
     assert t.deadline == 5 and t.callback == "cb" and t.interval == 0
+
+
+def test_cancel_churn_keeps_memory_bounded_and_order_intact():
+    """Cancel most timers of one slot: holes are compacted, survivors keep FIFO order."""
+    w = TimerWheel(0)
+    ts = [w.add(1000, i) for i in range(10000)]
+    for t in ts:
+        if t.callback % 10:
+            assert w.cancel(t)
+    slot = w._slots[ts[0].slot]
+    assert len(slot) <= 2 * 1000 + 64  # compacted: at most ~half holes
+    assert len(w) == 1000
+    assert fire_all(w, 1000) == list(range(0, 10000, 10))
+
+
+def test_slot_of_only_cancelled_timers_does_not_wake_the_loop():
+    w = TimerWheel(0)
+    a = w.add(5, "a")
+    b = w.add(5, "b")
+    w.add(900, "c")
+    w.cancel(a)
+    w.cancel(b)
+    assert w.next_deadline() == 768  # not 5: slot 5 holds nothing live
+
+
+def test_reinserted_timer_fires_once():
+    w = TimerWheel(0)
+    t = w.add(10, "t")
+    assert w.cancel(t)
+    t.deadline = 10
+    w.insert(t)  # same slot again: the old entry is a hole, not a second copy
+    assert fire_all(w, 20) == ["t"]
+    assert sorted(x.callback for x in w.timers()) == []
