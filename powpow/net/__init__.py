@@ -1,0 +1,21 @@
+"""Networking on the powpow loop: TCP/unix servers and clients, UDP.
+
+* ``tcp``    -- ``Connection`` (write path, backpressure, closing) and ``TcpServer``;
+* ``client`` -- ``connect`` / ``connect_unix`` (resolver thread, Happy Eyeballs);
+* ``udp``    -- ``bind_udp`` / ``connect_udp``;
+* ``addr``   -- address parsing, RFC 8305 ordering, unix socket paths;
+* ``errors`` -- ``NetError`` and its subclasses (all ``PowpowError``).
+
+The syscalls themselves live in ``powpow._ffi._sock`` (native shims with pure
+twins), so everything here runs the same with ``POWPOW_PURE=1``.
+"""
+from .client import Connector, connect, connect_unix
+from .errors import ConnectError, ConnectionLost, ConnectionTimeout, DatagramTruncated, NetError, WriteQueueFull
+from .tcp import Connection, TcpServer
+from .udp import UdpEndpoint, bind_udp, connect_udp
+
+__all__ = [
+    "Connection", "TcpServer", "Connector", "connect", "connect_unix",
+    "UdpEndpoint", "bind_udp", "connect_udp",
+    "NetError", "ConnectError", "ConnectionLost", "ConnectionTimeout", "DatagramTruncated", "WriteQueueFull",
+]
