@@ -41,6 +41,30 @@ MIN_CAPACITY = 64
 MAX_CAPACITY = 4096
 
 
+def flatten(results, tokens, in_bits, out_bits, err_bits, hup_bits):
+    """[(fd, raw_mask), ...] -> [token, events, ...] for the ``select``-based twins.
+
+    Runs right after the poll returns, before any callback: a watcher that is
+    replaced during dispatch keeps the token it had, so stale events miss it.
+    """
+    out = []
+    append = out.append
+    for fd, e in results:
+        tok = tokens.get(fd)
+        if tok is None:
+            continue
+        m = READ if e & in_bits else 0
+        if e & out_bits:
+            m |= WRITE
+        if e & err_bits:
+            m |= ERROR
+        if e & hup_bits:
+            m |= HUP
+        append(tok)
+        append(m)
+    return out
+
+
 def available():
     """Backend names usable here, best first."""
     names = []

@@ -9,7 +9,7 @@ import os
 import select
 
 from .. import _ffi
-from . import MAX_CAPACITY
+from . import MAX_CAPACITY, flatten
 
 EPOLL_CTL_ADD = 1
 EPOLL_CTL_DEL = 2
@@ -111,25 +111,7 @@ class SelectEpoll:
         res = self._ep.poll(timeout_ms / 1000.0 if timeout_ms >= 0 else -1, capacity)
         if not res:
             return _EMPTY
-        tokens = self._tokens
-        out = []
-        append = out.append
-        for fd, e in res:
-            tok = tokens.get(fd)
-            if tok is None:
-                continue
-            m = 0
-            if e & _IN:
-                m = 0x001
-            if e & select.EPOLLOUT:
-                m |= 0x004
-            if e & select.EPOLLERR:
-                m |= 0x008
-            if e & (select.EPOLLHUP | _RDHUP):
-                m |= 0x010
-            append(tok)
-            append(m)
-        return out
+        return flatten(res, self._tokens, _IN, select.EPOLLOUT, select.EPOLLERR, select.EPOLLHUP | _RDHUP)
 
     def close(self) -> None:
         self._ep.close()

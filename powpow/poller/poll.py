@@ -5,6 +5,8 @@ It costs O(registered fds) per call in the kernel, which is why it is last in
 """
 import select
 
+from . import flatten
+
 _EMPTY = ()
 
 
@@ -44,25 +46,8 @@ class PollPoller:
         res = self._p.poll(timeout_ms if timeout_ms >= 0 else None)
         if not res:
             return _EMPTY
-        tokens = self._tokens
-        out = []
-        append = out.append
-        for fd, e in res:
-            tok = tokens.get(fd)
-            if tok is None:
-                continue
-            m = 0
-            if e & (select.POLLIN | select.POLLPRI):
-                m = 0x001
-            if e & select.POLLOUT:
-                m |= 0x004
-            if e & (select.POLLERR | select.POLLNVAL):
-                m |= 0x008
-            if e & select.POLLHUP:
-                m |= 0x010
-            append(tok)
-            append(m)
-        return out
+        return flatten(res, self._tokens, select.POLLIN | select.POLLPRI, select.POLLOUT,
+                       select.POLLERR | select.POLLNVAL, select.POLLHUP)
 
     def close(self) -> None:
         self._tokens.clear()
