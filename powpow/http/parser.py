@@ -9,6 +9,9 @@ the requests *completed* by it, in order (feeding byte by byte gives exactly the
 same requests, bodies and errors as feeding everything at once).  Every
 rejection raises ``powpow.errors.ParseError`` carrying the status to answer with;
 after one the parser is dead (every later ``feed`` re-raises it): answer, close.
+When one ``feed`` completes requests and then meets an error, it returns those
+requests and the *next* ``feed`` (``feed(b"")`` will do) raises: answers to the
+good requests come first, as on the wire.
 
 * ``on_headers(req)`` runs when a head is parsed, before its body (send
   ``100 Continue`` here; ``parser.current`` is the same request).
@@ -32,7 +35,7 @@ Grammar accepted (RFC 9112 unless noted)
     request-line = method SP request-target SP ( "HTTP/1.1" / "HTTP/1.0" ) CRLF
     method     = token                       ; case-sensitive; common ones interned
     request-target = origin-form             ; "/" *( VCHAR except "#" )
-                   / absolute-form           ; scheme ":" *( VCHAR except "#" )
+                   / absolute-form           ; scheme "://" 1*( VCHAR except "#" )
                    / authority-form          ; host ":" port    (CONNECT only)
                    / "*"                     ; asterisk-form    (OPTIONS only)
     field-line = token ":" OWS *( VCHAR / obs-text / SP / HTAB ) OWS
@@ -108,10 +111,10 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_TARGET = re.compile(rb"[^\x21-\x7e]|#")
 # bytes allowed in a request-target: VCHAR except "#" (checked with one translate)
 _TARGET_CHARS = bytes(range(0x21, 0x7F)).replace(b"#", b"")
-_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*:")
-_HOSTPORT = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)"
+_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*://[^/?]")
+_HOSTPORT = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)"
 _AUTHORITY = re.compile(_HOSTPORT + rb":[0-9]+")
-_HOST = re.compile(_HOSTPORT + rb"(?::[0-9]*)?")
+_HOST = re.compile(rb"(?:" + _HOSTPORT + rb"(?::[0-9]*)?)?")  # empty is allowed (RFC 9112 3.2)
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
 _CHUNK_EXT = re.compile(
     rb"(?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
@@ -201,12 +204,12 @@ def _check_target(buf, ts: int, te: int, method: str) -> None:
         raise _err(400, "empty request target")
     if _BAD_TARGET.search(buf, ts, te) is not None:
         raise _err(400, "invalid character in request target")
-    c = buf[ts]
-    if c == 47:  # origin-form
-        return
     if method == "CONNECT":
         if _AUTHORITY.fullmatch(buf, ts, te) is None:
             raise _err(400, "CONNECT needs an authority-form target (host:port)")
+        return
+    c = buf[ts]
+    if c == 47:  # origin-form
         return
     if c == 42 and te == ts + 1:  # '*'
         if method != "OPTIONS":
@@ -400,16 +403,18 @@ class RequestParser:
             if (bad < 0 and n >= 2 and out[n - 1] == out[n - 2] + 2 and data[0] != 13
                     and out[0] <= self.max_request_line
                     and out[n - 1] - out[0] - 2 <= self.max_header_size):
+                done: List[Request] = []
                 try:
                     req = self._build(data, 0, out, n)
                     pos = out[n - 1] + 2
                     if pos == end and not req._special and self._no_callbacks:
                         return [req]
-                    done: List[Request] = []
                     pos, state = self._start_message(req, data, pos, end, done)
                     return self._run(data, pos, state, done)
                 except ParseError as exc:
                     self._fail(exc)
+                    if done:
+                        return done  # the error is raised by the next feed()
                     raise
         return self._feed(data)
 
@@ -439,10 +444,13 @@ class RequestParser:
                 del buf[:pos]  # all in-progress offsets are relative to pos
                 pos = 0
             buf += data
+        done = []
         try:
-            return self._run(buf, pos, state, [])
+            return self._run(buf, pos, state, done)
         except ParseError as exc:
             self._fail(exc)
+            if done:
+                return done  # the error is raised by the next feed()
             raise
 
     def _fail(self, exc: ParseError) -> None:
@@ -662,7 +670,7 @@ class RequestParser:
         else:
             version, te = _check_version(buf, ts, c0)
             v11 = version == "1.1"
-        if buf[ts] != 47 or buf[ts:te].translate(None, _TARGET_CHARS):
+        if buf[ts] != 47 or buf[ts:te].translate(None, _TARGET_CHARS) or method == "CONNECT":
             _check_target(buf, ts, te, method)
         req = _new(Request)
         req.method = method
@@ -726,6 +734,8 @@ class RequestParser:
                 req.headers = hdrs
                 if method != "CONNECT":
                     self._memo = (block, hdrs, None)
+                else:
+                    req._special = True
                 return req
         if nhost != 1:
             if nhost > 1:
@@ -735,7 +745,7 @@ class RequestParser:
         else:
             hv = buf[hc + 1 : he]
             if hv not in _HOSTS_OK:
-                if _HOST.fullmatch(hv.strip(b" \\t")) is None:
+                if _HOST.fullmatch(hv.strip(b" \t")) is None:
                     raise _err(400, "invalid Host header")
                 if len(_HOSTS_OK) < _HOSTS_MAX:
                     _HOSTS_OK[bytes(hv)] = True
@@ -753,7 +763,9 @@ class RequestParser:
         hdrs._ends = ends
         hdrs._memo = {}
         req.headers = hdrs
-        if v11 and method != "CONNECT":
+        if method == "CONNECT":
+            req._special = True
+        elif v11:
             self._memo = (block, hdrs, framing)
         return req
 
@@ -771,7 +783,7 @@ class RequestParser:
         expect = False
         for j in range(0, len(specials), 3):
             code = specials[j]
-            v = buf[specials[j + 1] + 1 : specials[j + 2]].strip(b" \\t")
+            v = buf[specials[j + 1] + 1 : specials[j + 2]].strip(b" \t")
             if code == 2:  # Content-Length
                 if not v.isdigit():
                     raise _err(400, "Content-Length is not a plain decimal number")
@@ -802,7 +814,7 @@ class RequestParser:
             if not codings:
                 raise _err(400, "empty Transfer-Encoding")
             for t in codings:
-                if _TOKEN.fullmatch(t.split(b";", 1)[0].rstrip(b" \\t")) is None:
+                if _TOKEN.fullmatch(t.split(b";", 1)[0].rstrip(b" \t")) is None:
                     raise _err(400, "invalid transfer coding")
             if codings.count(b"chunked") > 1:
                 raise _err(400, "chunked applied twice")
