@@ -16,7 +16,7 @@ import powpow
 from powpow import Events, Loop, LoopError, ResourceLeakError
 from powpow import loop as loop_mod
 
-SLACK = 0.030  # seconds of scheduling noise tolerated on a loaded CI box
+SLACK = 0.050  # seconds of scheduling noise tolerated on a loaded CI box (exactness: fake-clock tests)
 
 
 def run_until(loop, cond, timeout=5.0):
@@ -242,7 +242,6 @@ def test_post_and_stop_wake_a_blocked_loop(loop):
 
     th = threading.Thread(target=other)
     th.start()
-    start = time.monotonic()
     loop.run()  # no timers, no fds: blocks in the poller until woken
     stopped = time.monotonic()
     th.join()
@@ -250,7 +249,7 @@ def test_post_and_stop_wake_a_blocked_loop(loop):
     # the bounds leave room for a loaded 2-core CI box and PyPy's warm-up.
     assert woke and woke[0] < 0.25
     assert stopped - loop.stop_at < 0.25
-    assert stopped - start >= 0.2
+    assert stopped >= loop.stop_at  # it slept until stop(), not returning early
     assert not loop.is_running
 
 
