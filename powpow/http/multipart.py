@@ -2,7 +2,9 @@
 
 ``MultipartParser(boundary, **limits).feed(data) -> list[Part]`` takes the body
 in any split (e.g. from ``RequestParser(on_body=...)``) and returns the parts
-completed by it; ``close()`` checks that the closing delimiter arrived.  Every
+completed by it; ``close()`` checks that the closing delimiter arrived.  When a
+feed completes parts and then meets an error, it returns those parts and the
+next ``feed``/``close`` raises (same results for any split of the input).  Every
 rejection raises ``ParseError`` (400, or 413 for a size or count limit).
 
 Invariants:
@@ -222,6 +224,8 @@ class MultipartParser:
         except ParseError as exc:
             self._error = exc
             self._discard()
+            if done:
+                return done  # parts before the error first; the next feed/close raises
             raise
         return done
 

@@ -1,0 +1,178 @@
+"""powpow.http.multipart: streaming form-data parsing, limits, safe filenames."""
+import os
+import stat
+
+import pytest
+
+from powpow.http import ParseError, RequestParser
+from powpow.http.multipart import (
+    MultipartParser,
+    boundary_from_content_type,
+    parse_options_header,
+    safe_filename,
+)
+
+B = b"----WebKitFormBoundary7MA4YWxkTrZu0gW"
+
+
+def part(headers, data):
+    return b"--" + B + b"\r\n" + headers + b"\r\n\r\n" + data + b"\r\n"
+
+
+BODY = (
+    b"preamble to ignore\r\n"
+    + part(b'Content-Disposition: form-data; name="title"', b"hello")
+    + part(b'Content-Disposition: form-data; name="f1"; filename="a.txt"\r\nContent-Type: text/plain',
+           b"first file\r\nwith CRLF and --" + B[:-1])
+    + part(b'Content-Disposition: form-data; name="f2"; filename="../../etc/passwd"\r\n'
+           b"Content-Type: application/octet-stream", bytes(range(256)) * 4)
+    + part(b'Content-Disposition: form-data; name="f3"; filename*=UTF-8\'\'caf%C3%A9.png',
+           b"\x89PNG")
+    + b"--" + B + b"--\r\nepilogue"
+)
+
+
+def parse(body, step=None, **kw):
+    m = MultipartParser(B, **kw)
+    parts = []
+    step = step or len(body)
+    for i in range(0, len(body), step):
+        parts += m.feed(body[i:i + step])
+    m.close()
+    return parts
+
+
+def describe(parts):
+    return [(p.name, p.filename, p.raw_filename, p.content_type, p.size,
+             p.value if p.file is None else p.file.read()) for p in parts]
+
+
+def test_several_files_and_fields_any_split():
+    expected = describe(parse(BODY))
+    assert [d[0] for d in expected] == ["title", "f1", "f2", "f3"]
+    assert expected[0][5] == b"hello" and expected[0][1] is None
+    assert expected[1][5] == b"first file\r\nwith CRLF and --" + B[:-1]
+    assert expected[2][1] == "passwd" and expected[2][5] == bytes(range(256)) * 4
+    assert expected[3][1] == "café.png"
+    for step in (1, 2, 3, 7, 64, 1000):
+        assert describe(parse(BODY, step)) == expected
+
+
+def test_large_file_spools_to_private_temp_file(tmp_path):
+    parts = parse(BODY, 100, spool_threshold=512, spool_dir=str(tmp_path))
+    f2 = parts[2]
+    assert f2.file is not None
+    assert stat.S_IMODE(os.stat(f2.file.name).st_mode) == 0o600
+    assert os.path.dirname(f2.file.name) == str(tmp_path)
+    assert f2.file.read() == bytes(range(256)) * 4
+    f2.close()
+
+
+def test_streaming_on_data():
+    seen = {}
+    m = MultipartParser(B, on_part=lambda p: seen.setdefault(p.name, b""),
+                        on_data=lambda p, d: seen.__setitem__(p.name, seen[p.name] + d))
+    for i in range(0, len(BODY), 5):
+        m.feed(BODY[i:i + 5])
+    m.close()
+    assert seen["f2"] == bytes(range(256)) * 4 and seen["title"] == b"hello"
+
+
+def test_field_size_limit_at_and_past():
+    body = part(b'Content-Disposition: form-data; name="x"', b"a" * 10) + b"--" + B + b"--"
+    assert parse(body, max_field_size=10)[0].value == b"a" * 10
+    with pytest.raises(ParseError) as e:
+        parse(body, max_field_size=9)
+    assert e.value.status == 413
+
+
+def test_file_size_limit():
+    with pytest.raises(ParseError) as e:
+        parse(BODY, 13, max_file_size=1000)
+    assert e.value.status == 413
+    assert len(parse(BODY, max_file_size=1024)) == 4
+
+
+def test_part_count_limit():
+    assert len(parse(BODY, max_parts=4)) == 4
+    with pytest.raises(ParseError) as e:
+        parse(BODY, max_parts=3)
+    assert e.value.status == 413
+
+
+def test_part_header_limits():
+    with pytest.raises(ParseError) as e:
+        parse(BODY, max_part_header_size=40)
+    assert e.value.status == 400
+    many = part(b"Content-Disposition: form-data; name=\"x\"\r\n" + b"X-A: 1\r\n" * 5 + b"X-B: 2", b"v")
+    assert len(parse(many + b"--" + B + b"--", max_part_headers=7)) == 1
+    with pytest.raises(ParseError):
+        parse(many + b"--" + B + b"--", max_part_headers=6)
+
+
+@pytest.mark.parametrize("body", [
+    part(b"Content-Type: text/plain", b"no disposition") + b"--" + B + b"--",
+    part(b'Content-Disposition: attachment; name="x"', b"v") + b"--" + B + b"--",
+    part(b"Content-Disposition: form-data", b"no name") + b"--" + B + b"--",
+    part(b'Content-Disposition: form-data; name="x"\nBare: lf', b"v") + b"--" + B + b"--",
+    part(b'Content-Disposition : form-data; name="x"', b"v") + b"--" + B + b"--",
+    b"--" + B + b"junk\r\n",
+    b"--" + B + b"\r\n\x00",
+])
+def test_malformed_parts_rejected(body):
+    with pytest.raises(ParseError) as e:
+        parse(body)
+    assert e.value.status == 400
+
+
+def test_missing_close_delimiter():
+    with pytest.raises(ParseError) as e:
+        parse(BODY[: BODY.index(b"--" + B + b"--")])
+    assert e.value.status == 400
+
+
+def test_boundary_validation():
+    assert boundary_from_content_type('multipart/form-data; boundary="a b"') == b"a b"
+    assert boundary_from_content_type("Multipart/Form-Data; charset=x; boundary=abc") == b"abc"
+    for bad in ("multipart/form-data", "multipart/form-data; boundary=", "text/plain; boundary=a",
+                "multipart/form-data; boundary=" + "a" * 71, 'multipart/form-data; boundary="ends "'):
+        with pytest.raises(ParseError):
+            boundary_from_content_type(bad)
+    with pytest.raises(ParseError):
+        MultipartParser(b"bad\x00boundary")
+
+
+def test_options_header():
+    assert parse_options_header('form-data; name="a\\"b"; filename="C:\\dir\\f.txt"') == (
+        "form-data", {"name": 'a"b', "filename": "C:\\dir\\f.txt"})
+
+
+@pytest.mark.parametrize("raw,safe", [
+    ("../../etc/passwd", "passwd"), ("C:\\Users\\me\\x.png", "x.png"), ("..", "upload"),
+    (".bashrc", "bashrc"), ("a\x00b\x1f.txt", "a_b_.txt"), ("con.txt", "_con.txt"),
+    ("what?<>|*.txt", "what_____.txt"), ("", "upload"), ("name. . ", "name"),
+    ("é" * 200 + ".jpg", "é" * 125 + ".jpg"),
+])
+def test_safe_filename(raw, safe):
+    assert safe_filename(raw) == safe
+    assert "/" not in safe and "\\" not in safe and len(safe.encode()) <= 255
+
+
+def test_with_request_parser_streaming_body():
+    body = BODY
+    head = (b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Type: multipart/form-data; boundary=" + B
+            + b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+    state = {}
+    parts = []
+
+    def on_headers(req):
+        state["mp"] = MultipartParser(boundary_from_content_type(req.headers["content-type"]))
+
+    def on_body(req, chunk):
+        parts.extend(state["mp"].feed(chunk))
+
+    p = RequestParser(on_headers=on_headers, on_body=on_body, on_message_complete=lambda r: state["mp"].close())
+    data = head + body
+    for i in range(0, len(data), 33):
+        p.feed(data[i:i + 33])
+    assert [x.name for x in parts] == ["title", "f1", "f2", "f3"]
