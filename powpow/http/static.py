@@ -1,0 +1,562 @@
+"""Static files, sans-I/O: decide the whole response, let the server send it.
+
+What: ``plan_static(method, raw_target_path, get_header, opts)`` maps a request
+onto a file under ``opts.root`` and returns a ``StaticResponse`` -- status,
+headers, and a body as a list of ``bytes`` and ``FileRange`` pieces that the
+server writes in order (``FileRange`` with sendfile).  It reads the file system
+(stat, realpath, scandir) but never opens a file, touches a socket or a loop:
+the server stays in charge of I/O, and every rule here is testable with a
+``tmp_path``.  ``plan_file`` does the same for one trusted path
+(``res.send_file``).
+
+Path safety (the invariants; each is a row of the test table):
+* The target is matched against ``prefix`` *before* decoding (give the prefix in
+  the form it has on the wire), then split on ``/`` *before* decoding, so
+  ``%2f`` can never create a segment boundary; each segment is
+  percent-decoded exactly once (the result is never decoded again).
+* Refused with 403: ``.`` / ``..`` segments (raw or ``%2e``-encoded), encoded
+  ``/`` ``\\`` NUL (``%2f %5c %00``), raw backslashes, control characters, and
+  any path whose ``realpath`` (symlinks followed) leaves the root.
+* Refused with 404: malformed ``%`` escapes, empty segments (``a//b``: not
+  repaired, like the parser), dotfiles (a segment starting with ``.``, also
+  after symlink resolution) unless ``show_hidden``, anything that is not a
+  regular file or directory, a file named with a trailing slash, a directory
+  with neither index nor listing (404 rather than 403: the answer does not
+  reveal that the directory exists).
+* Only a path joined from checked segments and then ``realpath``-ed is ever
+  stat-ed; the ``FileRange.path`` handed to the server is that real path.  A
+  symlink swapped in between plan and open is the server's window (open with
+  ``O_NOFOLLOW``); a file that shrinks in between gives a short sendfile.
+
+HTTP (RFC 9110): validators and conditionals in ``_conditional`` (§8.8, §13),
+ranges and multipart/byteranges in ``_ranges`` (§14), content types in
+``_mime``.  Range is honoured for GET only (§14.2: GET is the only method that
+defines range handling; HEAD answers like a full GET).  Methods other than
+GET/HEAD get 405 ``Allow: GET, HEAD``: OPTIONS/CORS preflight belongs to
+``powpow.http.cors``, answered by the server before it calls us.
+
+Errors: ``StaticError(status, reason)`` is raised inside and converted once, in
+``plan_static``/``plan_file``, into a small ``text/plain`` response whose
+``reason`` is for the access log (never sent).  Peer input never makes these
+functions raise.
+"""
+import html
+import os
+import re
+import stat as _stat
+import time
+from typing import Callable, List, Optional, Sequence, Tuple, Union
+from urllib.parse import quote
+
+from powpow.errors import PowpowError
+
+from ._conditional import evaluate_preconditions, http_date, if_range_allows
+from ._mime import content_type_for
+from ._ranges import FileRange, content_range, multipart_byteranges, parse_range
+
+__all__ = [
+    "plan_static", "plan_file", "StaticOptions", "StaticResponse", "FileRange",
+    "StaticError", "content_disposition", "accepts_gzip", "MAX_LISTING_ENTRIES",
+]
+
+GetHeader = Callable[[str], Optional[str]]
+Part = Union[bytes, FileRange]
+
+# A listing of a directory with a million entries would be a 100 MB page built
+# in memory per request; past this many we stop reading and say so.
+MAX_LISTING_ENTRIES = 10_000
+
+_REASONS = {
+    200: "OK", 206: "Partial Content", 304: "Not Modified",
+    301: "Moved Permanently", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 412: "Precondition Failed",
+    416: "Range Not Satisfiable",
+}
+_TEXT = "text/plain; charset=utf-8"
+_NOSNIFF = ("X-Content-Type-Options", "nosniff")
+# The listing is the only HTML we generate from file names: no script may run
+# in it even if escaping had a hole.
+_LISTING_CSP = ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
+
+
+class StaticError(PowpowError):
+    """A refused static request (``status`` 403/404/...) with a log ``reason``.
+
+    Raised inside this module and converted once into a ``StaticResponse``; it
+    escapes only from ``StaticOptions`` for an unusable configuration (status 500)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return "%d %s" % (self.status, self.reason)
+
+
+def _check_value(what: str, value: str) -> None:
+    if any(c in value for c in "\r\n\x00"):
+        raise StaticError(500, "%s contains CR, LF or NUL: %r" % (what, value))
+
+
+class StaticOptions:
+    """Configuration of one static mount; checked once, here, not per request.
+
+    ``root`` must be an existing directory (its realpath is kept: the root itself
+    may be a symlink).  ``prefix`` is the URL path it is mounted at, normalised to
+    start and end with ``/``.  ``index`` names are plain file names."""
+
+    __slots__ = ("root", "prefix", "index", "listing", "show_hidden", "precompressed",
+                 "download", "cache_control", "_root_slash")
+
+    def __init__(
+        self,
+        root: Union[str, "os.PathLike[str]"],
+        prefix: str = "/",
+        index: Sequence[str] = ("index.html",),
+        listing: bool = False,
+        show_hidden: bool = False,
+        precompressed: bool = True,
+        download: bool = False,
+        cache_control: Optional[str] = None,
+    ) -> None:
+        real = os.path.realpath(os.fspath(root))
+        if not os.path.isdir(real):
+            raise StaticError(500, "static root is not a directory: %r" % (os.fspath(root),))
+        if not prefix.startswith("/"):
+            raise StaticError(500, "prefix must start with '/': %r" % (prefix,))
+        _check_value("prefix", prefix)
+        if isinstance(index, str):
+            index = (index,)
+        for name in index:
+            if not name or "/" in name or "\\" in name or "\x00" in name or name in (".", ".."):
+                raise StaticError(500, "index must be plain file names: %r" % (name,))
+        if cache_control is not None:
+            _check_value("cache_control", cache_control)
+        self.root = real
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.index = tuple(index)
+        self.listing = listing
+        self.show_hidden = show_hidden
+        self.precompressed = precompressed
+        self.download = download
+        self.cache_control = cache_control
+        self._root_slash = real if real.endswith(os.sep) else real + os.sep
+
+    def __repr__(self) -> str:
+        return "StaticOptions(%r, prefix=%r, index=%r, listing=%r, show_hidden=%r)" % (
+            self.root, self.prefix, self.index, self.listing, self.show_hidden)
+
+
+class StaticResponse:
+    """What to answer.  The server adds Date, Server, Connection and Content-Length.
+
+    ``parts`` is empty for HEAD and 304; ``content_length`` is the length a GET
+    body has (0 for 304: send no Content-Length there).  ``reason`` says why a
+    request was refused (for the log); ``file_path`` is the real path of the
+    file served, if any."""
+
+    __slots__ = ("status", "headers", "parts", "content_length", "reason", "file_path")
+
+    def __init__(self, status: int, headers: List[Tuple[str, str]], parts: List[Part],
+                 content_length: int, reason: str = "", file_path: Optional[str] = None) -> None:
+        self.status = status
+        self.headers = headers
+        self.parts = parts
+        self.content_length = content_length
+        self.reason = reason
+        self.file_path = file_path
+
+    def header(self, name: str) -> Optional[str]:
+        """First value of header ``name`` (case-insensitive), for callers and tests."""
+        lname = name.lower()
+        for k, v in self.headers:
+            if k.lower() == lname:
+                return v
+        return None
+
+    def __repr__(self) -> str:
+        return "<StaticResponse %d %s len=%d%s>" % (
+            self.status, _REASONS.get(self.status, ""), self.content_length,
+            " (%s)" % self.reason if self.reason else "")
+
+
+def _small(method: str, status: int, reason: str,
+           headers: Optional[List[Tuple[str, str]]] = None) -> StaticResponse:
+    body = ("%d %s\n" % (status, _REASONS.get(status, ""))).encode("ascii")
+    hs = [("Content-Type", _TEXT), _NOSNIFF]
+    if headers:
+        hs.extend(headers)
+    return StaticResponse(status, hs, [] if method == "HEAD" else [body], len(body), reason)
+
+
+def _not_allowed(method: str) -> StaticResponse:
+    return _small(method, 405, "method %s not allowed" % method, [("Allow", "GET, HEAD")])
+
+
+# -- path safety ---------------------------------------------------------------
+
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_FORBIDDEN_ESCAPES = frozenset((0x2F, 0x5C, 0x00))  # '/', '\\', NUL
+
+
+def _decode_segment(raw: str, show_hidden: bool) -> str:
+    """One raw path segment -> its file-system name, or StaticError."""
+    if "\\" in raw:
+        raise StaticError(403, "backslash in path")
+    for c in raw:
+        if not "\x20" < c < "\x7f":
+            raise StaticError(403, "control or non-ASCII character in path")
+    if "%" in raw:
+        if raw.count("%") != len(_ESCAPE.findall(raw)):
+            raise StaticError(404, "malformed percent-encoding")
+        out = bytearray()
+        pos = 0
+        for m in _ESCAPE.finditer(raw):
+            out += raw[pos:m.start()].encode("ascii")
+            byte = int(m.group(1), 16)
+            if byte in _FORBIDDEN_ESCAPES:
+                raise StaticError(403, "encoded '/', '\\' or NUL in path")
+            if byte < 0x20 or byte == 0x7F:
+                raise StaticError(403, "encoded control character in path")
+            out.append(byte)
+            pos = m.end()
+        out += raw[pos:].encode("ascii")
+        # The file system's own decoding (surrogateescape): byte-exact names.
+        name = os.fsdecode(bytes(out))
+    else:
+        name = raw
+    if name == "." or name == "..":
+        raise StaticError(403, "dot segment in path")
+    if name[0] == "." and not show_hidden:
+        raise StaticError(404, "hidden path segment")
+    return name
+
+
+def _split_target(rest: str, show_hidden: bool) -> Tuple[List[str], bool]:
+    """Raw path after the prefix -> (decoded segments, trailing slash)."""
+    if not rest:
+        return [], True
+    raws = rest.split("/")
+    trailing = raws[-1] == ""
+    if trailing:
+        raws.pop()
+    names = []
+    for raw in raws:
+        if not raw:
+            raise StaticError(404, "empty path segment")
+        names.append(_decode_segment(raw, show_hidden))
+    return names, trailing
+
+
+def _confine(path: str, opts: StaticOptions) -> str:
+    """realpath of ``path``, refused unless it stays under the root (and visible)."""
+    real = os.path.realpath(path)
+    if real != opts.root:
+        if not real.startswith(opts._root_slash):
+            raise StaticError(403, "symlink resolves outside the root")
+        if not opts.show_hidden:
+            rel = real[len(opts._root_slash):]
+            if rel.startswith(".") or (os.sep + ".") in rel:
+                raise StaticError(404, "resolves to a hidden path")
+    return real
+
+
+def _stat_or_refuse(path: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except PermissionError:
+        raise StaticError(403, "permission denied") from None
+    except OSError:  # ENOENT, ENOTDIR, ELOOP, ENAMETOOLONG ...
+        raise StaticError(404, "no such file") from None
+
+
+# -- negotiation and headers ------------------------------------------------------
+
+_QVALUE = re.compile(r"[ \t]*(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)[ \t]*\Z")
+
+
+def _qvalue(params: str) -> float:
+    for param in params.split(";"):
+        name, eq, value = param.partition("=")
+        if eq and name.strip(" \t").lower() == "q":
+            # An unparseable weight counts as 0: never send what was not clearly accepted.
+            return float(value) if _QVALUE.match(value) else 0.0
+    return 1.0
+
+
+def accepts_gzip(accept_encoding: Optional[str]) -> bool:
+    """Does ``Accept-Encoding`` allow gzip (RFC 9110 §12.5.3)?
+
+    An explicit ``gzip``/``x-gzip`` entry decides by its q-value; otherwise ``*``
+    does; otherwise no.  ``q=0`` means "not acceptable"."""
+    if not accept_encoding:
+        return False
+    explicit = None
+    star = None
+    for item in accept_encoding.split(","):
+        coding, _, params = item.partition(";")
+        coding = coding.strip(" \t").lower()
+        if coding == "gzip" or coding == "x-gzip":
+            q = _qvalue(params)
+            explicit = q if explicit is None else max(explicit, q)
+        elif coding == "*":
+            star = _qvalue(params)
+    if explicit is not None:
+        return explicit > 0
+    return star is not None and star > 0
+
+
+_ATTR_CHAR = "!#$&+-.^_`|~"  # RFC 8187 §3.2.1 attr-char besides ALPHA / DIGIT
+
+
+def content_disposition(filename: str, disposition: str = "attachment") -> str:
+    """``attachment; filename="..."; filename*=UTF-8''...`` (RFC 6266, RFC 8187).
+
+    The quoted form is an ASCII fallback: anything outside printable ASCII, and
+    ``"`` ``\\`` ``%`` (some browsers percent-decode it), becomes ``_``; the
+    ``filename*`` form carries the exact name percent-encoded."""
+    fallback = "".join(c if " " <= c < "\x7f" and c not in '"\\%' else "_" for c in filename)
+    exact = quote(filename.encode("utf-8", "surrogateescape"), safe=_ATTR_CHAR)
+    return "%s; filename=\"%s\"; filename*=UTF-8''%s" % (disposition, fallback, exact)
+
+
+def _etag(st: os.stat_result, suffix: str = "") -> str:
+    # Strong: a new inode (atomic rename deploy) or any write (mtime_ns, size) changes it.
+    return '"%x-%x-%x%s"' % (st.st_size, st.st_mtime_ns, st.st_ino, suffix)
+
+
+# -- the plans -------------------------------------------------------------------
+
+
+def _plan_regular(
+    method: str, get_header: GetHeader, real: str, st: os.stat_result, name: str,
+    gz: Optional[Tuple[str, os.stat_result]], download: bool,
+    cache_control: Optional[str], content_type: Optional[str] = None,
+) -> StaticResponse:
+    """A regular file ``real`` (already confined) whose URL name is ``name``.
+
+    ``gz``: the precompressed sibling, if one exists; chosen here by Accept-Encoding."""
+    mime = content_type or content_type_for(name)
+    coding = None
+    if gz is not None and accepts_gzip(get_header("accept-encoding")):
+        real, st = gz
+        coding = "gzip"
+    size = st.st_size
+    etag = _etag(st, "-gz" if coding else "")
+    last_modified = st.st_mtime_ns // 1_000_000_000
+    validators = [("ETag", etag), ("Last-Modified", http_date(last_modified))]
+    if cache_control is not None:
+        validators.append(("Cache-Control", cache_control))
+    if gz is not None:
+        validators.append(("Vary", "Accept-Encoding"))
+
+    verdict = evaluate_preconditions(method, get_header, etag, last_modified)
+    if verdict == 304:
+        return StaticResponse(304, validators, [], 0, "not modified", real)
+    if verdict == 412:
+        return _small(method, 412, "precondition failed", validators)
+
+    headers = [("Content-Type", mime)]
+    if coding:
+        headers.append(("Content-Encoding", coding))
+    headers.append(("Accept-Ranges", "bytes"))
+    headers.extend(validators)
+    if download:
+        headers.append(("Content-Disposition", content_disposition(name)))
+    headers.append(_NOSNIFF)
+
+    if method == "GET":
+        range_value = get_header("range")
+        if range_value is not None:
+            if_range = get_header("if-range")
+            if if_range is None or if_range_allows(if_range, etag, last_modified):
+                ranges = parse_range(range_value, size)
+                if ranges is not None:
+                    if not ranges:
+                        extra = [("Content-Range", "bytes */%d" % size), ("Accept-Ranges", "bytes")]
+                        if gz is not None:
+                            extra.append(("Vary", "Accept-Encoding"))
+                        return _small(method, 416, "range not satisfiable", extra)
+                    if len(ranges) == 1:
+                        first, last = ranges[0]
+                        headers.append(("Content-Range", content_range(first, last, size)))
+                        count = last - first + 1
+                        return StaticResponse(206, headers, [FileRange(real, first, count)],
+                                              count, "", real)
+                    ctype, parts, length = multipart_byteranges(real, ranges, size, mime)
+                    headers[0] = ("Content-Type", ctype)
+                    return StaticResponse(206, headers, parts, length, "", real)
+        return StaticResponse(200, headers, [FileRange(real, 0, size)] if size else [],
+                              size, "", real)
+    return StaticResponse(200, headers, [], size, "", real)
+
+
+def _find_gz(requested: str, opts: StaticOptions) -> Optional[Tuple[str, os.stat_result]]:
+    """The ``.gz`` sibling of the requested path: a regular file inside the root."""
+    if not opts.precompressed or requested.endswith(".gz"):
+        return None
+    try:
+        real = _confine(requested + ".gz", opts)
+        st = os.stat(real)
+    except (StaticError, OSError):
+        return None
+    return (real, st) if _stat.S_ISREG(st.st_mode) else None
+
+
+def _serve_path(method: str, get_header: GetHeader, requested: str, name: str,
+                opts: StaticOptions) -> StaticResponse:
+    real = _confine(requested, opts)
+    st = _stat_or_refuse(real)
+    if not _stat.S_ISREG(st.st_mode):
+        raise StaticError(404, "not a regular file")
+    return _plan_regular(method, get_header, real, st, name, _find_gz(requested, opts),
+                         opts.download, opts.cache_control)
+
+
+def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
+                opts: StaticOptions) -> Optional[StaticResponse]:
+    """Plan the answer to ``method raw_target_path`` from the files under ``opts.root``.
+
+    ``raw_target_path``: the path as received (percent-encoded, no query).
+    ``get_header(lowercase_name)``: a request header's value or None.
+    Returns None when the path is not under ``opts.prefix`` (the caller's own
+    handler takes over); otherwise a ``StaticResponse``, never an exception."""
+    prefix = opts.prefix
+    if raw_target_path.startswith(prefix):
+        rest = raw_target_path[len(prefix):]
+    elif raw_target_path == prefix[:-1]:
+        rest = None  # the mount point itself without its slash: "/static"
+    else:
+        return None
+    if method != "GET" and method != "HEAD":
+        return _not_allowed(method)
+    if rest is None:
+        return _redirect(method, raw_target_path)
+    try:
+        names, trailing = _split_target(rest, opts.show_hidden)
+        requested = os.path.join(opts.root, *names) if names else opts.root
+        real = _confine(requested, opts)
+        st = _stat_or_refuse(real)
+        if _stat.S_ISDIR(st.st_mode):
+            if not trailing:
+                return _redirect(method, raw_target_path)
+            for index in opts.index:
+                try:
+                    return _serve_path(method, get_header, os.path.join(requested, index),
+                                       index, opts)
+                except StaticError:
+                    continue
+            if opts.listing:
+                return _plan_listing(method, real, prefix + "/".join(names) + ("/" if names else ""),
+                                     bool(names), opts)
+            raise StaticError(404, "directory without index (listing off)")
+        if trailing:
+            raise StaticError(404, "not a directory")
+        if not _stat.S_ISREG(st.st_mode):
+            raise StaticError(404, "not a regular file")
+        return _plan_regular(method, get_header, real, st, names[-1], _find_gz(requested, opts),
+                             opts.download, opts.cache_control)
+    except StaticError as e:
+        return _small(method, e.status, e.reason)
+
+
+def plan_file(method: str, path: Union[str, "os.PathLike[str]"], get_header: GetHeader, *,
+              download: bool = False, filename: Optional[str] = None,
+              content_type: Optional[str] = None,
+              cache_control: Optional[str] = None) -> StaticResponse:
+    """Plan the answer for one file the application chose (``res.send_file``).
+
+    The path is trusted (no root, no dotfile rule, no .gz sibling); everything
+    else -- validators, conditionals, ranges, HEAD, 405 -- is as in plan_static.
+    ``filename`` names the download (default: the file's base name) and picks
+    the MIME type unless ``content_type`` is given."""
+    if method != "GET" and method != "HEAD":
+        return _not_allowed(method)
+    path = os.fspath(path)
+    if cache_control is not None:
+        _check_value("cache_control", cache_control)
+    try:
+        real = os.path.realpath(path)
+        st = _stat_or_refuse(real)
+        if not _stat.S_ISREG(st.st_mode):
+            raise StaticError(404, "not a regular file")
+    except StaticError as e:
+        return _small(method, e.status, e.reason)
+    name = filename or os.path.basename(path)
+    return _plan_regular(method, get_header, real, st, name, None, download, cache_control,
+                         content_type)
+
+
+def _redirect(method: str, raw_target_path: str) -> StaticResponse:
+    # The raw path is reused as received (still percent-encoded, so no CR/LF can
+    # be in it).  A Location starting with "//" would be another host: never.
+    location = raw_target_path + "/"
+    if location.startswith("//"):
+        return _small(method, 404, "empty path segment")
+    return _small(method, 301, "directory without trailing slash", [("Location", location)])
+
+
+# -- directory listing ---------------------------------------------------------------
+
+
+def _display(name: str) -> str:
+    """A file name as text: undecodable bytes become U+FFFD, then HTML-escaped."""
+    return html.escape(os.fsencode(name).decode("utf-8", "replace"), quote=True)
+
+
+def _plan_listing(method: str, real_dir: str, url_path: str, has_parent: bool,
+                  opts: StaticOptions) -> StaticResponse:
+    rows = []
+    truncated = False
+    try:
+        with os.scandir(real_dir) as it:
+            for entry in it:
+                if len(rows) >= MAX_LISTING_ENTRIES:
+                    truncated = True
+                    break
+                name = entry.name
+                if name.startswith(".") and not opts.show_hidden:
+                    continue
+                try:
+                    if entry.is_symlink():
+                        _confine(entry.path, opts)  # would be refused: do not list it
+                    st = entry.stat()
+                except (StaticError, OSError):
+                    continue
+                is_dir = _stat.S_ISDIR(st.st_mode)
+                if not is_dir and not _stat.S_ISREG(st.st_mode):
+                    continue
+                rows.append((not is_dir, name, st.st_size, st.st_mtime))
+    except PermissionError:
+        raise StaticError(403, "directory not readable") from None
+    except OSError:
+        raise StaticError(404, "directory vanished") from None
+    rows.sort()
+
+    title = _display(url_path)
+    out = [
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width\">"
+        "<title>Index of %s</title>\n<style>body{font-family:sans-serif}"
+        "td{padding:0 1em}td:nth-child(2){text-align:right}</style></head>\n"
+        "<body><h1>Index of %s</h1>\n<table>\n"
+        "<tr><th>Name</th><th>Size</th><th>Last modified (UTC)</th></tr>\n" % (title, title)
+    ]
+    if has_parent:
+        out.append('<tr><td><a href="../">../</a></td><td>-</td><td></td></tr>\n')
+    for is_file, name, size, mtime in rows:
+        href = quote(os.fsencode(name), safe="") + ("" if is_file else "/")
+        label = _display(name) + ("" if is_file else "/")
+        out.append('<tr><td><a href="%s">%s</a></td><td>%s</td><td>%s</td></tr>\n' % (
+            href, label, size if is_file else "-",
+            time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(mtime))))
+    out.append("</table>\n")
+    if truncated:
+        out.append("<p>Listing truncated after %d entries.</p>\n" % MAX_LISTING_ENTRIES)
+    out.append("</body></html>\n")
+    body = "".join(out).encode("utf-8")
+    headers = [("Content-Type", "text/html; charset=utf-8"),
+               ("Cache-Control", opts.cache_control or "no-cache"),
+               _NOSNIFF, _LISTING_CSP]
+    return StaticResponse(200, headers, [] if method == "HEAD" else [body], len(body), "", real_dir)
