@@ -383,6 +383,9 @@ def test_no_open_redirect(site):
         plan = get(site, path, listing=True)
         assert plan.status in (403, 404)
         assert plan.header("Location") is None
+    # nor through a mount point whose prefix starts with "//"
+    plan = get(site, "//evil", prefix="//evil/")
+    assert plan.status == 404 and plan.header("Location") is None
 
 
 def test_listing(site):
