@@ -8,6 +8,9 @@ from .buffers import BufferPool
 from .errors import LoopError, ParseError, PowpowError, ResourceLeakError
 from .loop import Events, Loop, TimerId, Watcher
 from .poller import available as available_pollers
+from .net import (ConnectError, Connection, ConnectionLost, Connector, DatagramTruncated, NetError, TcpServer,
+                  UdpEndpoint, WriteQueueFull, bind_udp, connect, connect_udp, connect_unix)
+from .extras import Change, FileEvent, FileWatcher, RateLimiter
 
 __version__ = "0.1.0"
 
@@ -23,4 +26,22 @@ __all__ = [
     "TimerId",
     "Watcher",
     "available_pollers",
+    # networking (issue 3)
+    "Change",
+    "ConnectError",
+    "Connection",
+    "ConnectionLost",
+    "Connector",
+    "DatagramTruncated",
+    "FileEvent",
+    "FileWatcher",
+    "NetError",
+    "RateLimiter",
+    "TcpServer",
+    "UdpEndpoint",
+    "WriteQueueFull",
+    "bind_udp",
+    "connect",
+    "connect_udp",
+    "connect_unix",
 ]

@@ -38,8 +38,10 @@ class Connector:
     """A connection attempt in progress; ``cancel()`` abandons it (no callback runs)."""
 
     def __init__(self, loop: Loop, host: str, port, on_connect, on_data, on_close, on_error,
-                 timeout_ms: int, happy_eyeballs: bool, stagger_ms: int, nodelay: bool, conn_opts: dict) -> None:
+                 timeout_ms: int, happy_eyeballs: bool, stagger_ms: int, nodelay: bool, conn_opts: dict,
+                 resolver: Optional[Callable] = None) -> None:
         self.loop = loop
+        self.resolver = resolver or _getaddrinfo
         self.host = host
         self.port = port
         self.on_connect = on_connect
@@ -79,7 +81,7 @@ class Connector:
 
     def _resolve(self) -> None:
         try:
-            res = socket.getaddrinfo(self.host, self.port, socket.AF_UNSPEC, socket.SOCK_STREAM)
+            res = self.resolver(self.host, self.port)
         except OSError as exc:
             res = exc
         if not self.done:
@@ -220,6 +222,10 @@ class Connector:
         cb(exc)
 
 
+def _getaddrinfo(host: str, port):
+    return socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
+
+
 def _strerror(e: int) -> str:
     import os
 
@@ -238,19 +244,22 @@ def connect(loop: Loop, host: str, port: int, on_connect: Optional[Callable], on
             on_close: Optional[Callable] = None, on_error: Optional[Callable] = None, timeout_ms: int = 3000,
             happy_eyeballs: bool = True, stagger_ms: int = 250, nodelay: bool = True, cork: bool = True,
             high_water: int = DEFAULT_HIGH_WATER, low_water: int = DEFAULT_LOW_WATER,
-            max_queued: int = DEFAULT_MAX_QUEUED, linger_ms: int = DEFAULT_LINGER_MS) -> Connector:
+            max_queued: int = DEFAULT_MAX_QUEUED, linger_ms: int = DEFAULT_LINGER_MS,
+            resolver: Optional[Callable] = None) -> Connector:
     """Open a TCP connection without blocking the loop.
 
     ``on_connect(conn)`` runs once connected; ``on_data(conn, memoryview)`` and
     ``on_close(conn, exc)`` follow the server's contract; ``on_error(exc)``
     receives a ``ConnectError`` if no address connects within ``timeout_ms``.
+    ``resolver(host, port)`` (run in the resolver thread) replaces
+    ``getaddrinfo``: custom DNS, or tests that need a given address list.
     """
     _sock.ignore_sigpipe()
     c = Connector(loop, host, port, on_connect, on_data, on_close, on_error, timeout_ms, happy_eyeballs,
-                  stagger_ms, nodelay, _opts(cork, high_water, low_water, max_queued, linger_ms))
+                  stagger_ms, nodelay, _opts(cork, high_water, low_water, max_queued, linger_ms), resolver)
     h = _addr.strip_brackets(host)
     infos = None
-    if _addr.literal_family(h) is not None:
+    if resolver is None and _addr.literal_family(h) is not None:
         infos = socket.getaddrinfo(h, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
     c.host = h
     c._start(infos)

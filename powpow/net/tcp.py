@@ -63,7 +63,7 @@ log = logging.getLogger("powpow.net")
 READ, WRITE, ERROR, HUP = 0x001, 0x004, 0x008, 0x010
 OPEN, CLOSING, CLOSED = 0, 1, 2
 EAGAIN = errno.EAGAIN
-_NO_SENDFILE = frozenset((-errno.EINVAL, -errno.ENOSYS, -errno.EOPNOTSUPP,
+_NO_SENDFILE = frozenset((-errno.EINVAL, -errno.ENOSYS, -errno.EOPNOTSUPP, -errno.ESPIPE,
                           -getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)))
 _SHED = frozenset((-errno.EMFILE, -errno.ENFILE, -errno.ENOBUFS, -errno.ENOMEM))
 _MAX_READS_PER_EVENT = 16  # 1 MiB per wake-up, then let other fds have a turn
@@ -104,13 +104,14 @@ def report(loop: Loop, exc: BaseException) -> None:
 
 
 class _FileChunk:
-    __slots__ = ("fd", "offset", "remaining", "use_sendfile")
+    __slots__ = ("fd", "offset", "remaining", "use_sendfile", "pending")
 
     def __init__(self, fd: int, offset: int, count: int) -> None:
         self.fd = fd
         self.offset = offset
         self.remaining = count
         self.use_sendfile = True
+        self.pending = None  # non-seekable source: bytes read but not yet sent
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -567,12 +568,22 @@ class Connection:
                     self._fail(n, "sendfile to")
                     return False
             else:
+                want = min(chunk.remaining, _FILE_READ_CHUNK)
+                stream = False
                 try:
-                    data = os.pread(chunk.fd, min(chunk.remaining, _FILE_READ_CHUNK), chunk.offset)
+                    data = os.pread(chunk.fd, want, chunk.offset)
                 except OSError as exc:
-                    self._teardown(exc)
-                    return False
+                    if exc.errno != errno.ESPIPE:
+                        self._teardown(exc)
+                        return False
+                    stream = True
+                    data = _read_stream(chunk, want)  # a pipe: no offsets, keep what is unsent
+                    if data is None:
+                        self._teardown(exc)
+                        return False
                 n = _send(sock, fd, data) if data else 0
+                if stream:
+                    chunk.pending = (data[n:] if n >= 0 else data) or None
                 if n < 0:
                     if n == -EAGAIN:
                         return False
@@ -982,6 +993,18 @@ class TcpServer:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _read_stream(chunk: _FileChunk, want: int):
+    """Next bytes of a non-seekable source (pipe): unsent leftovers first, else a read."""
+    if chunk.pending:
+        return chunk.pending
+    try:
+        return os.read(chunk.fd, want)
+    except BlockingIOError:
+        return b""
+    except OSError:
+        return None
 
 
 def _open_reserve() -> int:
