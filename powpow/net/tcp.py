@@ -68,6 +68,7 @@ _NO_SENDFILE = frozenset((-errno.EINVAL, -errno.ENOSYS, -errno.EOPNOTSUPP, -errn
 _SHED = frozenset((-errno.EMFILE, -errno.ENFILE, -errno.ENOBUFS, -errno.ENOMEM))
 _MAX_READS_PER_EVENT = 16  # 1 MiB per wake-up, then let other fds have a turn
 _FILE_READ_CHUNK = 256 * 1024
+_STARVED_LOG_EVERY_MS = 60000
 
 DEFAULT_HIGH_WATER = 1 << 20
 DEFAULT_LOW_WATER = 256 << 10
@@ -754,6 +755,8 @@ class TcpServer:
         self._reserve_fd = -1
         self._backoff_timer = None
         self._fd_starved = False
+        self._starved_logged = False
+        self._last_starved_log = None
         self._closed = False
         self._edge = edge_capable(loop)
 
@@ -858,8 +861,10 @@ class TcpServer:
                 return
             if self._fd_starved:
                 self._fd_starved = False
-                log.warning("file descriptors available again: accepting (shed %d connections meanwhile)",
-                            self.shed)
+                if self._starved_logged:
+                    self._starved_logged = False
+                    log.warning("file descriptors available again: accepting (shed %d connections so far)",
+                                self.shed)
             self._setup(cfd, lst.family)
 
     def _setup(self, cfd: int, family: int) -> None:
@@ -912,8 +917,14 @@ class TcpServer:
         """Out of fds: shed the backlog with the reserved fd, then stop accepting for a while."""
         if not self._fd_starved:
             self._fd_starved = True
-            log.warning("accept(): %s; shedding new connections and retrying every %d ms",
-                        os.strerror(err), self.backoff_ms)
+            now = self.loop.now_ms()
+            # Once per episode, and episodes that flap (fds freed and taken again
+            # while a backlog of dead connections drains) at most once a minute.
+            if self._last_starved_log is None or now - self._last_starved_log >= _STARVED_LOG_EVERY_MS:
+                self._last_starved_log = now
+                self._starved_logged = True
+                log.warning("accept(): %s; shedding new connections and retrying every %d ms",
+                            os.strerror(err), self.backoff_ms)
         if self._reserve_fd >= 0:
             os.close(self._reserve_fd)
             self._reserve_fd = -1

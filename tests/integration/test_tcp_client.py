@@ -1,0 +1,159 @@
+"""TCP client: errors with clear messages, timeouts, resolution off the loop, Happy Eyeballs."""
+import errno
+import socket
+import threading
+import time
+
+import pytest
+
+from powpow import ConnectError, TcpServer, connect
+
+from ._net import run_until, settle
+
+
+def _closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nobody listens there now
+    return port
+
+
+def _full_backlog_listener():
+    """A listener that never accepts, with its backlog filled: SYNs to it are dropped."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    fillers = []
+    for _ in range(8):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(lst.getsockname())
+        fillers.append(c)
+    time.sleep(0.05)
+    return lst, fillers
+
+
+def test_connect_refused_names_address_and_errno(loop):
+    port = _closed_port()
+    errors = []
+    connect(loop, "127.0.0.1", port, pytest.fail, None, on_error=errors.append)
+    run_until(loop, lambda: errors)
+    e = errors[0]
+    assert isinstance(e, ConnectError) and isinstance(e, OSError)
+    assert e.errno == errno.ECONNREFUSED
+    assert str(e) == "connect to 127.0.0.1:%d failed: 127.0.0.1:%d: [Errno %d] Connection refused" % (
+        port, port, errno.ECONNREFUSED)
+    assert e.attempts == [("127.0.0.1:%d" % port, errno.ECONNREFUSED)]
+    settle(loop)
+    assert loop.timer_count == 0 and loop.watcher_count == 0
+
+
+def test_connect_timeout_against_full_backlog(loop):
+    lst, fillers = _full_backlog_listener()
+    port = lst.getsockname()[1]
+    errors = []
+    t0 = time.monotonic()
+    connect(loop, "127.0.0.1", port, pytest.fail, None, on_error=errors.append, timeout_ms=300)
+    run_until(loop, lambda: errors)
+    elapsed = time.monotonic() - t0
+    e = errors[0]
+    assert e.errno == errno.ETIMEDOUT
+    assert "connect to 127.0.0.1:%d timed out after 300 ms" % port in str(e)
+    assert "pending: 127.0.0.1:%d" % port in str(e)
+    assert 0.3 <= elapsed < 2.0
+    assert loop.timer_count == 0 and loop.watcher_count == 0
+    for c in fillers:
+        c.close()
+    lst.close()
+
+
+def test_resolution_runs_off_the_loop_thread(loop):
+    srv = TcpServer(loop, on_data=lambda c, d: c.send(d)).listen(0, "127.0.0.1")
+    threads = []
+    release = threading.Event()
+
+    def slow_resolver(host, port):
+        threads.append(threading.current_thread())
+        release.wait(5)
+        return socket.getaddrinfo("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM)
+
+    ticks = []
+    tick = loop.add_interval(10, lambda: ticks.append(1))
+    got = []
+    connect(loop, "my-service.internal", srv.port, lambda c: c.send(b"hi"),
+            lambda c, d: (got.append(bytes(d)), c.close()), resolver=slow_resolver, on_error=pytest.fail)
+    run_until(loop, lambda: len(ticks) >= 5)  # the loop keeps running while the resolver blocks
+    assert not got
+    release.set()
+    run_until(loop, lambda: got)
+    assert got == [b"hi"] and threads[0] is not threading.main_thread()
+    loop.cancel_timer(tick)
+    run_until(loop, lambda: srv.connection_count == 0)
+    srv.close()
+    settle(loop)
+
+
+def test_resolution_failure_message(loop):
+    def failing(host, port):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    errors = []
+    connect(loop, "no-such-host.invalid", 80, pytest.fail, None, on_error=errors.append, resolver=failing)
+    run_until(loop, lambda: errors)
+    assert "cannot resolve no-such-host.invalid:80" in str(errors[0])
+    assert "Name or service not known" in str(errors[0])
+
+
+def test_every_address_is_tried_localhost(loop):
+    """'localhost' through the real resolver thread; a refused address is followed by the next."""
+    srv = TcpServer(loop, on_data=lambda c, d: c.send(d)).listen(0, "127.0.0.1")  # IPv4 only
+    infos = socket.getaddrinfo("localhost", srv.port, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    got = []
+    connect(loop, "localhost", srv.port, lambda c: c.send(b"x"), lambda c, d: (got.append(c.peer_address), c.close()),
+            on_error=pytest.fail)
+    run_until(loop, lambda: got)
+    assert got[0][0] == "127.0.0.1"
+    assert any(i[0] == socket.AF_INET for i in infos)
+    run_until(loop, lambda: srv.connection_count == 0)
+    srv.close()
+    settle(loop)
+
+
+def test_happy_eyeballs_starts_next_address_after_stagger(loop):
+    stuck, fillers = _full_backlog_listener()
+    srv = TcpServer(loop).listen(0, "127.0.0.1")
+    addrs = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", stuck.getsockname()),
+             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", srv.port))]
+    connected = []
+    t0 = time.monotonic()
+    connect(loop, "dual.example", 1, lambda c: (connected.append((time.monotonic() - t0, c.peer_address)), c.close()),
+            None, on_error=pytest.fail, resolver=lambda h, p: addrs, stagger_ms=100)
+    run_until(loop, lambda: connected)
+    elapsed, peer = connected[0]
+    assert peer[1] == srv.port
+    assert 0.1 <= elapsed < 1.0  # did not wait for the stuck attempt's own timeout
+
+    # without Happy Eyeballs the stuck address holds everything up until the deadline
+    errors = []
+    connect(loop, "dual.example", 1, pytest.fail, None, on_error=errors.append, resolver=lambda h, p: addrs,
+            happy_eyeballs=False, timeout_ms=300)
+    run_until(loop, lambda: errors)
+    assert errors[0].errno == errno.ETIMEDOUT
+    run_until(loop, lambda: srv.connection_count == 0)
+    srv.close()
+    settle(loop)
+    for c in fillers:
+        c.close()
+    stuck.close()
+
+
+def test_cancel_releases_everything(loop):
+    lst, fillers = _full_backlog_listener()
+    c = connect(loop, "127.0.0.1", lst.getsockname()[1], pytest.fail, None, on_error=pytest.fail)
+    run_until(loop, lambda: loop.watcher_count == 1)
+    c.cancel()
+    assert loop.watcher_count == 0 and loop.timer_count == 0
+    for f in fillers:
+        f.close()
+    lst.close()
