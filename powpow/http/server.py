@@ -1,0 +1,658 @@
+"""HTTP/1.1 server: ``HttpServer(handler)`` on the powpow loop and TCP layer.
+
+Shape
+-----
+``handler(req, res)`` is called once per request, when the whole message
+(head and body, buffered by the parser up to ``max_body``) has arrived.  The
+response may finish after the handler returns -- from a timer, another
+callback, another connection: a request and its response live until
+``res.end()``/``res.send()``, never recycled earlier.
+
+Ordering and batching
+---------------------
+Each connection keeps its in-flight responses in request order.  A response's
+bytes (and file ranges) go out only when every response before it has ended,
+so pipelined answers never mix.  While one read is being handled, output is
+collected and leaves in one ``send`` (or ``sendfile`` with the head corked in
+front) at the end: 16 pipelined requests cost one write.
+
+Deadlines
+---------
+One sweep per server (an interval timer at a fraction of the shortest
+timeout), not a timer per request: each connection carries its phase and the
+loop time when the phase began or last progressed.
+
+* reading a head: ``header_timeout`` from its *first* byte (slow-drip
+  slowloris heads are cut off however slowly they trickle);
+* reading a body: ``body_timeout`` of idleness;
+* keep-alive between requests: ``keepalive_timeout``;
+* writing: ``write_timeout`` without the peer taking any of the queued bytes.
+
+Errors
+------
+A ``ParseError`` is answered with its status and ``Connection: close``, after
+the responses to the good requests before it.  An exception in a handler is
+logged; a 500 goes out if nothing was sent yet; the connection is closed
+after what precedes it has been delivered.  Other connections never notice.
+"""
+import collections
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from ..errors import ParseError
+from ..loop import Loop
+from ..net.tcp import TcpServer
+from .parser import MAX_BODY, MAX_HEADER_SIZE, MAX_HEADERS, MAX_REQUEST_LINE, RequestParser
+from .response import NO_BODY_STATUS, DateCache, HeaderValueError, encode_headers, status_line
+
+__all__ = ["HttpServer", "Response", "HeaderValueError"]
+
+log = logging.getLogger("powpow.http")
+access_log = logging.getLogger("powpow.access")
+
+# Defaults (seconds); each one is a server option.
+HEADER_TIMEOUT = 10.0    # nginx client_header_timeout is 60 s; 10 s stops slowloris sooner
+BODY_TIMEOUT = 30.0      # idle time allowed between two pieces of a body
+KEEPALIVE_TIMEOUT = 5.0  # nginx keepalive_timeout 75 s; idle sockets cost memory and fds
+WRITE_TIMEOUT = 30.0     # a reader that takes nothing for this long is dropped
+MAX_PIPELINE_DEPTH = 64  # responses in flight per connection before reading pauses
+MAX_CONNECTIONS = 10000
+
+_IDLE, _HEAD, _BODY = 0, 1, 2
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SERVER = b"Server: powpow\r\n"
+_KEEP_ALIVE = "Connection: keep-alive\r\n"
+_CLOSE = "Connection: close\r\n"
+
+
+class _FilePart:
+    __slots__ = ("path", "offset", "count")
+
+    def __init__(self, path: str, offset: int, count: int) -> None:
+        self.path = path
+        self.offset = offset
+        self.count = count
+
+
+class _Unparsed:
+    """Stands for the request a ParseError answers (there is none to show)."""
+
+    method = "-"
+    target = "-"
+    version = "1.1"
+    keep_alive = False
+    headers: dict = {}
+
+
+_UNPARSED = _Unparsed()
+
+
+class Response:
+    """What a handler answers with.  See README "HTTP server" for the full API."""
+
+    __slots__ = ("_proto", "request", "status", "_headers", "_sent_head", "ended", "_chunked",
+                 "_segments", "_close", "_head_only", "_length", "_written", "_upgrade")
+
+    def __init__(self, proto: "_HttpConnection", request) -> None:
+        self._proto = proto
+        self.request = request
+        self.status = 200
+        self._headers: List[Tuple[str, str]] = []
+        self._sent_head = False
+        self.ended = False
+        self._chunked = False
+        self._segments: list = []
+        self._close = not request.keep_alive
+        self._head_only = request.method == "HEAD"
+        self._length = None
+        self._written = 0
+        self._upgrade = None
+
+    # -- head ----------------------------------------------------------------
+
+    @property
+    def headers_sent(self) -> bool:
+        return self._sent_head
+
+    def set_status(self, status: int) -> "Response":
+        self._check_open_head()
+        self.status = int(status)
+        return self
+
+    def set_header(self, name: str, value) -> "Response":
+        """Set (replace) a header.  CR, LF or NUL in it raise HeaderValueError."""
+        self._check_open_head()
+        lname = name.lower()
+        self._headers = [h for h in self._headers if h[0].lower() != lname]
+        self._headers.append((name, str(value)))
+        return self
+
+    def add_header(self, name: str, value) -> "Response":
+        """Add a header, keeping earlier ones of the same name (e.g. Set-Cookie)."""
+        self._check_open_head()
+        self._headers.append((name, str(value)))
+        return self
+
+    def _check_open_head(self) -> None:
+        if self._sent_head:
+            raise RuntimeError("response head already sent")
+
+    def _build_head(self, length: Optional[int]) -> bytes:
+        status = self.status
+        parts = []
+        encode_headers(self._headers, parts)  # validates: raises HeaderValueError
+        proto = self._proto
+        if proto.closing or proto.server._draining:
+            self._close = True
+        if status in NO_BODY_STATUS:
+            if status == 304 or status == 204:
+                pass
+        elif length is None:
+            self._chunked = True
+            parts.append("Transfer-Encoding: chunked\r\n")
+        else:
+            parts.append("Content-Length: %d\r\n" % length)
+        req = self.request
+        if self._close:
+            parts.append(_CLOSE)
+        elif req.version == "1.0":
+            parts.append(_KEEP_ALIVE)
+        try:
+            extra = "".join(parts).encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise HeaderValueError("header value not encodable as ISO-8859-1: %s" % exc) from None
+        self._sent_head = True
+        return b"".join((status_line(status), proto.server._date.header, _SERVER, extra, b"\r\n"))
+
+    # -- whole responses -------------------------------------------------
+
+    def send(self, body=b"", status: Optional[int] = None, headers=None) -> None:
+        """Send a complete response (Content-Length framing) and end it."""
+        if self.ended:
+            raise RuntimeError("response already ended")
+        if status is not None:
+            self.status = status
+        if headers:
+            self._headers.extend(headers)
+        if body.__class__ is str:
+            body = body.encode("utf-8")
+            if not any(h[0].lower() == "content-type" for h in self._headers):
+                self._headers.append(("Content-Type", "text/plain; charset=utf-8"))
+        no_body = self.status in NO_BODY_STATUS
+        head = self._build_head(0 if no_body else len(body))
+        if self._head_only or no_body or not body:
+            self._segments.append(head)
+        elif len(body) < 16384:
+            self._segments.append(head + body)  # one small copy beats a second segment
+        else:
+            self._segments.append(head)
+            self._segments.append(body if body.__class__ is bytes else bytes(body))
+        self._finish()
+
+    def send_error(self, status: int, message: Optional[str] = None) -> None:
+        """A small text/plain error response; closes the connection for 4xx framing errors."""
+        from .response import reason
+        text = "%d %s\n" % (status, message or reason(status))
+        self._headers = [h for h in self._headers if h[0].lower() != "content-type"]
+        self._headers.append(("Content-Type", "text/plain; charset=utf-8"))
+        self.send(text.encode("utf-8"), status=status)
+
+    # -- streaming ---------------------------------------------------------
+
+    def set_length(self, length: int) -> "Response":
+        """Announce the body length before ``write``: Content-Length instead of chunked."""
+        self._check_open_head()
+        self._length = int(length)
+        return self
+
+    def write(self, chunk) -> None:
+        """Stream a piece of the body (chunked unless ``set_length`` was called)."""
+        if self.ended:
+            raise RuntimeError("response already ended")
+        if not self._sent_head:
+            self._segments.append(self._build_head(self._length))
+        if chunk.__class__ is str:
+            chunk = chunk.encode("utf-8")
+        if chunk and not self._head_only and self.status not in NO_BODY_STATUS:
+            if self._chunked:
+                self._segments.append(b"%x\r\n" % len(chunk) + bytes(chunk) + b"\r\n")
+            else:
+                self._segments.append(bytes(chunk))
+            self._written += len(chunk)
+        self._proto.flush()
+
+    def end(self, chunk=b"") -> None:
+        """Finish a streamed response (or send an empty one)."""
+        if self.ended:
+            return
+        if not self._sent_head:
+            if self._length is None:
+                self.send(chunk)
+                return
+        if chunk:
+            self.write(chunk)
+        if self._chunked and not self._head_only:
+            self._segments.append(b"0\r\n\r\n")
+        elif self._length is not None and self._written != self._length and not self._head_only:
+            # A short body would desynchronise the client: close after it.
+            log.error("response ended after %d of %d announced bytes; closing", self._written, self._length)
+            self._close = True
+        self._finish()
+
+    def send_file(self, path, content_type: Optional[str] = None, download: bool = False) -> None:
+        """Send a file with sendfile, with ETag/Last-Modified, conditional requests and Range."""
+        from .static import plan_file
+        req = self.request
+        plan = plan_file(req.method, os.fspath(path), req.headers.get, content_type=content_type,
+                         download=download)
+        self.send_plan(plan)
+
+    def send_plan(self, plan) -> None:
+        """Execute a ``powpow.http.static`` plan (status, headers, bytes and file ranges)."""
+        if plan.status in NO_BODY_STATUS:
+            length = 0
+        else:
+            length = plan.content_length
+        self.status = plan.status
+        self._headers.extend(plan.headers)
+        head = self._build_head(length)
+        self._segments.append(head)
+        if not self._head_only and plan.status not in NO_BODY_STATUS:
+            for part in plan.parts:
+                if part.__class__ is bytes:
+                    self._segments.append(part)
+                elif part.count:
+                    self._segments.append(_FilePart(part.path, part.offset, part.count))
+        self._finish()
+
+    def upgrade(self, status_headers=None):
+        """Hand the connection over (WebSocket): returns ``(connection, remaining_bytes)``."""
+        proto = self._proto
+        remaining = proto.parser.take_remaining() if proto.parser.upgraded else b""
+        if status_headers is not None:
+            self.status = 101
+            self._headers.extend(status_headers)
+            self._segments.append(self._build_head(0))
+        self._upgrade = True
+        self._finish()
+        return proto.conn, remaining
+
+    def _finish(self) -> None:
+        self.ended = True
+        proto = self._proto
+        server = proto.server
+        if server.access_log:
+            server._log_access(proto, self)
+        proto.flush()
+
+
+class _HttpConnection:
+    """Per-connection HTTP state (``conn.context``)."""
+
+    __slots__ = ("server", "conn", "parser", "pending", "in_batch", "phase", "since",
+                 "closing", "handling", "queued_seen")
+
+    def __init__(self, server: "HttpServer", conn) -> None:
+        self.server = server
+        self.conn = conn
+        self.parser = RequestParser(
+            on_headers=self._on_headers,
+            max_request_line=server.max_request_line, max_header_size=server.max_header_size,
+            max_headers=server.max_headers, max_body=server.max_body)
+        self.pending = collections.deque()
+        self.in_batch = False
+        self.phase = _IDLE
+        self.since = server.loop.now_ms()
+        self.closing = False
+        self.handling = False
+        self.queued_seen = 0
+
+    def _on_headers(self, req) -> None:
+        if req.expect_continue and (req.content_length or req.chunked):
+            # The body will be read (it is within max_body, or the parser would
+            # have raised 413 already): ask for it.
+            self.conn.send(_CONTINUE)
+
+    def on_data(self, conn, data) -> None:
+        server = self.server
+        self.in_batch = True
+        try:
+            reqs = self.parser.feed(data)
+        except ParseError as exc:
+            self._reject(exc)
+            return
+        finally:
+            self.in_batch = False
+        if reqs:
+            self.in_batch = True
+            try:
+                for req in reqs:
+                    self._dispatch(req)
+            finally:
+                self.in_batch = False
+        self.flush()
+        if self.closing:
+            return
+        p = self.parser
+        if self.pending:
+            pass
+        elif p.current is not None:
+            if self.phase != _BODY:
+                self.phase = _BODY
+            self.since = server.loop.now_ms()
+        elif not p._idle:
+            if self.phase != _HEAD:
+                self.phase = _HEAD
+                self.since = server.loop.now_ms()
+        else:
+            self.phase = _IDLE
+            self.since = server.loop.now_ms()
+        if len(self.pending) >= server.max_pipeline_depth:
+            conn.pause_reading()
+
+    def _dispatch(self, req) -> None:
+        server = self.server
+        res = Response(self, req)
+        self.pending.append(res)
+        if server._trusted_proxies:
+            req.client_ip = server._client_ip(self.conn, req)
+        else:
+            req.client_ip = self.conn.get_client_ip()
+        self.handling = True
+        try:
+            server.handler(req, res)
+        except Exception as exc:
+            log.error("handler raised for %s %s", req.method, req.target, exc_info=exc)
+            self.closing = True
+            if not res.ended:
+                if not res.headers_sent:
+                    res._segments.clear()
+                    res._headers = []
+                    res._close = True
+                    try:
+                        res.send_error(500)
+                    except Exception:  # pragma: no cover - our own error path
+                        res.ended = True
+                else:
+                    res._close = True
+                    res.ended = True
+        finally:
+            self.handling = False
+
+    def _reject(self, exc: ParseError) -> None:
+        """Answer a parse error (after what precedes it), then close."""
+        log.info("bad request from %s: %s", self.conn.get_client_ip(), exc)
+        self.closing = True
+        res = Response(self, _UNPARSED)
+        self.pending.append(res)
+        res.send_error(exc.status, exc.message)
+
+    def flush(self) -> None:
+        """Move finished output, in request order, to the connection."""
+        if self.in_batch:
+            return
+        pending = self.pending
+        conn = self.conn
+        if conn.closed:
+            pending.clear()
+            return
+        out = []
+        close = False
+        while pending:
+            res = pending[0]
+            if res._segments:
+                out.extend(res._segments)
+                res._segments.clear()
+            if not res.ended:
+                break
+            pending.popleft()
+            if res._close or res._upgrade:
+                close = not res._upgrade
+                pending.clear()
+                break
+        if out:
+            self._write(out)
+        if close:
+            self.closing = True
+            conn.close_after_drain()
+            return
+        if not pending and conn.reading_paused and not self.closing:
+            conn.resume_reading()
+        if not pending and self.phase != _HEAD:
+            self.phase = _IDLE
+            self.since = self.server.loop.now_ms()
+
+    def _write(self, out: list) -> None:
+        conn = self.conn
+        data = []
+        for seg in out:
+            if seg.__class__ is _FilePart:
+                conn.send_file(seg.path, seg.offset, seg.count, header=b"".join(data) if data else None)
+                data = []
+            else:
+                data.append(seg)
+        if data:
+            conn.send(data[0] if len(data) == 1 else b"".join(data))
+
+
+class HttpServer:
+    """An HTTP/1.1 server.  ``handler(req, res)``; see the module docstring and README."""
+
+    def __init__(self, handler: Callable, loop: Optional[Loop] = None, *,
+                 max_connections: int = MAX_CONNECTIONS, max_pipeline_depth: int = MAX_PIPELINE_DEPTH,
+                 max_body: int = MAX_BODY, max_request_line: int = MAX_REQUEST_LINE,
+                 max_header_size: int = MAX_HEADER_SIZE, max_headers: int = MAX_HEADERS,
+                 header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
+                 keepalive_timeout: float = KEEPALIVE_TIMEOUT, write_timeout: float = WRITE_TIMEOUT,
+                 access_log: bool = False, trusted_proxies: Sequence[str] = (),
+                 workers: int = 1, grace_period: float = 10.0) -> None:
+        self.handler = handler
+        self._own_loop = loop is None
+        self.loop = loop
+        self.max_connections = max_connections
+        self.max_pipeline_depth = max_pipeline_depth
+        self.max_body = max_body
+        self.max_request_line = max_request_line
+        self.max_header_size = max_header_size
+        self.max_headers = max_headers
+        self.header_timeout_ms = int(header_timeout * 1000)
+        self.body_timeout_ms = int(body_timeout * 1000)
+        self.keepalive_timeout_ms = int(keepalive_timeout * 1000)
+        self.write_timeout_ms = int(write_timeout * 1000)
+        self.access_log = access_log
+        self._trusted_proxies = frozenset(trusted_proxies)
+        self.workers = workers
+        self.grace_period = grace_period
+        self._date = DateCache()
+        self._tcp = None
+        self._timers = []
+        self._draining = False
+        self._listen_args = []
+        self._reserve = None
+        self._children = {}
+        self.port = None
+
+    # -- setup ------------------------------------------------------------
+
+    def _ensure_loop(self) -> Loop:
+        if self.loop is None:
+            self.loop = Loop()
+        return self.loop
+
+    def _ensure_tcp(self) -> TcpServer:
+        if self._tcp is None:
+            loop = self._ensure_loop()
+            self._tcp = TcpServer(loop, on_accept=self._on_accept, on_close=self._on_close,
+                                  max_connections=self.max_connections, on_overload=self._on_overload)
+            self._timers.append(loop.add_interval(1000, self._date.refresh))
+            shortest = min(self.header_timeout_ms, self.body_timeout_ms, self.keepalive_timeout_ms,
+                           self.write_timeout_ms)
+            self._timers.append(loop.add_interval(max(20, min(1000, shortest // 4)), self._sweep))
+        return self._tcp
+
+    def listen(self, port: int = 0, host: str = "0.0.0.0", backlog: int = 1024,
+               reuse_port: bool = False) -> "HttpServer":
+        """Listen on ``host:port`` (port 0 picks one; ``.port`` tells which)."""
+        if self.workers > 1:
+            # Reserve the port in the parent; workers bind it with SO_REUSEPORT.
+            self._reserve = _reserve_port(host, port)
+            self.port = self._reserve.getsockname()[1]
+            self._listen_args.append((self.port, host, backlog))
+            return self
+        tcp = self._ensure_tcp()
+        tcp.listen(port, host, backlog, reuse_port)
+        if self.port is None:
+            self.port = tcp.port
+        return self
+
+    def listen_unix(self, path: str, mode: int = 0o660) -> "HttpServer":
+        self._ensure_tcp().listen_unix(path, mode)
+        return self
+
+    # -- connections --------------------------------------------------------
+
+    def _on_accept(self, conn) -> None:
+        proto = _HttpConnection(self, conn)
+        conn.context = proto
+        conn.on_data = proto.on_data
+
+    def _on_close(self, conn, exc) -> None:
+        proto = conn.context
+        if proto is not None:
+            proto.pending.clear()
+            proto.closing = True
+            conn.context = None
+        if self._draining and self._tcp is not None and not self._tcp.connection_count:
+            self._finish_drain()
+
+    def _on_overload(self, conn) -> None:
+        conn.send(status_line(503) + self._date.header + _SERVER
+                  + b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: 24\r\n"
+                  + b"Connection: close\r\nRetry-After: 1\r\n\r\n503 Service Unavailable\n")
+
+    def _sweep(self) -> None:
+        tcp = self._tcp
+        if tcp is None:
+            return
+        now = self.loop.now_ms()
+        for conn in list(tcp.connections):
+            proto = conn.context
+            if proto is None or conn.closed:
+                continue
+            q = conn.queued_bytes
+            if q:
+                # writing: the deadline moves whenever the peer takes bytes
+                if proto.queued_seen != q:
+                    proto.queued_seen = q
+                    proto.since = now
+                elif now - proto.since >= self.write_timeout_ms:
+                    log.info("closing %s: slow reader took nothing for %d ms",
+                             conn.get_client_ip(), self.write_timeout_ms)
+                    conn.close()
+                continue
+            proto.queued_seen = 0
+            phase = proto.phase
+            if proto.pending:
+                continue  # a handler is still answering: its own business
+            if phase == _IDLE:
+                limit = self.keepalive_timeout_ms
+            elif phase == _HEAD:
+                limit = self.header_timeout_ms
+            else:
+                limit = self.body_timeout_ms
+            if now - proto.since >= limit:
+                conn.close()
+
+    def _client_ip(self, conn, req) -> Optional[str]:
+        ip = conn.get_client_ip()
+        if ip not in self._trusted_proxies:
+            return ip
+        xff = req.headers.get("x-forwarded-for")
+        if not xff:
+            return ip
+        # walk from the nearest hop: the first address we do not trust is the client
+        for hop in reversed([h.strip() for h in xff.split(",")]):
+            if hop and hop not in self._trusted_proxies:
+                return hop
+            ip = hop or ip
+        return ip
+
+    def _log_access(self, proto, res) -> None:
+        req = res.request
+        access_log.info('%s - - [%s] "%s %s HTTP/%s" %d -', proto.conn.get_client_ip() or "-",
+                        time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+                        req.method, req.target, req.version, res.status)
+
+    # -- running and stopping -------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until SIGINT/SIGTERM (graceful) or ``stop()``."""
+        if self.workers > 1:
+            from .workers import run_workers
+            sys.exit(run_workers(self))
+        loop = self._ensure_loop()
+        loop.add_signal(signal.SIGINT, lambda s: self.shutdown())
+        loop.add_signal(signal.SIGTERM, lambda s: self.shutdown())
+        try:
+            loop.run()
+        finally:
+            loop.remove_signal(signal.SIGINT)
+            loop.remove_signal(signal.SIGTERM)
+            self.close()
+
+    def shutdown(self, grace_period: Optional[float] = None) -> None:
+        """Stop accepting; let in-flight requests finish (up to the grace period); then stop the loop."""
+        if self._draining:
+            return
+        self._draining = True
+        tcp = self._tcp
+        if tcp is None:
+            self.loop.stop()
+            return
+        tcp.stop_listening()
+        for conn in list(tcp.connections):
+            proto = conn.context
+            if proto is None or (not proto.pending and proto.phase == _IDLE and not conn.queued_bytes):
+                conn.close()
+            elif proto is not None:
+                proto.closing = True
+        grace = self.grace_period if grace_period is None else grace_period
+        self._timers.append(self.loop.add_timer(int(grace * 1000), self._finish_drain))
+        if not tcp.connection_count:
+            self._finish_drain()
+
+    def _finish_drain(self) -> None:
+        if self._tcp is not None:
+            for conn in list(self._tcp.connections):
+                conn.close()
+        self.loop.stop()
+
+    def close(self) -> None:
+        """Release the listener, every connection and the timers (the loop too if the server made it)."""
+        for t in self._timers:
+            self.loop.cancel_timer(t)
+        self._timers = []
+        if self._tcp is not None:
+            self._tcp.close()
+            self._tcp = None
+        if self._reserve is not None:
+            self._reserve.close()
+            self._reserve = None
+        if self._own_loop and self.loop is not None:
+            self.loop.close()
+            self.loop = None
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((host, port))
+    return s
