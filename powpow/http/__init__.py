@@ -1,7 +1,8 @@
-"""HTTP/1.x for powpow.  For now: the sans-I/O request parser and multipart parser."""
+"""HTTP/1.1 for powpow: the sans-I/O request parser, the server, static files and CORS."""
 from powpow.errors import ParseError
 
 from ._message import Headers, Request
+from .cors import CorsOptions, cors_headers
 from .parser import (
     MAX_BODY,
     MAX_CHUNK_LINE,
@@ -11,9 +12,15 @@ from .parser import (
     SPOOL_THRESHOLD,
     RequestParser,
 )
+from .response import HeaderValueError
+from .server import HttpServer, Response, serve_static
+from .static import FileRange, StaticError, StaticOptions, StaticResponse, plan_file, plan_static
 
 __all__ = [
     "RequestParser", "ParseError", "Request", "Headers",
     "MAX_REQUEST_LINE", "MAX_HEADER_SIZE", "MAX_HEADERS", "MAX_BODY",
     "SPOOL_THRESHOLD", "MAX_CHUNK_LINE",
+    "HttpServer", "Response", "HeaderValueError", "serve_static",
+    "StaticOptions", "StaticResponse", "StaticError", "FileRange", "plan_static", "plan_file",
+    "CorsOptions", "cors_headers",
 ]

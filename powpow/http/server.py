@@ -40,7 +40,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -595,7 +594,8 @@ class HttpServer:
         """Serve until SIGINT/SIGTERM (graceful) or ``stop()``."""
         if self.workers > 1:
             from .workers import run_workers
-            sys.exit(run_workers(self))
+            run_workers(self)
+            return
         loop = self._ensure_loop()
         loop.add_signal(signal.SIGINT, lambda s: self.shutdown())
         loop.add_signal(signal.SIGTERM, lambda s: self.shutdown())
@@ -656,3 +656,37 @@ def _reserve_port(host: str, port: int) -> socket.socket:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     s.bind((host, port))
     return s
+
+
+# ---------------------------------------------------------------- static files
+
+_static_options: dict = {}
+
+
+def serve_static(req, res, root, prefix: str = "/", index: Sequence[str] = ("index.html",),
+                 listing: bool = False, **options) -> bool:
+    """Answer ``req`` from the files under ``root`` if its path is under ``prefix``.
+
+    Returns False (and sends nothing) when the path is outside ``prefix``, so a
+    handler can fall through to its own routes.  Everything else -- 200/206/304,
+    403/404 for unsafe or hidden paths, 405, 416, redirects for directories --
+    is answered here; see ``powpow.http.static`` for the rules.  Extra keyword
+    options go to ``StaticOptions`` (``show_hidden``, ``precompressed``,
+    ``download``, ``cache_control``).
+    """
+    from .static import StaticOptions, plan_static
+    key = (os.fspath(root), prefix, tuple(index), listing, tuple(sorted(options.items())))
+    opts = _static_options.get(key)
+    if opts is None:
+        opts = StaticOptions(os.fspath(root), prefix=prefix, index=tuple(index), listing=listing, **options)
+        if len(_static_options) < 64:
+            _static_options[key] = opts
+    plan = plan_static(req.method, req.target.split("?", 1)[0], req.headers.get, opts)
+    if plan is None:
+        return False
+    if plan.reason:
+        log.info("static %s %s -> %d: %s", req.method, req.target, plan.status, plan.reason)
+    if plan.status == 301 and req.query:
+        plan.headers = [(n, v + "?" + req.query if n.lower() == "location" else v) for n, v in plan.headers]
+    res.send_plan(plan)
+    return True

@@ -1,0 +1,112 @@
+"""Multi-process serving: ``HttpServer(..., workers=N)``.
+
+The parent binds the port once (SO_REUSEPORT, not listening) so that port 0
+resolves to one number for everybody, then forks N workers.  Each worker makes
+its own loop and its own SO_REUSEPORT listener on that port: the kernel
+spreads new connections over the workers' accept queues, with no shared accept
+lock and no thundering herd.
+
+The parent only supervises: a worker that dies while the server is running
+(crash, OOM kill, ``os._exit`` in a handler) is replaced, with a back-off
+when workers keep dying young so a broken handler does not fork-bomb the
+machine.  SIGTERM/SIGINT to the parent are forwarded to every worker, which
+shuts down gracefully (stop accepting, finish in-flight requests within the
+grace period); workers still alive after the grace period are killed.  The
+parent exits 0 after a clean shutdown.
+
+Fork happens before any loop, thread or resolver exists in the parent, which
+is what makes fork safe here.
+"""
+import logging
+import os
+import signal
+import time
+
+log = logging.getLogger("powpow.http")
+
+_RESTART_BACKOFF_S = 1.0  # a worker that died within this long of starting delays its replacement
+
+
+def _worker_main(server) -> int:
+    # A fresh process image as far as powpow is concerned: new loop, new listeners.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    server.workers = 1
+    if server._reserve is not None:
+        server._reserve.close()
+        server._reserve = None
+    for port, host, backlog in server._listen_args:
+        server._ensure_tcp().listen(port, host, backlog, reuse_port=True)
+    server.run()
+    return 0
+
+
+def _spawn(server) -> int:
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            code = _worker_main(server)
+        except BaseException:  # pragma: no cover - reported, then the worker dies
+            log.exception("worker %d failed", os.getpid())
+        finally:
+            os._exit(code)
+    return pid
+
+
+def run_workers(server) -> int:
+    """Fork ``server.workers`` workers and supervise them until told to stop."""
+    stopping = {"flag": False, "since": 0.0}
+    children = {}  # pid -> start time
+
+    def on_signal(signum, frame) -> None:
+        if not stopping["flag"]:
+            stopping["flag"] = True
+            stopping["since"] = time.monotonic()
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    prev = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for _ in range(server.workers):
+            children[_spawn(server)] = time.monotonic()
+        server._children = children
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                if stopping["flag"] and time.monotonic() - stopping["since"] > server.grace_period + 2:
+                    for p in list(children):
+                        try:
+                            os.kill(p, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                time.sleep(0.05)
+                continue
+            started = children.pop(pid, None)
+            if started is None:
+                continue
+            if stopping["flag"]:
+                continue
+            log.error("worker %d exited (%s); starting a replacement", pid, _describe(status))
+            if time.monotonic() - started < _RESTART_BACKOFF_S:
+                time.sleep(_RESTART_BACKOFF_S)
+            children[_spawn(server)] = time.monotonic()
+    finally:
+        for s, h in prev.items():
+            signal.signal(s, h)
+        if server._reserve is not None:
+            server._reserve.close()
+            server._reserve = None
+    return 0
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return "killed by signal %d" % os.WTERMSIG(status)
+    return "exit code %d" % os.WEXITSTATUS(status)
