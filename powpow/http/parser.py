@@ -381,6 +381,11 @@ class RequestParser:
         return self._state == _CLOSED
 
     @property
+    def failed(self) -> bool:
+        """A ParseError was met; the next ``feed`` raises it (answer, then close)."""
+        return self._state == _FAILED
+
+    @property
     def pending(self) -> int:
         """Bytes received but not yet parsed (a partial head, or held back by max_pipeline)."""
         return len(self._buf) - self._pos

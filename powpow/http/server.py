@@ -320,19 +320,22 @@ class _HttpConnection:
 
     def on_data(self, conn, data) -> None:
         server = self.server
-        self.in_batch = True
+        parser = self.parser
         try:
-            reqs = self.parser.feed(data)
+            reqs = parser.feed(data)
         except ParseError as exc:
             self._reject(exc)
             return
-        finally:
-            self.in_batch = False
         if reqs:
-            self.in_batch = True
+            self.in_batch = True  # collect every answer of this read: one write
             try:
                 for req in reqs:
                     self._dispatch(req)
+                if parser.failed:  # good requests came first; now answer the bad one
+                    try:
+                        parser.feed(b"")
+                    except ParseError as exc:
+                        self._reject(exc)
             finally:
                 self.in_batch = False
         self.flush()

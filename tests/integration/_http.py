@@ -1,0 +1,73 @@
+"""Helpers for the HTTP server tests: a server on its own loop thread, raw clients."""
+import contextlib
+import socket
+import threading
+import time
+
+from powpow import Loop
+from powpow.http import HttpServer
+
+
+@contextlib.contextmanager
+def serving(handler, **options):
+    """An HttpServer on 127.0.0.1:0, its loop running in a thread; torn down with the leak check."""
+    loop = Loop(debug=True)
+    server = HttpServer(handler, loop=loop, **options)
+    server.listen(0, "127.0.0.1")
+    errors = []
+
+    def run():
+        try:
+            loop.run()
+        except BaseException as exc:  # pragma: no cover - surfaces in the test
+            errors.append(exc)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    try:
+        yield server
+    finally:
+        loop.post(loop.stop)
+        th.join(10)
+        assert not th.is_alive(), "server loop did not stop"
+        server.close()
+        loop.close()  # debug mode: raises ResourceLeakError if anything leaked
+        assert not errors, errors
+
+
+def raw(port: int, data: bytes, timeout: float = 5.0, until_close: bool = True, expect: int = 0) -> bytes:
+    """Send ``data`` on a fresh connection; read until the server closes (or ``expect`` bytes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        if data:
+            s.sendall(data)
+        chunks = []
+        got = 0
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                b = s.recv(65536)
+            except socket.timeout:
+                break
+            if not b:
+                break
+            chunks.append(b)
+            got += len(b)
+            if expect and got >= expect and not until_close:
+                break
+        return b"".join(chunks)
+
+
+def split_responses(data: bytes):
+    """Split a byte stream of Content-Length framed responses into (head, body) pairs."""
+    out = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        assert sep, "incomplete head: %r" % data[:200]
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        out.append((head, rest[:length]))
+        data = rest[length:]
+    return out

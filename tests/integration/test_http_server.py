@@ -1,0 +1,279 @@
+"""HttpServer against real clients: http.client, raw sockets, curl."""
+import http.client
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from ._http import raw, serving, split_responses
+
+
+def hello(req, res):
+    res.send(b"Hello, World!", headers=[("Content-Type", "text/plain")])
+
+
+def test_http_client_keep_alive_and_head():
+    with serving(hello) as srv:
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        for _ in range(3):
+            c.request("GET", "/")
+            r = c.getresponse()
+            assert r.status == 200 and r.read() == b"Hello, World!"
+            assert r.getheader("Content-Length") == "13"
+            assert r.getheader("Date", "").endswith("GMT")
+        sock = c.sock
+        c.request("HEAD", "/")
+        r = c.getresponse()
+        assert r.status == 200 and r.getheader("Content-Length") == "13" and r.read() == b""
+        assert c.sock is sock  # one connection throughout: keep-alive
+        c.close()
+
+
+def test_no_body_for_204_and_304_and_head_on_raw_wire():
+    def handler(req, res):
+        res.send(b"ignored", status=int(req.path[1:]))
+
+    with serving(handler) as srv:
+        data = raw(srv.port, b"GET /204 HTTP/1.1\r\nHost: x\r\n\r\nGET /304 HTTP/1.1\r\nHost: x\r\n\r\n"
+                             b"GET /200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        heads = data.split(b"\r\n\r\n")
+        assert heads[0].startswith(b"HTTP/1.1 204 ") and b"Content-Length" not in heads[0]
+        assert heads[1].startswith(b"HTTP/1.1 304 ")
+        assert heads[2].startswith(b"HTTP/1.1 200 ") and heads[3] == b"ignored"
+
+
+def test_pipelined_responses_stay_in_request_order_even_when_answered_out_of_order():
+    def handler(req, res):
+        n = int(req.path[1:])
+        # later requests answer sooner: the server must still send in request order
+        res._proto.server.loop.add_timer(5 * (16 - n), lambda: res.send(b"r%d" % n))
+
+    with serving(handler) as srv:
+        reqs = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(16))
+        data = raw(srv.port, reqs + b"GET /16 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        bodies = [body for _, body in split_responses(data)]
+        assert bodies == [b"r%d" % i for i in range(17)]
+
+
+def test_one_write_for_a_pipelined_batch():
+    with serving(hello) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 16)
+            time.sleep(0.2)
+            first = s.recv(1 << 20)  # everything is already there, in one segment train
+            assert first.count(b"HTTP/1.1 200 OK") == 16
+
+
+@pytest.mark.parametrize("bad, status", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\n\r\n", 400),                       # no Host
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 9000 + b"\r\n\r\n", 431),
+    (b"GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\nHost: x\n\n", 400),
+])
+def test_parse_errors_answered_with_status_and_close(bad, status):
+    with serving(hello) as srv:
+        data = raw(srv.port, bad)
+        assert data.startswith(b"HTTP/1.1 %d " % status), data[:100]
+        assert b"Connection: close" in data
+
+
+def test_good_requests_before_a_bad_one_are_answered_first():
+    with serving(hello) as srv:
+        data = raw(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\nBAD\r\n\r\n")
+        assert data.count(b"HTTP/1.1 200 OK") == 2
+        assert data.rindex(b"HTTP/1.1 400 ") > data.rindex(b"HTTP/1.1 200 OK")
+
+
+def test_413_before_reading_the_body():
+    got = []
+    with serving(lambda req, res: (got.append(req), res.send(b"ok")), max_body=1000) as srv:
+        data = raw(srv.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 413 ")
+        assert got == []
+
+
+def test_handler_exception_gives_500_and_other_connections_survive():
+    def handler(req, res):
+        if req.path == "/boom":
+            raise RuntimeError("handler bug")
+        res.send(b"fine")
+
+    with serving(handler) as srv:
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        c.request("GET", "/")
+        assert c.getresponse().read() == b"fine"
+        data = raw(srv.port, b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 500 ") and b"Connection: close" in data
+        c.request("GET", "/")  # the other connection is untouched
+        assert c.getresponse().read() == b"fine"
+        c.close()
+
+
+def test_header_injection_is_refused_never_written():
+    def handler(req, res):
+        res.send(b"x", headers=[("X-Evil", "a\r\nSet-Cookie: pwned=1")])
+
+    with serving(handler) as srv:
+        data = raw(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 500 ")
+        assert b"pwned" not in data and b"X-Evil" not in data
+
+
+def test_response_finishing_after_the_handler_returns():
+    def handler(req, res):
+        loop = res._proto.server.loop
+        res.write(b"part1,")
+        loop.add_timer(30, lambda: res.write(b"part2,"))
+        loop.add_timer(60, lambda: res.end(b"end"))
+
+    with serving(handler) as srv:
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        c.request("GET", "/")
+        r = c.getresponse()
+        assert r.getheader("Transfer-Encoding") == "chunked"
+        assert r.read() == b"part1,part2,end"
+        c.close()
+
+
+def test_http10_keep_alive_rules():
+    with serving(hello) as srv:
+        data = raw(srv.port, b"GET / HTTP/1.0\r\n\r\n")  # closes by default
+        assert data.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in data
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            first = s.recv(4096)
+            assert b"Connection: keep-alive" in first
+            s.sendall(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_expect_100_continue():
+    def handler(req, res):
+        res.send(b"got %d bytes" % len(req.body))
+
+    with serving(handler, max_body=100) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            assert s.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            s.sendall(b"hello")
+            assert s.recv(4096).endswith(b"got 5 bytes")
+        # too big: the final status instead of 100, and the body is never read
+        data = raw(srv.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\nExpect: 100-continue\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in data
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by tests/run_all.sh")
+def test_curl_expect_continue_and_http10():
+    def handler(req, res):
+        res.send(b"len=%d" % len(req.body))
+
+    with serving(handler, max_body=1 << 20) as srv:
+        url = "http://127.0.0.1:%d/" % srv.port
+        out = subprocess.run(["curl", "-s", "-v", "-H", "Expect: 100-continue", "--data-binary", "x" * 2000, url],
+                             capture_output=True, text=True, timeout=30)
+        assert out.stdout == "len=2000"
+        assert "HTTP/1.1 100 Continue" in out.stderr
+        out = subprocess.run(["curl", "-s", "--http1.0", "-i", url], capture_output=True, text=True, timeout=30)
+        assert out.stdout.startswith("HTTP/1.1 200 OK") and "Connection: close" in out.stdout
+
+
+def test_slowloris_heads_are_cut_off_while_normal_clients_are_served():
+    with serving(hello, header_timeout=0.5) as srv:
+        slow = []
+        for _ in range(50):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\n")
+            slow.append(s)
+        start = time.monotonic()
+        # keep dripping bytes: a deadline that restarted on every byte would never fire
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        closed = set()
+        while len(closed) < len(slow) and time.monotonic() - start < 5:
+            for i, s in enumerate(slow):
+                if i in closed:
+                    continue
+                try:
+                    s.sendall(b"X")
+                    s.setblocking(False)
+                    try:
+                        if s.recv(100) == b"":
+                            closed.add(i)
+                    except BlockingIOError:
+                        pass
+                    finally:
+                        s.setblocking(True)
+                except OSError:
+                    closed.add(i)
+            c.request("GET", "/")
+            assert c.getresponse().read() == b"Hello, World!"  # served meanwhile
+            time.sleep(0.05)
+        elapsed = time.monotonic() - start
+        assert len(closed) == len(slow)
+        assert 0.4 <= elapsed < 3.0
+        c.close()
+        for s in slow:
+            s.close()
+
+
+def test_keepalive_idle_timeout_closes():
+    with serving(hello, keepalive_timeout=0.3) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+            start = time.monotonic()
+            assert s.recv(4096) == b""  # closed by the server
+            assert 0.25 <= time.monotonic() - start < 2.0
+
+
+def test_max_connections_answers_503():
+    with serving(hello, max_connections=2) as srv:
+        keep = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(2)]
+        for s in keep:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        data = raw(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 503 ")
+        for s in keep:
+            s.close()
+
+
+def test_trusted_proxy_x_forwarded_for():
+    def handler(req, res):
+        res.send(req.client_ip.encode())
+
+    with serving(handler, trusted_proxies=("127.0.0.1",)) as srv:
+        data = raw(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n"
+                             b"Connection: close\r\n\r\n")
+        assert data.endswith(b"203.0.113.9")
+    with serving(handler) as srv:  # not trusted: the header is ignored
+        data = raw(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\n"
+                             b"Connection: close\r\n\r\n")
+        assert data.endswith(b"127.0.0.1")
+
+
+def test_graceful_shutdown_finishes_in_flight_and_refuses_new():
+    def handler(req, res):
+        res._proto.server.loop.add_timer(300, lambda: res.send(b"slow answer"))
+
+    with serving(handler, grace_period=5) as srv:
+        result = {}
+
+        def client():
+            c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+            c.request("GET", "/")
+            result["body"] = c.getresponse().read()
+
+        th = threading.Thread(target=client)
+        th.start()
+        time.sleep(0.1)
+        srv.loop.post(srv.shutdown)
+        th.join(5)
+        assert result.get("body") == b"slow answer"
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", srv.port), timeout=1).recv(1)
