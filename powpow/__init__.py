@@ -11,6 +11,7 @@ from .poller import available as available_pollers
 from .net import (ConnectError, Connection, ConnectionLost, Connector, DatagramTruncated, NetError, TcpServer,
                   UdpEndpoint, WriteQueueFull, bind_udp, connect, connect_udp, connect_unix)
 from .extras import Change, FileEvent, FileWatcher, RateLimiter
+from .http import CorsOptions, HeaderValueError, HttpServer, Response, serve_static
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,12 @@ __all__ = [
     "TimerId",
     "Watcher",
     "available_pollers",
+    # HTTP (issues 4 and 5)
+    "CorsOptions",
+    "HeaderValueError",
+    "HttpServer",
+    "Response",
+    "serve_static",
     # networking (issue 3)
     "Change",
     "ConnectError",

@@ -18,6 +18,9 @@ command -v pypy3 >/dev/null 2>&1 || missing+=(pypy3)
 # pypy3-dev ships the headers cffi needs to compile the native module for PyPy
 [ -d /usr/lib/pypy3.9/include ] || [ -d /usr/lib/pypy3/include ] || dpkg -s pypy3-dev >/dev/null 2>&1 || missing+=(pypy3-dev)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+# real HTTP clients for the server tests
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-dev python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing system packages: ${missing[*]}"

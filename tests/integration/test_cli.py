@@ -1,4 +1,7 @@
-"""The README's main job: `python -m powpow demo` really serves and echoes, then exits cleanly."""
+"""The command line: `python -m powpow serve` (the README's main job) and `demo`, as real processes."""
+import http.client
+import json
+import os
 import re
 import signal
 import subprocess
@@ -16,7 +19,7 @@ def test_demo_runs_echoes_and_exits_cleanly():
 
 
 def test_demo_stops_on_sigint():
-    proc = subprocess.Popen([sys.executable, "-m", "powpow", "--seconds", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "powpow", "demo", "--seconds", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -31,3 +34,80 @@ def test_demo_stops_on_sigint():
     assert proc.returncode == 0, err
     assert "signal %d: stopping" % signal.SIGINT in out
     assert "done:" in out and "Traceback" not in err
+
+
+def start_serve(*args):
+    proc = subprocess.Popen([sys.executable, "-m", "powpow", "serve", "--port", "0"] + list(args),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+    assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
+    return proc, int(m.group(1))
+
+
+def get(port, path, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path, headers=headers or {})
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r, body
+
+
+def stop(proc, sig=signal.SIGINT):
+    try:
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return out, err
+
+
+def test_serve_builtin_site_then_ctrl_c():
+    proc, port = start_serve()
+    r, body = get(port, "/")
+    assert r.status == 200 and b"powpow is serving" in body
+    assert r.getheader("Content-Type") == "text/html; charset=utf-8"
+    r, body = get(port, "/_powpow/info")
+    info = json.loads(body)
+    assert info["server"] == "powpow" and info["pid"] == proc.pid
+    r, body = get(port, "/sample.txt", {"Range": "bytes=0-3"})
+    assert r.status == 206 and body == b"0000"
+    etag = get(port, "/sample.txt")[0].getheader("ETag")
+    assert get(port, "/sample.txt", {"If-None-Match": etag})[0].status == 304
+    out, err = stop(proc)
+    assert proc.returncode == 0, err
+    assert "shut down cleanly" in out and "Traceback" not in err
+
+
+def test_serve_directory_with_workers_replaces_a_crashed_worker(tmp_path):
+    (tmp_path / "hello.txt").write_bytes(b"hello from disk")
+    proc, port = start_serve(str(tmp_path), "--workers", "2")
+    try:
+        deadline = time.monotonic() + 20
+        while len(children(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert get(port, "/hello.txt")[1] == b"hello from disk"
+        workers = children(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            now = children(proc.pid)
+            if len(now) == 2 and workers[0] not in now:
+                break
+            time.sleep(0.1)
+        now = children(proc.pid)
+        assert len(now) == 2 and workers[0] not in now  # replaced
+        for _ in range(10):
+            assert get(port, "/hello.txt")[1] == b"hello from disk"
+    finally:
+        out, err = stop(proc, signal.SIGTERM)
+    assert proc.returncode == 0, err
+
+
+def children(pid):
+    with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+        return [int(x) for x in f.read().split()]

@@ -1,6 +1,5 @@
 """HttpServer against real clients: http.client, raw sockets, curl."""
 import http.client
-import shutil
 import socket
 import subprocess
 import threading
@@ -168,7 +167,6 @@ def test_expect_100_continue():
         assert data.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in data
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is installed by tests/run_all.sh")
 def test_curl_expect_continue_and_http10():
     def handler(req, res):
         res.send(b"len=%d" % len(req.body))

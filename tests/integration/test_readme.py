@@ -9,7 +9,7 @@ README = pathlib.Path(__file__).resolve().parents[2] / "README.md"
 
 def test_readme_tour_runs():
     text = README.read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "loop = powpow.Loop()" in b]
     assert blocks, "README lost its Python tour"
     proc = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
