@@ -142,8 +142,7 @@ else:
             fd, _ = lsock._accept()  # accept4(SOCK_CLOEXEC) on Linux
         except OSError as exc:
             return _err(exc)
-        os.set_blocking(fd, False)
-        return fd
+        return fd  # made non-blocking through the socket object the caller wraps it in
 
     def set_nodelay(sock, fd: int, on: bool) -> int:
         try:

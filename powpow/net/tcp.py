@@ -651,6 +651,7 @@ class Connection:
         s = self._sock
         if s is None:
             s = self._sock = socket.socket(self.family, socket.SOCK_STREAM, 0, self.fd)
+            s.setblocking(False)  # PyPy's constructor makes the fd blocking again
         return s
 
     def _peer_str(self) -> str:
@@ -868,7 +869,10 @@ class TcpServer:
             self._setup(cfd, lst.family)
 
     def _setup(self, cfd: int, family: int) -> None:
-        sock = socket.socket(family, socket.SOCK_STREAM, 0, cfd) if _NEED_SOCK else None
+        sock = None
+        if _NEED_SOCK:
+            sock = socket.socket(family, socket.SOCK_STREAM, 0, cfd)
+            sock.setblocking(False)  # PyPy's constructor makes the fd blocking again
         overflow = self._active >= self.max_connections
         if overflow:
             self.refused += 1
