@@ -400,7 +400,7 @@ class Connection:
     # ------------------------------------------------------------ events
 
     def _on_event(self, fd: int, events: int) -> None:
-        if events & WRITE and self._queue:
+        if events & (WRITE | ERROR) and self._queue:  # ERROR: the write fails and closes us
             self._flush()
             if self._state == CLOSED:
                 return
@@ -419,7 +419,9 @@ class Connection:
         if self._read_deferred:
             self._read_deferred = False
             if self._state != CLOSED and not self._paused:
-                self._read(0)
+                # Read until EAGAIN, not just until a short read: the edge of a FIN
+                # that arrived while paused was consumed then, and will not come again.
+                self._read(HUP)
 
     def _read(self, events: int) -> None:
         rbuf = self._rbuf

@@ -515,3 +515,28 @@ def test_reuse_port_two_servers(loop):
     assert "cannot listen on 127.0.0.1:%d" % a.port in str(ei.value)
     a.close()
     b.close()
+
+
+def test_fin_that_arrives_while_paused_is_seen_after_resume(loop):
+    """Edge-triggered: the FIN's edge is consumed while paused; resume must still find the EOF."""
+    got, closes, conns = [], [], []
+
+    def on_accept(c):
+        c.pause_reading()
+        conns.append(c)
+
+    srv = TcpServer(loop, on_accept=on_accept, on_data=lambda c, d: got.append(bytes(d)),
+                    on_close=lambda c, e: closes.append(e)).listen(0, "127.0.0.1")
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    run_until(loop, lambda: conns)
+    s.sendall(b"last words")
+    s.shutdown(socket.SHUT_WR)
+    for _ in range(10):
+        loop.run_once(10)
+    assert not got and not closes
+    conns[0].resume_reading()
+    run_until(loop, lambda: closes, timeout=5)
+    assert b"".join(got) == b"last words" and closes == [None]
+    s.close()
+    srv.close()
+    settle(loop)
