@@ -51,6 +51,7 @@ import os
 import socket
 from typing import Callable, Optional
 
+from .. import _ffi
 from .._ffi import _sock
 from ..loop import Loop
 from . import addr as _addr
@@ -75,6 +76,13 @@ DEFAULT_LOW_WATER = 256 << 10
 DEFAULT_MAX_QUEUED = 32 << 20
 DEFAULT_LINGER_MS = 5000
 
+# Native mode: the two hottest calls go straight to the shims (no wrapper frame);
+# the wrappers in _ffi._sock stay the single definition for everything else.
+_NATIVE_IO = _ffi.NATIVE
+if _NATIVE_IO:
+    _pp_recv = _ffi.lib.pp_recv
+    _pp_send = _ffi.lib.pp_send
+    _from_buffer = _ffi.ffi.from_buffer
 _recv_into = _sock.recv_into
 _send = _sock.send
 _writev = _sock.writev
@@ -218,8 +226,11 @@ class Connection:
             return False
         if self._queue:
             return self._enqueue(data if type(data) is bytes else bytes(data))
-        n = _send(self._sock, self.fd, data)
         ln = len(data)
+        if _NATIVE_IO:
+            n = _pp_send(self.fd, data if type(data) is bytes else _from_buffer(data), ln)
+        else:
+            n = _send(self._sock, self.fd, data)
         if n == ln:
             return True
         if n < 0:
@@ -431,8 +442,14 @@ class Connection:
         sock = self._sock
         fd = self.fd
         hup = events & HUP
-        for _ in range(_MAX_READS_PER_EVENT):
-            n = _recv_into(sock, fd, rbuf)
+        ptr = rbuf.ptr
+        reads = 0
+        while reads < _MAX_READS_PER_EVENT:
+            reads += 1
+            if _NATIVE_IO:
+                n = _pp_recv(fd, ptr, size)
+            else:
+                n = _recv_into(sock, fd, rbuf)
             if n > 0:
                 if self._state == OPEN:
                     cb = self.on_data
