@@ -10,7 +10,8 @@ a cache of validated names, so the common ones are shared objects); lookups go
 through ``list.index`` on that list, which for the usual 5-20 fields beats
 building a dict per request, and are memoised per Headers object.
 """
-from typing import Iterator, List, Optional, Tuple
+import os
+from typing import Callable, Iterator, List, Optional, Tuple
 
 
 _MISSING = object()
@@ -212,6 +213,45 @@ class Request:
             f.seek(0)
             return data
         return self._body_buf[self._body_start : self._body_end]
+
+    # -- streaming bodies (HttpServer(streaming=True)) -------------------------
+    # The handler runs when the head is in; these say where the body goes.
+    _body_cb = None
+    _end_cb = None
+    _stream_buf = b""
+    _file_fd: Optional[int] = None
+    response = None
+    client_ip: Optional[str] = None
+
+    def on_body(self, callback: Callable[[bytes], object]) -> None:
+        """Streaming mode: ``callback(chunk)`` for each piece of the body as it arrives."""
+        self._body_cb = callback
+        self._stream_buf = b""
+
+    def on_end(self, callback: Callable[[], object]) -> None:
+        """Streaming mode: ``callback()`` once the whole body has arrived (``body`` is
+        complete by then unless ``on_body``/``stream_to_file`` took it)."""
+        self._end_cb = callback
+
+    def stream_to_file(self, path, mode: int = 0o600) -> None:
+        """Streaming mode: write the body to a new file ``path`` (created exclusively,
+        ``mode`` 0600 by default); it is closed when the body ends, before ``on_end``
+        runs (or when the connection drops first)."""
+        fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
+        self._file_fd = fd
+
+        def write(chunk) -> None:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+
+        self._body_cb = write
+
+    def _close_stream_file(self) -> None:
+        fd = self._file_fd
+        if fd is not None:
+            self._file_fd = None
+            os.close(fd)
 
     def close(self) -> None:
         """Release the spooled body file, if any (it is deleted on close)."""

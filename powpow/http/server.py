@@ -295,15 +295,22 @@ class _HttpConnection:
     """Per-connection HTTP state (``conn.context``)."""
 
     __slots__ = ("server", "conn", "parser", "pending", "in_batch", "phase", "since",
-                 "closing", "handling", "queued_seen")
+                 "closing", "handling", "queued_seen", "continued", "streaming")
 
     def __init__(self, server: "HttpServer", conn) -> None:
         self.server = server
         self.conn = conn
-        self.parser = RequestParser(
-            on_headers=self._on_headers,
-            max_request_line=server.max_request_line, max_header_size=server.max_header_size,
-            max_headers=server.max_headers, max_body=server.max_body)
+        self.streaming = server.streaming
+        limits = dict(max_request_line=server.max_request_line, max_header_size=server.max_header_size,
+                      max_headers=server.max_headers, max_body=server.max_body)
+        if self.streaming:
+            self.parser = RequestParser(on_headers=self._on_headers_streaming, on_body=self._on_body,
+                                        on_message_complete=self._on_complete, **limits)
+        else:
+            # No callbacks: the parser keeps its fast path (a whole small
+            # request in one read costs one scan and no state machine).
+            self.parser = RequestParser(**limits)
+        self.continued = None
         self.pending = collections.deque()
         self.in_batch = False
         self.phase = _IDLE
@@ -312,11 +319,41 @@ class _HttpConnection:
         self.handling = False
         self.queued_seen = 0
 
-    def _on_headers(self, req) -> None:
-        if req.expect_continue and (req.content_length or req.chunked):
+    def _continue(self, req) -> None:
+        if req.expect_continue and (req.content_length or req.chunked) and req is not self.continued:
             # The body will be read (it is within max_body, or the parser would
-            # have raised 413 already): ask for it.
+            # have raised 413 already): ask for it (RFC 9110 §10.1.1).
+            self.continued = req
             self.conn.send(_CONTINUE)
+
+    # -- streaming mode: the handler runs when the head is in ----------------
+
+    def _on_headers_streaming(self, req) -> None:
+        self._continue(req)
+        self._dispatch(req)
+
+    def _on_body(self, req, chunk) -> None:
+        cb = req._body_cb
+        if cb is None:
+            req._stream_buf += chunk
+            return
+        try:
+            cb(chunk)
+        except Exception as exc:
+            self._handler_failed(req, exc)
+
+    def _on_complete(self, req) -> None:
+        req._close_stream_file()
+        if req._body_cb is None and req._stream_buf:
+            buf = bytes(req._stream_buf)
+            req._body_buf, req._body_start, req._body_end = buf, 0, len(buf)
+            req._stream_buf = None
+        cb = req._end_cb
+        if cb is not None:
+            try:
+                cb()
+            except Exception as exc:
+                self._handler_failed(req, exc)
 
     def on_data(self, conn, data) -> None:
         server = self.server
@@ -329,8 +366,9 @@ class _HttpConnection:
         if reqs:
             self.in_batch = True  # collect every answer of this read: one write
             try:
-                for req in reqs:
-                    self._dispatch(req)
+                if not self.streaming:  # (streaming: dispatched when each head arrived)
+                    for req in reqs:
+                        self._dispatch(req)
                 if parser.failed:  # good requests came first; now answer the bad one
                     try:
                         parser.feed(b"")
@@ -342,9 +380,12 @@ class _HttpConnection:
         if self.closing:
             return
         p = self.parser
+        cur = p.current
+        if cur is not None and cur.expect_continue:
+            self._continue(cur)
         if self.pending:
             pass
-        elif p.current is not None:
+        elif cur is not None:
             if self.phase != _BODY:
                 self.phase = _BODY
             self.since = server.loop.now_ms()
@@ -366,26 +407,33 @@ class _HttpConnection:
             req.client_ip = server._client_ip(self.conn, req)
         else:
             req.client_ip = self.conn.get_client_ip()
+        req.response = res
         self.handling = True
         try:
             server.handler(req, res)
         except Exception as exc:
-            log.error("handler raised for %s %s", req.method, req.target, exc_info=exc)
-            self.closing = True
-            if not res.ended:
-                if not res.headers_sent:
-                    res._segments.clear()
-                    res._headers = []
-                    res._close = True
-                    try:
-                        res.send_error(500)
-                    except Exception:  # pragma: no cover - our own error path
-                        res.ended = True
-                else:
-                    res._close = True
-                    res.ended = True
+            self._handler_failed(req, exc)
         finally:
             self.handling = False
+
+    def _handler_failed(self, req, exc: Exception) -> None:
+        """500 if nothing was sent yet; close after what precedes it either way."""
+        log.error("handler raised for %s %s", req.method, req.target, exc_info=exc)
+        self.closing = True
+        res = req.response
+        if not res.ended:
+            if not res.headers_sent:
+                res._segments.clear()
+                res._headers = []
+                res._close = True
+                try:
+                    res.send_error(500)
+                except Exception:  # pragma: no cover - our own error path
+                    res.ended = True
+            else:
+                res._close = True
+                res.ended = True
+        self.flush()
 
     def _reject(self, exc: ParseError) -> None:
         """Answer a parse error (after what precedes it), then close."""
@@ -453,8 +501,9 @@ class HttpServer:
                  header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
                  keepalive_timeout: float = KEEPALIVE_TIMEOUT, write_timeout: float = WRITE_TIMEOUT,
                  access_log: bool = False, trusted_proxies: Sequence[str] = (),
-                 workers: int = 1, grace_period: float = 10.0) -> None:
+                 workers: int = 1, grace_period: float = 10.0, streaming: bool = False) -> None:
         self.handler = handler
+        self.streaming = streaming
         self._own_loop = loop is None
         self.loop = loop
         self.max_connections = max_connections
@@ -513,6 +562,11 @@ class HttpServer:
             self.port = tcp.port
         return self
 
+    @property
+    def connection_count(self) -> int:
+        """Open client connections (of this process)."""
+        return self._tcp.connection_count if self._tcp is not None else 0
+
     def listen_unix(self, path: str, mode: int = 0o660) -> "HttpServer":
         self._ensure_tcp().listen_unix(path, mode)
         return self
@@ -527,6 +581,9 @@ class HttpServer:
     def _on_close(self, conn, exc) -> None:
         proto = conn.context
         if proto is not None:
+            cur = proto.parser.current
+            if cur is not None:
+                cur._close_stream_file()  # the body never finished
             proto.pending.clear()
             proto.closing = True
             conn.context = None

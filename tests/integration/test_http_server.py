@@ -275,3 +275,67 @@ def test_graceful_shutdown_finishes_in_flight_and_refuses_new():
         assert result.get("body") == b"slow answer"
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", srv.port), timeout=1).recv(1)
+
+
+def test_streaming_bodies_on_body_on_end_and_stream_to_file(tmp_path):
+    seen = {}
+
+    def handler(req, res):
+        if req.path == "/chunks":
+            pieces = []
+            req.on_body(lambda chunk: pieces.append(bytes(chunk)))
+            req.on_end(lambda: res.send(b"%d pieces, %d bytes" % (len(pieces), sum(map(len, pieces)))))
+        elif req.path == "/file":
+            target = tmp_path / "upload.bin"
+            req.stream_to_file(target)
+            req.on_end(lambda: (seen.__setitem__("file", target.read_bytes()), res.send(b"stored")))
+        else:  # nothing registered: the body is buffered and complete at on_end
+            req.on_end(lambda: res.send(b"buffered " + req.body))
+
+    payload = bytes(range(256)) * 1000
+    with serving(handler, streaming=True, max_body=1 << 20) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"POST /chunks HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(payload))
+            for i in range(0, len(payload), 50000):
+                s.sendall(payload[i:i + 50000])
+                time.sleep(0.01)
+            reply = s.recv(4096)
+            assert reply.endswith(b" pieces, 256000 bytes") and not reply.endswith(b" 1 pieces, 256000 bytes")
+        data = raw(srv.port, b"POST /file HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                             b"Connection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        assert data.endswith(b"stored") and seen["file"] == b"hello world"
+        assert oct((tmp_path / "upload.bin").stat().st_mode & 0o777) == "0o600"
+        data = raw(srv.port, b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+        assert data.endswith(b"buffered abc")
+
+
+def test_body_idle_timeout_and_slow_reader_write_timeout():
+    big = b"x" * (8 << 20)
+
+    def handler(req, res):
+        res.send(big if req.path == "/big" else b"ok")
+
+    with serving(handler, body_timeout=0.3, write_timeout=0.5) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")  # then silence
+            start = time.monotonic()
+            assert s.recv(100) == b""
+            assert 0.25 <= time.monotonic() - start < 2.5
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.3)
+            assert srv.connection_count == 1  # stalled with most of 8 MiB queued
+            deadline = time.monotonic() + 5
+            while srv.connection_count and time.monotonic() < deadline:
+                time.sleep(0.05)  # read nothing: the server must give up on us
+            assert srv.connection_count == 0
+
+
+def test_access_log_common_format(caplog):
+    import logging
+    with caplog.at_level(logging.INFO, logger="powpow.access"):
+        with serving(hello, access_log=True) as srv:
+            raw(srv.port, b"GET /x?y=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    lines = [r.getMessage() for r in caplog.records if r.name == "powpow.access"]
+    assert lines and lines[0].startswith("127.0.0.1 - - [") and '"GET /x?y=1 HTTP/1.1" 200' in lines[0]

@@ -1,0 +1,183 @@
+"""End-to-end HTTP benchmark: wrk against powpow and peers, side by side in one run.
+
+    python perf/bench_http.py [--duration 5] [--reps 3] [--only powpow-pypy,nginx]
+
+Each server is pinned to core 0 and wrk (1 thread) to core 1 (``taskset``).
+Workloads: hello world (13-byte body) with 64 keep-alive connections, the
+same 16-deep pipelined (perf/pipeline.lua), and a 1 MiB static file (16
+connections).  Each figure is the median of ``--reps`` runs of ``--duration``
+seconds after a 1 s warm-up.  Peers are used where they can be found or
+installed: nginx (1 worker, Debian package), socketify.py, uvicorn (httptools +
+uvloop) and granian (ASGI) from a private venv ``perf/.venv-peers`` that this
+script creates.  Results are printed as a markdown table and saved to
+``perf/results/http.json``.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+PEERS_VENV = os.path.join(HERE, ".venv-peers")
+PEER_PACKAGES = ["uvicorn", "httptools", "uvloop", "socketify", "granian"]
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+master_process off;
+error_log {tmp}/error.log warn;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    sendfile on;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location = / {{ default_type text/plain; return 200 "Hello, World!"; }}
+        location /static/ {{ alias {static}/; }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port: int, proc, timeout: float = 20.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def peers_python():
+    py = os.path.join(PEERS_VENV, "bin", "python")
+    if not os.path.exists(py):
+        subprocess.run([sys.executable if sys.implementation.name == "cpython" else "python3",
+                        "-m", "venv", PEERS_VENV], check=True)
+        subprocess.run([py, "-m", "pip", "install", "-q"] + PEER_PACKAGES)
+    return py
+
+
+def servers(static_dir: str, tmp: str):
+    """name -> (argv builder(port), workload set)."""
+    main_py = os.path.join(ROOT, ".venv", "bin", "python")
+    pypy = os.path.join(ROOT, ".venv-pypy", "bin", "python")
+    hello = os.path.join(HERE, "servers", "powpow_hello.py")
+    out = {}
+    if os.path.exists(main_py):
+        out["powpow-cpython"] = lambda p: [main_py, hello, str(p), "static", static_dir]
+    if os.path.exists(pypy):
+        out["powpow-pypy"] = lambda p: [pypy, hello, str(p), "static", static_dir]
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if nginx:
+        def nginx_cmd(p):
+            conf = os.path.join(tmp, "nginx-%d.conf" % p)
+            with open(conf, "w") as f:
+                f.write(NGINX_CONF.format(tmp=tmp, port=p, static=static_dir))
+            return [nginx, "-c", conf, "-p", tmp]
+        out["nginx-1worker"] = nginx_cmd
+    py = peers_python()
+    asgi_dir = os.path.join(HERE, "servers")
+    out["socketify-cpython"] = lambda p: [py, os.path.join(asgi_dir, "socketify_hello.py"), str(p)]
+    out["uvicorn-httptools-uvloop"] = lambda p: [py, "-m", "uvicorn", "--app-dir", asgi_dir, "asgi_hello:app",
+                                                 "--port", str(p), "--http", "httptools", "--loop", "uvloop",
+                                                 "--no-access-log", "--log-level", "error"]
+    out["granian-asgi"] = lambda p: [py, "-m", "granian", "--interface", "asgi", "--port", str(p),
+                                      "--workers", "1", "--runtime-threads", "1", "--no-ws",
+                                      "--log-level", "error", "--app-dir", asgi_dir, "asgi_hello:app"]
+    return out
+
+
+def wrk(url: str, conns: int, duration: int, script=None) -> float:
+    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c%d" % conns, "-d%ds" % duration]
+    if script:
+        cmd += ["-s", script]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=duration + 60).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
+    if errors:
+        print("    wrk reported: %s" % errors.group(0), file=sys.stderr)
+    return float(m.group(1)) if m else 0.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma-separated server names")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="powpow-bench-")
+    static_dir = os.path.join(tmp, "static")
+    os.mkdir(static_dir)
+    with open(os.path.join(static_dir, "1m.bin"), "wb") as f:
+        f.write(os.urandom(1 << 20))
+    pipeline = os.path.join(HERE, "pipeline.lua")
+    results = {}
+    for name, argv in servers(static_dir, tmp).items():
+        if args.only and name not in args.only.split(","):
+            continue
+        port = free_port()
+        proc = subprocess.Popen(["taskset", "-c", "0"] + argv(port), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, cwd=tmp)
+        try:
+            if not wait_port(port, proc):
+                print("%-26s did not start: %s" % (name, proc.stderr.read().decode()[-300:] if proc.poll() is not None else "timeout"))
+                continue
+            base = "http://127.0.0.1:%d" % port
+            static = base + ("/static/1m.bin" if name.startswith("nginx") else "/1m.bin")
+            row = {}
+            workloads = [("keepalive", base + "/", 64, None), ("pipelined", base + "/", 64, pipeline)]
+            if name.startswith(("powpow", "nginx")):
+                workloads.append(("static-1MiB", static, 16, None))
+            for wl, url, conns, script in workloads:
+                wrk(url, conns, 1, script)  # warm-up (and PyPy's JIT)
+                runs = [wrk(url, conns, args.duration, script) for _ in range(args.reps)]
+                row[wl] = statistics.median(runs)
+            results[name] = row
+            print("%-26s %s" % (name, "  ".join("%s=%.0f" % kv for kv in row.items())), flush=True)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    with open(os.path.join(HERE, "results", "http.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print("\n| server | keep-alive req/s | pipelined req/s | 1 MiB static req/s |\n|---|---|---|---|")
+    for name, row in results.items():
+        print("| %s | %s | %s | %s |" % (name, *("%.0f" % row[k] if k in row else "-"
+                                               for k in ("keepalive", "pipelined", "static-1MiB"))))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
