@@ -21,7 +21,7 @@ def main():
                 res.send_error(404)
     server = powpow.HttpServer(handler, max_connections=20000, keepalive_timeout=60)
     server.listen(port, "127.0.0.1")
-    print("ready", flush=True)
+    print("ready %d" % server.port, flush=True)
     server.run()
 
 
