@@ -13,6 +13,8 @@ building a dict per request, and are memoised per Headers object.
 import os
 from typing import Callable, Iterator, List, Optional, Tuple
 
+from powpow.errors import ParseError
+
 
 _MISSING = object()
 
@@ -252,6 +254,34 @@ class Request:
         if fd is not None:
             self._file_fd = None
             os.close(fd)
+
+    def form(self, **limits) -> list:
+        """The ``multipart/form-data`` body as a list of ``multipart.Part`` (buffered bodies).
+
+        Files above the spool threshold live in 0600 temporary files; names go
+        through ``safe_filename``.  ``limits`` go to ``MultipartParser``
+        (``max_file_size``, ``max_field_size``, ``max_parts`` ...).  Raises
+        ``ParseError`` (400, or 413 for a limit), which the server answers.
+        """
+        from .multipart import MultipartParser, boundary_from_content_type
+
+        ctype = self.headers.get("content-type") or ""
+        if not ctype.lower().startswith("multipart/form-data"):
+            raise ParseError(415, "expected multipart/form-data, got %r" % ctype[:100])
+        parser = MultipartParser(boundary_from_content_type(ctype), **limits)
+        f = self.body_file
+        if f is None:
+            parts = parser.feed(self.body)
+        else:
+            f.seek(0)
+            parts = []
+            while True:
+                chunk = f.read(1 << 16)
+                if not chunk:
+                    break
+                parts += parser.feed(chunk)
+        parser.close()
+        return parts
 
     def close(self) -> None:
         """Release the spooled body file, if any (it is deleted on close)."""

@@ -418,10 +418,19 @@ class _HttpConnection:
             self.handling = False
 
     def _handler_failed(self, req, exc: Exception) -> None:
-        """500 if nothing was sent yet; close after what precedes it either way."""
+        """500 if nothing was sent yet; close after what precedes it either way.
+
+        A ParseError from the handler (``req.form()`` on a bad or too large
+        multipart body) is the client's fault: it gets its own status."""
+        res = req.response
+        if isinstance(exc, ParseError) and not res.headers_sent and not res.ended:
+            log.info("bad request body from %s: %s", self.conn.get_client_ip(), exc)
+            res._segments.clear()
+            res._headers = []
+            res.send_error(exc.status, exc.message)
+            return
         log.error("handler raised for %s %s", req.method, req.target, exc_info=exc)
         self.closing = True
-        res = req.response
         if not res.ended:
             if not res.headers_sent:
                 res._segments.clear()

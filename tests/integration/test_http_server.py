@@ -339,3 +339,30 @@ def test_access_log_common_format(caplog):
             raw(srv.port, b"GET /x?y=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     lines = [r.getMessage() for r in caplog.records if r.name == "powpow.access"]
     assert lines and lines[0].startswith("127.0.0.1 - - [") and '"GET /x?y=1 HTTP/1.1" 200' in lines[0]
+
+
+def test_multipart_upload_with_curl_and_limits(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"A" * 5000)
+    (tmp_path / "b.txt").write_bytes(b"hello")
+
+    def handler(req, res):
+        parts = req.form(max_file_size=10000)
+        summary = ",".join("%s:%s:%d" % (p.name, p.filename or "-", p.size) for p in parts)
+        for p in parts:
+            p.close()
+        res.send(summary.encode())
+
+    with serving(handler, max_body=1 << 20) as srv:
+        url = "http://127.0.0.1:%d/up" % srv.port
+        out = subprocess.run(["curl", "-s", "-F", "title=hi", "-F", "f1=@%s" % (tmp_path / "a.bin"),
+                              "-F", "f2=@%s;filename=../../etc/evil.txt" % (tmp_path / "b.txt"), url],
+                             capture_output=True, timeout=30).stdout
+        fields = out.decode().split(",")
+        assert fields[0] == "title:-:2"
+        assert fields[1] == "f1:a.bin:5000"
+        name2 = fields[2].split(":")[1]
+        assert "/" not in name2 and ".." not in name2 and fields[2].endswith(":5")
+        (tmp_path / "big.bin").write_bytes(b"B" * 20000)
+        out = subprocess.run(["curl", "-s", "-i", "-F", "f=@%s" % (tmp_path / "big.bin"), url],
+                             capture_output=True, timeout=30).stdout
+        assert out.startswith(b"HTTP/1.1 413 ")
