@@ -222,8 +222,17 @@ class Request:
     _end_cb = None
     _stream_buf = b""
     _file_fd: Optional[int] = None
-    response = None
-    client_ip: Optional[str] = None
+    response = None  # set by the server: the Response answering this request
+    _client_ip: Optional[str] = None
+
+    @property
+    def client_ip(self) -> Optional[str]:
+        """The client's address, worked out on first use by the server that answers
+        (``X-Forwarded-For`` only from its trusted proxies); None without a server."""
+        ip = self._client_ip
+        if ip is None and self.response is not None:
+            ip = self._client_ip = self.response.client_ip()
+        return ip
 
     def on_body(self, callback: Callable[[bytes], object]) -> None:
         """Streaming mode: ``callback(chunk)`` for each piece of the body as it arrives."""

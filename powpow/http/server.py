@@ -64,9 +64,18 @@ MAX_CONNECTIONS = 10000
 _IDLE, _HEAD, _BODY = 0, 1, 2
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_STATUS_200 = status_line(200)
+_header_blocks: dict = {}
+
+
+def _encode_block(headers) -> bytes:
+    parts: List[str] = []
+    encode_headers(headers, parts)  # validates: raises HeaderValueError
+    try:
+        return "".join(parts).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise HeaderValueError("header value not encodable as ISO-8859-1: %s" % exc) from None
 _SERVER = b"Server: powpow\r\n"
-_KEEP_ALIVE = "Connection: keep-alive\r\n"
-_CLOSE = "Connection: close\r\n"
 
 
 class _FilePart:
@@ -143,30 +152,46 @@ class Response:
 
     def _build_head(self, length: Optional[int]) -> bytes:
         status = self.status
-        parts = []
-        encode_headers(self._headers, parts)  # validates: raises HeaderValueError
+        hs = self._headers
+        if hs:
+            # Handlers tend to send the same header list every time: validate
+            # and encode it once (CR/LF/NUL still raise HeaderValueError).
+            key = tuple(hs)
+            try:
+                block = _header_blocks.get(key)
+            except TypeError:  # unhashable pairs (lists): encode without caching
+                key = None
+                block = None
+            if block is None:
+                block = _encode_block(hs)
+                if key is not None and len(_header_blocks) < 512:
+                    _header_blocks[key] = block
+        else:
+            block = b""
         proto = self._proto
         if proto.closing or proto.server._draining:
             self._close = True
         if status in NO_BODY_STATUS:
-            if status == 304 or status == 204:
-                pass
+            framing = b""
         elif length is None:
             self._chunked = True
-            parts.append("Transfer-Encoding: chunked\r\n")
+            framing = b"Transfer-Encoding: chunked\r\n"
         else:
-            parts.append("Content-Length: %d\r\n" % length)
-        req = self.request
+            framing = b"Content-Length: %d\r\n" % length
         if self._close:
-            parts.append(_CLOSE)
-        elif req.version == "1.0":
-            parts.append(_KEEP_ALIVE)
-        try:
-            extra = "".join(parts).encode("latin-1")
-        except UnicodeEncodeError as exc:
-            raise HeaderValueError("header value not encodable as ISO-8859-1: %s" % exc) from None
+            framing += b"Connection: close\r\n"
+        elif self.request.version == "1.0":
+            framing += b"Connection: keep-alive\r\n"
         self._sent_head = True
-        return b"".join((status_line(status), proto.server._date.header, _SERVER, extra, b"\r\n"))
+        line = _STATUS_200 if status == 200 else status_line(status)
+        return b"".join((line, proto.server._date.header, _SERVER, block, framing, b"\r\n"))
+
+    def client_ip(self) -> Optional[str]:
+        """Address of the client this answers (see ``Request.client_ip``)."""
+        proto = self._proto
+        if proto.server._trusted_proxies:
+            return proto.server._client_ip(proto.ip, self.request)
+        return proto.ip
 
     # -- whole responses -------------------------------------------------
 
@@ -294,11 +319,14 @@ class _HttpConnection:
     """Per-connection HTTP state (``conn.context``)."""
 
     __slots__ = ("server", "conn", "parser", "pending", "in_batch", "phase", "since",
-                 "closing", "handling", "queued_seen", "continued", "streaming")
+                 "closing", "handling", "queued_seen", "continued", "streaming", "ip")
 
     def __init__(self, server: "HttpServer", conn) -> None:
         self.server = server
         self.conn = conn
+        # Snapshot: connection objects are pooled, and a response may end
+        # (and be logged) after its connection was closed and reused.
+        self.ip = conn.get_client_ip()
         self.streaming = server.streaming
         limits = dict(max_request_line=server.max_request_line, max_header_size=server.max_header_size,
                       max_headers=server.max_headers, max_body=server.max_body)
@@ -360,7 +388,9 @@ class _HttpConnection:
         server = self.server
         parser = self.parser
         try:
-            reqs = parser.feed(data)
+            # bytes: the TCP layer's view is into a shared buffer anyway, and the
+            # parser's fast path (whole requests, nothing pending) wants bytes.
+            reqs = parser.feed(bytes(data))
         except ParseError as exc:
             self._reject(exc)
             return
@@ -404,10 +434,6 @@ class _HttpConnection:
         server = self.server
         res = Response(self, req)
         self.pending.append(res)
-        if server._trusted_proxies:
-            req.client_ip = server._client_ip(self.conn, req)
-        else:
-            req.client_ip = self.conn.get_client_ip()
         req.response = res
         self.handling = True
         try:
@@ -424,7 +450,7 @@ class _HttpConnection:
         multipart body) is the client's fault: it gets its own status."""
         res = req.response
         if isinstance(exc, ParseError) and not res.headers_sent and not res.ended:
-            log.info("bad request body from %s: %s", self.conn.get_client_ip(), exc)
+            log.info("bad request body from %s: %s", self.ip, exc)
             res._segments.clear()
             res._headers = []
             res.send_error(exc.status, exc.message)
@@ -447,7 +473,7 @@ class _HttpConnection:
 
     def _reject(self, exc: ParseError) -> None:
         """Answer a parse error (after what precedes it), then close."""
-        log.info("bad request from %s: %s", self.conn.get_client_ip(), exc)
+        log.info("bad request from %s: %s", self.ip, exc)
         self.closing = True
         res = Response(self, _UNPARSED)
         self.pending.append(res)
@@ -638,8 +664,7 @@ class HttpServer:
             if now - proto.since >= limit:
                 conn.close()
 
-    def _client_ip(self, conn, req) -> Optional[str]:
-        ip = conn.get_client_ip()
+    def _client_ip(self, ip: Optional[str], req) -> Optional[str]:
         if ip not in self._trusted_proxies:
             return ip
         xff = req.headers.get("x-forwarded-for")
@@ -654,7 +679,7 @@ class HttpServer:
 
     def _log_access(self, proto, res) -> None:
         req = res.request
-        access_log.info('%s - - [%s] "%s %s HTTP/%s" %d -', proto.conn.get_client_ip() or "-",
+        access_log.info('%s - - [%s] "%s %s HTTP/%s" %d -', proto.ip or "-",
                         time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
                         req.method, req.target, req.version, res.status)
 

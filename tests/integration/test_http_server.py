@@ -366,3 +366,21 @@ def test_multipart_upload_with_curl_and_limits(tmp_path):
         out = subprocess.run(["curl", "-s", "-i", "-F", "f=@%s" % (tmp_path / "big.bin"), url],
                              capture_output=True, timeout=30).stdout
         assert out.startswith(b"HTTP/1.1 413 ")
+
+
+def test_header_forms_lists_ints_and_repeated_bad_value_never_cached():
+    calls = []
+
+    def handler(req, res):
+        calls.append(1)
+        if req.path == "/bad":
+            res.send(b"x", headers=[("X-A", "ok\r\nInjected: 1")])
+        else:
+            res.send(b"x", headers=[["X-List", "v"], ("X-Num", 5)])
+
+    with serving(handler) as srv:
+        for _ in range(2):  # the second time must be refused too (no cache of a bad block)
+            data = raw(srv.port, b"GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert data.startswith(b"HTTP/1.1 500 ") and b"Injected" not in data
+        data = raw(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert b"\r\nX-List: v\r\n" in data and b"\r\nX-Num: 5\r\n" in data
