@@ -1,6 +1,7 @@
-"""Response heads: status lines, the cached Date header, header validation.
+"""Responses: the ``Response`` a handler answers with, and how heads are built.
 
-Sans-I/O helpers for ``powpow.http.server``.  What matters here is the cost
+``Response`` collects its output as segments (bytes and file ranges); the
+connection (``powpow.http.server``) moves them to the socket in request order.  What matters here is the cost
 per response, so status lines are prebuilt bytes, the Date header is rebuilt
 at most once a second (RFC 9110 §6.6.1 asks for second resolution), and header
 names/values are validated with one ``str.isprintable`` call in the common
@@ -9,12 +10,17 @@ never written (response splitting).
 """
 import email.utils
 import http
+import logging
+import os
 import time
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 from ..errors import PowpowError
 
-__all__ = ["HeaderValueError", "status_line", "reason", "DateCache", "encode_headers", "NO_BODY_STATUS"]
+log = logging.getLogger("powpow.http")
+
+__all__ = ["Response", "HeaderValueError", "status_line", "reason", "DateCache", "encode_headers",
+           "NO_BODY_STATUS"]
 
 
 class HeaderValueError(PowpowError, ValueError):
@@ -89,3 +95,254 @@ class DateCache:
             self.second = now
             self.header = ("Date: %s\r\n" % email.utils.formatdate(now, usegmt=True)).encode("ascii")
         return self.header
+
+
+_STATUS_200 = status_line(200)
+_header_blocks: dict = {}
+
+
+def _encode_block(headers) -> bytes:
+    parts: List[str] = []
+    encode_headers(headers, parts)  # validates: raises HeaderValueError
+    try:
+        return "".join(parts).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise HeaderValueError("header value not encodable as ISO-8859-1: %s" % exc) from None
+_SERVER = b"Server: powpow\r\n"
+
+
+class _FilePart:
+    __slots__ = ("path", "offset", "count")
+
+    def __init__(self, path: str, offset: int, count: int) -> None:
+        self.path = path
+        self.offset = offset
+        self.count = count
+
+
+class _Unparsed:
+    """Stands for the request a ParseError answers (there is none to show)."""
+
+    method = "-"
+    target = "-"
+    version = "1.1"
+    keep_alive = False
+    headers: dict = {}
+
+
+_UNPARSED = _Unparsed()
+
+
+class Response:
+    """What a handler answers with.  See README "HTTP server" for the full API."""
+
+    __slots__ = ("_proto", "request", "status", "_headers", "_sent_head", "ended", "_chunked",
+                 "_segments", "_close", "_head_only", "_length", "_written", "_upgrade")
+
+    def __init__(self, proto, request) -> None:  # proto: server._HttpConnection
+        self._proto = proto
+        self.request = request
+        self.status = 200
+        self._headers: List[Tuple[str, str]] = []
+        self._sent_head = False
+        self.ended = False
+        self._chunked = False
+        self._segments: list = []
+        self._close = not request.keep_alive
+        self._head_only = request.method == "HEAD"
+        self._length = None
+        self._written = 0
+        self._upgrade = None
+
+    # -- head ----------------------------------------------------------------
+
+    @property
+    def headers_sent(self) -> bool:
+        return self._sent_head
+
+    def set_status(self, status: int) -> "Response":
+        self._check_open_head()
+        self.status = int(status)
+        return self
+
+    def set_header(self, name: str, value) -> "Response":
+        """Set (replace) a header.  CR, LF or NUL in it raise HeaderValueError."""
+        self._check_open_head()
+        lname = name.lower()
+        self._headers = [h for h in self._headers if h[0].lower() != lname]
+        self._headers.append((name, str(value)))
+        return self
+
+    def add_header(self, name: str, value) -> "Response":
+        """Add a header, keeping earlier ones of the same name (e.g. Set-Cookie)."""
+        self._check_open_head()
+        self._headers.append((name, str(value)))
+        return self
+
+    def _check_open_head(self) -> None:
+        if self._sent_head:
+            raise RuntimeError("response head already sent")
+
+    def _build_head(self, length: Optional[int]) -> bytes:
+        status = self.status
+        hs = self._headers
+        if hs:
+            # Handlers tend to send the same header list every time: validate
+            # and encode it once (CR/LF/NUL still raise HeaderValueError).
+            key = tuple(hs)
+            try:
+                block = _header_blocks.get(key)
+            except TypeError:  # unhashable pairs (lists): encode without caching
+                key = None
+                block = None
+            if block is None:
+                block = _encode_block(hs)
+                if key is not None and len(_header_blocks) < 512:
+                    _header_blocks[key] = block
+        else:
+            block = b""
+        proto = self._proto
+        if proto.closing or proto.server._draining:
+            self._close = True
+        if status in NO_BODY_STATUS:
+            framing = b""
+        elif length is None:
+            self._chunked = True
+            framing = b"Transfer-Encoding: chunked\r\n"
+        else:
+            framing = b"Content-Length: %d\r\n" % length
+        if self._close:
+            framing += b"Connection: close\r\n"
+        elif self.request.version == "1.0":
+            framing += b"Connection: keep-alive\r\n"
+        self._sent_head = True
+        line = _STATUS_200 if status == 200 else status_line(status)
+        return b"".join((line, proto.server._date.header, _SERVER, block, framing, b"\r\n"))
+
+    def client_ip(self) -> Optional[str]:
+        """Address of the client this answers (see ``Request.client_ip``)."""
+        proto = self._proto
+        if proto.server._trusted_proxies:
+            return proto.server._client_ip(proto.ip, self.request)
+        return proto.ip
+
+    # -- whole responses -------------------------------------------------
+
+    def send(self, body=b"", status: Optional[int] = None, headers=None) -> None:
+        """Send a complete response (Content-Length framing) and end it."""
+        if self.ended:
+            raise RuntimeError("response already ended")
+        if status is not None:
+            self.status = status
+        if headers:
+            self._headers.extend(headers)
+        if body.__class__ is str:
+            body = body.encode("utf-8")
+            if not any(h[0].lower() == "content-type" for h in self._headers):
+                self._headers.append(("Content-Type", "text/plain; charset=utf-8"))
+        no_body = self.status in NO_BODY_STATUS
+        head = self._build_head(0 if no_body else len(body))
+        if self._head_only or no_body or not body:
+            self._segments.append(head)
+        elif len(body) < 16384:
+            self._segments.append(head + body)  # one small copy beats a second segment
+        else:
+            self._segments.append(head)
+            self._segments.append(body if body.__class__ is bytes else bytes(body))
+        self._finish()
+
+    def send_error(self, status: int, message: Optional[str] = None) -> None:
+        """A small text/plain error response; closes the connection for 4xx framing errors."""
+        from .response import reason
+        text = "%d %s\n" % (status, message or reason(status))
+        self._headers = [h for h in self._headers if h[0].lower() != "content-type"]
+        self._headers.append(("Content-Type", "text/plain; charset=utf-8"))
+        self.send(text.encode("utf-8"), status=status)
+
+    # -- streaming ---------------------------------------------------------
+
+    def set_length(self, length: int) -> "Response":
+        """Announce the body length before ``write``: Content-Length instead of chunked."""
+        self._check_open_head()
+        self._length = int(length)
+        return self
+
+    def write(self, chunk) -> None:
+        """Stream a piece of the body (chunked unless ``set_length`` was called)."""
+        if self.ended:
+            raise RuntimeError("response already ended")
+        if not self._sent_head:
+            self._segments.append(self._build_head(self._length))
+        if chunk.__class__ is str:
+            chunk = chunk.encode("utf-8")
+        if chunk and not self._head_only and self.status not in NO_BODY_STATUS:
+            if self._chunked:
+                self._segments.append(b"%x\r\n" % len(chunk) + bytes(chunk) + b"\r\n")
+            else:
+                self._segments.append(bytes(chunk))
+            self._written += len(chunk)
+        self._proto.flush()
+
+    def end(self, chunk=b"") -> None:
+        """Finish a streamed response (or send an empty one)."""
+        if self.ended:
+            return
+        if not self._sent_head:
+            if self._length is None:
+                self.send(chunk)
+                return
+        if chunk:
+            self.write(chunk)
+        if self._chunked and not self._head_only:
+            self._segments.append(b"0\r\n\r\n")
+        elif self._length is not None and self._written != self._length and not self._head_only:
+            # A short body would desynchronise the client: close after it.
+            log.error("response ended after %d of %d announced bytes; closing", self._written, self._length)
+            self._close = True
+        self._finish()
+
+    def send_file(self, path, content_type: Optional[str] = None, download: bool = False) -> None:
+        """Send a file with sendfile, with ETag/Last-Modified, conditional requests and Range."""
+        from .static import plan_file
+        req = self.request
+        plan = plan_file(req.method, os.fspath(path), req.headers.get, content_type=content_type,
+                         download=download)
+        self.send_plan(plan)
+
+    def send_plan(self, plan) -> None:
+        """Execute a ``powpow.http.static`` plan (status, headers, bytes and file ranges)."""
+        if plan.status in NO_BODY_STATUS:
+            length = 0
+        else:
+            length = plan.content_length
+        self.status = plan.status
+        self._headers.extend(plan.headers)
+        head = self._build_head(length)
+        self._segments.append(head)
+        if not self._head_only and plan.status not in NO_BODY_STATUS:
+            for part in plan.parts:
+                if part.__class__ is bytes:
+                    self._segments.append(part)
+                elif part.count:
+                    self._segments.append(_FilePart(part.path, part.offset, part.count))
+        self._finish()
+
+    def upgrade(self, status_headers=None):
+        """Hand the connection over (WebSocket): returns ``(connection, remaining_bytes)``."""
+        proto = self._proto
+        remaining = proto.parser.take_remaining() if proto.parser.upgraded else b""
+        if status_headers is not None:
+            self.status = 101
+            self._headers.extend(status_headers)
+            self._segments.append(self._build_head(0))
+        self._upgrade = True
+        self._finish()
+        return proto.conn, remaining
+
+    def _finish(self) -> None:
+        self.ended = True
+        proto = self._proto
+        server = proto.server
+        if server.access_log:
+            server._log_access(proto, self)
+        proto.flush()
