@@ -253,7 +253,6 @@ class Response:
 
     def send_error(self, status: int, message: Optional[str] = None) -> None:
         """A small text/plain error response; closes the connection for 4xx framing errors."""
-        from .response import reason
         text = "%d %s\n" % (status, message or reason(status))
         self._headers = [h for h in self._headers if h[0].lower() != "content-type"]
         self._headers.append(("Content-Type", "text/plain; charset=utf-8"))
