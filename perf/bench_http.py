@@ -124,6 +124,7 @@ def wrk(url: str, conns: int, duration: int, script=None) -> float:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
     if errors:
         print("    wrk reported: %s" % errors.group(0), file=sys.stderr)
+        return 0.0  # errors are not throughput
     return float(m.group(1)) if m else 0.0
 
 

@@ -147,7 +147,13 @@ def make_handler(root: str, listing: bool, cors, show_hidden: bool, builtin: boo
         "native": _ffi.NATIVE,
         "poller": available()[0],
         "pid": os.getpid(),
-    }).encode()
+    })
+
+    def info_body() -> bytes:
+        import threading
+        doc = json.loads(info)
+        doc["threads"] = threading.active_count()
+        return json.dumps(doc).encode()
 
     def handler(req, res) -> None:
         if cors is not None:
@@ -158,7 +164,7 @@ def make_handler(root: str, listing: bool, cors, show_hidden: bool, builtin: boo
                 res.send(b"", status=status or 204)
                 return
         if builtin and req.path == "/_powpow/info":
-            res.send(info, headers=[("Content-Type", "application/json")])
+            res.send(info_body(), headers=[("Content-Type", "application/json")])
             return
         if not serve_static(req, res, root, listing=listing, show_hidden=show_hidden):
             res.send_error(404)
@@ -184,6 +190,7 @@ def serve(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     handler = make_handler(root, args.listing or builtin, cors, args.show_hidden, builtin)
     server = HttpServer(handler, workers=args.workers, access_log=args.access_log,
+                        worker_mode="thread" if args.worker_threads else "process",
                         keepalive_timeout=args.keepalive_timeout, header_timeout=args.header_timeout,
                         max_connections=args.max_connections, grace_period=args.grace_period,
                         trusted_proxies=tuple(args.trusted_proxy or ()))
@@ -207,6 +214,8 @@ def main(argv=None) -> int:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; :: for all, dual-stack)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     s.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (SO_REUSEPORT)")
+    s.add_argument("--worker-threads", action="store_true",
+                   help="run the workers as threads of one process (for free-threaded Python builds)")
     s.add_argument("--listing", action="store_true", help="HTML listings for directories without index.html")
     s.add_argument("--show-hidden", action="store_true", help="serve dotfiles (hidden by default)")
     s.add_argument("--cors", action="store_true", help="allow cross-origin GET/HEAD from any origin")

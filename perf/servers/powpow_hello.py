@@ -17,7 +17,9 @@ def main():
         root = sys.argv[3]
 
         def handler(req, res):
-            if not powpow.serve_static(req, res, root):
+            if req.path == "/":
+                res.send(b"Hello, World!", headers=HEADERS)
+            elif not powpow.serve_static(req, res, root):
                 res.send_error(404)
     server = powpow.HttpServer(handler, max_connections=20000, keepalive_timeout=60)
     server.listen(port, "127.0.0.1")

@@ -136,23 +136,23 @@ _UNPARSED = _Unparsed()
 class Response:
     """What a handler answers with.  See README "HTTP server" for the full API."""
 
-    __slots__ = ("_proto", "request", "status", "_headers", "_sent_head", "ended", "_chunked",
-                 "_segments", "_close", "_head_only", "_length", "_written", "_upgrade")
+    # Class-level defaults (no __slots__): a response lives for one request,
+    # and creating it should cost only the stores that differ per request.
+    status = 200
+    ended = False
+    _sent_head = False
+    _chunked = False
+    _length: Optional[int] = None
+    _written = 0
+    _upgrade = None
 
     def __init__(self, proto, request) -> None:  # proto: server._HttpConnection
         self._proto = proto
         self.request = request
-        self.status = 200
         self._headers: List[Tuple[str, str]] = []
-        self._sent_head = False
-        self.ended = False
-        self._chunked = False
         self._segments: list = []
         self._close = not request.keep_alive
         self._head_only = request.method == "HEAD"
-        self._length = None
-        self._written = 0
-        self._upgrade = None
 
     # -- head ----------------------------------------------------------------
 
@@ -183,9 +183,10 @@ class Response:
         if self._sent_head:
             raise RuntimeError("response head already sent")
 
-    def _build_head(self, length: Optional[int]) -> bytes:
+    def _build_head(self, length: Optional[int], hs=None) -> bytes:
         status = self.status
-        hs = self._headers
+        if hs is None:
+            hs = self._headers
         if hs:
             # Handlers tend to send the same header list every time: validate
             # and encode it once (CR/LF/NUL still raise HeaderValueError).
@@ -234,14 +235,17 @@ class Response:
             raise RuntimeError("response already ended")
         if status is not None:
             self.status = status
+        hs = self._headers
         if headers:
-            self._headers.extend(headers)
+            # the handler's own list as is when nothing was set before (no copy;
+            # the head builder caches its encoding by content)
+            hs = headers if not hs else hs + list(headers)
         if body.__class__ is str:
             body = body.encode("utf-8")
-            if not any(h[0].lower() == "content-type" for h in self._headers):
-                self._headers.append(("Content-Type", "text/plain; charset=utf-8"))
+            if not any(h[0].lower() == "content-type" for h in hs):
+                hs = list(hs) + [("Content-Type", "text/plain; charset=utf-8")]
         no_body = self.status in NO_BODY_STATUS
-        head = self._build_head(0 if no_body else len(body))
+        head = self._build_head(0 if no_body else len(body), hs)
         if self._head_only or no_body or not body:
             self._segments.append(head)
         elif len(body) < 16384:
@@ -344,4 +348,5 @@ class Response:
         server = proto.server
         if server.access_log:
             server._log_access(proto, self)
-        proto.flush()
+        if not proto.in_batch:  # inside a read, the connection flushes once at the end
+            proto.flush()

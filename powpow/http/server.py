@@ -68,7 +68,7 @@ class _HttpConnection:
     """Per-connection HTTP state (``conn.context``)."""
 
     __slots__ = ("server", "conn", "parser", "pending", "in_batch", "phase", "since",
-                 "closing", "handling", "queued_seen", "continued", "streaming", "ip")
+                 "closing", "handling", "queued_seen", "continued", "streaming", "ip", "held")
 
     def __init__(self, server: "HttpServer", conn) -> None:
         self.server = server
@@ -77,8 +77,11 @@ class _HttpConnection:
         # (and be logged) after its connection was closed and reused.
         self.ip = conn.get_client_ip()
         self.streaming = server.streaming
+        # max_pipeline: one feed hands out at most max_pipeline_depth requests;
+        # the rest stay parsed-later in the parser's buffer until answers drain.
         limits = dict(max_request_line=server.max_request_line, max_header_size=server.max_header_size,
-                      max_headers=server.max_headers, max_body=server.max_body)
+                      max_headers=server.max_headers, max_body=server.max_body,
+                      max_pipeline=server.max_pipeline_depth)
         if self.streaming:
             self.parser = RequestParser(on_headers=self._on_headers_streaming, on_body=self._on_body,
                                         on_message_complete=self._on_complete, **limits)
@@ -87,6 +90,7 @@ class _HttpConnection:
             # request in one read costs one scan and no state machine).
             self.parser = RequestParser(**limits)
         self.continued = None
+        self.held = False  # the last feed stopped at max_pipeline_depth: more may be buffered
         # A list, not a deque: an empty deque is 760 bytes on CPython, and an
         # idle keep-alive connection must cost under 3 KB; depth stays small.
         self.pending = []
@@ -144,6 +148,7 @@ class _HttpConnection:
             self._reject(exc)
             return
         if reqs:
+            self.held = len(reqs) >= server.max_pipeline_depth
             self.in_batch = True  # collect every answer of this read: one write
             try:
                 if not self.streaming:  # (streaming: dispatched when each head arrived)
@@ -178,6 +183,10 @@ class _HttpConnection:
             self.since = server.loop.now_ms()
         if len(self.pending) >= server.max_pipeline_depth:
             conn.pause_reading()
+
+    def _parse_held(self) -> None:
+        if not self.conn.closed and not self.pending and not self.closing:
+            self.on_data(self.conn, b"")
 
     def _dispatch(self, req) -> None:
         server = self.server
@@ -257,8 +266,14 @@ class _HttpConnection:
             self.closing = True
             conn.close_after_drain()
             return
-        if not pending and conn.reading_paused and not self.closing:
-            conn.resume_reading()
+        if not pending and not self.closing:
+            if self.held:
+                # requests held back at the depth limit: parse the next batch
+                # on the next iteration (not recursively from here)
+                self.held = False
+                self.server.loop.defer_call(self._parse_held)
+            elif conn.reading_paused:
+                conn.resume_reading()
         if not pending and self.phase != _HEAD:
             self.phase = _IDLE
             self.since = self.server.loop.now_ms()
@@ -286,7 +301,13 @@ class HttpServer:
                  header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
                  keepalive_timeout: float = KEEPALIVE_TIMEOUT, write_timeout: float = WRITE_TIMEOUT,
                  access_log: bool = False, trusted_proxies: Sequence[str] = (),
-                 workers: int = 1, grace_period: float = 10.0, streaming: bool = False) -> None:
+                 workers: int = 1, grace_period: float = 10.0, streaming: bool = False,
+                 worker_mode: str = "process") -> None:
+        # every option but the loop, for the copies thread workers make
+        self._options = {k: v for k, v in locals().items() if k not in ("self", "handler", "loop")}
+        if worker_mode not in ("process", "thread"):
+            raise ValueError("worker_mode must be 'process' or 'thread', got %r" % (worker_mode,))
+        self.worker_mode = worker_mode
         self.handler = handler
         self.streaming = streaming
         self._own_loop = loop is None
@@ -437,8 +458,8 @@ class HttpServer:
     def run(self) -> None:
         """Serve until SIGINT/SIGTERM (graceful) or ``stop()``."""
         if self.workers > 1:
-            from .workers import run_workers
-            run_workers(self)
+            from .workers import run_threads, run_workers
+            (run_threads if self.worker_mode == "thread" else run_workers)(self)
             return
         loop = self._ensure_loop()
         loop.add_signal(signal.SIGINT, lambda s: self.shutdown())

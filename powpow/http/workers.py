@@ -16,10 +16,17 @@ parent exits 0 after a clean shutdown.
 
 Fork happens before any loop, thread or resolver exists in the parent, which
 is what makes fork safe here.
+
+``worker_mode="thread"`` runs the N loops as threads of one process instead,
+each with its own SO_REUSEPORT listener: for free-threaded interpreters
+(PEP 703), where threads run Python in parallel.  Under a GIL it only adds
+overhead, which is why processes are the default.  The main thread's loop
+takes SIGINT/SIGTERM and shuts every loop down gracefully.
 """
 import logging
 import os
 import signal
+import threading
 import time
 
 log = logging.getLogger("powpow.http")
@@ -110,3 +117,44 @@ def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         return "killed by signal %d" % os.WTERMSIG(status)
     return "exit code %d" % os.WEXITSTATUS(status)
+
+
+def run_threads(server) -> int:
+    """Run ``server.workers`` loops as threads of this process (free-threaded Pythons)."""
+    from .server import HttpServer
+
+    options = dict(server._options, workers=1, worker_mode="process")
+    servers = []
+    for _ in range(server.workers):
+        s = HttpServer(server.handler, **options)
+        for port, host, backlog in server._listen_args:
+            s._ensure_tcp().listen(port, host, backlog, reuse_port=True)
+        servers.append(s)
+    if server._reserve is not None:  # the listeners hold the port now
+        server._reserve.close()
+        server._reserve = None
+    main = servers[0]
+
+    def stop_all(signum: int) -> None:
+        for s in servers:
+            s.loop.post(s.shutdown)
+
+    threads = [threading.Thread(target=s.loop.run, name="powpow-worker-%d" % i, daemon=True)
+               for i, s in enumerate(servers[1:], 1)]
+    for t in threads:
+        t.start()
+    loop = main.loop
+    loop.add_signal(signal.SIGINT, stop_all)
+    loop.add_signal(signal.SIGTERM, stop_all)
+    try:
+        loop.run()
+    finally:
+        loop.remove_signal(signal.SIGINT)
+        loop.remove_signal(signal.SIGTERM)
+        for s in servers[1:]:
+            s.loop.post(s.shutdown)
+        for t in threads:
+            t.join(server.grace_period + 5)
+        for s in servers:
+            s.close()
+    return 0

@@ -46,7 +46,17 @@ def start_serve(*args):
 
 
 def get(port, path, headers=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    # workers bind their listeners just after the URL is printed: retry briefly
+    deadline = time.monotonic() + 10
+    while True:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            c.connect()
+            break
+        except ConnectionRefusedError:
+            c.close()
+            assert time.monotonic() < deadline, "server never started listening"
+            time.sleep(0.05)
     c.request("GET", path, headers=headers or {})
     r = c.getresponse()
     body = r.read()
@@ -111,3 +121,17 @@ def test_serve_directory_with_workers_replaces_a_crashed_worker(tmp_path):
 def children(pid):
     with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
         return [int(x) for x in f.read().split()]
+
+
+def test_serve_with_worker_threads_shuts_down_cleanly():
+    proc, port = start_serve("--workers", "3", "--worker-threads")
+    try:
+        for _ in range(5):
+            r, body = get(port, "/_powpow/info")
+            info = json.loads(body)
+            assert info["pid"] == proc.pid and info["threads"] >= 3  # one process, three loops
+        assert children(proc.pid) == []  # no forked workers
+    finally:
+        out, err = stop(proc)
+    assert proc.returncode == 0, err
+    assert "shut down cleanly" in out

@@ -184,7 +184,7 @@ def test_curl_expect_continue_and_http10():
 def test_slowloris_heads_are_cut_off_while_normal_clients_are_served():
     with serving(hello, header_timeout=0.5) as srv:
         slow = []
-        for _ in range(50):
+        for _ in range(200):
             s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
             s.sendall(b"GET / HTTP/1.1\r\n")
             slow.append(s)
@@ -384,3 +384,34 @@ def test_header_forms_lists_ints_and_repeated_bad_value_never_cached():
             assert data.startswith(b"HTTP/1.1 500 ") and b"Injected" not in data
         data = raw(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert b"\r\nX-List: v\r\n" in data and b"\r\nX-Num: 5\r\n" in data
+
+
+def test_max_pipeline_depth_pauses_reading_until_answers_drain():
+    held = []
+
+    def handler(req, res):
+        held.append(res)  # answer later, from the test
+
+    with serving(handler, max_pipeline_depth=4) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 10)
+            time.sleep(0.3)
+            assert len(held) == 4  # reading paused at the depth limit
+            loop = srv.loop
+
+            def answer_all():
+                for r in list(held):
+                    if not r.ended:
+                        r.send(b"ok")
+
+            for _ in range(10):
+                loop.post(answer_all)
+                time.sleep(0.1)
+                if len(held) == 10:
+                    break
+            loop.post(answer_all)
+            time.sleep(0.2)
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 10:
+                data += s.recv(65536)
+            assert len(held) == 10 and data.count(b"HTTP/1.1 200") == 10
