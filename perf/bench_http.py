@@ -109,9 +109,11 @@ def servers(static_dir: str, tmp: str):
     out["uvicorn-httptools-uvloop"] = lambda p: [py, "-m", "uvicorn", "--app-dir", asgi_dir, "asgi_hello:app",
                                                  "--port", str(p), "--http", "httptools", "--loop", "uvloop",
                                                  "--no-access-log", "--log-level", "error"]
-    out["granian-asgi"] = lambda p: [py, "-m", "granian", "--interface", "asgi", "--port", str(p),
-                                      "--workers", "1", "--runtime-threads", "1", "--no-ws",
-                                      "--log-level", "error", "--app-dir", asgi_dir, "asgi_hello:app"]
+    out["granian-asgi"] = lambda p: ["env", "PYTHONPATH=" + asgi_dir, py, "-m", "granian", "--interface", "asgi",
+                                      "--port", str(p), "--workers", "1", "--runtime-threads", "1", "--no-ws",
+                                      "--log-level", "error", "asgi_hello:app"]
+    if os.path.exists(pypy) and subprocess.run([pypy, "-c", "import socketify"], capture_output=True).returncode == 0:
+        out["socketify-pypy"] = lambda p: [pypy, os.path.join(asgi_dir, "socketify_hello.py"), str(p)]
     return out
 
 
