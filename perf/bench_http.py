@@ -9,7 +9,7 @@ connections).  Each figure is the median of ``--reps`` runs of ``--duration``
 seconds after a 1 s warm-up.  Peers are used where they can be found or
 installed: nginx (1 worker, Debian package), socketify.py, uvicorn (httptools +
 uvloop) and granian (ASGI) from a private venv ``perf/.venv-peers`` that this
-script creates.  Results are printed as a markdown table and saved to
+script creates, and socketify on PyPy from ``perf/.venv-peers-pypy``.  Results are printed as a markdown table and saved to
 ``perf/results/http.json``.
 """
 import argparse
@@ -85,6 +85,19 @@ def peers_python():
     return py
 
 
+def pypy_peers_python():
+    """socketify for PyPy, in its own venv (never in the project's .venv-pypy)."""
+    venv = PEERS_VENV + "-pypy"
+    py = os.path.join(venv, "bin", "python")
+    if not os.path.exists(py):
+        if not shutil.which("pypy3"):
+            return None
+        subprocess.run(["pypy3", "-m", "venv", venv], check=True)
+        subprocess.run([py, "-m", "pip", "install", "-q", "socketify"])
+    ok = subprocess.run([py, "-c", "import socketify"], capture_output=True).returncode == 0
+    return py if ok else None
+
+
 def servers(static_dir: str, tmp: str):
     """name -> (argv builder(port), workload set)."""
     main_py = os.path.join(ROOT, ".venv", "bin", "python")
@@ -112,8 +125,9 @@ def servers(static_dir: str, tmp: str):
     out["granian-asgi"] = lambda p: ["env", "PYTHONPATH=" + asgi_dir, py, "-m", "granian", "--interface", "asgi",
                                       "--port", str(p), "--workers", "1", "--runtime-threads", "1", "--no-ws",
                                       "--log-level", "error", "asgi_hello:app"]
-    if os.path.exists(pypy) and subprocess.run([pypy, "-c", "import socketify"], capture_output=True).returncode == 0:
-        out["socketify-pypy"] = lambda p: [pypy, os.path.join(asgi_dir, "socketify_hello.py"), str(p)]
+    pypy_peers = pypy_peers_python()
+    if pypy_peers:
+        out["socketify-pypy"] = lambda p: [pypy_peers, os.path.join(asgi_dir, "socketify_hello.py"), str(p)]
     return out
 
 
