@@ -168,21 +168,16 @@ class _HttpConnection:
         cur = p.current
         if cur is not None and cur.expect_continue:
             self._continue(cur)
+        # (no pending answers and nothing buffered: flush() already made it _IDLE)
         if self.pending:
-            pass
+            if len(self.pending) >= server.max_pipeline_depth:
+                conn.pause_reading()
         elif cur is not None:
-            if self.phase != _BODY:
-                self.phase = _BODY
+            self.phase = _BODY
             self.since = server.loop.now_ms()
-        elif not p._idle:
-            if self.phase != _HEAD:
-                self.phase = _HEAD
-                self.since = server.loop.now_ms()
-        else:
-            self.phase = _IDLE
+        elif not p._idle and self.phase != _HEAD:
+            self.phase = _HEAD  # a partial head: its deadline runs from its first byte
             self.since = server.loop.now_ms()
-        if len(self.pending) >= server.max_pipeline_depth:
-            conn.pause_reading()
 
     def _parse_held(self) -> None:
         if not self.conn.closed and not self.pending and not self.closing:
@@ -246,6 +241,17 @@ class _HttpConnection:
         if conn.closed:
             pending.clear()
             return
+        if len(pending) == 1:
+            # Fast path (keep-alive, one request per read): one finished answer
+            # in one piece goes straight out.
+            res = pending[0]
+            segs = res._segments
+            if (res.ended and len(segs) == 1 and not res._close and not res._upgrade
+                    and segs[0].__class__ is bytes):
+                conn.send(segs[0])
+                del pending[0]
+                self._drained()
+                return
         out = []
         close = False
         while pending:
@@ -266,7 +272,13 @@ class _HttpConnection:
             self.closing = True
             conn.close_after_drain()
             return
-        if not pending and not self.closing:
+        if not pending:
+            self._drained()
+
+    def _drained(self) -> None:
+        """Every answer is out: read (or parse) the next requests; keep-alive deadline starts."""
+        if not self.closing:
+            conn = self.conn
             if self.held:
                 # requests held back at the depth limit: parse the next batch
                 # on the next iteration (not recursively from here)
@@ -274,7 +286,7 @@ class _HttpConnection:
                 self.server.loop.defer_call(self._parse_held)
             elif conn.reading_paused:
                 conn.resume_reading()
-        if not pending and self.phase != _HEAD:
+        if self.phase != _HEAD:
             self.phase = _IDLE
             self.since = self.server.loop.now_ms()
 
