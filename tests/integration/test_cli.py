@@ -126,6 +126,8 @@ def children(pid):
 def test_serve_with_worker_threads_shuts_down_cleanly():
     proc, port = start_serve("--workers", "3", "--worker-threads")
     try:
+        get(port, "/")  # up (a worker thread may answer before the last one has started)
+        time.sleep(0.2)
         for _ in range(5):
             r, body = get(port, "/_powpow/info")
             info = json.loads(body)
