@@ -335,8 +335,14 @@ class Loop:
         self._register(self._wake_r, Events.READ, self._on_wake, False, True)
 
     def _on_wake(self, fd: int, events: int) -> None:
-        self._wake_pending = False
+        # Drain first, then clear the flag.  The other order loses wake-ups: a
+        # post() between the two would see the flag clear, write, and have its
+        # byte drained here, leaving the flag set with nothing in the fd -- the
+        # next post() would then not write and the loop would sleep with work.
+        # This way a post() racing with us either writes after the drain or
+        # appended before step 2 of the next iteration, which runs it.
         self._drain_fd(fd)
+        self._wake_pending = False
 
     # ------------------------------------------------------------ signals
 

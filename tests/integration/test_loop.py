@@ -559,3 +559,32 @@ def test_timer_cancelled_by_an_earlier_timer_of_the_same_batch_never_runs(backen
         lp.close()
     finally:
         lm._monotonic_ns = real
+
+
+def test_posts_racing_with_the_wake_up_are_never_lost(loop):
+    """Many short bursts from a thread while the loop sleeps between them: every
+    callback runs promptly.  With no timers the loop sleeps in the poller for
+    good between bursts, so a lost wake-up would leave a callback waiting until
+    the safety timer -- and fail."""
+    done = []
+
+    def record(i):
+        done.append(i)
+        if len(done) == 3000:
+            loop.stop()
+
+    def producer():
+        for i in range(3000):
+            loop.post(lambda i=i: record(i))
+            if i % 7 == 0:
+                time.sleep(0.0002)
+
+    lost = []
+    safety = loop.add_timer(20000, lambda: (lost.append(len(done)), loop.stop()))
+    th = threading.Thread(target=producer)
+    th.start()
+    loop.run()
+    th.join()
+    assert not lost, "lost wake-up: only %d of 3000 ran" % lost[0]
+    assert done == list(range(3000))
+    loop.cancel_timer(safety)
