@@ -169,15 +169,19 @@ class _HttpConnection:
         if cur is not None and cur.expect_continue:
             self._continue(cur)
         # (no pending answers and nothing buffered: flush() already made it _IDLE)
-        if self.pending:
-            if len(self.pending) >= server.max_pipeline_depth:
-                conn.pause_reading()
-        elif cur is not None:
+        if cur is not None:
+            # a body is arriving -- also while its handler already runs
+            # (streaming): the body idle deadline applies either way
             self.phase = _BODY
             self.since = server.loop.now_ms()
-        elif not p._idle and self.phase != _HEAD:
-            self.phase = _HEAD  # a partial head: its deadline runs from its first byte
-            self.since = server.loop.now_ms()
+        else:
+            if self.phase == _BODY:
+                self.phase = _IDLE  # body complete: the handler answers (pending guards it)
+            if not self.pending and not p._idle and self.phase != _HEAD:
+                self.phase = _HEAD  # a partial head: its deadline runs from its first byte
+                self.since = server.loop.now_ms()
+        if len(self.pending) >= server.max_pipeline_depth:
+            conn.pause_reading()
 
     def _parse_held(self) -> None:
         if not self.conn.closed and not self.pending and not self.closing:
@@ -435,7 +439,7 @@ class HttpServer:
                 continue
             proto.queued_seen = 0
             phase = proto.phase
-            if proto.pending:
+            if proto.pending and phase != _BODY:
                 continue  # a handler is still answering: its own business
             if phase == _IDLE:
                 limit = self.keepalive_timeout_ms

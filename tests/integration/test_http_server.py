@@ -415,3 +415,22 @@ def test_max_pipeline_depth_pauses_reading_until_answers_drain():
             while data.count(b"HTTP/1.1 200") < 10:
                 data += s.recv(65536)
             assert len(held) == 10 and data.count(b"HTTP/1.1 200") == 10
+
+
+def test_streaming_body_that_stalls_is_cut_off_but_a_slow_handler_is_not():
+    def handler(req, res):
+        if req.path == "/slow":
+            # a handler that takes longer than body_timeout after the body is in
+            res._proto.server.loop.add_timer(800, lambda: res.send(b"slow ok"))
+            return
+        req.on_body(lambda chunk: None)
+        req.on_end(lambda: res.send(b"done"))
+
+    with serving(handler, streaming=True, body_timeout=0.3) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+            start = time.monotonic()
+            assert s.recv(100) == b""  # the handler runs, but a stalled body is still cut off
+            assert 0.25 <= time.monotonic() - start < 2.5
+        data = raw(srv.port, b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        assert data.endswith(b"slow ok")
