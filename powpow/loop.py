@@ -27,8 +27,10 @@ reaches user callbacks.
 
 Signals: on Linux with the native module ``add_signal`` blocks the signal in
 the loop thread and reads it from a signalfd; elsewhere ``signal.set_wakeup_fd``
-wakes the loop and the signal number is read back from that pipe.  Either way
-the user callback runs on the loop thread, between other callbacks.
+wakes the loop and the signal number is read back from that pipe.  On the main
+thread both are set up: a thread started earlier does not block the signal,
+and a delivery there comes through the wakeup pipe, at once.  Either way the
+user callback runs on the loop thread, between other callbacks.
 """
 import collections
 import logging
@@ -383,12 +385,14 @@ class Loop:
         if self._signal_mode == "signalfd":
             signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
             self._update_signalfd()
-            if self._in_main_thread():
-                # Delivered to a thread that does not block it, the signal runs
-                # this handler on the main thread, which forwards it here.
-                self._signal_prev_handlers[signum] = signal.signal(signum, self._forward_signal)
-            return
-        if not self._in_main_thread():
+            if not self._in_main_thread():
+                return
+            # Threads started before this call do not block the signal, and the
+            # kernel may deliver it to one of them.  Then Python's C handler
+            # writes the number to the wakeup fd below, which wakes the loop at
+            # once (a Python-level handler alone would only run when the main
+            # thread next leaves the poller).  One delivery takes one path.
+        elif not self._in_main_thread():
             raise LoopError("add_signal() needs the main thread without signalfd")
         if self._signal_pipe is None:
             r, w = os.pipe()
@@ -430,9 +434,6 @@ class Loop:
                 return
             for signum in data:
                 self._dispatch_signal(signum)
-
-    def _forward_signal(self, signum: int, frame) -> None:
-        self.post(lambda: self._dispatch_signal(signum))
 
     def _dispatch_signal(self, signum: int) -> None:
         cb = self._signal_cbs.get(signum)

@@ -588,3 +588,26 @@ def test_posts_racing_with_the_wake_up_are_never_lost(loop):
     assert not lost, "lost wake-up: only %d of 3000 ran" % lost[0]
     assert done == list(range(3000))
     loop.cancel_timer(safety)
+
+
+def test_signal_delivered_to_an_older_thread_still_wakes_the_loop_at_once(loop):
+    """A thread started before add_signal() does not block the signal, so the
+    kernel may deliver it there; the sleeping loop must still wake at once."""
+    go = threading.Event()
+    got = []
+
+    def older_thread():
+        go.wait(5)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    th = threading.Thread(target=older_thread)
+    th.start()  # its signal mask was copied before the loop blocked SIGUSR1
+    loop.add_signal(signal.SIGUSR1, lambda s: got.append(s))
+    go.set()
+    start = time.monotonic()
+    while not got and time.monotonic() - start < 5:
+        loop.run_once(3000)  # no timers, no other fds: only the signal can wake it
+    th.join()
+    assert got == [signal.SIGUSR1]
+    assert time.monotonic() - start < 1.0
+    assert loop.remove_signal(signal.SIGUSR1)
