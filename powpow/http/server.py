@@ -68,7 +68,7 @@ class _HttpConnection:
     """Per-connection HTTP state (``conn.context``)."""
 
     __slots__ = ("server", "conn", "parser", "pending", "in_batch", "phase", "since",
-                 "closing", "handling", "queued_seen", "continued", "streaming", "ip", "held")
+                 "closing", "queued_seen", "continued", "streaming", "ip", "held")
 
     def __init__(self, server: "HttpServer", conn) -> None:
         self.server = server
@@ -98,7 +98,6 @@ class _HttpConnection:
         self.phase = _IDLE
         self.since = server.loop.now_ms()
         self.closing = False
-        self.handling = False
         self.queued_seen = 0
 
     def _continue(self, req) -> None:
@@ -188,17 +187,13 @@ class _HttpConnection:
             self.on_data(self.conn, b"")
 
     def _dispatch(self, req) -> None:
-        server = self.server
         res = Response(self, req)
         self.pending.append(res)
         req.response = res
-        self.handling = True
         try:
-            server.handler(req, res)
+            self.server.handler(req, res)
         except Exception as exc:
             self._handler_failed(req, exc)
-        finally:
-            self.handling = False
 
     def _handler_failed(self, req, exc: Exception) -> None:
         """500 if nothing was sent yet; close after what precedes it either way.
@@ -348,7 +343,6 @@ class HttpServer:
         self._draining = False
         self._listen_args = []
         self._reserve = None
-        self._children = {}
         self.port = None
 
     # -- setup ------------------------------------------------------------

@@ -80,7 +80,6 @@ def run_workers(server) -> int:
     try:
         for _ in range(server.workers):
             children[_spawn(server)] = time.monotonic()
-        server._children = children
         while children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
