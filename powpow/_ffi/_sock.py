@@ -57,7 +57,11 @@ if NATIVE:
     _pp_sendfile = lib.pp_sendfile
     _pp_accept = lib.pp_accept
     _pp_setsockopt = lib.pp_setsockopt_int
-    _iov = ffi.new("struct iovec[]", IOV_MAX)  # one array for every writev: loop-thread only
+    # The iovec scratch is per thread: cffi releases the GIL around pp_writev,
+    # so with one loop per thread (worker_mode="thread") a module-global array
+    # was refilled by another thread between the fill and the syscall, and a
+    # client received another client's bytes.  Allocated once per thread.
+    _tls = threading.local()
     _TCP = lib.PP_IPPROTO_TCP
     _NODELAY = lib.PP_TCP_NODELAY
 
@@ -72,7 +76,10 @@ if NATIVE:
 
     def writev(sock, fd: int, bufs) -> int:
         """One ``writev`` of ``bufs`` (at most ``IOV_MAX`` of them are used)."""
-        iov = _iov
+        try:
+            iov = _tls.iov
+        except AttributeError:
+            iov = _tls.iov = ffi.new("struct iovec[]", IOV_MAX)
         keep = []
         n = 0
         for b in bufs:
