@@ -29,11 +29,12 @@ Policy where the RFC leaves room (each one a test case):
 * Empty list elements (``bytes=0-1,,2-3``) are allowed (RFC 9110 §5.6.1 asks
   recipients to accept them); a header with no range-spec at all is invalid.
 """
+import os
 import re
 import secrets
-from typing import List, NamedTuple, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
-__all__ = ["FileRange", "MAX_RANGES", "MAX_OVERLAP_FACTOR", "parse_range",
+__all__ = ["FilePart", "FileRange", "MAX_RANGES", "MAX_OVERLAP_FACTOR", "parse_range",
            "content_range", "multipart_byteranges"]
 
 MAX_RANGES = 16          # nginx: max_ranges unset; Apache: MaxRanges 200; 16 covers PDF viewers
@@ -43,12 +44,62 @@ _HUGE = 10 ** 18
 _SPEC = re.compile(r"[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*\Z")
 
 
-class FileRange(NamedTuple):
-    """``count`` bytes of the file at ``path`` from ``offset``: the server sends them
-    with sendfile (or pread)."""
-    path: str
-    offset: int
-    count: int
+class FilePart:
+    """``count`` bytes from ``offset`` of an already open file: the server sends them
+    with sendfile (or pread) from ``fd``.
+
+    ``fd`` is a descriptor opened while planning (``O_RDONLY | O_NOFOLLOW |
+    O_CLOEXEC``) and owned by this part until ``take_fd()`` hands it over (the
+    part then holds ``None``); ``close()`` closes it if still held (idempotent).
+    ``path`` is the real path, for logs only: nothing re-opens it.  A part
+    dropped with its fd still held closes it when collected (a safety net; the
+    owner should call ``close()``)."""
+
+    __slots__ = ("fd", "path", "offset", "count")
+
+    def __init__(self, fd: Optional[int], path: str, offset: int, count: int) -> None:
+        self.fd = fd
+        self.path = path
+        self.offset = offset
+        self.count = count
+
+    def take_fd(self) -> int:
+        """Hand the descriptor over: the caller now owns (and must close) it."""
+        fd = self.fd
+        if fd is None:
+            raise ValueError("the file descriptor of %r was already taken or closed" % (self,))
+        self.fd = None
+        return fd
+
+    def close(self) -> None:
+        fd = self.fd
+        if fd is not None:
+            self.fd = None
+            os.close(fd)
+
+    def __del__(self) -> None:
+        fd = getattr(self, "fd", None)
+        if fd is not None:
+            self.fd = None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FilePart):
+            return NotImplemented
+        return (self.path, self.offset, self.count) == (other.path, other.offset, other.count)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "FilePart(fd=%r, path=%r, offset=%d, count=%d)" % (
+            self.fd, self.path, self.offset, self.count)
+
+
+# The name this class had when parts were paths re-opened at send time.
+FileRange = FilePart
 
 
 def _int(digits: str) -> int:
@@ -118,28 +169,38 @@ def content_range(first: int, last: int, size: int) -> str:
 
 
 def multipart_byteranges(
-    path: str, ranges: List[Tuple[int, int]], size: int, content_type: str,
+    fd: int, path: str, ranges: List[Tuple[int, int]], size: int, content_type: str,
     boundary: Optional[str] = None,
-) -> Tuple[str, List[Union[bytes, FileRange]], int]:
+) -> Tuple[str, List[Union[bytes, FilePart]], int]:
     """Body of a multipart/byteranges response (RFC 9110 §14.6, RFC 2046 §5.1.1).
 
     Returns ``(content_type_value, parts, length)``: the parts alternate between
-    ``bytes`` (delimiters and part headers) and ``FileRange`` (file data), so the
-    file bytes go out zero-copy.  The boundary is 32 random hex digits: the odds
-    that it occurs in the file are 2**-128, so it is not searched for."""
+    ``bytes`` (delimiters and part headers) and ``FilePart`` (file data), so the
+    file bytes go out zero-copy.  Every ``FilePart`` gets its own descriptor,
+    ``os.dup(fd)`` (``fd`` itself stays the caller's; on an ``OSError`` the dups
+    made so far are closed and the error propagates).  The boundary is 32 random
+    hex digits: the odds that it occurs in the file are 2**-128, so it is not
+    searched for."""
     if boundary is None:
         boundary = secrets.token_hex(16)
-    parts: List[Union[bytes, FileRange]] = []
+    parts: List[Union[bytes, FilePart]] = []
     length = 0
     lead = b"--"
-    for first, last in ranges:
-        head = ("%s%s\r\nContent-Type: %s\r\nContent-Range: %s\r\n\r\n"
-                % (lead.decode(), boundary, content_type, content_range(first, last, size))).encode("latin-1")
-        parts.append(head)
-        count = last - first + 1
-        parts.append(FileRange(path, first, count))
-        length += len(head) + count
-        lead = b"\r\n--"
+    try:
+        for first, last in ranges:
+            head = ("%s%s\r\nContent-Type: %s\r\nContent-Range: %s\r\n\r\n"
+                    % (lead.decode(), boundary, content_type, content_range(first, last, size))
+                    ).encode("latin-1")
+            parts.append(head)
+            count = last - first + 1
+            parts.append(FilePart(os.dup(fd), path, first, count))
+            length += len(head) + count
+            lead = b"\r\n--"
+    except BaseException:
+        for p in parts:
+            if isinstance(p, FilePart):
+                p.close()
+        raise
     tail = ("\r\n--%s--\r\n" % boundary).encode("latin-1")
     parts.append(tail)
     length += len(tail)

@@ -2,12 +2,24 @@
 
 What: ``plan_static(method, raw_target_path, get_header, opts)`` maps a request
 onto a file under ``opts.root`` and returns a ``StaticResponse`` -- status,
-headers, and a body as a list of ``bytes`` and ``FileRange`` pieces that the
-server writes in order (``FileRange`` with sendfile).  It reads the file system
-(stat, realpath, scandir) but never opens a file, touches a socket or a loop:
-the server stays in charge of I/O, and every rule here is testable with a
-``tmp_path``.  ``plan_file`` does the same for one trusted path
-(``res.send_file``).
+headers, and a body as a list of ``bytes`` and ``FilePart`` pieces that the
+server writes in order (``FilePart`` with sendfile).  The file is opened once,
+here, while planning (``O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK``), the
+plan is made from ``fstat`` of that descriptor, and the descriptor travels in
+the plan: nothing re-opens the path when the bytes are sent, however much later
+that is.  It never touches a socket or a loop: the server stays in charge of
+sending, and every rule here is testable with a ``tmp_path``.  ``plan_file``
+does the same for one trusted path (``res.send_file``).
+
+Descriptors (the contract with the server):
+* Each ``FilePart`` owns its own fd (multi-range plans: one ``os.dup`` per
+  part).  The server takes it with ``part.take_fd()`` (the part forgets it)
+  and closes it once sent; ``StaticResponse.close()`` closes every fd not
+  taken (idempotent; also ``with plan:``).  Plans without file parts -- HEAD,
+  304, 412, 416, errors, listings, empty files -- hold no descriptor at all.
+* Opening failures are answers, not exceptions: ``EMFILE``/``ENFILE``/``ENOMEM``
+  -> 503 with ``Retry-After: 1`` (logged as a warning); ``EACCES``/``EPERM`` ->
+  403; ``ENOENT``/``ELOOP``/``ENOTDIR`` and the like -> 404; anything else 500.
 
 Path safety (the invariants; each is a row of the test table):
 * The target is matched against ``prefix`` *before* decoding (give the prefix in
@@ -24,9 +36,15 @@ Path safety (the invariants; each is a row of the test table):
   with neither index nor listing (404 rather than 403: the answer does not
   reveal that the directory exists).
 * Only a path joined from checked segments and then ``realpath``-ed is ever
-  stat-ed; the ``FileRange.path`` handed to the server is that real path.  A
-  symlink swapped in between plan and open is the server's window (open with
-  ``O_NOFOLLOW``); a file that shrinks in between gives a short sendfile.
+  stat-ed or opened.  The open uses ``O_NOFOLLOW`` (a symlink swapped in for the
+  file after ``realpath`` -> 404) and is then checked to be that very path: on
+  Linux ``/proc/self/fd/N`` must read back as the real path; otherwise (or if
+  it does not match) the path is walked again from the root with ``openat`` and
+  ``O_NOFOLLOW`` on every component, and the file found must be the one opened
+  (``st_dev``/``st_ino``).  A directory swapped for a symlink in between is thus
+  refused (404) rather than followed out of the root.  ``FilePart.path`` is that
+  real path, for logs.  A file that shrinks after planning gives a short
+  sendfile.
 
 HTTP (RFC 9110): validators and conditionals in ``_conditional`` (§8.8, §13),
 ranges and multipart/byteranges in ``_ranges`` (§14), content types in
@@ -40,7 +58,9 @@ Errors: ``StaticError(status, reason)`` is raised inside and converted once, in
 ``reason`` is for the access log (never sent).  Peer input never makes these
 functions raise.
 """
+import errno
 import html
+import logging
 import os
 import re
 import stat as _stat
@@ -52,15 +72,17 @@ from powpow.errors import PowpowError
 
 from ._conditional import evaluate_preconditions, http_date, if_range_allows
 from ._mime import content_type_for
-from ._ranges import FileRange, content_range, multipart_byteranges, parse_range
+from ._ranges import FilePart, FileRange, content_range, multipart_byteranges, parse_range
 
 __all__ = [
-    "plan_static", "plan_file", "StaticOptions", "StaticResponse", "FileRange",
+    "plan_static", "plan_file", "StaticOptions", "StaticResponse", "FilePart", "FileRange",
     "StaticError", "content_disposition", "accepts_gzip", "MAX_LISTING_ENTRIES",
 ]
 
+log = logging.getLogger("powpow.http")
+
 GetHeader = Callable[[str], Optional[str]]
-Part = Union[bytes, FileRange]
+Part = Union[bytes, FilePart]
 
 # A listing of a directory with a million entries would be a 100 MB page built
 # in memory per request; past this many we stop reading and say so.
@@ -70,7 +92,7 @@ _REASONS = {
     200: "OK", 206: "Partial Content", 304: "Not Modified",
     301: "Moved Permanently", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 412: "Precondition Failed",
-    416: "Range Not Satisfiable",
+    416: "Range Not Satisfiable", 500: "Internal Server Error", 503: "Service Unavailable",
 }
 _TEXT = "text/plain; charset=utf-8"
 _NOSNIFF = ("X-Content-Type-Options", "nosniff")
@@ -85,10 +107,12 @@ class StaticError(PowpowError):
     Raised inside this module and converted once into a ``StaticResponse``; it
     escapes only from ``StaticOptions`` for an unusable configuration (status 500)."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str,
+                 headers: Optional[List[Tuple[str, str]]] = None) -> None:
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
+        self.headers = headers
 
     def __str__(self) -> str:
         return "%d %s" % (self.status, self.reason)
@@ -154,7 +178,8 @@ class StaticResponse:
     ``parts`` is empty for HEAD and 304; ``content_length`` is the length a GET
     body has (0 for 304: send no Content-Length there).  ``reason`` says why a
     request was refused (for the log); ``file_path`` is the real path of the
-    file served, if any."""
+    file served, if any.  ``FilePart`` entries of ``parts`` own open descriptors:
+    take them (``part.take_fd()``) or ``close()`` the plan."""
 
     __slots__ = ("status", "headers", "parts", "content_length", "reason", "file_path")
 
@@ -166,6 +191,18 @@ class StaticResponse:
         self.content_length = content_length
         self.reason = reason
         self.file_path = file_path
+
+    def close(self) -> None:
+        """Close every descriptor no one took; idempotent."""
+        for part in self.parts:
+            if part.__class__ is FilePart:
+                part.close()  # type: ignore[union-attr]
+
+    def __enter__(self) -> "StaticResponse":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def header(self, name: str) -> Optional[str]:
         """First value of header ``name`` (case-insensitive), for callers and tests."""
@@ -271,6 +308,86 @@ def _stat_or_refuse(path: str) -> os.stat_result:
         raise StaticError(404, "no such file") from None
 
 
+_O_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+_O_DIR_FLAGS = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+                | getattr(os, "O_CLOEXEC", 0))
+# Linux: an open descriptor's path reads back from here (checked once).
+_PROC_FD = "/proc/self/fd/" if os.path.isdir("/proc/self/fd") else None
+_NOT_FOUND_ERRNOS = frozenset(
+    getattr(errno, n) for n in ("ENOENT", "ELOOP", "ENOTDIR", "ENAMETOOLONG", "ENXIO", "ENODEV",
+                                "EISDIR", "EMLINK", "EOPNOTSUPP", "ESTALE") if hasattr(errno, n))
+_BUSY_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOMEM))
+_RETRY_AFTER = [("Retry-After", "1")]
+
+
+def _open_error(exc: OSError, path: str) -> StaticError:
+    """The answer for an ``OSError`` met while opening (or dup-ing) ``path``."""
+    code = exc.errno
+    if code in _BUSY_ERRNOS:
+        log.warning("static: cannot open %r (%s): answering 503", path, os.strerror(code))
+        return StaticError(503, "cannot open file: %s" % os.strerror(code), list(_RETRY_AFTER))
+    if code == errno.EACCES or code == errno.EPERM:
+        return StaticError(403, "permission denied")
+    if code in _NOT_FOUND_ERRNOS:
+        return StaticError(404, "cannot open: %s" % os.strerror(code))
+    log.error("static: cannot open %r: %s", path, exc)
+    return StaticError(500, "cannot open file: %s" % (exc,))
+
+
+def _walk_matches(real: str, root: str, st: os.stat_result) -> bool:
+    """Walk ``real`` from ``root`` with openat + O_NOFOLLOW on every component: is
+    the file there (now) the one whose ``fstat`` is ``st``?  ``real`` is a
+    realpath, so a symlink met on the way means something was swapped."""
+    rel = real[len(root):].lstrip(os.sep) if root != os.sep else real.lstrip(os.sep)
+    names = rel.split(os.sep)
+    dfd = os.open(root, _O_DIR_FLAGS & ~getattr(os, "O_NOFOLLOW", 0))
+    try:
+        for name in names[:-1]:
+            nfd = os.open(name, _O_DIR_FLAGS, dir_fd=dfd)
+            os.close(dfd)
+            dfd = nfd
+        found = os.stat(names[-1], dir_fd=dfd, follow_symlinks=False)
+    finally:
+        os.close(dfd)
+    return found.st_dev == st.st_dev and found.st_ino == st.st_ino
+
+
+def _open_regular(real: str, root: Optional[str]) -> Tuple[int, os.stat_result]:
+    """Open the regular file at the realpath ``real`` once; return ``(fd, fstat)``.
+
+    With a ``root``, the descriptor must be the file at ``real`` under it (see the
+    module docstring); ``StaticError`` otherwise, or for any opening error."""
+    try:
+        fd = os.open(real, _O_FLAGS)
+    except OSError as e:
+        raise _open_error(e, real) from None
+    try:
+        st = os.fstat(fd)
+        if not _stat.S_ISREG(st.st_mode):
+            raise StaticError(404, "not a regular file (when opened)")
+        if root is not None:
+            ok = False
+            if _PROC_FD is not None:
+                try:
+                    ok = os.readlink(_PROC_FD + str(fd)) == real
+                except OSError:
+                    ok = False
+            if not ok:
+                try:
+                    ok = _walk_matches(real, root, st)
+                except OSError as e:
+                    if e.errno in _BUSY_ERRNOS:
+                        raise _open_error(e, real) from None
+                    ok = False
+                if not ok:
+                    raise StaticError(404, "file changed while opening (symlink swapped in?)")
+        return fd, st
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 # -- negotiation and headers ------------------------------------------------------
 
 _QVALUE = re.compile(r"[ \t]*(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)[ \t]*\Z")
@@ -330,25 +447,48 @@ def _etag(st: os.stat_result, suffix: str = "") -> str:
 
 
 def _plan_regular(
-    method: str, get_header: GetHeader, real: str, st: os.stat_result, name: str,
-    gz: Optional[Tuple[str, os.stat_result]], download: bool,
+    method: str, get_header: GetHeader, real: str, name: str,
+    gz: Optional[str], download: bool,
     cache_control: Optional[str], content_type: Optional[str] = None,
+    root: Optional[str] = None,
 ) -> StaticResponse:
-    """A regular file ``real`` (already confined) whose URL name is ``name``.
+    """A regular file ``real`` (already confined to ``root``, if any) whose URL name
+    is ``name``.  Opens it (``_open_regular``) and plans from its ``fstat``.
 
-    ``gz``: the precompressed sibling, if one exists; chosen here by Accept-Encoding."""
-    mime = content_type or content_type_for(name)
+    ``gz``: the real path of the precompressed sibling, if one exists; chosen
+    here by Accept-Encoding (if it cannot be opened, the plain file is served)."""
+    fd = None
     coding = None
     if gz is not None and accepts_gzip(get_header("accept-encoding")):
-        real, st = gz
-        coding = "gzip"
+        try:
+            fd, st = _open_regular(gz, root)
+            real = gz
+            coding = "gzip"
+        except StaticError as e:
+            if e.status == 503:
+                raise
+    if fd is None:
+        fd, st = _open_regular(real, root)
+    try:
+        return _plan_open(method, get_header, fd, real, st, name, gz is not None, coding,
+                          download, cache_control, content_type)
+    finally:
+        os.close(fd)  # the plan holds dups of its own
+
+
+def _plan_open(
+    method: str, get_header: GetHeader, fd: int, real: str, st: os.stat_result, name: str,
+    has_gz: bool, coding: Optional[str], download: bool,
+    cache_control: Optional[str], content_type: Optional[str],
+) -> StaticResponse:
+    mime = content_type or content_type_for(name)
     size = st.st_size
     etag = _etag(st, "-gz" if coding else "")
     last_modified = st.st_mtime_ns // 1_000_000_000
     validators = [("ETag", etag), ("Last-Modified", http_date(last_modified))]
     if cache_control is not None:
         validators.append(("Cache-Control", cache_control))
-    if gz is not None:
+    if has_gz:
         validators.append(("Vary", "Accept-Encoding"))
 
     verdict = evaluate_preconditions(method, get_header, etag, last_modified)
@@ -366,7 +506,9 @@ def _plan_regular(
         headers.append(("Content-Disposition", content_disposition(name)))
     headers.append(_NOSNIFF)
 
-    if method == "GET":
+    if method != "GET":
+        return StaticResponse(200, headers, [], size, "", real)
+    try:
         range_value = get_header("range")
         if range_value is not None:
             if_range = get_header("if-range")
@@ -375,25 +517,27 @@ def _plan_regular(
                 if ranges is not None:
                     if not ranges:
                         extra = [("Content-Range", "bytes */%d" % size), ("Accept-Ranges", "bytes")]
-                        if gz is not None:
+                        if has_gz:
                             extra.append(("Vary", "Accept-Encoding"))
                         return _small(method, 416, "range not satisfiable", extra)
                     if len(ranges) == 1:
                         first, last = ranges[0]
                         headers.append(("Content-Range", content_range(first, last, size)))
                         count = last - first + 1
-                        return StaticResponse(206, headers, [FileRange(real, first, count)],
+                        return StaticResponse(206, headers, [FilePart(os.dup(fd), real, first, count)],
                                               count, "", real)
-                    ctype, parts, length = multipart_byteranges(real, ranges, size, mime)
+                    ctype, parts, length = multipart_byteranges(fd, real, ranges, size, mime)
                     headers[0] = ("Content-Type", ctype)
                     return StaticResponse(206, headers, parts, length, "", real)
-        return StaticResponse(200, headers, [FileRange(real, 0, size)] if size else [],
+        return StaticResponse(200, headers, [FilePart(os.dup(fd), real, 0, size)] if size else [],
                               size, "", real)
-    return StaticResponse(200, headers, [], size, "", real)
+    except OSError as e:  # dup: out of descriptors
+        raise _open_error(e, real) from None
 
 
-def _find_gz(requested: str, opts: StaticOptions) -> Optional[Tuple[str, os.stat_result]]:
-    """The ``.gz`` sibling of the requested path: a regular file inside the root."""
+def _find_gz(requested: str, opts: StaticOptions) -> Optional[str]:
+    """The real path of the ``.gz`` sibling of the requested path: a regular file
+    inside the root."""
     if not opts.precompressed or requested.endswith(".gz"):
         return None
     try:
@@ -401,7 +545,7 @@ def _find_gz(requested: str, opts: StaticOptions) -> Optional[Tuple[str, os.stat
         st = os.stat(real)
     except (StaticError, OSError):
         return None
-    return (real, st) if _stat.S_ISREG(st.st_mode) else None
+    return real if _stat.S_ISREG(st.st_mode) else None
 
 
 def _serve_path(method: str, get_header: GetHeader, requested: str, name: str,
@@ -410,8 +554,8 @@ def _serve_path(method: str, get_header: GetHeader, requested: str, name: str,
     st = _stat_or_refuse(real)
     if not _stat.S_ISREG(st.st_mode):
         raise StaticError(404, "not a regular file")
-    return _plan_regular(method, get_header, real, st, name, _find_gz(requested, opts),
-                         opts.download, opts.cache_control)
+    return _plan_regular(method, get_header, real, name, _find_gz(requested, opts),
+                         opts.download, opts.cache_control, None, opts.root)
 
 
 def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
@@ -445,7 +589,9 @@ def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
                 try:
                     return _serve_path(method, get_header, os.path.join(requested, index),
                                        index, opts)
-                except StaticError:
+                except StaticError as e:
+                    if e.status >= 500:  # out of descriptors: not "no such index"
+                        raise
                     continue
             if opts.listing:
                 return _plan_listing(method, real, prefix + "/".join(names) + ("/" if names else ""),
@@ -455,10 +601,10 @@ def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
             raise StaticError(404, "not a directory")
         if not _stat.S_ISREG(st.st_mode):
             raise StaticError(404, "not a regular file")
-        return _plan_regular(method, get_header, real, st, names[-1], _find_gz(requested, opts),
-                             opts.download, opts.cache_control)
+        return _plan_regular(method, get_header, real, names[-1], _find_gz(requested, opts),
+                             opts.download, opts.cache_control, None, opts.root)
     except StaticError as e:
-        return _small(method, e.status, e.reason)
+        return _small(method, e.status, e.reason, e.headers)
 
 
 def plan_file(method: str, path: Union[str, "os.PathLike[str]"], get_header: GetHeader, *,
@@ -476,16 +622,13 @@ def plan_file(method: str, path: Union[str, "os.PathLike[str]"], get_header: Get
     path = os.fspath(path)
     if cache_control is not None:
         _check_value("cache_control", cache_control)
+    name = filename or os.path.basename(path)
     try:
         real = os.path.realpath(path)
-        st = _stat_or_refuse(real)
-        if not _stat.S_ISREG(st.st_mode):
-            raise StaticError(404, "not a regular file")
+        return _plan_regular(method, get_header, real, name, None, download, cache_control,
+                             content_type)
     except StaticError as e:
-        return _small(method, e.status, e.reason)
-    name = filename or os.path.basename(path)
-    return _plan_regular(method, get_header, real, st, name, None, download, cache_control,
-                         content_type)
+        return _small(method, e.status, e.reason, e.headers)
 
 
 def _redirect(method: str, raw_target_path: str) -> StaticResponse:
@@ -528,10 +671,8 @@ def _plan_listing(method: str, real_dir: str, url_path: str, has_parent: bool,
                 if not is_dir and not _stat.S_ISREG(st.st_mode):
                     continue
                 rows.append((not is_dir, name, st.st_size, st.st_mtime))
-    except PermissionError:
-        raise StaticError(403, "directory not readable") from None
-    except OSError:
-        raise StaticError(404, "directory vanished") from None
+    except OSError as e:
+        raise _open_error(e, real_dir) from None
     rows.sort()
 
     title = _display(url_path)

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from powpow.http._ranges import MAX_RANGES, multipart_byteranges, parse_range
-from powpow.http.static import FileRange, StaticOptions, plan_static
+from powpow.http.static import FilePart, StaticOptions, plan_static
 
 DATA = bytes(range(256)) * 40  # 10240 bytes, every offset distinguishable
 SIZE = len(DATA)
@@ -66,10 +66,8 @@ def test_parse_range(value, size, expected, why):
 def assemble(plan):
     out = bytearray()
     for part in plan.parts:
-        if isinstance(part, FileRange):
-            with open(part.path, "rb") as f:
-                f.seek(part.offset)
-                out += f.read(part.count)
+        if isinstance(part, FilePart):
+            out += os.pread(part.fd, part.count, part.offset)  # the plan's own descriptor
         else:
             out += part
     assert len(out) == plan.content_length
@@ -100,7 +98,7 @@ def test_single_range_206(root, value, first, last):
     assert plan.header("Content-Range") == "bytes %d-%d/%d" % (first, last, SIZE)
     assert plan.header("Content-Type") == "application/octet-stream"
     assert plan.header("Accept-Ranges") == "bytes"
-    assert plan.parts == [FileRange(os.path.realpath(str(root / "data.bin")), first, last - first + 1)]
+    assert plan.parts == [FilePart(None, os.path.realpath(str(root / "data.bin")), first, last - first + 1)]
     assert assemble(plan) == DATA[first:last + 1]
 
 
@@ -118,9 +116,9 @@ def test_multi_range(root):
     plan = get(root, "/data.bin", range="bytes=-10, 0-4, 100-199")
     assert plan.status == 206
     assert plan.header("Content-Range") is None
-    # bytes parts (delimiters, part headers) interleave with FileRanges
+    # bytes parts (delimiters, part headers) interleave with FileParts
     kinds = [type(p).__name__ for p in plan.parts]
-    assert kinds == ["bytes", "FileRange", "bytes", "FileRange", "bytes", "FileRange", "bytes"]
+    assert kinds == ["bytes", "FilePart", "bytes", "FilePart", "bytes", "FilePart", "bytes"]
     parts = parse_multipart(plan)
     assert parts == [
         ("application/octet-stream", "bytes 0-4/%d" % SIZE, DATA[0:5]),
@@ -143,24 +141,38 @@ def test_multi_range_text_keeps_charset(root):
     assert [p[2] for p in parts] == [b"<p>", b"23"]
 
 
-def test_multipart_builder_exact_bytes():
-    ctype, parts, length = multipart_byteranges("/f", [(0, 1), (5, 5)], 10, "text/plain", "B")
+def test_multipart_builder_exact_bytes(tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(b"0123456789")
+    fd = os.open(str(f), os.O_RDONLY)
+    try:
+        ctype, parts, length = multipart_byteranges(fd, "/f", [(0, 1), (5, 5)], 10, "text/plain", "B")
+    finally:
+        os.close(fd)
     assert ctype == "multipart/byteranges; boundary=B"
     assert parts == [
         b"--B\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-1/10\r\n\r\n",
-        FileRange("/f", 0, 2),
+        FilePart(None, "/f", 0, 2),
         b"\r\n--B\r\nContent-Type: text/plain\r\nContent-Range: bytes 5-5/10\r\n\r\n",
-        FileRange("/f", 5, 1),
+        FilePart(None, "/f", 5, 1),
         b"\r\n--B--\r\n",
     ]
     assert length == sum(len(p) if isinstance(p, bytes) else p.count for p in parts)
+    # each file part has a descriptor of its own, still readable after the original closed
+    fds = [p.fd for p in parts if isinstance(p, FilePart)]
+    assert len(set(fds)) == 2 and fd not in fds
+    assert [os.pread(p.fd, p.count, p.offset) for p in parts if isinstance(p, FilePart)] == [b"01", b"5"]
+    for p in parts:
+        if isinstance(p, FilePart):
+            p.close()
+            p.close()
 
 
 def test_unsatisfiable_416(root):
     plan = get(root, "/data.bin", range="bytes=%d-" % SIZE)
     assert plan.status == 416
     assert plan.header("Content-Range") == "bytes */%d" % SIZE
-    assert all(not isinstance(p, FileRange) for p in plan.parts)
+    assert all(not isinstance(p, FilePart) for p in plan.parts)
     plan = get(root, "/empty.txt", range="bytes=0-")
     assert plan.status == 416 and plan.header("Content-Range") == "bytes */0"
 

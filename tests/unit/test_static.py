@@ -2,7 +2,7 @@
 HEAD, directories (index, listing, redirect), precompressed siblings, downloads.
 
 Real files in tmp_path; bodies are assembled from the plan's parts exactly as
-the server will send them (bytes as-is, FileRange read from the file)."""
+the server will send them (bytes as-is, FilePart read from the file)."""
 import os
 import time
 
@@ -12,7 +12,7 @@ from powpow.errors import PowpowError
 from powpow.http._conditional import http_date, parse_http_date
 from powpow.http._mime import content_type_for
 from powpow.http.static import (
-    FileRange,
+    FilePart,
     StaticError,
     StaticOptions,
     StaticResponse,
@@ -28,10 +28,8 @@ HELLO = b"hello, static world\n"
 def assemble(plan: StaticResponse) -> bytes:
     out = bytearray()
     for part in plan.parts:
-        if isinstance(part, FileRange):
-            with open(part.path, "rb") as f:
-                f.seek(part.offset)
-                data = f.read(part.count)
+        if isinstance(part, FilePart):
+            data = os.pread(part.fd, part.count, part.offset)  # the plan's own descriptor
             assert len(data) == part.count
             out += data
         else:
@@ -136,7 +134,7 @@ def test_path_safety(site, path, status, body, why):
     else:
         assert plan.reason
         assert b"SECRET" not in assemble(plan)
-        assert all(not isinstance(p, FileRange) for p in plan.parts)
+        assert all(not isinstance(p, FilePart) for p in plan.parts)
 
 
 def test_show_hidden_serves_dotfiles_but_never_traversal(site):
@@ -155,7 +153,7 @@ def test_root_itself_may_be_a_symlink(site, tmp_path):
 
 def test_fileranges_name_the_resolved_path(site):
     plan = get(site, "/alias.txt")
-    assert plan.parts == [FileRange(os.path.realpath(str(site / "hello.txt")), 0, len(HELLO))]
+    assert plan.parts == [FilePart(None, os.path.realpath(str(site / "hello.txt")), 0, len(HELLO))]
     assert plan.file_path == os.path.realpath(str(site / "hello.txt"))
 
 
