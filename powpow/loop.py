@@ -25,12 +25,16 @@ wake a loop blocked in the poller through an eventfd (a pipe without the
 native module), which is drained completely by an internal watcher and never
 reaches user callbacks.
 
-Signals: on Linux with the native module ``add_signal`` blocks the signal in
-the loop thread and reads it from a signalfd; elsewhere ``signal.set_wakeup_fd``
-wakes the loop and the signal number is read back from that pipe.  On the main
-thread both are set up: a thread started earlier does not block the signal,
-and a delivery there comes through the wakeup pipe, at once.  Either way the
-user callback runs on the loop thread, between other callbacks.
+Signals (the self-pipe way, as libuv and uvloop do): ``add_signal`` installs
+a Python-level handler and points ``signal.set_wakeup_fd`` at a pipe the loop
+watches; CPython's C-level handler writes the signal number there from
+whichever thread the kernel picked, which wakes the loop at once, and the
+loop reads the number back and runs the user callback on the loop thread,
+between other callbacks.  No signal is ever blocked.  A signalfd would need
+the signal blocked, and a blocked mask is inherited by every thread started
+later and by every child process (``subprocess`` does not reset it on Python
+3.9): ``terminate()`` and Ctrl-C would no longer reach them.  Like asyncio's
+``add_signal_handler``, this needs the main thread.
 """
 import collections
 import logging
@@ -129,12 +133,9 @@ class Loop:
         self._thread_id = None
         self._wake_pending = False
         self._signal_cbs: Dict[int, Callback] = {}
-        self._signal_mode = None  # "signalfd" | "wakeup_fd"
-        self._signal_fd = -1
-        self._signal_pipe = None
+        self._signal_pipe = None  # (r, w): signal.set_wakeup_fd(w) while signals are watched
         self._signal_prev_handlers: Dict[int, object] = {}
         self._prev_wakeup_fd = None
-        self._signum_buf = None
         self._init_wake()
 
     # ------------------------------------------------------------ time
@@ -365,9 +366,6 @@ class Loop:
         signum = int(signum)
         if self._signal_cbs.pop(signum, None) is None:
             return False
-        if self._signal_mode == "signalfd":
-            self._update_signalfd()
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
         prev = self._signal_prev_handlers.pop(signum, None)
         if prev is not None:
             signal.signal(signum, prev)
@@ -379,50 +377,26 @@ class Loop:
         return threading.current_thread() is threading.main_thread()
 
     def _setup_signals(self, signum: int) -> None:
-        lib = _ffi.lib
-        if self._signal_mode is None:
-            self._signal_mode = "signalfd" if (_ffi.NATIVE and lib.PP_HAVE_SIGNALFD) else "wakeup_fd"
-        if self._signal_mode == "signalfd":
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
-            self._update_signalfd()
-            if not self._in_main_thread():
-                return
-            # Threads started before this call do not block the signal, and the
-            # kernel may deliver it to one of them.  Then Python's C handler
-            # writes the number to the wakeup fd below, which wakes the loop at
-            # once (a Python-level handler alone would only run when the main
-            # thread next leaves the poller).  One delivery takes one path.
-        elif not self._in_main_thread():
-            raise LoopError("add_signal() needs the main thread without signalfd")
+        if not self._in_main_thread():
+            raise LoopError("add_signal() must be called from the main thread (signal handlers live there)")
+        if self._closed:
+            raise LoopError("add_signal() on a closed loop")
         if self._signal_pipe is None:
             r, w = os.pipe()
             os.set_blocking(r, False)
             os.set_blocking(w, False)
+            try:
+                self._register(r, Events.READ, self._on_signal_pipe, False, True)
+                self._prev_wakeup_fd = signal.set_wakeup_fd(w)
+            except BaseException:
+                self.unregister(r)
+                os.close(r)
+                os.close(w)
+                raise
             self._signal_pipe = (r, w)
-            self._prev_wakeup_fd = signal.set_wakeup_fd(w)
-            self._register(r, Events.READ, self._on_signal_pipe, False, True)
+        # The Python-level handler does nothing: the C-level handler has already
+        # written the number to the wakeup pipe, where the loop reads it.
         self._signal_prev_handlers[signum] = signal.signal(signum, _noop_signal_handler)
-
-    def _update_signalfd(self) -> None:
-        lib = _ffi.lib
-        nums = sorted(self._signal_cbs)
-        arr = _ffi.ffi.new("int[]", nums or [0])
-        fd = lib.pp_signalfd(self._signal_fd, arr, len(nums))
-        if fd < 0:
-            raise OSError(-fd, "signalfd: " + os.strerror(-fd))
-        if self._signal_fd < 0:
-            self._signal_fd = fd
-            self._signum_buf = _ffi.ffi.new("int[]", 16)
-            self._register(fd, Events.READ, self._on_signalfd, False, True)
-
-    def _on_signalfd(self, fd: int, events: int) -> None:
-        buf = self._signum_buf
-        while True:
-            n = _ffi.lib.pp_signalfd_read(fd, buf, 16)
-            if n <= 0:
-                return
-            for i in range(n):
-                self._dispatch_signal(buf[i])
 
     def _on_signal_pipe(self, fd: int, events: int) -> None:
         while True:
@@ -447,10 +421,6 @@ class Loop:
     def _teardown_signals(self) -> None:
         for signum in list(self._signal_cbs):
             self.remove_signal(signum)
-        if self._signal_fd >= 0:
-            self.unregister(self._signal_fd)
-            os.close(self._signal_fd)
-            self._signal_fd = -1
         if self._signal_pipe is not None:
             r, w = self._signal_pipe
             self.unregister(r)
@@ -461,7 +431,6 @@ class Loop:
             os.close(r)
             os.close(w)
             self._signal_pipe = None
-        self._signal_mode = None
 
     # ------------------------------------------------------------ running
 
@@ -600,7 +569,7 @@ class Loop:
         if self._running:
             raise LoopError("close() called while the loop is running; stop() it first")
         leaked = self.leaks() if self.debug else {}
-        if self._signal_cbs or self._signal_mode:
+        if self._signal_cbs or self._signal_pipe is not None:
             self._teardown_signals()
         self._closed = True
         self._poller.close()

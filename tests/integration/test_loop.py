@@ -611,3 +611,105 @@ def test_signal_delivered_to_an_older_thread_still_wakes_the_loop_at_once(loop):
     assert got == [signal.SIGUSR1]
     assert time.monotonic() - start < 1.0
     assert loop.remove_signal(signal.SIGUSR1)
+
+
+# ------------------------------------------------------------------ signals and child processes (item 13)
+
+def _sigblk(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("SigBlk:"):
+                return int(line.split()[1], 16)
+    raise AssertionError("no SigBlk line")  # pragma: no cover
+
+
+def test_child_started_from_a_handler_can_be_terminated_while_loop_watches_sigterm(loop):
+    """A child started while the loop watches SIGTERM/SIGINT gets the default
+    mask: terminate() and SIGINT end it at once (a blocked, inherited mask made
+    them no-ops: the child lived on)."""
+    import subprocess
+
+    got = []
+    loop.add_signal(signal.SIGTERM, lambda s: got.append(s))
+    loop.add_signal(signal.SIGINT, lambda s: got.append(s))
+    children = []
+    try:
+        loop.defer_call(lambda: children.extend(
+            subprocess.Popen(["sleep", "30"]) for _ in range(2)))
+        loop.run_once(0)
+        assert len(children) == 2
+        for p in children:
+            assert _sigblk(p.pid) & ((1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))) == 0
+        start = time.monotonic()
+        children[0].terminate()
+        children[1].send_signal(signal.SIGINT)
+        assert children[0].wait(timeout=3) == -signal.SIGTERM
+        assert children[1].wait(timeout=3) == -signal.SIGINT
+        assert time.monotonic() - start < 2.0
+        # the loop still gets its own SIGTERM and SIGINT, promptly
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            t0 = time.monotonic()
+            os.kill(os.getpid(), signum)
+            while signum not in got and time.monotonic() - t0 < 5:
+                loop.run_once(3000)  # nothing else can wake it
+            assert signum in got
+            assert time.monotonic() - t0 < 1.0
+    finally:
+        for p in children:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        loop.remove_signal(signal.SIGTERM)
+        loop.remove_signal(signal.SIGINT)
+    assert got == [signal.SIGTERM, signal.SIGINT]
+
+
+def test_sigterm_delivered_to_a_thread_started_after_add_signal_wakes_the_loop(loop):
+    """The kernel may pick any thread that does not block the signal; one
+    started after add_signal() must neither block it (it would stay pending
+    there forever) nor swallow it."""
+    got = []
+    loop.add_signal(signal.SIGTERM, lambda s: got.append(s))
+    go = threading.Event()
+    done = threading.Event()
+    th = threading.Thread(target=lambda: (go.wait(5), done.wait(5)))
+    th.start()
+    try:
+        assert _sigblk_thread(th.native_id) & (1 << (signal.SIGTERM - 1)) == 0
+        go.set()
+        start = time.monotonic()
+        signal.pthread_kill(th.ident, signal.SIGTERM)  # to that thread only
+        while not got and time.monotonic() - start < 5:
+            loop.run_once(3000)
+        assert got == [signal.SIGTERM]
+        assert time.monotonic() - start < 1.0
+    finally:
+        done.set()
+        th.join()
+        loop.remove_signal(signal.SIGTERM)
+
+
+def _sigblk_thread(tid):
+    with open("/proc/self/task/%d/status" % tid) as f:
+        for line in f:
+            if line.startswith("SigBlk:"):
+                return int(line.split()[1], 16)
+    raise AssertionError("no SigBlk line")  # pragma: no cover
+
+
+def test_add_signal_off_the_main_thread_is_a_loop_error():
+    errors = []
+
+    def body():
+        lp = Loop()
+        try:
+            lp.add_signal(signal.SIGUSR1, lambda s: None)
+        except LoopError as exc:
+            errors.append(exc)
+        finally:
+            lp.close()
+
+    th = threading.Thread(target=body)
+    th.start()
+    th.join(5)
+    assert len(errors) == 1 and "main thread" in str(errors[0])
