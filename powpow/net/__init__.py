@@ -1,5 +1,6 @@
 """Networking on the powpow loop: TCP/unix servers and clients, UDP.
 
+* ``transport`` -- ``Transport``, the contract protocol code uses (``Connection`` implements it);
 * ``tcp``    -- ``Connection`` (write path, backpressure, closing) and ``TcpServer``;
 * ``client`` -- ``connect`` / ``connect_unix`` (resolver thread, Happy Eyeballs);
 * ``udp``    -- ``bind_udp`` / ``connect_udp``;
@@ -12,10 +13,11 @@ twins), so everything here runs the same with ``POWPOW_PURE=1``.
 from .client import Connector, connect, connect_unix
 from .errors import ConnectError, ConnectionLost, ConnectionTimeout, DatagramTruncated, NetError, WriteQueueFull
 from .tcp import Connection, TcpServer
+from .transport import Transport
 from .udp import UdpEndpoint, bind_udp, connect_udp
 
 __all__ = [
-    "Connection", "TcpServer", "Connector", "connect", "connect_unix",
+    "Transport", "Connection", "TcpServer", "Connector", "connect", "connect_unix",
     "UdpEndpoint", "bind_udp", "connect_udp",
     "NetError", "ConnectError", "ConnectionLost", "ConnectionTimeout", "DatagramTruncated", "WriteQueueFull",
 ]

@@ -23,8 +23,17 @@ Write path, in order of cost:
    strictly ordered with ``send``.
 4. Backpressure: ``send()`` returns False once the queue reaches
    ``high_water``; ``on_drain(conn)`` runs when it is back at ``low_water``.
-   Past ``max_queued`` (default 32 MiB) the connection is closed with
-   ``WriteQueueFull`` instead of growing without bound.
+   The hard cap ``max_queued`` (default 32 MiB) judges the queue as it is
+   *before* a write: one large ``bytes`` object is queued by reference whatever
+   its size (a 100 MB ``send()`` arrives whole, streamed from the caller's
+   buffer as the socket drains), but data handed over while the queue already
+   holds more than ``max_queued`` bytes -- a producer ignoring backpressure --
+   is refused loudly: the connection is closed with ``WriteQueueFull`` (given
+   to ``on_close``) and a warning is logged.  Never a silent cut.
+5. ``bytes_sent`` counts what the kernel accepted (send, writev, sendfile, the
+   read+send fallback): the one honest measure of write progress (a growing
+   queue is not progress).  ``output_pending`` is True while anything -- bytes,
+   a file chunk, a pending FIN -- has not reached the kernel.
 
 Readiness is edge-triggered on epoll/kqueue (READ|WRITE registered once, no
 ``epoll_ctl`` per queue transition); on the level-triggered ``poll`` backend
@@ -32,11 +41,21 @@ the interest set is updated instead.  A read shorter than the buffer means
 the socket was drained: with EPOLLET every later arrival raises a new edge,
 so the extra ``recv`` that would only return EAGAIN is skipped.
 
-Closing: ``close()`` is immediate (``reset=True``: SO_LINGER {1,0} -> RST);
-``shutdown()`` flushes then sends FIN and keeps reading; ``close_after_drain()``
-flushes, sends FIN, then reads and discards until the peer's FIN (or
-``linger_ms``) before closing -- closing with unread input would make the
-kernel send an RST that can destroy the tail of the response at the peer.
+End of input: when the peer's FIN is read and ``on_eof`` is None, the
+connection closes once its queue is delivered.  With ``on_eof`` set,
+``on_eof(conn)`` runs once (after all data before the FIN was delivered) and
+the write side stays open: the owner answers, then calls ``close()`` or
+``close_after_drain()`` (which then closes as soon as the queue is empty).
+``peer_closed`` becomes True at the FIN -- also while reading is paused, from
+EPOLLRDHUP / POLLRDHUP / kqueue EV_EOF, so a paused connection notices a
+hang-up although the data before it is still unread in the kernel.
+
+Closing: ``close()`` is immediate (``reset=True`` / ``abort()``: SO_LINGER
+{1,0} -> RST); ``shutdown()`` / ``write_eof()`` flushes then sends FIN and
+keeps reading; ``close_after_drain()`` flushes, sends FIN, then reads and
+discards until the peer's FIN (or ``linger_ms``) before closing -- closing
+with unread input would make the kernel send an RST that can destroy the
+tail of the response at the peer.
 
 Connections of a server are pooled: every close path (``close``, peer EOF,
 reset, error, queue overflow, timeout) goes through ``_teardown``, which
@@ -49,7 +68,7 @@ import errno
 import logging
 import os
 import socket
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .. import _ffi
 from .._ffi import _sock
@@ -61,13 +80,16 @@ __all__ = ["Connection", "TcpServer"]
 
 log = logging.getLogger("powpow.net")
 
-READ, WRITE, ERROR, HUP = 0x001, 0x004, 0x008, 0x010
+READ, WRITE, ERROR, HUP, RDHUP = 0x001, 0x004, 0x008, 0x010, 0x2000
 OPEN, CLOSING, CLOSED = 0, 1, 2
 EAGAIN = errno.EAGAIN
 _NO_SENDFILE = frozenset((-errno.EINVAL, -errno.ENOSYS, -errno.EOPNOTSUPP, -errno.ESPIPE,
                           -getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)))
 _SHED = frozenset((-errno.EMFILE, -errno.ENFILE, -errno.ENOBUFS, -errno.ENOMEM))
 _MAX_READS_PER_EVENT = 16  # 1 MiB per wake-up, then let other fds have a turn
+# A listener's backlog is served in turns of this many accepts: a SYN flood (or a
+# thundering reconnect after a restart) must not starve the live connections.
+_MAX_ACCEPTS_PER_EVENT = 128
 _FILE_READ_CHUNK = 256 * 1024
 _STARVED_LOG_EVERY_MS = 60000
 
@@ -112,6 +134,21 @@ def report(loop: Loop, exc: BaseException) -> None:
     loop.defer_call(_Raise(exc))
 
 
+class _DrainLater:
+    """``on_drain`` from the loop after ``set_write_buffer_limits`` lowered the marks."""
+
+    __slots__ = ("conn", "gen")
+
+    def __init__(self, conn: "Connection", gen: int) -> None:
+        self.conn = conn
+        self.gen = gen
+
+    def __call__(self) -> None:
+        c = self.conn
+        if c._gen == self.gen and c._state != CLOSED and c._above_high and c._queued <= c.low_water:
+            c._drain_event()
+
+
 class _FileChunk:
     __slots__ = ("fd", "offset", "remaining", "use_sendfile", "pending")
 
@@ -132,11 +169,26 @@ class Connection:
     """One stream connection (TCP or unix).  See the module docstring for the contracts."""
 
     __slots__ = ("loop", "fd", "_sock", "family", "_owner", "_gen", "_state", "_edge",
-                 "on_data", "on_close", "on_drain", "context",
+                 "on_data", "on_close", "on_drain", "on_eof", "context",
                  "_rbuf", "_own_rbuf", "_queue", "_queued", "_corked", "_cork_ok", "_interest",
                  "_paused", "_read_deferred", "_shut_pending", "_wr_shut", "_eof", "_linger_timer",
                  "_above_high", "high_water", "low_water", "max_queued", "linger_ms",
-                 "_peer", "_ip", "_overflow")
+                 "_peer", "_sockname", "_ip", "_overflow", "peer_closed", "bytes_sent")
+
+    loop: Optional[Loop]
+    fd: int
+    family: int
+    on_data: Optional[Callable[["Connection", memoryview], None]]
+    on_close: Optional[Callable[["Connection", Optional[BaseException]], None]]
+    on_drain: Optional[Callable[["Connection"], None]]
+    on_eof: Optional[Callable[["Connection"], None]]
+    context: Any
+    high_water: int
+    low_water: int
+    max_queued: int
+    linger_ms: int
+    peer_closed: bool
+    bytes_sent: int
 
     def __init__(self) -> None:
         self._gen = 0
@@ -154,6 +206,7 @@ class Connection:
         self.on_data = None
         self.on_close = None
         self.on_drain = None
+        self.on_eof = None
         self.context = None
         self._rbuf = None
         self._own_rbuf = False
@@ -174,8 +227,11 @@ class Connection:
         self.max_queued = DEFAULT_MAX_QUEUED
         self.linger_ms = DEFAULT_LINGER_MS
         self._peer = None
+        self._sockname = None
         self._ip = None
         self._overflow = False
+        self.peer_closed = False
+        self.bytes_sent = 0
 
     def _open(self, loop: Loop, fd: int, sock, family: int, owner, rbuf, own_rbuf: bool,
               on_data, on_close, cork: bool, high_water: int, low_water: int, max_queued: int,
@@ -207,24 +263,37 @@ class Connection:
 
     @property
     def queued_bytes(self) -> int:
-        """Bytes in memory waiting for the kernel (file chunks not counted)."""
+        """Bytes in memory waiting for the kernel (file chunks not counted: see ``output_pending``)."""
         return self._queued
+
+    @property
+    def output_pending(self) -> bool:
+        """True while anything has not reached the kernel: bytes, a file chunk, or a pending FIN."""
+        return bool(self._queue) or self._shut_pending
 
     @property
     def writable(self) -> bool:
         """False when ``send`` would be refused or the queue is above ``high_water``."""
         return self._state == OPEN and not self._shut_pending and not self._wr_shut and not self._above_high
 
+    @property
+    def is_unix(self) -> bool:
+        return self.family == socket.AF_UNIX
+
     def send(self, data) -> bool:
         """Write ``data`` (bytes-like) now; queue what the kernel does not take.
 
         Returns False when the data was not accepted (connection closing or
-        closed) or when the queue is now at/above ``high_water`` (the data IS
-        queued: stop producing and wait for ``on_drain``).
+        closed, or refused by the ``max_queued`` cap: see the module docstring)
+        or when the queue is now at/above ``high_water`` (the data IS queued:
+        stop producing and wait for ``on_drain``).
         """
         if self._state != OPEN or self._shut_pending or self._wr_shut:
             return False
         if self._queue:
+            if self._queued > self.max_queued:
+                self._refuse(len(data))
+                return False
             return self._enqueue(data if type(data) is bytes else bytes(data))
         ln = len(data)
         if _NATIVE_IO:
@@ -232,17 +301,21 @@ class Connection:
         else:
             n = _send(self._sock, self.fd, data)
         if n == ln:
+            self.bytes_sent += n
             return True
         if n < 0:
             if n != -EAGAIN:
                 self._fail(n, "send to")
                 return False
             n = 0
+        self.bytes_sent += n
         if type(data) is bytes:
             rest = data if n == 0 else memoryview(data)[n:]
         else:
             rest = bytes(memoryview(data)[n:])
         return self._enqueue(rest)
+
+    write = send
 
     def sendv(self, buffers) -> bool:
         """Write several buffers with one ``writev`` (ordered after anything queued)."""
@@ -251,12 +324,13 @@ class Connection:
         bufs = list(buffers)
         if not bufs:
             return not self._above_high
+        if self._queue and self._queued > self.max_queued:
+            self._refuse(sum(len(b) for b in bufs))
+            return False
         if self._queue or len(bufs) > _IOV_MAX:
             was_empty = not self._queue
             for b in bufs:
                 self._enqueue(b if type(b) is bytes else bytes(b))
-                if self._state != OPEN:
-                    return False
             if was_empty:
                 self._flush()  # one writev of the first IOV_MAX, the rest on WRITE
             return self._state == OPEN and not self._above_high
@@ -266,6 +340,7 @@ class Connection:
                 self._fail(n, "writev to")
                 return False
             n = 0
+        self.bytes_sent += n
         ok = True
         for b in bufs:
             lb = len(b)
@@ -278,33 +353,49 @@ class Connection:
                 ok = self._enqueue(rest if type(b) is bytes else bytes(rest))
             else:
                 ok = self._enqueue(b if type(b) is bytes else bytes(b))
-            if self._state != OPEN:
-                return False
         return ok
 
-    def send_file(self, path_or_fd, offset: int = 0, count: Optional[int] = None, header=None) -> bool:
-        """Send ``count`` bytes of a file from ``offset`` with ``sendfile`` (read+send fallback).
+    writev = sendv
 
-        Ordered after everything already queued.  An int fd is duplicated (the
-        caller may close theirs at once); a path is opened here.  ``header`` is
-        sent first under the same TCP_CORK, so a response head and a small
-        file leave in full segments.  Errors opening the file raise here.
+    def send_file(self, path_or_fd, offset: int = 0, count: Optional[int] = None, header=None,
+                  own_fd: bool = False) -> bool:
+        """Send ``count`` bytes of a file from ``offset`` with ``sendfile`` (pread+send fallback).
+
+        Ordered after everything already queued.  A path is opened here; an
+        int fd is duplicated (the caller may close theirs at once), or with
+        ``own_fd=True`` taken over as it is: the connection closes it when the
+        chunk is sent, on teardown, or at once when this call does not accept
+        it (closing/closed connection, bad offset, refused by the cap).
+        ``header`` is sent first under the same TCP_CORK, so a response head
+        and a small file leave in full segments.  Errors opening or
+        ``fstat``-ing the file raise here.
         """
+        take = own_fd and isinstance(path_or_fd, int)
         if self._state != OPEN or self._shut_pending or self._wr_shut:
+            if take:
+                os.close(path_or_fd)
             return False
-        if isinstance(path_or_fd, int):
+        if offset < 0:
+            if take:
+                os.close(path_or_fd)
+            raise ValueError("offset must be >= 0, got %r" % (offset,))
+        if self._queue and self._queued > self.max_queued:
+            if take:
+                os.close(path_or_fd)
+            self._refuse(len(header) if header else 0)
+            return False
+        if take:
+            ffd = path_or_fd
+        elif isinstance(path_or_fd, int):
             ffd = os.dup(path_or_fd)
         else:
             ffd = os.open(path_or_fd, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        try:
-            size = os.fstat(ffd).st_size
-        except OSError:
-            os.close(ffd)
-            raise
-        if offset < 0:
-            os.close(ffd)
-            raise ValueError("offset must be >= 0, got %r" % (offset,))
         if count is None:
+            try:
+                size = os.fstat(ffd).st_size
+            except OSError:
+                os.close(ffd)
+                raise
             count = max(0, size - offset)
         if not self._corked and self._cork_ok:
             _sock.set_cork(self._sock, self.fd, True)
@@ -325,8 +416,27 @@ class Connection:
             self._flush()
         return self._state == OPEN and not self._above_high
 
+    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
+        """Set ``high_water``/``low_water`` (asyncio's rule: low defaults to high // 4, high to 4 * low)."""
+        if high is None:
+            high = DEFAULT_HIGH_WATER if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not 0 <= low <= high:
+            raise ValueError("need 0 <= low (%r) <= high (%r)" % (low, high))
+        self.high_water = high
+        self.low_water = low
+        if self._queued >= high:
+            self._above_high = True
+        elif self._above_high and self._queued <= low and self._state != CLOSED:
+            # Now under the new low mark: on_drain runs from the loop, not inside this call.
+            self.loop.defer_call(_DrainLater(self, self._gen))
+
     def pause_reading(self) -> None:
-        """Stop delivering ``on_data`` until ``resume_reading()`` (data waits in the kernel)."""
+        """Stop delivering ``on_data`` until ``resume_reading()`` (data waits in the kernel).
+
+        A hang-up is still noticed meanwhile: ``peer_closed`` becomes True.
+        """
         if self._paused or self._state == CLOSED:
             return
         self._paused = True
@@ -356,13 +466,23 @@ class Connection:
             _sock.set_linger(self._sock, self.fd, True, 0)
         self._teardown(None)
 
+    def abort(self) -> None:
+        """Close now with an RST, dropping anything queued (``close(reset=True)``)."""
+        self.close(True)
+
     def shutdown(self) -> None:
-        """Flush the queue, then send FIN (SHUT_WR); reading goes on until the peer closes."""
+        """Flush the queue, then send FIN (SHUT_WR); reading goes on until the peer closes.
+
+        If the peer's FIN was already read (``on_eof`` set), the connection
+        closes once its FIN is sent: both directions are then finished.
+        """
         if self._state == CLOSED or self._shut_pending or self._wr_shut:
             return
         self._shut_pending = True
         if not self._queue:
             self._do_shutdown()
+
+    write_eof = shutdown
 
     def close_after_drain(self) -> None:
         """Deliver everything queued, send FIN, discard input until the peer's FIN, then close."""
@@ -371,7 +491,7 @@ class Connection:
         self._state = CLOSING
         if self._paused:
             self._paused = False
-            if self._edge:
+            if self._edge and not self._eof:
                 self._schedule_read()
         if not self._edge:
             self._update_interest()
@@ -391,6 +511,16 @@ class Connection:
             except OSError:
                 return None
         return self._peer
+
+    @property
+    def sock_address(self):
+        """This end's socket address (``getsockname()``), cached; None once closed."""
+        if self._sockname is None and self._state != CLOSED:
+            try:
+                self._sockname = self._socket().getsockname()
+            except OSError:
+                return None
+        return self._sockname
 
     def get_client_ip(self) -> Optional[str]:
         """The peer's IP as text (IPv4-mapped IPv6 unmapped); None for unix sockets.  Cached."""
@@ -415,11 +545,18 @@ class Connection:
             self._flush()
             if self._state == CLOSED:
                 return
-        if events & (READ | HUP | ERROR):
+        if events & (READ | HUP | ERROR) and (not self._eof or events & ERROR):
             if not self._paused:
                 self._read(events)
-            elif not self._edge and events & (HUP | ERROR):
-                self._read(events)  # level-triggered: a reset would be reported forever
+            elif events & (HUP | ERROR):
+                if not self.peer_closed:
+                    # Paused: the data before the FIN stays unread, but the owner can see
+                    # the hang-up (an HTTP server must not hold a CLOSE-WAIT socket forever).
+                    self.peer_closed = True
+                    if not self._edge:
+                        self._update_interest()  # drop POLLRDHUP: level-triggered repeats it
+                elif not self._edge:
+                    self._read(events)  # level-triggered POLLHUP/POLLERR would be reported forever
 
     def _schedule_read(self) -> None:
         if not self._read_deferred:
@@ -429,7 +566,7 @@ class Connection:
     def _deferred_read(self) -> None:
         if self._read_deferred:
             self._read_deferred = False
-            if self._state != CLOSED and not self._paused:
+            if self._state != CLOSED and not self._paused and not self._eof:
                 # Read until EAGAIN, not just until a short read: the edge of a FIN
                 # that arrived while paused was consumed then, and will not come again.
                 self._read(HUP)
@@ -478,7 +615,25 @@ class Connection:
             self._schedule_read()
 
     def _on_eof(self) -> None:
+        if self._eof:
+            return  # a read after the FIN (e.g. on a later ERROR event) says it again
         self._eof = True
+        self.peer_closed = True
+        cb = self.on_eof
+        if cb is not None and self._state == OPEN:
+            # Half-close: the peer is done sending, the write side stays open for the owner.
+            if not self._edge:
+                self._update_interest()
+            gen = self._gen
+            try:
+                cb(self)
+            except Exception as exc:
+                if self._gen == gen:
+                    self._teardown(exc)
+                raise
+            if self._gen == gen and self._state == OPEN and self._wr_shut:
+                self._teardown(None)  # our FIN went out earlier: both directions are finished
+            return
         if self._queue or self._shut_pending:
             # The peer is done sending but may still read: deliver what is queued first.
             self._state = CLOSING
@@ -501,15 +656,18 @@ class Connection:
                 _sock.set_cork(self._sock, self.fd, True)
                 self._corked = True
             self._arm_write()
-        if self._queued > self.max_queued:
-            self._teardown(WriteQueueFull(
-                "write queue of %d bytes passed the %d-byte cap (peer %s is not reading); connection closed"
-                % (self._queued, self.max_queued, self._peer_str())))
-            return False
         if self._queued >= self.high_water:
             self._above_high = True
             return False
         return not self._above_high
+
+    def _refuse(self, size: int) -> None:
+        """The cap rule: a write while the queue already holds more than ``max_queued``."""
+        exc = WriteQueueFull(
+            "write of %d bytes refused: the write queue already holds %d bytes, past the %d-byte cap "
+            "(peer %s is not reading); connection closed" % (size, self._queued, self.max_queued, self._peer_str()))
+        log.warning("%s", exc)
+        self._teardown(exc)
 
     def _arm_write(self) -> None:
         if not self._edge and not (self._interest & WRITE):
@@ -519,8 +677,11 @@ class Connection:
         if self._state == CLOSED:
             return
         ev = 0
-        if not self._eof and (not self._paused or self._state == CLOSING):
-            ev |= READ
+        if not self._eof:
+            if not self._paused or self._state == CLOSING:
+                ev |= READ
+            elif not self.peer_closed:
+                ev |= RDHUP  # paused: still learn of a hang-up (POLLRDHUP), without the data
         if self._queue:
             ev |= WRITE
         if ev != self._interest:
@@ -552,6 +713,7 @@ class Connection:
                 if n != -EAGAIN:
                     self._fail(n, "send to")
                 return
+            self.bytes_sent += n
             self._queued -= n
             partial = False
             while n:
@@ -613,6 +775,7 @@ class Connection:
                 self._teardown(ConnectionLost(errno.EIO, "file ended %d bytes early while sending to"
                                               % chunk.remaining, self._peer_str()))
                 return False
+            self.bytes_sent += n
             chunk.offset += n
             chunk.remaining -= n
         return True
@@ -651,7 +814,7 @@ class Connection:
             if exc.errno != errno.ENOTCONN:
                 self._teardown(ConnectionLost(exc.errno or errno.EIO, "shutdown of", self._peer_str()))
                 return
-        if self._state == CLOSING:
+        if self._state == CLOSING or self._eof:
             self._after_fin()
 
     def _after_fin(self) -> None:
@@ -866,7 +1029,14 @@ class TcpServer:
         accept = _sock.accept
         lsock = lst.sock
         lfd = lst.fd
+        budget = _MAX_ACCEPTS_PER_EVENT
         while not self._closed:
+            if budget == 0:
+                # Let the other fds of this iteration run first.  Edge-triggered epoll will
+                # not report the rest of the backlog again, so the next turn is scheduled.
+                self.loop.defer_call(_AcceptMore(self, lst))
+                return
+            budget -= 1
             cfd = accept(lsock, lfd)
             if cfd < 0:
                 if cfd == -EAGAIN:
@@ -1027,6 +1197,21 @@ class TcpServer:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class _AcceptMore:
+    """The next turn of a listener's backlog (see ``_MAX_ACCEPTS_PER_EVENT``)."""
+
+    __slots__ = ("server", "lst")
+
+    def __init__(self, server: TcpServer, lst: _Listener) -> None:
+        self.server = server
+        self.lst = lst
+
+    def __call__(self) -> None:
+        srv = self.server
+        if not srv._closed and srv._backoff_timer is None and srv._by_fd.get(self.lst.fd) is self.lst:
+            srv._accept_all(self.lst)
 
 
 def _read_stream(chunk: _FileChunk, want: int):

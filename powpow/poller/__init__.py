@@ -14,6 +14,14 @@ token *before* returning, so a watcher replaced during dispatch never receives
 an event that was meant for its predecessor.
 
 ``events`` use the epoll bit values on every backend (``Events`` below).
+
+The peer's half-close (its FIN) is reported as ``HUP`` on every backend
+(EPOLLRDHUP, POLLRDHUP, kqueue EV_EOF), alongside ``READ`` when READ is
+watched.  ``RDHUP`` as an *interest* bit asks for that report without READ:
+a connection whose reading is paused must still notice a hang-up.  The
+level-triggered backends (``poll``, pure ``epoll``) honour it; with the native
+epoll shim READ already carries EPOLLRDHUP, and the edge-triggered users
+(the TCP layer) keep READ registered while paused, so the report comes anyway.
 """
 import enum
 import select
@@ -30,12 +38,14 @@ class Events(enum.IntFlag):
     WRITE = 0x004
     ERROR = 0x008
     HUP = 0x010
+    RDHUP = 0x2000
 
 
 READ = 0x001
 WRITE = 0x004
 ERROR = 0x008
 HUP = 0x010
+RDHUP = 0x2000  # interest only: report the peer's FIN (as HUP) even without READ
 
 MIN_CAPACITY = 64
 MAX_CAPACITY = 4096

@@ -9,7 +9,7 @@ import os
 import select
 
 from .. import _ffi
-from . import MAX_CAPACITY, flatten
+from . import MAX_CAPACITY, RDHUP, flatten
 
 EPOLL_CTL_ADD = 1
 EPOLL_CTL_DEL = 2
@@ -74,6 +74,8 @@ def _epoll_mask(events: int, edge: bool) -> int:
     m = 0
     if events & 0x001:
         m |= select.EPOLLIN | _RDHUP
+    elif events & RDHUP:
+        m |= _RDHUP
     if events & 0x004:
         m |= select.EPOLLOUT
     if edge:

@@ -4,16 +4,22 @@ It costs O(registered fds) per call in the kernel, which is why it is last in
 ``powpow.poller.available()``; it exists so powpow runs wherever Python does.
 """
 import select
+import sys
 
-from . import flatten
+from . import RDHUP, flatten
 
 _EMPTY = ()
+# Linux (and a few others): the peer's FIN as its own bit, like EPOLLRDHUP.  Without it
+# a paused connection learns of a hang-up only from POLLHUP (both directions closed).
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000 if sys.platform.startswith("linux") else 0)  # PyPy lacks the name
 
 
 def _mask(events: int) -> int:
     m = 0
     if events & 0x001:
-        m |= select.POLLIN | select.POLLPRI
+        m |= select.POLLIN | select.POLLPRI | _POLLRDHUP
+    elif events & RDHUP:
+        m |= _POLLRDHUP
     if events & 0x004:
         m |= select.POLLOUT
     return m
@@ -47,7 +53,7 @@ class PollPoller:
         if not res:
             return _EMPTY
         return flatten(res, self._tokens, select.POLLIN | select.POLLPRI, select.POLLOUT,
-                       select.POLLERR | select.POLLNVAL, select.POLLHUP)
+                       select.POLLERR | select.POLLNVAL, select.POLLHUP | _POLLRDHUP)
 
     def close(self) -> None:
         self._tokens.clear()
