@@ -132,6 +132,7 @@ class Loop:
         self._closed = False
         self._thread_id = None
         self._wake_pending = False
+        self._wake_lock = threading.Lock()  # post()/stop() from threads vs close()
         self._signal_cbs: Dict[int, Callback] = {}
         self._signal_pipe = None  # (r, w): signal.set_wakeup_fd(w) while signals are watched
         self._signal_prev_handlers: Dict[int, object] = {}
@@ -238,11 +239,22 @@ class Loop:
         self._deferred.append(callback)
 
     def post(self, callback: Callback) -> None:
-        """Thread-safe: run ``callback()`` on the loop thread, waking the loop if it sleeps."""
+        """Thread-safe: run ``callback()`` on the loop thread, waking the loop if it sleeps.
+
+        Raises ``LoopError`` once the loop is closed: its wake fd is gone, and
+        the number may already belong to another file.
+        """
+        if self._closed:
+            raise LoopError("post() on a closed loop")
         self._posted.append(callback)
         if not self._wake_pending:
             self._wake_pending = True
-            self._wake()
+            # The lock orders this write against close(): either the wake fd is
+            # still open here, or close() has run and we raise instead.
+            with self._wake_lock:
+                if self._closed:
+                    raise LoopError("post() on a closed loop")
+                self._wake()
 
     def add_idle(self, callback: Callback) -> int:
         """Run ``callback()`` in every iteration that saw no I/O.  Returns a handle."""
@@ -441,8 +453,9 @@ class Loop:
     def stop(self) -> None:
         """Thread-safe: make ``run()`` return after the current iteration."""
         self._stopping = True
-        if not self._closed:
-            self._wake()
+        with self._wake_lock:
+            if not self._closed:
+                self._wake()
 
     def run(self) -> None:
         """Iterate until ``stop()``."""
@@ -571,7 +584,8 @@ class Loop:
         leaked = self.leaks() if self.debug else {}
         if self._signal_cbs or self._signal_pipe is not None:
             self._teardown_signals()
-        self._closed = True
+        with self._wake_lock:
+            self._closed = True
         self._poller.close()
         if self._wake_r == self._wake_w:
             os.close(self._wake_r)

@@ -22,6 +22,7 @@ import threading
 from typing import Callable, Optional
 
 from .._ffi import _sock
+from ..errors import LoopError
 from ..loop import Loop
 from . import addr as _addr
 from .errors import ConnectError
@@ -80,12 +81,20 @@ class Connector:
         t.start()
 
     def _resolve(self) -> None:
+        # Runs in the resolver thread.  Any failure becomes a result: a host
+        # that fails IDNA encoding raises UnicodeError (not OSError), which used
+        # to kill this thread and leave the user waiting for "timed out".
         try:
             res = self.resolver(self.host, self.port)
-        except OSError as exc:
+        except Exception as exc:
             res = exc
-        if not self.done:
-            self.loop.post(lambda: self._resolved(res))
+        loop = self.loop
+        if self.done or loop.is_closed:
+            return  # nobody waits any more; a closed loop's wake fd may be reused
+        try:
+            loop.post(lambda: self._resolved(res))
+        except LoopError:
+            pass  # closed meanwhile: drop the result
 
     def _resolved(self, res) -> None:
         if self.done:
@@ -94,6 +103,10 @@ class Connector:
             err = res.errno if isinstance(res.errno, int) else errno.EHOSTUNREACH
             self._fail(ConnectError("cannot resolve %s: [Errno %s] %s" % (self._target(), res.errno, res.strerror),
                                     err, self.host, self.port, []))
+            return
+        if isinstance(res, BaseException):  # e.g. UnicodeError: the name cannot be IDNA-encoded
+            self._fail(ConnectError("cannot resolve %s: %s: %s" % (self._target(), type(res).__name__, res),
+                                    errno.EINVAL, self.host, self.port, []))
             return
         self._addrs = _addr.interleave(res) if self.happy_eyeballs else list(res)
         if not self._addrs:

@@ -713,3 +713,67 @@ def test_add_signal_off_the_main_thread_is_a_loop_error():
     th.start()
     th.join(5)
     assert len(errors) == 1 and "main thread" in str(errors[0])
+
+
+# ------------------------------------------------------------------ post() after close (item 14)
+
+def _grab_fds(n=12):
+    """Socket pairs taking the lowest free fd numbers (those a closed loop freed)."""
+    return [socket.socketpair() for _ in range(n)]
+
+
+def _anything_written(pairs):
+    import select
+
+    socks = [s for pair in pairs for s in pair]
+    readable, _, _ = select.select(socks, [], [], 0.05)
+    return readable
+
+
+def test_post_and_stop_after_close_never_write_into_a_reused_fd(backend):
+    lp = Loop(backend=backend)
+    lp.close()
+    pairs = _grab_fds()  # the wake fd's number now belongs to one of these
+    try:
+        with pytest.raises(LoopError, match="closed"):
+            lp.post(lambda: None)
+        with pytest.raises(LoopError, match="closed"):
+            lp.post(lambda: None)  # also with the "wake pending" flag in any state
+        lp.stop()  # harmless on a closed loop
+        assert _anything_written(pairs) == []
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_post_racing_with_close_either_runs_or_raises(backend):
+    """A thread posting while the loop closes: each post runs, is dropped by
+    close(), or raises LoopError -- and nothing lands in a reused fd."""
+    for _ in range(20):
+        lp = Loop(backend=backend)
+        outcomes = []
+        go = threading.Event()
+
+        def poster():
+            go.wait(5)
+            for _ in range(200):
+                try:
+                    lp.post(lambda: None)
+                except LoopError:
+                    outcomes.append("raised")
+                    return
+
+        th = threading.Thread(target=poster)
+        th.start()
+        go.set()
+        lp.run_once(0)
+        lp.close()
+        pairs = _grab_fds(4)
+        th.join(5)
+        try:
+            assert _anything_written(pairs) == []
+        finally:
+            for a, b in pairs:
+                a.close()
+                b.close()

@@ -157,3 +157,58 @@ def test_cancel_releases_everything(loop):
     for f in fillers:
         f.close()
     lst.close()
+
+
+def test_resolver_thread_never_posts_to_a_closed_loop():
+    """The loop is closed while getaddrinfo still runs: the late result is
+    dropped (no exception in the thread, no byte into the fd that now has
+    the old wake fd's number)."""
+    import select
+
+    from powpow import Loop
+
+    lp = Loop()
+    release = threading.Event()
+    finished = threading.Event()
+    thread_errors = []
+    old_hook = threading.excepthook
+    threading.excepthook = lambda args: thread_errors.append(args.exc_value)
+
+    def slow_resolver(host, port):
+        try:
+            release.wait(5)
+            return socket.getaddrinfo("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM)
+        finally:
+            threading.Timer(0.2, finished.set).start()
+
+    pairs = []
+    try:
+        connect(lp, "my-service.internal", 9, pytest.fail, None, on_error=pytest.fail, resolver=slow_resolver)
+        lp.run_once(0)
+        lp.close()
+        pairs = [socket.socketpair() for _ in range(12)]  # take the freed fd numbers
+        release.set()
+        assert finished.wait(5)
+        socks = [s for pair in pairs for s in pair]
+        assert select.select(socks, [], [], 0.05)[0] == []
+        assert thread_errors == []
+    finally:
+        threading.excepthook = old_hook
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_host_failing_idna_encoding_is_reported_at_once(loop):
+    host = "a" * 64 + ".com"  # a label over 63 characters cannot be IDNA-encoded
+    errors = []
+    start = time.monotonic()
+    connect(loop, host, 80, pytest.fail, None, on_error=errors.append, timeout_ms=3000)
+    run_until(loop, lambda: errors)
+    assert time.monotonic() - start < 1.0, "reported as a timeout, not at once"
+    e = errors[0]
+    assert isinstance(e, ConnectError)
+    assert "cannot resolve %s:80" % host in str(e)
+    assert "label" in str(e) and "timed out" not in str(e)
+    assert e.host == host and e.errno == errno.EINVAL
+    settle(loop)
