@@ -10,10 +10,11 @@ never written (response splitting).
 """
 import email.utils
 import http
+import json as _json
 import logging
 import os
 import time
-from typing import Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from ..errors import PowpowError
 
@@ -101,23 +102,106 @@ _STATUS_200 = status_line(200)
 _header_blocks: dict = {}
 
 
-def _encode_block(headers) -> bytes:
+_FRAMING_NAMES = frozenset(["content-length", "transfer-encoding", "connection"])
+
+
+class _Framing:
+    """A handler's header list that names framing headers: the rest encoded, those apart."""
+
+    __slots__ = ("block", "length", "te", "conn")
+
+    def __init__(self, block: bytes, length: Optional[int], te: Optional[str], conn: List[str]) -> None:
+        self.block = block
+        self.length = length
+        self.te = te
+        self.conn = conn
+
+
+def _encode_block(headers):
+    """The encoded header block (bytes), or a ``_Framing`` when the handler set
+    Content-Length / Transfer-Encoding / Connection: powpow writes the framing
+    itself, once (RFC 9112 §6), after validating the handler's values."""
     parts: List[str] = []
     encode_headers(headers, parts)  # validates: raises HeaderValueError
+    framing = None
+    for i, (name, value) in enumerate(headers):
+        if str(name).lower() in _FRAMING_NAMES:
+            framing = True
+            break
+    if framing:
+        rest = []
+        length = None
+        te = None
+        conn: List[str] = []
+        for name, value in headers:
+            lname = str(name).lower()
+            value = str(value).strip()
+            if lname == "content-length":
+                if not value.isdigit() or len(value) > 18:
+                    raise HeaderValueError("Content-Length %r is not a decimal length" % (value,))
+                n = int(value)
+                if length is not None and n != length:
+                    raise HeaderValueError("two different Content-Length headers: %d and %d" % (length, n))
+                length = n
+            elif lname == "transfer-encoding":
+                if value.lower() != "chunked" or te is not None:
+                    raise HeaderValueError("Transfer-Encoding %r: powpow frames bodies itself; only "
+                                           "'chunked' (the default for streamed bodies) is accepted" % (value,))
+                te = "chunked"
+            elif lname == "connection":
+                for tok in value.lower().split(","):
+                    tok = tok.strip()
+                    if tok not in ("close", "keep-alive", "upgrade"):
+                        raise HeaderValueError("Connection %r: only close, keep-alive and upgrade are "
+                                               "accepted from a handler" % (value,))
+                    conn.append(tok)
+            else:
+                rest.append((name, value))
+        if length is not None and te is not None:
+            raise HeaderValueError("both Content-Length and Transfer-Encoding set by the handler")
+        parts = []
+        encode_headers(rest, parts)
     try:
-        return "".join(parts).encode("latin-1")
+        block = "".join(parts).encode("latin-1")
     except UnicodeEncodeError as exc:
         raise HeaderValueError("header value not encodable as ISO-8859-1: %s" % exc) from None
+    if framing:
+        return _Framing(block, length, te, conn)
+    return block
+
+
 _SERVER = b"Server: powpow\r\n"
+_UP_ASKED = 1  # Response._upgrade: the request asked to switch (Upgrade/CONNECT)
 
 
-class _FilePart:
-    __slots__ = ("path", "offset", "count")
+class _FileSeg:
+    """A file range to send, owning its descriptor until handed to the transport."""
 
-    def __init__(self, path: str, offset: int, count: int) -> None:
-        self.path = path
+    __slots__ = ("fd", "offset", "count")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd = fd
         self.offset = offset
         self.count = count
+
+    def take(self) -> int:
+        fd = self.fd
+        self.fd = -1
+        return fd
+
+    def close(self) -> None:
+        fd = self.fd
+        if fd >= 0:
+            self.fd = -1
+            os.close(fd)
+
+
+def close_segments(segments: list) -> None:
+    """Segments dropped unsent: close the descriptors they own."""
+    for seg in segments:
+        if seg.__class__ is _FileSeg:
+            seg.close()
+    segments.clear()
 
 
 class _Unparsed:
@@ -127,14 +211,23 @@ class _Unparsed:
     target = "-"
     version = "1.1"
     keep_alive = False
+    body_size = 0
     headers: dict = {}
+
+    def close(self) -> None:
+        pass
 
 
 _UNPARSED = _Unparsed()
 
 
 class Response:
-    """What a handler answers with.  See README "HTTP server" for the full API."""
+    """What a handler answers with.  See README "HTTP server" for the full API.
+
+    Streaming: ``write(chunk)`` returns False while the client is behind
+    (stop producing until ``on_drain`` runs) or gone; ``on_close`` runs if the
+    client goes away before the response ended (writes are then dropped).
+    """
 
     # Class-level defaults (no __slots__): a response lives for one request,
     # and creating it should cost only the stores that differ per request.
@@ -145,14 +238,26 @@ class Response:
     _length: Optional[int] = None
     _written = 0
     _upgrade = None
+    _gone = False
+    on_drain: Optional[Callable[[], object]] = None
+    on_close: Optional[Callable[[], object]] = None
 
-    def __init__(self, proto, request) -> None:  # proto: server._HttpConnection
-        self._proto = proto
+    def __init__(self, session, request) -> None:  # session: _session.Session
+        self._session = session
         self.request = request
         self._headers: List[Tuple[str, str]] = []
         self._segments: list = []
         self._close = not request.keep_alive
         self._head_only = request.method == "HEAD"
+
+    @property
+    def _proto(self):  # the name tests and older code used
+        return self._session
+
+    @property
+    def loop(self):
+        """The loop this response's connection runs on (timers, ``post``...)."""
+        return self._session.loop
 
     # -- head ----------------------------------------------------------------
 
@@ -183,6 +288,12 @@ class Response:
         if self._sent_head:
             raise RuntimeError("response head already sent")
 
+    def _reset(self) -> None:
+        """Forget what the handler prepared (an error answer replaces it)."""
+        close_segments(self._segments)
+        self._headers = []
+        self._length = None
+
     def _build_head(self, length: Optional[int], hs=None) -> bytes:
         status = self.status
         if hs is None:
@@ -200,43 +311,70 @@ class Response:
                 block = _encode_block(hs)
                 if key is not None and len(_header_blocks) < 512:
                     _header_blocks[key] = block
+            if block.__class__ is not bytes:
+                block, length = self._handler_framing(block, length)
         else:
             block = b""
-        proto = self._proto
-        if proto.closing or proto.server._draining:
+        session = self._session
+        if session.closing and session.must_close(self):
             self._close = True
         if status in NO_BODY_STATUS:
             framing = b""
         elif length is None:
-            self._chunked = True
-            framing = b"Transfer-Encoding: chunked\r\n"
+            if self.request.version == "1.0":
+                # RFC 9112 §6.1: no chunked to a 1.0 client; the close delimits the body
+                self._close = True
+                framing = b""
+            else:
+                self._chunked = True
+                framing = b"Transfer-Encoding: chunked\r\n"
         else:
             framing = b"Content-Length: %d\r\n" % length
         if self._close:
             framing += b"Connection: close\r\n"
         elif self.request.version == "1.0":
             framing += b"Connection: keep-alive\r\n"
+        elif status == 101:
+            framing += b"Connection: Upgrade\r\n"
         self._sent_head = True
         line = _STATUS_200 if status == 200 else status_line(status)
-        return b"".join((line, proto.server._date.header, _SERVER, block, framing, b"\r\n"))
+        return b"".join((line, session.date.header, _SERVER, block, framing, b"\r\n"))
+
+    def _handler_framing(self, f: _Framing, length: Optional[int]):
+        """Apply the framing headers a handler set (validated in ``_encode_block``)."""
+        if "close" in f.conn:
+            self._close = True
+        if "upgrade" in f.conn and self.status != 101:
+            raise HeaderValueError("Connection: upgrade is only for a 101 response (use res.upgrade())")
+        if f.length is not None and self.status not in NO_BODY_STATUS:
+            if length is None:
+                self._length = length = f.length  # streamed: enforced by write()/end()
+            elif length != f.length:
+                if not (self._head_only and length == 0):
+                    raise HeaderValueError("Content-Length %d set by the handler, but the body is %d bytes"
+                                           % (f.length, length))
+                length = f.length  # HEAD: the length a GET would have
+        return f.block, length
 
     def client_ip(self) -> Optional[str]:
         """Address of the client this answers (see ``Request.client_ip``)."""
-        proto = self._proto
-        if proto.server._trusted_proxies:
-            return proto.server._client_ip(proto.ip, self.request)
-        return proto.ip
+        return self._session.client_ip(self.request)
 
     # -- whole responses -------------------------------------------------
 
     def send(self, body=b"", status: Optional[int] = None, headers=None) -> None:
-        """Send a complete response (Content-Length framing) and end it."""
+        """Send a complete response (Content-Length framing) and end it.
+
+        ``headers``: pairs or a mapping.  A ``bytes`` body of any size arrives
+        whole: it is queued by reference and streamed as the socket drains."""
         if self.ended:
             raise RuntimeError("response already ended")
         if status is not None:
             self.status = status
         hs = self._headers
         if headers:
+            if hasattr(headers, "items"):
+                headers = list(headers.items())
             # the handler's own list as is when nothing was set before (no copy;
             # the head builder caches its encoding by content)
             hs = headers if not hs else hs + list(headers)
@@ -262,6 +400,27 @@ class Response:
         self._headers.append(("Content-Type", "text/plain; charset=utf-8"))
         self.send(text.encode("utf-8"), status=status)
 
+    def json(self, obj, status: int = 200, headers=None) -> None:
+        """Send ``obj`` as JSON (``application/json``, UTF-8) and end the response."""
+        body = _json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        hs = [("Content-Type", "application/json")]
+        if headers:
+            hs += list(headers.items()) if hasattr(headers, "items") else list(headers)
+        self.send(body, status=status, headers=hs)
+
+    def redirect(self, url: str, status: int = 302) -> None:
+        """Redirect to ``url`` (301, 302, 303, 307 or 308) with a short text body."""
+        if status not in (301, 302, 303, 307, 308):
+            raise ValueError("redirect status must be 301, 302, 303, 307 or 308, got %r" % (status,))
+        self.set_header("Location", url)  # CR/LF in url raise HeaderValueError
+        self.send("%d %s: %s\n" % (status, reason(status), url), status=status)
+
+    def set_cookie(self, name: str, value: str, **attributes) -> "Response":
+        """Add a ``Set-Cookie`` header (``powpow.http.cookies.format_set_cookie`` keywords:
+        max_age, expires, path, domain, secure, httponly, samesite)."""
+        from .cookies import format_set_cookie
+        return self.add_header("Set-Cookie", format_set_cookie(name, value, **attributes))
+
     # -- streaming ---------------------------------------------------------
 
     def set_length(self, length: int) -> "Response":
@@ -270,8 +429,13 @@ class Response:
         self._length = int(length)
         return self
 
-    def write(self, chunk) -> None:
-        """Stream a piece of the body (chunked unless ``set_length`` was called)."""
+    def write(self, chunk) -> bool:
+        """Stream a piece of the body (chunked unless ``set_length`` was called).
+
+        Returns False when the client is behind (wait for ``on_drain``) or has
+        gone (the chunk is dropped; ``on_close`` told the handler)."""
+        if self._gone:
+            return False
         if self.ended:
             raise RuntimeError("response already ended")
         if not self._sent_head:
@@ -279,21 +443,31 @@ class Response:
         if chunk.__class__ is str:
             chunk = chunk.encode("utf-8")
         if chunk and not self._head_only and self.status not in NO_BODY_STATUS:
+            n = len(chunk)
+            if self._length is not None and self._written + n > self._length:
+                raise ValueError("write() past the announced Content-Length (%d + %d > %d)"
+                                 % (self._written, n, self._length))
             if self._chunked:
-                self._segments.append(b"%x\r\n" % len(chunk) + bytes(chunk) + b"\r\n")
+                self._segments.append(b"%x\r\n" % n + bytes(chunk) + b"\r\n")
             else:
                 self._segments.append(bytes(chunk))
-            self._written += len(chunk)
-        self._proto.flush()
+            self._written += n
+        session = self._session
+        session.flush()
+        return session.writable and not self._gone
 
     def end(self, chunk=b"") -> None:
         """Finish a streamed response (or send an empty one)."""
         if self.ended:
             return
+        if self._gone:
+            self.ended = True
+            return
         if not self._sent_head:
             if self._length is None:
                 self.send(chunk)
                 return
+            self._segments.append(self._build_head(self._length))
         if chunk:
             self.write(chunk)
         if self._chunked and not self._head_only:
@@ -313,40 +487,71 @@ class Response:
         self.send_plan(plan)
 
     def send_plan(self, plan) -> None:
-        """Execute a ``powpow.http.static`` plan (status, headers, bytes and file ranges)."""
-        if plan.status in NO_BODY_STATUS:
-            length = 0
-        else:
-            length = plan.content_length
-        self.status = plan.status
-        self._headers.extend(plan.headers)
-        head = self._build_head(length)
-        self._segments.append(head)
-        if not self._head_only and plan.status not in NO_BODY_STATUS:
-            for part in plan.parts:
-                if part.__class__ is bytes:
-                    self._segments.append(part)
-                elif part.count:
-                    self._segments.append(_FilePart(part.path, part.offset, part.count))
+        """Execute a ``powpow.http.static`` plan (status, headers, bytes and file ranges).
+
+        The plan's open descriptors are taken over (sent from, never re-opened
+        by path) and closed when sent or dropped."""
+        try:
+            if plan.status in NO_BODY_STATUS:
+                length = 0
+            else:
+                length = plan.content_length
+            self.status = plan.status
+            self._headers.extend(plan.headers)
+            head = self._build_head(length)
+            self._segments.append(head)
+            if not self._head_only and plan.status not in NO_BODY_STATUS:
+                for part in plan.parts:
+                    if part.__class__ is bytes:
+                        self._segments.append(part)
+                    elif part.count:
+                        take = getattr(part, "take_fd", None)
+                        if take is not None:
+                            self._segments.append(_FileSeg(take(), part.offset, part.count))
+                        else:  # a plan without descriptors: open now
+                            fd = os.open(part.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                            self._segments.append(_FileSeg(fd, part.offset, part.count))
+        finally:
+            close = getattr(plan, "close", None)
+            if close is not None:
+                close()  # descriptors not taken (HEAD, 304, errors)
+        if self._gone:
+            close_segments(self._segments)
         self._finish()
 
     def upgrade(self, status_headers=None):
-        """Hand the connection over (WebSocket): returns ``(connection, remaining_bytes)``."""
-        proto = self._proto
-        remaining = proto.parser.take_remaining() if proto.parser.upgraded else b""
-        if status_headers is not None:
-            self.status = 101
-            self._headers.extend(status_headers)
-            self._segments.append(self._build_head(0))
-        self._upgrade = True
-        self._finish()
-        return proto.conn, remaining
+        """Hand the connection over (WebSocket, CONNECT): returns ``(transport, rest)``.
+
+        With ``status_headers`` (a list of pairs) a ``101 Switching Protocols``
+        head is written to the transport first, after every earlier pipelined
+        answer.  Then HTTP forgets the connection: no deadline applies, and
+        ``on_data``/``on_close``/``on_drain``/``on_eof``/``context`` are None
+        for the new owner to set.  ``rest``: the bytes the client sent after the
+        request.  Raises ``ConnectionLost`` if the client has already gone."""
+        return self._session.upgrade(self, status_headers)
+
+    def pause_body(self) -> None:
+        """Streaming request body: stop reading it until ``resume_body()``."""
+        self._session.pause_body()
+
+    def resume_body(self) -> None:
+        self._session.resume_body()
+
+    def _lost(self) -> None:
+        """The client went away (or the answer can no longer be delivered)."""
+        if self._gone:
+            return
+        self._gone = True
+        close_segments(self._segments)
+        if not self.ended:
+            cb = self.on_close
+            if cb is not None:
+                self.on_close = None
+                try:
+                    cb()
+                except Exception:
+                    log.exception("on_close callback raised")
 
     def _finish(self) -> None:
         self.ended = True
-        proto = self._proto
-        server = proto.server
-        if server.access_log:
-            server._log_access(proto, self)
-        if not proto.in_batch:  # inside a read, the connection flushes once at the end
-            proto.flush()
+        self._session.response_ended(self)

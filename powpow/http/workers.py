@@ -14,8 +14,10 @@ shuts down gracefully (stop accepting, finish in-flight requests within the
 grace period); workers still alive after the grace period are killed.  The
 parent exits 0 after a clean shutdown.
 
-Fork happens before any loop, thread or resolver exists in the parent, which
-is what makes fork safe here.
+Each worker builds its own loop after the fork, whatever the parent made
+(a ``loop=`` argument included): a loop's epoll instance and wake fd must
+not be shared.  Unix sockets are bound once in the parent and accepted on by
+every worker.
 
 ``worker_mode="thread"`` runs the N loops as threads of one process instead,
 each with its own SO_REUSEPORT listener: for free-threaded interpreters
@@ -39,11 +41,19 @@ def _worker_main(server) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     server.workers = 1
+    # Whatever the parent made (a loop= argument included) is not ours: its
+    # epoll instance and wake fd are shared with every sibling after fork().
+    server.loop = None
+    server._own_loop = True
+    server._tcp = None
+    server._timers = []
     if server._reserve is not None:
         server._reserve.close()
         server._reserve = None
+    tcp = server._ensure_tcp()
     for port, host, backlog in server._listen_args:
-        server._ensure_tcp().listen(port, host, backlog, reuse_port=True)
+        tcp.listen(port, host, backlog, reuse_port=True)
+    server._adopt_unix(tcp)
     server.run()
     return 0
 
@@ -109,6 +119,13 @@ def run_workers(server) -> int:
         if server._reserve is not None:
             server._reserve.close()
             server._reserve = None
+        for sock, path in server._unix_socks:
+            sock.close()
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        server._unix_socks = []
     return 0
 
 
@@ -126,8 +143,12 @@ def run_threads(server) -> int:
     servers = []
     for _ in range(server.workers):
         s = HttpServer(server.handler, **options)
+        tcp = s._ensure_tcp()
         for port, host, backlog in server._listen_args:
-            s._ensure_tcp().listen(port, host, backlog, reuse_port=True)
+            tcp.listen(port, host, backlog, reuse_port=True)
+        s._unix_socks = server._unix_socks
+        s._adopt_unix(tcp)
+        s._unix_socks = []
         servers.append(s)
     if server._reserve is not None:  # the listeners hold the port now
         server._reserve.close()

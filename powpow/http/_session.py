@@ -1,0 +1,593 @@
+"""One HTTP/1.x connection's state: a small state machine over a transport.
+
+States (``Session.state``) and the transitions between them (methods named
+``_to_*``; nothing else assigns ``state``):
+
+    IDLE ──first byte of a head──▶ HEAD ──head parsed, body follows──▶ BODY
+      ▲                                                                 │
+      └─────────── every answer handed to the transport ◀───────────────┘
+    any ──parse error / handler failure / shutdown──▶ CLOSING   (answer what precedes, then close)
+    any ──res.upgrade()──▶ DETACHED   (the transport belongs to the caller)
+    any ──transport closed──▶ GONE
+
+Invariants:
+
+* Answers leave in request order (``pending``); one read's answers leave in
+  one write (``in_batch``).
+* Reading is paused whenever more input could only pile up in memory: the
+  transport's queue is above its high-water mark (``write_blocked``; the
+  kernel's window then pushes back on the client), ``max_pipeline_depth``
+  answers are outstanding, the parser holds parsed-later requests (``held``),
+  an Upgrade/CONNECT request waits for its handler's decision, or the handler
+  paused the request body.  ``_pump`` is the one place that resumes.
+* Deadlines are checked by the server's sweep (``check_deadline``) from
+  ``since`` (phase start / last progress) and, while output is pending, from
+  the last time ``bytes_sent`` grew: a queue that grows is not progress.
+
+``Response`` talks to its session only through: ``date``, ``closing``,
+``must_close(res)``, ``response_ended(res)``, ``flush()``, ``writable``,
+``upgrade(res, headers)``, ``client_ip(req)``, ``pause_body()``/``resume_body()``
+and ``loop``.
+"""
+import errno
+import logging
+
+from ..errors import ParseError
+from ..net.errors import ConnectionLost
+from .parser import RequestParser
+from .response import _UNPARSED, _UP_ASKED, Response, _FileSeg, close_segments
+
+log = logging.getLogger("powpow.http")
+
+IDLE, HEAD, BODY, CLOSING, DETACHED, GONE = range(6)
+STATE_NAMES = ("idle", "head", "body", "closing", "detached", "gone")
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Session:
+    """Per-connection HTTP state (``transport.context``)."""
+
+    __slots__ = ("server", "conn", "parser", "pending", "in_batch", "state", "since", "depth",
+                 "sent_seen", "write_since", "continued", "want_continue", "streaming", "ip", "held",
+                 "write_blocked", "body_paused", "eof", "eof_since", "body_start", "body_got",
+                 "date", "loop", "upgrade_req", "closing")
+
+    def __init__(self, server, conn) -> None:
+        self.server = server
+        self.conn = conn
+        self.loop = server.loop
+        self.date = server._date
+        # Snapshot: transports are pooled, and a response may end (and be
+        # logged) after its connection was closed and reused.
+        self.ip = conn.get_client_ip()
+        self.streaming = server.streaming
+        self.depth = server.max_pipeline_depth
+        # max_pipeline: one feed hands out at most max_pipeline_depth requests;
+        # the rest stay parsed-later in the parser's buffer until answers drain.
+        limits = dict(max_request_line=server.max_request_line, max_header_size=server.max_header_size,
+                      max_headers=server.max_headers, max_body=server.max_body,
+                      max_pipeline=server.max_pipeline_depth)
+        if self.streaming:
+            self.parser = RequestParser(on_headers=self._on_headers_streaming, on_body=self._on_body,
+                                        on_message_complete=self._on_complete, **limits)
+        else:
+            # No callbacks: the parser keeps its fast path (a whole small
+            # request in one read costs one scan and no state machine).
+            self.parser = RequestParser(**limits)
+        self.continued = None
+        self.want_continue = False
+        self.held = False
+        # A list, not a deque: an empty deque is 760 bytes on CPython, and an
+        # idle keep-alive connection must cost under 3 KB; depth stays small.
+        self.pending = []
+        self.in_batch = False
+        self.state = IDLE
+        self.since = self.loop.now_ms()
+        self.sent_seen = -1
+        self.write_since = 0
+        self.write_blocked = False
+        self.body_paused = False
+        self.eof = False
+        self.eof_since = 0
+        self.body_start = 0
+        self.body_got = 0
+        self.upgrade_req = None
+        self.closing = False  # CLOSING, or the server drains: heads may say Connection: close
+
+    # -- transitions ----------------------------------------------------------
+
+    def _to_idle(self) -> None:
+        self.state = IDLE
+        self.since = self.loop.now_ms()
+
+    def _to_head(self) -> None:
+        self.state = HEAD  # a head's deadline runs from its first byte
+        self.since = self.loop.now_ms()
+
+    def _to_body(self) -> None:
+        self.state = BODY
+        self.since = self.body_start = self.loop.now_ms()
+        self.body_got = 0
+
+    def _to_closing(self) -> None:
+        self.closing = True
+        if self.state < CLOSING:
+            self.state = CLOSING
+
+    def _to_gone(self) -> None:
+        """The transport closed: drop what was not sent, tell streaming handlers."""
+        self.state = GONE
+        cur = self.parser.current
+        if cur is not None:
+            cur._close_stream_file()  # the body never finished
+        pending = self.pending
+        self.pending = []
+        for res in pending:
+            res._lost()
+
+    # -- input ------------------------------------------------------------------
+
+    def on_data(self, conn, data) -> None:
+        parser = self.parser
+        try:
+            # bytes: the transport's view is into a shared buffer anyway, and the
+            # parser's fast path (whole requests, nothing pending) wants bytes.
+            reqs = parser.feed(bytes(data))
+        except ParseError as exc:
+            self._reject(exc)
+            return
+        if reqs:
+            self.held = len(reqs) >= self.depth
+            last = reqs[-1]
+            if last._special and (last.upgrade is not None or last.method == "CONNECT"):
+                self.upgrade_req = last  # the parser stopped behind it; the handler decides
+            self.in_batch = True  # collect every answer of this read: one write
+            try:
+                if self.streaming:
+                    for req in reqs:  # (dispatched when each head arrived, but Upgrade/CONNECT)
+                        if req.response is None:
+                            self._dispatch(req)
+                else:
+                    for req in reqs:
+                        self._dispatch(req)
+                if parser.failed:  # good requests came first; now answer the bad one
+                    try:
+                        parser.feed(b"")
+                    except ParseError as exc:
+                        self._reject(exc)
+            finally:
+                self.in_batch = False
+            if self.state >= DETACHED:
+                return  # upgraded (or lost) inside a handler
+        self.flush()
+        state = self.state
+        if state >= CLOSING:
+            return
+        cur = parser.current
+        if cur is not None:
+            # a body is arriving -- also while its handler already runs
+            # (streaming): the body deadlines apply either way
+            if state != BODY:
+                self._to_body()
+            else:
+                self.since = self.loop.now_ms()
+            self.body_got += len(data)
+            if cur.expect_continue:
+                self._continue(cur)
+        else:
+            if state == BODY:
+                self.state = IDLE  # body complete: the handler answers (pending guards it)
+            if not self.pending and parser.pending and not self.held and self.state != HEAD:
+                self._to_head()
+        if (self.held or self.write_blocked or self.upgrade_req is not None
+                or len(self.pending) >= self.depth):
+            conn.pause_reading()  # see the module docstring; _pump resumes
+
+    def on_eof(self, conn) -> None:
+        """The client half-closed: answer what is in flight, then close."""
+        self.eof = True
+        self.eof_since = self.loop.now_ms()
+        if self.state >= CLOSING:
+            return
+        if not self.pending and not self.held:
+            conn.close_after_drain()  # nothing in flight: FIN after what is queued
+            self._to_closing()
+
+    def _parse_held(self) -> None:
+        if self.state < CLOSING and not self.conn.closed and not self.write_blocked:
+            self.on_data(self.conn, b"")
+
+    def _pump(self) -> None:
+        """Resume input once nothing holds it back (the one place that resumes)."""
+        if (self.state >= CLOSING or self.write_blocked or self.upgrade_req is not None
+                or len(self.pending) >= self.depth):
+            return
+        if self.held:
+            # requests held back at the depth limit: parse the next batch on
+            # the next iteration (not recursively from here)
+            self.held = False
+            self.loop.defer_call(self._parse_held)
+        elif self.eof:
+            if not self.pending:
+                self._to_closing()
+                self.conn.close_after_drain()
+        elif self.conn.reading_paused and not self.body_paused:
+            self.conn.resume_reading()
+
+    def on_drain(self, conn) -> None:
+        """The transport's queue fell under low water."""
+        self.write_blocked = False
+        if self.pending:
+            res = self.pending[0]
+            cb = res.on_drain
+            if cb is not None and not res.ended:
+                try:
+                    cb()
+                except Exception as exc:
+                    self._handler_failed(res.request, exc)
+                    return
+        self._pump()
+
+    # -- streaming mode: the handler runs when the head is in ---------------------
+
+    def _on_headers_streaming(self, req) -> None:
+        if req._special and (req.upgrade is not None or req.method == "CONNECT"):
+            return  # dispatched once the message is complete: the rest is then known
+        self._dispatch(req)
+        if req.expect_continue:
+            self._continue(req)
+
+    def _on_body(self, req, chunk) -> None:
+        cb = req._body_cb
+        if cb is None:
+            buf = req._stream_buf
+            if buf.__class__ is not bytearray:
+                buf = req._stream_buf = bytearray(buf)  # amortised appends, not quadratic +=
+            buf += chunk
+            return
+        try:
+            cb(chunk)
+        except Exception as exc:
+            self._handler_failed(req, exc)
+
+    def _on_complete(self, req) -> None:
+        req._close_stream_file()
+        if req._body_cb is None and req._stream_buf:
+            buf = bytes(req._stream_buf)
+            req._body_buf, req._body_start, req._body_end = buf, 0, len(buf)
+            req._stream_buf = b""
+        cb = req._end_cb
+        if cb is not None:
+            try:
+                cb()
+            except Exception as exc:
+                self._handler_failed(req, exc)
+
+    def pause_body(self) -> None:
+        self.body_paused = True
+        if self.state < CLOSING:
+            self.conn.pause_reading()
+
+    def resume_body(self) -> None:
+        if self.body_paused:
+            self.body_paused = False
+            self._pump()
+
+    # -- requests and answers -------------------------------------------------
+
+    def _continue(self, req) -> None:
+        """``100 Continue`` for ``req`` (RFC 9110 §10.1.1), in request order, and only
+        while its final answer is not known yet."""
+        if req is self.continued or not (req.content_length or req.chunked):
+            return
+        res = req.response
+        pending = self.pending
+        if res is not None:  # streaming: its handler runs already
+            if res.ended or res._sent_head:
+                self.continued = req  # the answer is known: no interim one
+                return
+            if pending[0] is not res:
+                self.want_continue = True  # earlier answers first
+                return
+        elif pending:
+            self.want_continue = True
+            return
+        self.want_continue = False
+        self.continued = req
+        self.conn.write(_CONTINUE)
+
+    def _dispatch(self, req) -> None:
+        res = Response(self, req)
+        if req is self.upgrade_req:
+            res._upgrade = _UP_ASKED
+        self.pending.append(res)
+        req.response = res
+        try:
+            self.server.handler(req, res)
+        except Exception as exc:
+            self._handler_failed(req, exc)
+
+    def _handler_failed(self, req, exc: Exception) -> None:
+        """500 if nothing was sent yet; close after what precedes it either way.
+
+        A ParseError from the handler (``req.form()`` on a bad or too large
+        multipart body) is the client's fault: it gets its own status."""
+        res = req.response
+        if res is None or self.state >= DETACHED:
+            log.error("handler raised for %s %s", req.method, req.target, exc_info=exc)
+            return
+        if isinstance(exc, ParseError) and not res.headers_sent and not res.ended:
+            log.info("bad request body from %s: %s", self.ip, exc)
+            res._reset()
+            res.send_error(exc.status, exc.message)
+            return
+        log.error("handler raised for %s %s", req.method, req.target, exc_info=exc)
+        self._to_closing()
+        if not res.ended:
+            if not res.headers_sent:
+                res._reset()
+                res._close = True
+                try:
+                    res.send_error(500)
+                except Exception:  # pragma: no cover - our own error path
+                    res.ended = True
+            else:
+                res._close = True
+                res.ended = True
+        self.flush()
+
+    def _reject(self, exc: ParseError) -> None:
+        """Answer a parse error (after what precedes it), then close."""
+        log.info("bad request from %s: %s", self.ip, exc)
+        self._to_closing()
+        pending = self.pending
+        res = pending[-1] if pending else None
+        if res is not None and not res.ended and self.streaming:
+            # The failed message's own handler runs already (streaming): its
+            # response carries the error, like in buffered mode.
+            if not res._sent_head:
+                res._reset()
+                res._close = True
+                res.send_error(exc.status, exc.message)
+            else:
+                res._close = True  # too late for a status: end what was sent, close
+                res.ended = True
+            res._lost()
+            self.flush()
+            return
+        res = Response(self, _UNPARSED)
+        pending.append(res)
+        res.send_error(exc.status, exc.message)
+
+    def must_close(self, res) -> bool:
+        """While CLOSING (or the server drains): does ``res`` carry ``Connection: close``?"""
+        if self.state == CLOSING and not self.server._draining:
+            return True
+        # draining: answer every request already accepted; the last one closes
+        return not self.pending or self.pending[-1] is res
+
+    def response_ended(self, res) -> None:
+        server = self.server
+        if server.access_log:
+            server._log_access(self, res)
+        if not self.in_batch:  # inside a read, the connection flushes once at the end
+            self.flush()
+
+    @property
+    def writable(self) -> bool:
+        return self.state < DETACHED and not self.write_blocked
+
+    def client_ip(self, req):
+        return self.server._client_ip(self.ip, req)
+
+    def flush(self) -> None:
+        """Move finished output, in request order, to the transport."""
+        if self.in_batch:
+            return
+        pending = self.pending
+        conn = self.conn
+        if self.state >= DETACHED:
+            return
+        if conn.closed:
+            for res in pending:
+                close_segments(res._segments)
+            pending.clear()
+            return
+        if len(pending) == 1:
+            # Fast path (keep-alive, one request per read): one finished answer
+            # in one piece goes straight out.
+            res = pending[0]
+            segs = res._segments
+            if (res.ended and len(segs) == 1 and not res._close and res._upgrade is None
+                    and segs[0].__class__ is bytes):
+                if not conn.write(segs[0]):
+                    self.write_blocked = True
+                del pending[0]
+                if res.request.body_size:
+                    res.request.close()  # a spooled body file goes now, not at GC
+                self._drained()
+                return
+        out = []
+        close = False
+        while pending:
+            res = pending[0]
+            if res._segments:
+                out.extend(res._segments)
+                res._segments.clear()
+            if not res.ended:
+                break
+            del pending[0]
+            req = res.request
+            if req.body_size:
+                req.close()
+            if res._close:
+                close = True
+            elif res._upgrade is not None:
+                # An Upgrade/CONNECT request answered normally (the handler did
+                # not take the connection): CONNECT closes; Upgrade goes on as HTTP.
+                self.upgrade_req = None
+                decline = getattr(self.parser, "decline_upgrade", None)
+                if req.method == "CONNECT" or decline is None:
+                    close = True
+                else:
+                    decline()
+                    self.held = True  # parse what the client sent behind it
+            if close:
+                for later in pending:
+                    later._lost()
+                pending.clear()
+                break
+        if out:
+            self._write(out)
+        if close:
+            self._to_closing()
+            conn.close_after_drain()
+            return
+        if self.want_continue:
+            cur = self.parser.current
+            if cur is not None:
+                self._continue(cur)
+        if not pending:
+            self._drained()
+
+    def _drained(self) -> None:
+        """Every answer is handed over: read (or parse) the next requests; keep-alive starts."""
+        if self.state != HEAD:
+            self.state = IDLE
+            self.since = self.loop.now_ms()
+        if self.want_continue:
+            cur = self.parser.current
+            if cur is not None:
+                self._continue(cur)
+        if self.held or self.eof or self.conn.reading_paused:
+            self._pump()
+        elif self.server._draining:
+            self.server._session_quiet(self)
+
+    def _write(self, out: list) -> None:
+        conn = self.conn
+        data = []
+        ok = True
+        for seg in out:
+            if seg.__class__ is bytes:
+                data.append(seg)
+            elif seg.__class__ is _FileSeg:
+                if conn.closed:
+                    seg.close()
+                    continue
+                ok = conn.send_file(seg.take(), seg.offset, seg.count,
+                                    header=b"".join(data) if data else None, own_fd=True)
+                data = []
+            else:
+                data.append(bytes(seg))
+        if data and not conn.closed:
+            if len(data) == 1:
+                ok = conn.write(data[0])
+            elif len(data) > 2 or len(data[-1]) < 65536:
+                ok = conn.write(b"".join(data))
+            else:
+                ok = conn.writev(data)  # a big body: queued by reference, no copy
+        if not ok:
+            self.write_blocked = True
+
+    # -- upgrade handover -----------------------------------------------------
+
+    def upgrade(self, res, status_headers):
+        """See ``Response.upgrade``."""
+        conn = self.conn
+        if self.state >= DETACHED or conn.closed or res._gone:
+            raise ConnectionLost(errno.ENOTCONN, "upgrade of", "a client that has gone")
+        if res.ended:
+            raise RuntimeError("response already ended")
+        pending = self.pending
+        was_batch = self.in_batch
+        self.in_batch = False
+        try:
+            self.flush()  # earlier answers that are complete go first
+        finally:
+            self.in_batch = was_batch
+        if not pending or pending[0] is not res:
+            raise RuntimeError("upgrade(): an earlier pipelined response has not ended yet")
+        if status_headers is not None:
+            res.status = 101
+            if status_headers:
+                res._headers.extend(status_headers)
+            res._segments.append(res._build_head(0))
+        res.ended = True
+        out = list(res._segments)
+        res._segments.clear()
+        del pending[0]
+        if out:
+            self._write(out)  # the 101 is in the transport before the new owner's bytes
+        parser = self.parser
+        rest = parser.take_remaining() if parser.upgraded else b""
+        self.state = DETACHED
+        for later in pending:
+            later._lost()
+        pending.clear()
+        self.upgrade_req = None
+        conn.context = None
+        conn.on_data = None
+        conn.on_close = None
+        conn.on_drain = None
+        if hasattr(conn, "on_eof"):
+            conn.on_eof = None
+        if conn.reading_paused:
+            conn.resume_reading()  # data flows to the new owner's on_data from the next iteration
+        return conn, rest
+
+    # -- deadlines (called by the server's sweep) ---------------------------------
+
+    def check_deadline(self, conn, now: int) -> None:
+        server = self.server
+        if conn.output_pending:
+            # writing: progress is bytes the kernel took, not a queue that grows
+            sent = conn.bytes_sent
+            if sent != self.sent_seen or not self.write_since:
+                self.sent_seen = sent
+                self.write_since = now
+            elif now - self.write_since >= server.write_timeout_ms:
+                log.info("closing %s: slow reader took nothing for %d ms", self.ip, server.write_timeout_ms)
+                conn.close()
+            return
+        self.write_since = 0
+        if conn.peer_closed or self.eof:
+            # the client left (or half-closed): answers still being made get
+            # keepalive_timeout to arrive; nothing to answer -> close now
+            if not self.eof:
+                self.eof = True
+                self.eof_since = now
+            if not self.pending or now - self.eof_since >= server.keepalive_timeout_ms:
+                conn.close()
+            return
+        state = self.state
+        if state == BODY:
+            if now - self.since >= server.body_timeout_ms:
+                self._cut(408, "request body idle for %d ms" % server.body_timeout_ms)
+                return
+            elapsed = now - self.body_start
+            if (elapsed >= server.body_grace_ms and server.min_body_rate
+                    and self.body_got * 1000 < server.min_body_rate * elapsed):
+                self._cut(408, "request body slower than %d bytes/s" % server.min_body_rate)
+            return
+        if self.pending or state >= CLOSING:
+            return  # a handler is still answering: its own business
+        if state == IDLE:
+            if now - self.since >= server.keepalive_timeout_ms:
+                conn.close()
+        elif state == HEAD:
+            if now - self.since >= server.header_timeout_ms:
+                self._cut(408, "request head not complete in %d ms" % server.header_timeout_ms)
+
+    def _cut(self, status: int, why: str) -> None:
+        """A deadline passed while reading a request: answer it if nothing was sent, close."""
+        log.info("closing %s: %s", self.ip, why)
+        if self.state == HEAD:
+            self.conn.close()  # slowloris: no answer owed for a partial head
+            return
+        self._reject(ParseError(status, why))
+        self.flush()
+        if self.state != GONE and not self.conn.closed:
+            self.conn.close_after_drain()
+
