@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 import time
 
-from ._http import serving
+from ._http import raw, serving
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -81,3 +81,70 @@ def test_nginx_reverse_proxy_keepalive_upstream_and_forwarded_for():
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+def _start_nginx(tmp, upstream_port):
+    port = free_port()
+    conf = os.path.join(tmp, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(CONF.format(tmp=tmp, port=port, upstream=upstream_port))
+    proc = subprocess.Popen([NGINX, "-c", conf, "-p", tmp], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError("nginx did not start: %r" % proc.stderr.read())
+            time.sleep(0.05)
+
+
+def _get(port, xff_lines, source="127.0.0.1"):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    try:
+        c.putrequest("GET", "/ip")
+        for line in xff_lines:
+            c.putheader("X-Forwarded-For", line)
+        c.endheaders()
+        r = c.getresponse()
+        assert r.status == 200
+        return r.read().decode()
+    finally:
+        c.close()
+
+
+def test_forged_x_forwarded_for_behind_nginx():
+    """Issue 8 item 17 through a real proxy: nginx appends the address it saw to
+    whatever the client sent.  A client that is not trusted (127.0.0.2) cannot
+    name another address with forged lines; one that is (127.0.0.1, e.g. a
+    co-located proxy) never gets garbage or a port taken for an address."""
+    def handler(req, res):
+        res.send(str(req.client_ip).encode(), headers=[("Content-Type", "text/plain")])
+
+    with serving(handler, trusted_proxies=("127.0.0.1",)) as srv, tempfile.TemporaryDirectory() as tmp:
+        proc, port = _start_nginx(tmp, srv.port)
+        try:
+            assert _get(port, ["6.6.6.6", "7.7.7.7, 8.8.8.8"], source="127.0.0.2") == "127.0.0.2"
+            assert _get(port, ["<script>alert(1)</script>"], source="127.0.0.2") == "127.0.0.2"
+            assert _get(port, ["<script>"]) == "127.0.0.1"
+            assert _get(port, ["203.0.113.7:5555"]) == "203.0.113.7"
+            assert _get(port, ["[2001:db8::7]:443"]) == "2001:db8::7"
+            assert _get(port, ["203.0.113.7"]) == "203.0.113.7"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_forged_first_x_forwarded_for_line_does_not_win():
+    """A proxy that appends its own X-Forwarded-For *line* (HAProxy's
+    ``option forwardfor``, AWS ELB) after the client's forged one: the rightmost
+    untrusted hop across all lines is the client; CIDR networks are trusted."""
+    def handler(req, res):
+        res.send(str(req.client_ip).encode())
+
+    with serving(handler, trusted_proxies=("127.0.0.0/8",)) as srv:
+        data = raw(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                   b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\n198.51.100.7"), data
