@@ -20,12 +20,56 @@ good requests come first, as on the wire.
   temporary file (0600, ``O_EXCL``; ``Request.body_file``).  With ``on_body`` the
   body is streamed instead: ``on_body(req, chunk)`` per piece, nothing kept.
 * ``on_message_complete(req)`` runs when a message ends (also returned by feed).
-* Upgrade (``Connection: upgrade`` + ``Upgrade``) and CONNECT: parsing stops at
-  the end of that message; ``parser.upgraded`` becomes True and
-  ``parser.take_remaining()`` hands over every byte after it, intact.
 * A request that ends the connection (``keep_alive`` False) stops the parser;
-  later bytes are ignored (``parser.closed``).  ``max_pipeline`` caps how many
-  requests one ``feed`` returns; the rest stay buffered until ``feed(b"")``.
+  later bytes are ignored (``parser.closed``).
+* ``max_pipeline`` caps how many requests one ``feed`` returns; the rest stay
+  buffered, unparsed, until the next ``feed`` (``feed(b"")`` will do);
+  ``parser.held`` says the last ``feed`` stopped there.
+
+Protocol switches: ``upgraded``, ``take_remaining()``, ``decline_upgrade()``
+--------------------------------------------------------------------------
+A request asking to switch -- ``Connection: upgrade`` with ``Upgrade`` in
+HTTP/1.1, or any CONNECT -- is parsed to the end of its message *as HTTP*: a
+Content-Length or chunked body is read and delivered like any other (RFC 9110
+7.8: the switch happens after the message that asked for it).  Then the parser
+stops interpreting bytes:
+
+* ``upgraded`` is True from that moment: every later byte, of this ``feed`` and
+  of later ones, is kept unparsed (``feed`` returns ``[]``).  ``buffered``
+  counts them; a server stops reading until it has decided.
+* ``take_remaining()`` returns every byte after that message, intact, and
+  forgets them (bytes fed later are kept again for the next call).  Use it when
+  the switch is accepted: those bytes belong to the new protocol.
+* ``decline_upgrade()`` says the switch did not happen (the handler answered
+  normally): the kept bytes become ordinary HTTP input again and the next
+  ``feed`` (``feed(b"")`` will do) parses and returns the requests that follow
+  -- or, if the declined request was the connection's last (``keep_alive``
+  False), the parser is ``closed``.  It is a no-op when nothing asked to switch.
+
+Buffered mode (no callbacks): ``feed`` returns the switching request last;
+``upgraded`` is already True when ``feed`` returns, and the caller decides
+afterwards.  Streaming mode (callbacks): ``upgraded`` is True *inside*
+``on_message_complete`` of the switching request, and already inside its
+``on_headers`` when it has no body (the usual WebSocket GET or CONNECT), so a
+handler run from ``on_headers`` can take the remaining bytes at once.  For a
+switching request *with* a body, ``upgraded`` is False until the body ended;
+``decline_upgrade()`` called before that marks the request so that it never
+switches.  Called from inside a callback, ``decline_upgrade()`` takes effect
+when the current ``feed`` returns, and the requests behind are parsed by the
+next ``feed``.
+
+Memory held
+-----------
+``buffered`` is the number of received bytes the parser holds unparsed (held
+back by ``max_pipeline``, a partial head, chunk-size line or trailer section, or
+kept after a switch).  Bodies are never counted: they go to the spool or to
+``on_body`` as they arrive.  Bound: unless ``held`` or ``upgraded``,
+``buffered <= max_request_line + max_header_size + 4`` (a partial head; a
+longer one is an error).  While ``held`` or ``upgraded`` the parser cannot
+refuse input, so it holds exactly the bytes fed and not yet consumed (never a
+second copy): ``feed(data)`` grows ``buffered`` by at most ``len(data)`` and
+``feed(b"")`` never grows it.  The caller bounds it by not reading while
+``held`` or ``upgraded`` -- then it is at most one read beyond that bound.
 
 Grammar accepted (RFC 9112 unless noted)
 ----------------------------------------
@@ -360,7 +404,13 @@ class RequestParser:
         self._remaining = 0
         self._total = 0
         self._crlf = 0
-        self._rest = bytearray()
+        self._rest = bytearray()   # bytes after a switching request (state _UPGRADED)
+        self._switch_req: Optional[Request] = None  # the request whose message switched
+        self._after_switch = _HEAD  # state to resume in if the switch is declined
+        self._declined: Optional[Request] = None    # declined before its body ended
+        self._decline_pending = False  # decline_upgrade() came from inside a callback
+        self._in_cb = False   # a callback runs (inside feed)
+        self._held = False    # the last feed stopped at max_pipeline with bytes left
         self._error: Optional[ParseError] = None
         self._memo = None     # (header bytes, Headers, framing) of the last request
         self._idle = True     # state _HEAD, nothing pending: feed may take the fast path
@@ -374,7 +424,19 @@ class RequestParser:
 
     @property
     def upgraded(self) -> bool:
+        """A request asked to switch protocols and its message ended: bytes after it
+        are kept unparsed (see "Protocol switches" in the module docstring)."""
         return self._state == _UPGRADED
+
+    @property
+    def held(self) -> bool:
+        """The last ``feed`` stopped at ``max_pipeline`` with input left unparsed."""
+        return self._held
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and held unparsed (see "Memory held" in the module docstring)."""
+        return len(self._buf) - self._pos + len(self._rest)
 
     @property
     def closed(self) -> bool:
@@ -391,10 +453,49 @@ class RequestParser:
         return len(self._buf) - self._pos
 
     def take_remaining(self) -> bytes:
-        """After an upgrade/CONNECT: every byte that followed the message, intact."""
+        """After a switch (``upgraded``): every byte that followed the switching
+        message, intact; they are forgotten here.  ``b""`` when not upgraded."""
         rest = bytes(self._rest)
         self._rest = bytearray()
         return rest
+
+    def decline_upgrade(self) -> None:
+        """The switch asked for did not happen: parse what follows as HTTP again.
+
+        After it the next ``feed`` (``feed(b"")``) returns the requests buffered
+        behind the switching one.  Before the switching request's body ended,
+        it marks that request so it never switches.  No-op otherwise.
+        """
+        if self._state == _UPGRADED:
+            if self._in_cb:
+                self._decline_pending = True  # applied when the feed ends
+            else:
+                self._resume_http()
+            return
+        req = self._req
+        if req is not None and (req.upgrade is not None or req.method == "CONNECT"):
+            self._declined = req
+
+    def _switch(self, req: Request, buf, pos: int, end: int) -> None:
+        """Stop interpreting bytes after ``req``'s message (which ends at ``pos``)."""
+        self._state = _UPGRADED
+        self._idle = False
+        self._switch_req = req
+        self._after_switch = _HEAD if req.keep_alive else _CLOSED
+        self._rest += buf[pos:end]
+
+    def _resume_http(self) -> None:
+        rest = bytes(self._rest)
+        self._rest = bytearray()
+        self._switch_req = None
+        self._decline_pending = False
+        state = self._after_switch
+        self._state = state
+        if state == _CLOSED:
+            rest = b""
+        self._buf = rest
+        self._pos = 0
+        self._idle = state == _HEAD and not rest
 
     # -- feeding ------------------------------------------------------------
 
@@ -439,16 +540,22 @@ class RequestParser:
             buf = data if data.__class__ is bytes else bytes(data)
             pos = 0
         elif data:
-            # Partial head or chunk line pending: accumulate in a bytearray we own
-            # (amortised O(1) per byte).  Requests only ever point into bytes:
-            # a head completed here is frozen with one copy (see _run).
-            if buf.__class__ is not bytearray:
-                buf = bytearray(buf[pos:])
+            if self._held:
+                # Whole requests wait behind max_pipeline: they will be frozen
+                # into bytes anyway, so build that bytes object in one copy.
+                buf = bytes(buf[pos:]) + bytes(data)
                 pos = 0
-            elif pos > 4096 and pos * 2 > len(buf):
-                del buf[:pos]  # all in-progress offsets are relative to pos
-                pos = 0
-            buf += data
+            else:
+                # Partial head or chunk line pending: accumulate in a bytearray we
+                # own (amortised O(1) per byte).  Requests only ever point into
+                # bytes: a head completed here is frozen with one copy (see _run).
+                if buf.__class__ is not bytearray:
+                    buf = bytearray(buf[pos:])
+                    pos = 0
+                elif pos > 4096 and pos * 2 > len(buf):
+                    del buf[:pos]  # all in-progress offsets are relative to pos
+                    pos = 0
+                buf += data
         done = []
         try:
             return self._run(buf, pos, state, done)
@@ -476,9 +583,11 @@ class RequestParser:
         max_rl = self.max_request_line
         max_hs = self.max_header_size
         cap = self.max_pipeline
+        held = False
         while pos < end and state <= _TRAILERS:
             if state == _HEAD:
                 if cap and len(done) >= cap:
+                    held = True
                     break
                 if self._resume is None and buf[pos] != 13:
                     lim = pos + self._head_cap
@@ -505,7 +614,7 @@ class RequestParser:
                 self._remaining = rem - (e - pos)
                 pos = e
                 if self._remaining == 0:
-                    state = self._complete(self._req, done)
+                    state = self._complete(self._req, done, buf, pos, end)
                     if state != _HEAD:
                         break
             elif state == _CHUNK_DATA:
@@ -541,15 +650,18 @@ class RequestParser:
                 req = self._req
                 req.trailers = _fields(buf, pos, lines, n - 1)
                 pos = lines[n - 1] + 2
-                state = self._complete(req, done)
+                state = self._complete(req, done, buf, pos, end)
                 if state != _HEAD:
                     break
-        self._state = state
+        self._held = held
         if state == _UPGRADED:
-            self._rest += buf[pos:end]
-            pos = end
+            pos = end  # the bytes after the message are in self._rest already
+            if self._decline_pending:  # declined from inside a callback
+                self._resume_http()
+                return done
         elif state == _CLOSED:
             pos = end
+        self._state = state
         if pos >= end:
             self._buf = b""
             self._pos = 0
@@ -563,9 +675,19 @@ class RequestParser:
 
     def _start_message(self, req: Request, buf, pos: int, end: int, done: List[Request]):
         """After a head: set up the body, or complete a body-less message."""
+        if req._special and (req.upgrade is not None or req.method == "CONNECT") \
+                and not req.chunked and not req.content_length:
+            # Switching with no body: the switch point is known now; a handler run
+            # from on_headers may already take the bytes behind it.
+            self._switch(req, buf, pos, end)
+            pos = end
         if self.on_headers is not None:
             self._req = req
-            self.on_headers(req)
+            self._in_cb = True
+            try:
+                self.on_headers(req)
+            finally:
+                self._in_cb = False
         if req.chunked:
             self._req = req
             self._total = 0
@@ -586,9 +708,9 @@ class RequestParser:
                 if self.on_body is None:
                     self._sink = SpooledBody(self.spool_threshold, self.spool_dir)
                 return pos, _BODY
-        return pos, self._complete(req, done)
+        return pos, self._complete(req, done, buf, pos, end)
 
-    def _complete(self, req: Request, done: List[Request]) -> int:
+    def _complete(self, req: Request, done: List[Request], buf, pos: int, end: int) -> int:
         sink = self._sink
         if sink is not None:
             self._sink = None
@@ -601,11 +723,26 @@ class RequestParser:
                 req._body_end = len(data)
         self._req = None
         done.append(req)
-        if self.on_message_complete is not None:
-            self.on_message_complete(req)
         if not req._special:
+            if self.on_message_complete is not None:
+                self._in_cb = True
+                try:
+                    self.on_message_complete(req)
+                finally:
+                    self._in_cb = False
             return _HEAD
         if req.upgrade is not None or req.method == "CONNECT":
+            if self._declined is req:
+                self._declined = None  # declined while its body arrived: plain HTTP
+            elif self._switch_req is not req:
+                self._switch(req, buf, pos, end)
+        if self.on_message_complete is not None:
+            self._in_cb = True
+            try:
+                self.on_message_complete(req)
+            finally:
+                self._in_cb = False
+        if self._state == _UPGRADED and self._switch_req is req:
             return _UPGRADED
         if not req.keep_alive:
             return _CLOSED
