@@ -1,11 +1,19 @@
 """Buffered bodies that move to a temporary file past a threshold.
 
 ``SpooledBody`` collects body pieces in memory (a list, joined once) until the
-total passes ``threshold`` bytes, then writes everything to a temporary file
-created with ``tempfile.NamedTemporaryFile``: mkstemp semantics, i.e. mode 0600
-and ``O_CREAT | O_EXCL`` (no following a planted symlink, no reuse of an existing
-file), deleted when closed.  Size limits are enforced by the caller *before*
-bytes are handed over, so a body never grows past ``max_body``.
+total passes ``threshold`` bytes, then writes everything to an *unnamed*
+temporary file (``tempfile.TemporaryFile``: ``O_TMPFILE`` on Linux, so the file
+never has a name in the directory; elsewhere it is created 0600 with
+``O_CREAT | O_EXCL`` and unlinked at once).  No name means nothing to find, to
+open by name or to leave behind: the space is freed when the descriptor is
+closed, or by the kernel when the process dies, even by SIGKILL.  Size limits
+are enforced by the caller *before* bytes are handed over, so a body never
+grows past ``max_body``.
+
+Ownership: whoever holds the ``SpooledBody`` (or the file ``finish()`` returned)
+closes it: ``close()`` (idempotent) drops the memory pieces and closes the
+file.  ``Request.close()`` closes ``body_file``; ``multipart.Part.close()`` its
+part's file.
 
 Also used by the multipart parser for file parts.
 """
@@ -14,8 +22,11 @@ from typing import IO, List, Optional
 
 
 def open_spool_file(directory: Optional[str] = None, prefix: str = "powpow-body-") -> IO[bytes]:
-    """A fresh temporary file: mode 0600, created exclusively, deleted on close."""
-    return tempfile.NamedTemporaryFile(mode="w+b", prefix=prefix, dir=directory, delete=True)
+    """A fresh unnamed temporary file (see the module docstring), opened ``w+b``.
+
+    ``prefix`` only names the file for the instant it exists on systems without
+    ``O_TMPFILE``."""
+    return tempfile.TemporaryFile(mode="w+b", prefix=prefix, dir=directory)
 
 
 class SpooledBody:
@@ -27,6 +38,10 @@ class SpooledBody:
         self.file: Optional[IO[bytes]] = None
         self._threshold = threshold
         self._dir = directory
+
+    def will_spill(self, more: int) -> bool:
+        """Would ``more`` further bytes move the body to a (new) file?"""
+        return self.file is None and self.size + more > self._threshold
 
     def write(self, data) -> None:
         self.size += len(data)
@@ -42,9 +57,12 @@ class SpooledBody:
             self._parts = []
 
     def finish(self):
-        """Return ``(data, file)``: the bytes in memory, or the file rewound to 0."""
+        """Return ``(data, file)``: the bytes in memory, or the file rewound to 0.
+
+        The file is then the caller's to close (this object forgets it)."""
         f = self.file
         if f is not None:
+            self.file = None
             f.flush()
             f.seek(0)
             return b"", f
@@ -52,9 +70,18 @@ class SpooledBody:
         self._parts = []
         return (parts[0] if len(parts) == 1 else b"".join(parts)), None
 
-    def discard(self) -> None:
+    def close(self) -> None:
+        """Drop what was collected and close the file, if any; idempotent."""
         f = self.file
         self.file = None
         self._parts = []
         if f is not None:
             f.close()
+
+    discard = close
+
+    def __enter__(self) -> "SpooledBody":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -16,9 +16,13 @@ Invariants:
   (no bare CR/LF, no control bytes, token names, limits by byte position).
 * Sizes are checked before bytes are kept: a field above ``max_field_size`` or
   a file above ``max_file_size`` is rejected as soon as it grows past the limit.
-* File contents stay in memory up to ``spool_threshold``, then go to a temporary
-  file (0600, created exclusively, deleted on close); with ``on_data`` they are
-  streamed to the callback instead and never kept.
+* File contents stay in memory up to ``spool_threshold``, then go to an unnamed
+  temporary file (``O_TMPFILE``: never a name in ``spool_dir``, freed when closed
+  or when the process dies); with ``on_data`` they are streamed to the callback
+  instead and never kept.  At most ``max_files`` parts per body go to such files
+  (one open descriptor each): one more is a 413.  The caller owns the parts it
+  gets back and closes them (``Part.close()``, idempotent); a part being filled
+  when an error is met is closed by the parser.
 * ``Part.filename`` is always passed through ``safe_filename``: the client's
   name is never usable as a path (``raw_filename`` keeps what was sent).
 """
@@ -43,6 +47,7 @@ MAX_PART_HEADER_SIZE = 8192
 MAX_PART_HEADERS = 32
 MAX_FIELD_SIZE = 1 << 20
 MAX_FILE_SIZE = 1 << 30
+MAX_FILES = 16  # parts spooled to temporary files per body: open descriptors per request
 SPOOL_THRESHOLD = 64 << 10
 _MAX_PADDING = 64  # transport padding (LWSP) allowed after a delimiter, RFC 2046 5.1.1
 
@@ -151,10 +156,21 @@ class Part:
         return self.value.decode(encoding)
 
     def close(self) -> None:
+        """Close the part's temporary file, if any (idempotent)."""
         f = self.file
         if f is not None:
             self.file = None
             f.close()
+        sink = self._sink
+        if sink is not None:
+            self._sink = None
+            sink.close()
+
+    def __enter__(self) -> "Part":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return "<Part name=%r filename=%r size=%d>" % (self.name, self.filename, self.size)
@@ -174,6 +190,7 @@ class MultipartParser:
         max_part_headers: int = MAX_PART_HEADERS,
         max_field_size: int = MAX_FIELD_SIZE,
         max_file_size: int = MAX_FILE_SIZE,
+        max_files: int = MAX_FILES,
         spool_threshold: int = SPOOL_THRESHOLD,
         spool_dir: Optional[str] = None,
     ) -> None:
@@ -189,6 +206,8 @@ class MultipartParser:
         self.max_part_headers = max_part_headers
         self.max_field_size = max_field_size
         self.max_file_size = max_file_size
+        self.max_files = max_files
+        self._nfiles = 0
         self.spool_threshold = spool_threshold
         self.spool_dir = spool_dir
         # The first delimiter may open the body without a CRLF before it:
@@ -330,7 +349,13 @@ class MultipartParser:
         if self.on_data is not None:
             self.on_data(part, chunk)  # type: ignore[arg-type]
         else:
-            part._sink.write(chunk)  # type: ignore[union-attr]
+            sink = part._sink  # type: ignore[union-attr]
+            if sink.will_spill(len(chunk)):  # type: ignore[union-attr]
+                if self._nfiles >= self.max_files:
+                    raise ParseError(413, "more than %d uploaded files in temporary files"
+                                     % self.max_files)
+                self._nfiles += 1
+            sink.write(chunk)  # type: ignore[union-attr]
 
     def _end_part(self, done: List[Part]) -> None:
         part = self._part

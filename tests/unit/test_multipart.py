@@ -58,14 +58,73 @@ def test_several_files_and_fields_any_split():
         assert describe(parse(BODY, step)) == expected
 
 
-def test_large_file_spools_to_private_temp_file(tmp_path):
-    parts = parse(BODY, 100, spool_threshold=512, spool_dir=str(tmp_path))
+def test_large_file_spools_to_private_unnamed_temp_file(tmp_path):
+    m = MultipartParser(B, spool_threshold=512, spool_dir=str(tmp_path))
+    parts = []
+    for i in range(0, len(BODY), 100):
+        parts += m.feed(BODY[i:i + 100])
+        assert os.listdir(str(tmp_path)) == []  # never a name in the spool directory
+    m.close()
     f2 = parts[2]
     assert f2.file is not None
-    assert stat.S_IMODE(os.stat(f2.file.name).st_mode) == 0o600
-    assert os.path.dirname(f2.file.name) == str(tmp_path)
+    fd = f2.file.fileno()
+    assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
+    assert os.fstat(fd).st_nlink == 0  # unnamed: nothing survives the process
+    assert os.readlink("/proc/self/fd/%d" % fd).startswith(str(tmp_path))  # in spool_dir
     assert f2.file.read() == bytes(range(256)) * 4
+    before = len(os.listdir("/proc/self/fd"))
     f2.close()
+    f2.close()  # idempotent
+    assert f2.file is None and len(os.listdir("/proc/self/fd")) == before - 1
+    for p in parts:
+        p.close()
+
+
+def _file_parts(n, size):
+    body = b"".join(part(b'Content-Disposition: form-data; name="f%d"; filename="f%d.bin"' % (i, i),
+                         b"x" * size) for i in range(n))
+    return body + b"--" + B + b"--\r\n"
+
+
+def test_open_part_files_are_capped_per_body(tmp_path):
+    fds = len(os.listdir("/proc/self/fd"))
+    # small files stay in memory and do not count
+    parts = parse(_file_parts(40, 10), spool_threshold=512, spool_dir=str(tmp_path), max_files=2)
+    assert len(parts) == 40 and all(p.file is None for p in parts)
+    # 16 files on disk by default are fine ...
+    parts = parse(_file_parts(16, 600), spool_threshold=512, spool_dir=str(tmp_path))
+    assert len(parts) == 16 and all(p.file is not None for p in parts)
+    for p in parts:
+        p.close()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    # ... the 17th is a 413, and the part being filled is closed by the parser
+    m = MultipartParser(B, spool_threshold=512, spool_dir=str(tmp_path))
+    got = []
+    with pytest.raises(ParseError) as ei:
+        body = _file_parts(17, 600)
+        for i in range(0, len(body), 300):
+            got += m.feed(body[i:i + 300])
+    assert ei.value.status == 413 and "16" in str(ei.value)
+    assert len(got) == 16
+    for p in got:
+        p.close()
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_a_failing_body_closes_the_part_being_spooled(tmp_path):
+    fds = len(os.listdir("/proc/self/fd"))
+    m = MultipartParser(B, spool_threshold=512, spool_dir=str(tmp_path), max_file_size=4096)
+    body = _file_parts(1, 5000)
+    with pytest.raises(ParseError):
+        for i in range(0, len(body), 1000):
+            m.feed(body[i:i + 1000])
+    assert len(os.listdir("/proc/self/fd")) == fds
+    m = MultipartParser(B, spool_threshold=512, spool_dir=str(tmp_path))
+    m.feed(_file_parts(1, 3000)[:-200])  # no closing delimiter
+    with pytest.raises(ParseError):
+        m.close()
+    assert len(os.listdir("/proc/self/fd")) == fds
 
 
 def test_streaming_on_data():
