@@ -16,8 +16,8 @@ good requests come first, as on the wire.
 * ``on_headers(req)`` runs when a head is parsed, before its body (send
   ``100 Continue`` here; ``parser.current`` is the same request).
 * Bodies are buffered by default: in memory (a zero-copy slice when the whole
-  Content-Length body arrived with its head) up to ``spool_threshold``, then in a
-  temporary file (0600, ``O_EXCL``; ``Request.body_file``).  With ``on_body`` the
+  Content-Length body arrived with its head) up to ``spool_threshold``, then in an
+  unnamed temporary file (``Request.body_file``; see ``_body.py``).  With ``on_body`` the
   body is streamed instead: ``on_body(req, chunk)`` per piece, nothing kept.
 * ``on_message_complete(req)`` runs when a message ends (also returned by feed).
 * A request that ends the connection (``keep_alive`` False) stops the parser;
@@ -361,6 +361,26 @@ def _resume_state(buf, pos: int, lines: List[int], scan_end: int):
     return [x - pos for x in lines], frm - pos
 
 
+def _memo_headers(memo) -> Headers:
+    """Headers over the memo's own copy of the header block.
+
+    The memo must not point into the read buffer the block came from: on an
+    idle keep-alive connection that would pin the whole last read (up to 64
+    KiB) for nothing.  ``block`` is a copy already (a slice of bytes), so the
+    first repeat rebases the offsets onto it, once.
+    """
+    h0 = memo[5]
+    hdrs = _new(Headers)
+    hdrs._buf = memo[0]
+    hdrs._h0 = 0
+    hdrs._names = memo[3]
+    hdrs._ends = [e - h0 for e in memo[4]]
+    hdrs._memo = {}
+    memo[2] = hdrs
+    memo[3] = memo[4] = None
+    return hdrs
+
+
 class RequestParser:
     """Incremental HTTP/1.x request parser (see the module docstring)."""
 
@@ -412,7 +432,9 @@ class RequestParser:
         self._in_cb = False   # a callback runs (inside feed)
         self._held = False    # the last feed stopped at max_pipeline with bytes left
         self._error: Optional[ParseError] = None
-        self._memo = None     # (header bytes, Headers, framing) of the last request
+        # [header block (a copy), framing, Headers over the block or None,
+        #  names, CR offsets, block start] of the last request: see _memo_headers
+        self._memo: Optional[list] = None
         self._idle = True     # state _HEAD, nothing pending: feed may take the fast path
 
     # -- public state -------------------------------------------------------
@@ -826,8 +848,11 @@ class RequestParser:
             # Same header section as the previous request on this connection
             # (the usual case for keep-alive clients): it was validated then,
             # and its Headers and framing are pure functions of these bytes.
-            req.headers = memo[1]
-            framing = memo[2]
+            hdrs = memo[2]
+            if hdrs is None:
+                hdrs = _memo_headers(memo)
+            req.headers = hdrs
+            framing = memo[1]
             if framing is not None:
                 (req.content_length, req.chunked, req.keep_alive, req.expect_continue,
                  req.upgrade, req._conn_close, req._special) = framing
@@ -875,7 +900,7 @@ class RequestParser:
                 hdrs._memo = {}
                 req.headers = hdrs
                 if method != "CONNECT":
-                    self._memo = (block, hdrs, None)
+                    self._memo = [block, None, None, names, ends, h0]
                 else:
                     req._special = True
                 return req
@@ -908,7 +933,7 @@ class RequestParser:
         if method == "CONNECT":
             req._special = True
         elif v11:
-            self._memo = (block, hdrs, framing)
+            self._memo = [block, framing, None, names, ends, h0]
         return req
 
     def _framing(self, buf, specials, v11: bool, method: str):
@@ -939,7 +964,12 @@ class RequestParser:
             elif code == 3:  # Transfer-Encoding
                 if codings is None:
                     codings = []
-                codings += _list_tokens(v)
+                elements = [x.strip(b" \t") for x in v.lower().split(b",")]
+                if b"" in elements:
+                    # "chunked," / ", chunked" / an empty line beside "chunked":
+                    # nginx, Apache, h11 and llhttp all refuse these.
+                    raise _err(400, "empty element in Transfer-Encoding")
+                codings += elements
             elif code == 4:  # Connection
                 conn += _list_tokens(v)
             elif code == 5:  # Expect

@@ -15,9 +15,9 @@ from powpow.http import (
     RequestParser,
 )
 try:  # tests/unit is a package in this repo; also work if it stops being one
-    from .test_http_parser_cases import run, splits, summary
+    from .test_http_parser_cases import CASES, run, splits, summary
 except ImportError:
-    from test_http_parser_cases import run, splits, summary
+    from test_http_parser_cases import CASES, run, splits, summary
 
 try:
     from hypothesis import given, settings
@@ -208,12 +208,13 @@ def test_large_body_spools_to_private_temp_file(tmp_path):
         reqs += p.feed(data[i:i + 700])
     (r,) = reqs
     assert r.body_file is not None and r.body_size == 5000
-    path = r.body_file.name
-    assert os.path.dirname(path) == str(tmp_path)
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # an unnamed file (item 18): nothing in the spool dir, private, gone on close
+    assert os.listdir(str(tmp_path)) == []
+    assert stat.S_IMODE(os.fstat(r.body_file.fileno()).st_mode) & 0o077 == 0
     assert r.body == body
+    f = r.body_file
     r.close()
-    assert not os.path.exists(path)
+    assert f.closed and r.body_file is None
 
 
 def test_chunked_body_spools_past_threshold(tmp_path):
@@ -286,8 +287,9 @@ def test_request_and_headers_api():
     data = (b"GET /p/a%20th?x=1&y=%2F HTTP/1.1\r\nHost: example.com:8080\r\nAccept: */*\r\n"
             b"X-Multi: a\r\nx-multi:  b \r\nCookie: c=1\r\n\r\n")
     _, (r,) = feed_all(data)
-    assert (r.method, r.target, r.path, r.query, r.version) == (
-        "GET", "/p/a%20th?x=1&y=%2F", "/p/a%20th", "x=1&y=%2F", "1.1")
+    assert (r.method, r.target, r.path, r.raw_path, r.query, r.version) == (
+        "GET", "/p/a%20th?x=1&y=%2F", "/p/a th", "/p/a%20th", "x=1&y=%2F", "1.1")
+    assert r.args.items() == [("x", "1"), ("y", "/")] and r.cookies == {"c": "1"}
     h = r.headers
     assert h["host"] == h.get("HOST") == "example.com:8080"
     assert h.get("x-multi") == "a" and h.get_all("X-MULTI") == ["a", "b"]
@@ -299,9 +301,22 @@ def test_request_and_headers_api():
         h["missing"]
 
 
-def test_absolute_form_path_and_query():
-    _, (r,) = feed_all(b"GET http://a.example:81/x/y?q=1 HTTP/1.1\r\nHost: a.example:81\r\n\r\n")
-    assert (r.path, r.query) == ("/x/y", "q=1")
+@pytest.mark.parametrize("target,path,query", [
+    (b"http://a.example:81/x/y?q=1", "/x/y", "q=1"),
+    (b"http://a.example/p?q=1", "/p", "q=1"),
+    (b"http://a.example?q=1", "/", "q=1"),            # item 25: the query was lost
+    (b"http://a.example:80?x=1&y", "/", "x=1&y"),
+    (b"http://a.example?next=/x/y", "/", "next=/x/y"),  # was: path "/x/y"
+    (b"HTTPS://u@a.example/p/?a=/b?c", "/p/", "a=/b?c"),
+    (b"http://a.example", "/", ""),
+    (b"http://a.example/a%20b?q", "/a b", "q"),
+])
+def test_absolute_form_path_and_query(target, path, query):
+    _, (r,) = feed_all(b"GET " + target + b" HTTP/1.1\r\nHost: a.example\r\n\r\n")
+    assert (r.path, r.query) == (path, query)
+
+
+def test_asterisk_form_path_and_query():
     _, (r,) = feed_all(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
     assert (r.path, r.query) == ("*", "")
 
@@ -311,9 +326,54 @@ def test_identical_header_sections_share_validated_headers():
     p = RequestParser()
     (r1,) = p.feed(data)
     (r2,) = p.feed(data.replace(b"/a", b"/b"))
-    assert r1.headers is r2.headers and r2.path == "/b"
-    (r3,) = p.feed(data.replace(b"X: 1", b"X: 2"))
-    assert r3.headers is not r1.headers and r3.headers["x"] == "2"
+    (r3,) = p.feed(data.replace(b"/a", b"/c"))
+    # repeats share one Headers (over the memo's own copy of the block)
+    assert r2.headers is r3.headers and r3.path == "/c"
+    assert r1.headers.items() == r2.headers.items() == [("host", "a"), ("x", "1")]
+    assert r2.headers.raw == r1.headers.raw
+    (r4,) = p.feed(data.replace(b"X: 1", b"X: 2"))
+    assert r4.headers is not r2.headers and r4.headers["x"] == "2"
+
+
+def reachable_buffers(root):
+    """Sizes of every bytes-like object reachable from root's attributes."""
+    seen = set()
+    sizes = []
+    stack = [root]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (bytes, bytearray, memoryview)):
+            sizes.append(len(obj))
+        elif isinstance(obj, (list, tuple, set)):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+        elif hasattr(obj, "__dict__") or hasattr(type(obj), "__slots__"):
+            if callable(obj) or isinstance(obj, type):
+                continue
+            if hasattr(obj, "__dict__"):
+                stack.extend(vars(obj).values())
+            for cls in type(obj).__mro__:
+                for slot in getattr(cls, "__slots__", ()):
+                    if hasattr(obj, slot):
+                        stack.append(getattr(obj, slot))
+    return sizes
+
+
+@pytest.mark.parametrize("repeat", [1, 2, 3])
+def test_header_memo_does_not_pin_the_last_read(repeat):
+    """Item 25: an idle keep-alive connection must not keep its last 64 KiB read."""
+    body = b"x" * 60000
+    data = b"POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 60000\r\n\r\n" + body
+    p = RequestParser()
+    for _ in range(repeat):
+        (r,) = p.feed(bytes(data))  # the body is a zero-copy slice of this read
+        assert r.body == body
+        del r
+    assert max(reachable_buffers(p), default=0) < 1000
 
 
 def test_bytearray_and_memoryview_input():
@@ -406,3 +466,42 @@ if given is not None:
             at = at % (len(data) + 1)
             data[at:at + 1] = repl
         check_invariant(bytes(data), cut)
+
+
+# --- streaming mode: a malformed chunked body is a 400 from feed() (item 9) ---
+
+BAD_CHUNKED = [
+    (name, data) for name, data, expected in CASES
+    if expected == 400 and b"Transfer-Encoding: chunked\r\n\r\n" in data and not name.startswith("te ")
+    and not data.endswith(b"chunked\r\n\r\n")
+] + [("bad size after good chunks",
+      b"POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\nzz\r\n")]
+
+
+def streaming_outcome(data, pieces):
+    """Feed a streaming parser; return (status, message, body bytes delivered)."""
+    body = []
+    p = RequestParser(on_headers=lambda r: None, on_body=lambda r, c: body.append(c),
+                      on_message_complete=lambda r: None)
+    try:
+        for piece in pieces:
+            p.feed(piece)
+        p.feed(b"")
+    except ParseError as exc:
+        assert p.failed
+        with pytest.raises(ParseError):
+            p.feed(b"")  # and stays failed
+        return exc.status, exc.message, b"".join(body)
+    return None, None, b"".join(body)
+
+
+@pytest.mark.parametrize("name,data", BAD_CHUNKED, ids=[c[0] for c in BAD_CHUNKED])
+def test_streaming_malformed_chunked_body_raises_400_from_feed(name, data):
+    assert len(BAD_CHUNKED) >= 8
+    head_end = data.index(b"\r\n\r\n") + 4
+    buffered = run(data)[1]
+    with_head = streaming_outcome(data, [data])                              # same read as the head
+    later = streaming_outcome(data, [data[:head_end], data[head_end:]])     # a later read
+    drip = streaming_outcome(data, [data[i:i + 1] for i in range(len(data))])  # byte by byte
+    assert with_head[0] == later[0] == drip[0] == buffered == 400
+    assert with_head == later == drip  # same message, same body bytes delivered before it
