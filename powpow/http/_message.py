@@ -9,11 +9,24 @@ Header names are stored once, lowercased, as ``str`` (the parser takes them from
 a cache of validated names, so the common ones are shared objects); lookups go
 through ``list.index`` on that list, which for the usual 5-20 fields beats
 building a dict per request, and are memoised per Headers object.
+
+Handler conveniences (``path`` decoded, ``raw_path``, ``args``, ``cookies``,
+``json()``) never raise on odd input except where the input is the client's
+mistake the handler asked about: ``args`` past ``MAX_QUERY_FIELDS`` fields and
+``json()`` on a bad body raise ``ParseError(400)``, which the server answers.
 """
+import json as _json
 import os
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from urllib.parse import parse_qsl, unquote
 
 from powpow.errors import ParseError
+
+from .cookies import parse_cookie_header
+
+# Django's DATA_UPLOAD_MAX_NUMBER_FIELDS is 1000 too: enough for any real form
+# or query, and a ceiling on the work one crafted query string costs.
+MAX_QUERY_FIELDS = 1000
 
 
 _MISSING = object()
@@ -125,6 +138,86 @@ class Headers:
 _EMPTY_HEADERS = Headers()
 
 
+class QueryArgs:
+    """Parsed query string (or form fields): an immutable multi-valued mapping.
+
+    ``args[name]`` / ``get(name, default)`` give the *first* value of ``name``;
+    ``get_all(name)`` every value in order; ``name in args``; iteration,
+    ``keys()`` and ``len()`` see each distinct name once, in first-seen order;
+    ``items()`` is every ``(name, value)`` pair in order (like
+    ``Headers.items()``); ``to_dict()`` keeps first values.  Names and values
+    are ``str``: ``+`` is a space and percent-escapes are decoded as UTF-8,
+    invalid sequences becoming U+FFFD (as ``urllib.parse.parse_qsl`` does);
+    fields without ``=`` have the value ``""``.
+    """
+
+    __slots__ = ("_pairs", "_first")
+
+    def __init__(self, pairs: Iterable[Tuple[str, str]] = ()) -> None:
+        self._pairs = list(pairs)
+        first: Dict[str, str] = {}
+        for k, v in self._pairs:
+            if k not in first:
+                first[k] = v
+        self._first = first
+
+    @classmethod
+    def parse(cls, query: str, max_fields: int = MAX_QUERY_FIELDS) -> "QueryArgs":
+        """Parse ``a=1&b=2&a=3``; more than ``max_fields`` fields is ``ParseError(400)``."""
+        if not query:
+            return _EMPTY_ARGS
+        if query.count("&") >= max_fields:
+            raise ParseError(400, "more than %d fields in the query string" % max_fields)
+        return cls(parse_qsl(query, keep_blank_values=True))
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        return self._first.get(name, default)
+
+    def get_all(self, name: str) -> List[str]:
+        return [v for k, v in self._pairs if k == name]
+
+    def __getitem__(self, name: str) -> str:
+        return self._first[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._first
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._first)
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def keys(self) -> List[str]:
+        return list(self._first)
+
+    def items(self) -> List[Tuple[str, str]]:
+        return list(self._pairs)
+
+    def to_dict(self) -> Dict[str, str]:
+        return dict(self._first)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, QueryArgs):
+            return self._pairs == other._pairs
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "QueryArgs(%r)" % (self._pairs,)
+
+
+_EMPTY_ARGS = QueryArgs()
+
+
+def _decode_path(raw: str) -> str:
+    """Percent-decode a path as UTF-8; never raises (invalid bytes become U+FFFD)."""
+    if "%" not in raw:
+        return raw
+    return unquote(raw, encoding="utf-8", errors="replace")
+
+
 class Request:
     """One parsed request.  Cheap to create; strings are built on first access.
 
@@ -158,7 +251,10 @@ class Request:
     _special = False     # anything but a keep-alive request without body (parser fast path)
     _target: Optional[str] = None
     _path: Optional[str] = None
+    _raw_path: Optional[str] = None
     _query: Optional[str] = None
+    _args: Optional[QueryArgs] = None
+    _cookies: Optional[Dict[str, str]] = None
     version = "1.1"
 
     def __init__(self) -> None:  # the parser builds requests via __new__
@@ -178,7 +274,36 @@ class Request:
 
     @property
     def path(self) -> str:
+        """The path, percent-decoded (UTF-8; invalid sequences become U+FFFD).
+
+        Everything is decoded, ``%2F`` included (as WSGI's PATH_INFO and ASGI's
+        ``path`` do), so ``/a%2Fb`` and ``/a/b`` look the same here: route on
+        ``raw_path`` where that matters, and never build file names from either
+        without confining them (``serve_static`` works on ``raw_path``).  ``%00``
+        decodes to NUL.  ``"*"`` for ``OPTIONS *``, ``""`` for CONNECT, and
+        ``"/"`` for an absolute-form target without a path.
+        """
         p = self._path
+        if p is None:
+            buf = self._buf
+            ts = self._ts
+            if buf[ts] == 47:  # origin-form
+                te = self._te
+                q = buf.find(b"?", ts, te)
+                pe = q if q >= 0 else te
+                if buf.find(b"%", ts, pe) < 0:  # nothing to decode: the usual case
+                    p = buf[ts:pe].decode("latin-1")
+                else:
+                    p = _decode_path(self.raw_path)
+            else:  # '*', authority- or absolute-form
+                p = _decode_path(self.raw_path)
+            self._path = p
+        return p
+
+    @property
+    def raw_path(self) -> str:
+        """The path exactly as sent (percent-escapes kept), without the query."""
+        p = self._raw_path
         if p is None:
             buf = self._buf
             ts = self._ts
@@ -188,7 +313,7 @@ class Request:
                 p = buf[ts : (q if q >= 0 else te)].decode("latin-1")
             else:  # '*', authority- or absolute-form
                 p = _split_other(self, 0)
-            self._path = p
+            self._raw_path = p
         return p
 
     @property
@@ -205,6 +330,42 @@ class Request:
                 q = _split_other(self, 1)
             self._query = q
         return q
+
+    @property
+    def args(self) -> QueryArgs:
+        """The query string parsed (``QueryArgs``: ``get``, ``get_all``, ``[]``, ``in``).
+
+        More than ``MAX_QUERY_FIELDS`` fields raises ``ParseError(400)``."""
+        a = self._args
+        if a is None:
+            a = self._args = QueryArgs.parse(self.query)
+        return a
+
+    @property
+    def cookies(self) -> Dict[str, str]:
+        """Cookies sent in ``Cookie`` header(s): name -> value, the first one wins
+        (RFC 6265 5.4: the most specific path comes first).  Lenient: malformed
+        pairs are skipped, never an error.  A fresh dict per request."""
+        c = self._cookies
+        if c is None:
+            values = self.headers.get_all("cookie")
+            c = self._cookies = parse_cookie_header("; ".join(values)) if values else {}
+        return c
+
+    def json(self):
+        """The body decoded as JSON (``json.loads``: UTF-8/16/32 detected).
+
+        An empty or invalid body raises ``ParseError(400)`` with the reason,
+        which the server answers as a 400 when the handler lets it through.
+        The Content-Type is not checked.  Streaming mode: only once the body
+        is complete (``on_end``) and when no ``on_body`` callback took it."""
+        data = self.body
+        if not data:
+            raise ParseError(400, "expected a JSON body, got an empty body")
+        try:
+            return _json.loads(data)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+            raise ParseError(400, "invalid JSON body: %s" % (str(exc)[:200],)) from None
 
     @property
     def body(self) -> bytes:
@@ -304,17 +465,21 @@ class Request:
 
 
 def _split_other(req: Request, part: int) -> str:
-    """path/query of an absolute-form target; '*' for asterisk-form; '' for authority-form."""
+    """Raw path (part 0) or query (1) of an absolute-form target (RFC 3986 3.2: the
+    authority ends at the first "/" or "?"); '*' for asterisk-form; '' for CONNECT."""
     target = req.target
     if target == "*":
         return "*" if part == 0 else ""
     if req.method == "CONNECT":
         return ""
-    rest = target.split("://", 1)[1] if "://" in target else target.split(":", 1)[1]
-    slash = rest.find("/") if "://" in target else 0
-    if slash < 0:
-        rest = "/"
-    else:
-        rest = rest[slash:]
-    path, _, query = rest.partition("?")
-    return (path or "/") if part == 0 else query
+    i = target.find("://")
+    if i < 0:  # the parser accepts no other form; be safe anyway
+        return "/" if part == 0 else ""
+    rest = target[i + 3 :]
+    q = rest.find("?")
+    s = rest.find("/", 0, q if q >= 0 else len(rest))
+    if part == 1:
+        return rest[q + 1 :] if q >= 0 else ""
+    if s < 0:
+        return "/"
+    return rest[s : q if q >= 0 else len(rest)]
