@@ -10,16 +10,24 @@ Two implementations with results identical to the C code on every input:
   so ``scan_lines`` uses it only for spans of at least ``NUMPY_MIN_SPAN`` bytes.
 
 ``buf`` is anything with ``.find`` and the buffer protocol: bytes, bytearray, mmap.
+numpy is optional, and imported only when the vectorised twin is first chosen
+(a span of ``NUMPY_MIN_SPAN`` bytes or more): importing it costs ~100 ms, more
+than the rest of ``import powpow``, and the native scanner never needs it.
 """
 import re
+from importlib.util import find_spec
 
-try:  # numpy is optional: the vectorised twin is used only where it is installed
-    import numpy as _np
-except ImportError:  # pragma: no cover - exercised on interpreters without numpy
-    _np = None
-
-HAVE_NUMPY = _np is not None
+_np = None
+HAVE_NUMPY = find_spec("numpy") is not None  # looks for it without importing it
 NUMPY_MIN_SPAN = 4096
+
+
+def _load_numpy():
+    global _np
+    import numpy
+
+    _np = numpy
+    return numpy
 
 # Control bytes other than HTAB, and DEL.  CR and LF are included: between two
 # CRLFs found with bytes.find, any CR or LF is a bare one.
@@ -64,11 +72,12 @@ def scan_lines_numpy(buf, start: int, end: int, out, line_begin: int):
     cap = len(out)
     if cap <= 0 or end <= start:
         return 0, -1
-    a = _np.frombuffer(buf, dtype=_np.uint8, count=end - start, offset=start)
+    np = _np if _np is not None else _load_numpy()
+    a = np.frombuffer(buf, dtype=np.uint8, count=end - start, offset=start)
     special = ((a < 0x20) & (a != 0x09)) | (a == 0x7F)
     n = 0
     skip_to = -1
-    for k in _np.flatnonzero(special).tolist():
+    for k in np.flatnonzero(special).tolist():
         if k < skip_to:
             continue
         i = start + k
@@ -89,6 +98,6 @@ def scan_lines_numpy(buf, start: int, end: int, out, line_begin: int):
 
 
 def scan_lines(buf, start: int, end: int, out, line_begin: int):
-    if _np is not None and end - start >= NUMPY_MIN_SPAN:
+    if end - start >= NUMPY_MIN_SPAN and HAVE_NUMPY:
         return scan_lines_numpy(buf, start, end, out, line_begin)
     return scan_lines_find(buf, start, end, out, line_begin)

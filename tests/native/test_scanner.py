@@ -1,28 +1,57 @@
-"""The CRLF scanner: SSE2 path, scalar C path and both pure twins give identical results.
+"""The CRLF scanner: compiled SSE2 code, compiled scalar code and both pure twins agree.
 
-The compiled module is loaded directly here (even under POWPOW_PURE=1) so
-that every run of the suite compares the C code against the twins; the
-package itself only ever reaches it through ``powpow._ffi``.
+Every run compares real C against the pure twins, whatever the mode:
+
+* ``sse`` / ``nosse``: test-only modules built here from ``src/pp_scan.c``
+  (see ``_testlib``): the SSE2 build with its static scalar functions
+  exposed, and the build a platform without SSE2 would ship;
+* ``shipped``: the installed ``powpow._ffi._native`` (loaded directly, even
+  under POWPOW_PURE=1).  Missing, it is left out of the comparison -- unless
+  ``POWPOW_REQUIRE_NATIVE=1``, where ``test_shipped_module_present`` fails;
+* ``find`` / ``numpy``: the pure twins in ``powpow._ffi._scan``;
+* ``public``: ``powpow._ffi.scan_lines`` as the package uses it (native or pure).
 """
 import array
+import atexit
 import importlib
+import os
+import platform
 import random
+import shutil
+import tempfile
 
 import pytest
 
 from powpow import _ffi
 from powpow._ffi import _scan
 
-native = importlib.import_module("powpow._ffi._native")
-nffi, nlib = native.ffi, native.lib
+from . import _testlib
+
+REQUIRE_NATIVE = os.environ.get("POWPOW_REQUIRE_NATIVE", "") not in ("", "0")
+
+try:
+    shipped = importlib.import_module("powpow._ffi._native")
+except ImportError as exc:  # no build: compared without it (test_shipped_module_present says if that is wrong)
+    shipped = None
+    SHIPPED_ERROR = exc
+else:
+    SHIPPED_ERROR = None
+
+_BUILD_DIR = tempfile.mkdtemp(prefix="powpow-native-test-")
+atexit.register(shutil.rmtree, _BUILD_DIR, True)
+sse = _testlib.build(_BUILD_DIR, "_pp_scan_test_sse_%d" % os.getpid())
+nosse = _testlib.build(_BUILD_DIR, "_pp_scan_test_nosse_%d" % os.getpid(), no_sse2=True)
+tffi, tlib = sse.ffi, sse.lib
+
+X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386", "x86")
 
 ALPHABET = b"ab:\r\n\t \x00\x7f\x80\x1f"
 
 
 def c_scan(fn, buf, start, end, cap, line_begin=None):
-    out = nffi.new("uint32_t[]", max(cap, 1))
+    out = tffi.new("uint32_t[]", max(cap, 1))
     lb = start if line_begin is None else line_begin
-    r = fn(nffi.from_buffer(buf), start, end, lb, out, cap)
+    r = fn(tffi.from_buffer(buf), start, end, lb, out, cap)
     n = r & 0xFFFFFFFF
     return n, (r >> 32) - 1, list(out[0:n])
 
@@ -36,10 +65,13 @@ def py_scan(fn, buf, start, end, cap, line_begin=None):
 
 def all_scans(buf, start, end, cap=64, line_begin=None):
     results = {
-        "sse2": c_scan(nlib.pp_scan_lines, buf, start, end, cap, line_begin),
-        "scalar": c_scan(nlib.pp_scan_lines_scalar, buf, start, end, cap, line_begin),
+        "sse2": c_scan(tlib.pp_scan_lines, buf, start, end, cap, line_begin),
+        "scalar": c_scan(tlib.pp_scan_lines_scalar, buf, start, end, cap, line_begin),
+        "nosse_build": c_scan(nosse.lib.pp_scan_lines, buf, start, end, cap, line_begin),
         "find": py_scan(_scan.scan_lines_find, buf, start, end, cap, line_begin),
     }
+    if shipped is not None:
+        results["shipped"] = c_scan(shipped.lib.pp_scan_lines, buf, start, end, cap, line_begin)
     if _scan.HAVE_NUMPY:
         results["numpy"] = py_scan(_scan.scan_lines_numpy, buf, start, end, cap, line_begin)
     out = _ffi.new_line_offsets(cap)
@@ -57,21 +89,52 @@ def assert_same(buf, start, end, cap=64, line_begin=None):
 
 
 def finds(buf, start, end):
+    p = tffi.from_buffer(buf)
     res = {
-        "crlf_sse2": nlib.pp_find_crlf(nffi.from_buffer(buf), start, end),
-        "crlf_scalar": nlib.pp_find_crlf_scalar(nffi.from_buffer(buf), start, end),
+        "crlf_sse2": tlib.pp_find_crlf(p, start, end),
+        "crlf_scalar": tlib.pp_find_crlf_scalar(p, start, end),
+        "crlf_nosse_build": nosse.lib.pp_find_crlf(p, start, end),
         "crlf_py": _scan.find_crlf(buf, start, end),
         "crlf_public": _ffi.find_crlf(buf, start, end),
     }
     res2 = {
-        "dbl_sse2": nlib.pp_find_double_crlf(nffi.from_buffer(buf), start, end),
-        "dbl_scalar": nlib.pp_find_double_crlf_scalar(nffi.from_buffer(buf), start, end),
+        "dbl_sse2": tlib.pp_find_double_crlf(p, start, end),
+        "dbl_scalar": tlib.pp_find_double_crlf_scalar(p, start, end),
+        "dbl_nosse_build": nosse.lib.pp_find_double_crlf(p, start, end),
         "dbl_py": _scan.find_double_crlf(buf, start, end),
         "dbl_public": _ffi.find_double_crlf(buf, start, end),
     }
+    if shipped is not None:
+        res["crlf_shipped"] = shipped.lib.pp_find_crlf(p, start, end)
+        res2["dbl_shipped"] = shipped.lib.pp_find_double_crlf(p, start, end)
     assert len(set(res.values())) == 1, res
     assert len(set(res2.values())) == 1, res2
     return res["crlf_py"], res2["dbl_py"]
+
+
+# ---------------------------------------------------------------- what is compared
+
+def test_shipped_module_present():
+    """POWPOW_REQUIRE_NATIVE=1 (the native CI runs): the shipped module must load."""
+    if REQUIRE_NATIVE:
+        assert shipped is not None, "powpow._ffi._native missing: %s" % (SHIPPED_ERROR,)
+    if shipped is not None:
+        assert shipped.lib.PP_HAVE_SSE2 == tlib.PP_HAVE_SSE2  # the same code as compared here
+
+
+def test_the_compared_builds_really_differ():
+    """The comparison is SSE2 vs scalar on x86, never a build against itself."""
+    assert nosse.lib.PP_HAVE_SSE2 == 0
+    assert tlib.PP_HAVE_SSE2 == (1 if X86 else 0)
+
+
+def test_test_only_entry_points_are_not_shipped():
+    if shipped is None:
+        assert REQUIRE_NATIVE is False
+        return
+    for name in ("pp_scan_lines_scalar", "pp_find_crlf_scalar", "pp_find_double_crlf_scalar",
+                 "pp_guarded_alloc", "pp_guarded_free", "pp_signalfd"):
+        assert not hasattr(shipped.lib, name), name
 
 
 # ---------------------------------------------------------------- exact cases
@@ -216,29 +279,36 @@ if given is not None:
 def test_buffer_ending_at_a_page_boundary_is_never_over_read():
     """Data placed right before a PROT_NONE page: any over-read would segfault."""
     r = random.Random(7)
+    scanners = [tlib.pp_scan_lines, tlib.pp_scan_lines_scalar, nosse.lib.pp_scan_lines]
+    finders = [(tlib.pp_find_crlf, _scan.find_crlf), (tlib.pp_find_crlf_scalar, _scan.find_crlf),
+               (tlib.pp_find_double_crlf, _scan.find_double_crlf),
+               (tlib.pp_find_double_crlf_scalar, _scan.find_double_crlf)]
+    if shipped is not None:
+        scanners.append(shipped.lib.pp_scan_lines)
+        finders += [(shipped.lib.pp_find_crlf, _scan.find_crlf),
+                    (shipped.lib.pp_find_double_crlf, _scan.find_double_crlf)]
     for length in list(range(0, 40)) + [63, 64, 65, 4095, 4096]:
-        p = nlib.pp_guarded_alloc(length)
-        assert p != nffi.NULL
+        p = tlib.pp_guarded_alloc(length)
+        assert p != tffi.NULL
         try:
             body = bytes(r.choice(b"ab\r\n:") for _ in range(length))
             if length >= 1:
                 body = body[:-1] + b"\r"  # ends on a CR: the scanner must not peek past it
-            nffi.memmove(p, body, length)
-            mem = nffi.buffer(p, length)
-            out = nffi.new("uint32_t[]", 4096)
-            for fn in (nlib.pp_scan_lines, nlib.pp_scan_lines_scalar):
+            tffi.memmove(p, body, length)
+            out = tffi.new("uint32_t[]", 4096)
+            expect = py_scan(_scan.scan_lines_find, body, 0, length, 4096)
+            for fn in scanners:
                 r1 = fn(p, 0, length, 0, out, 4096)
-                assert (r1 >> 32) - 1 < length
-            for fn in (nlib.pp_find_crlf, nlib.pp_find_double_crlf):
-                assert fn(p, 0, length) == _scan.find_crlf(bytes(mem), 0, length) if fn is nlib.pp_find_crlf \
-                    else fn(p, 0, length) == _scan.find_double_crlf(bytes(mem), 0, length)
+                n = r1 & 0xFFFFFFFF
+                assert (n, (r1 >> 32) - 1, list(out[0:n])) == expect
+            for fn, twin in finders:
+                assert fn(p, 0, length) == twin(body, 0, length)
         finally:
-            nlib.pp_guarded_free(p, length)
+            tlib.pp_guarded_free(p, length)
 
 
 def test_native_flag_matches_mode():
-    import os
     pure = os.environ.get("POWPOW_PURE", "") not in ("", "0")
-    assert _ffi.NATIVE is (not pure)
+    assert _ffi.NATIVE is (not pure and shipped is not None)
     if _ffi.NATIVE:
-        assert _ffi.HAVE_SSE2 == bool(nlib.PP_HAVE_SSE2)
+        assert _ffi.HAVE_SSE2 == bool(shipped.lib.PP_HAVE_SSE2)
