@@ -151,3 +151,62 @@ def test_out_of_descriptors_answers_503_and_keeps_serving(tmp_path):
             _, err = proc.communicate()
     assert b"503" in err  # the log line
     assert b"Traceback" not in err, err.decode(errors="replace")
+
+
+def _nfds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_static_descriptors_are_released_after_every_kind_of_answer(tmp_path):
+    """Every plan's descriptors end up closed: sent (full, range, multi-range),
+    never sent (HEAD, 304, errors), or dropped with a client that left mid-file."""
+    root = tmp_path / "www"
+    root.mkdir()
+    data = os.urandom(4 << 20)
+    (root / "big.bin").write_bytes(data)
+    (root / "small.txt").write_bytes(ORIGINAL)
+
+    def handler(req, res):
+        if req.path == "/send_file":
+            res.send_file(str(root / "small.txt"))
+        elif not powpow.serve_static(req, res, str(root)):
+            res.send_error(404)
+
+    with serving(handler) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+            [(head, body)] = recv_responses(s, 1)
+            etag = [v for k, _, v in (ln.partition(b": ") for ln in head.split(b"\r\n")) if k == b"ETag"][0]
+            baseline = _nfds()
+            requests = [
+                b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /send_file HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /small.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: " + etag + b"\r\n\r\n",
+                b"GET /small.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1,4-5,9-10\r\n\r\n",
+                b"GET /small.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=2-5\r\n\r\n",
+                b"GET /small.txt HTTP/1.1\r\nHost: x\r\nRange: bytes=999-\r\n\r\n",
+                b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+            ]
+            for _ in range(5):
+                s.sendall(b"".join(requests))  # pipelined
+                got = recv_responses(s, len(requests))
+                assert [h.split(b" ")[1] for h, _ in got] == [
+                    b"200", b"200", b"304", b"206", b"206", b"416", b"404"]
+                assert got[0][1] == ORIGINAL and got[1][1] == ORIGINAL and got[4][1] == ORIGINAL[2:6]
+                s.sendall(b"HEAD /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")  # no body follows
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    head += s.recv(1)
+                assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length: %d" % len(data) in head
+            assert _nfds() == baseline
+        # a client that asks for a big file and leaves without reading it
+        for _ in range(3):
+            c = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+            c.recv(100)
+            c.close()
+        deadline = time.monotonic() + 5
+        while _nfds() > baseline - 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _nfds() == baseline - 2  # the keep-alive connection above (both ends) is gone too
