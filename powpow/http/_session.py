@@ -496,7 +496,9 @@ class Session:
     def upgrade(self, res, status_headers):
         """See ``Response.upgrade``."""
         conn = self.conn
-        if self.state >= DETACHED or conn.closed or res._gone:
+        if self.state >= DETACHED or conn.closed or res._gone or conn.peer_closed:
+            if self.state < DETACHED and not conn.closed:
+                conn.close()  # the client hung up while the handler decided
             raise ConnectionLost(errno.ENOTCONN, "upgrade of", "a client that has gone")
         if res.ended:
             raise RuntimeError("response already ended")

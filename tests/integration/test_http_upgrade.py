@@ -1,0 +1,170 @@
+"""Protocol switches: Upgrade/CONNECT answered normally, and the upgrade handover (issue 8 items 2, 4)."""
+import socket
+import threading
+import time
+
+import pytest
+
+from powpow.net.errors import ConnectionLost
+
+from ._http import serving, split_responses
+
+
+def recv_until(s, marker, timeout=5.0):
+    s.settimeout(timeout)
+    data = b""
+    end = time.monotonic() + timeout
+    while marker not in data and time.monotonic() < end:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    return data
+
+
+def read_all(s, timeout=5.0):
+    s.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            b = s.recv(65536)
+        except socket.timeout:
+            break
+        if not b:
+            break
+        data += b
+    return data
+
+
+H2C = (b"GET /first HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+       b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_declined_h2c_upgrade_keeps_the_connection_as_http(streaming):
+    def handler(req, res):
+        res.send(req.path.encode())
+
+    with serving(handler, streaming=streaming, keepalive_timeout=2) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            # the next request pipelined right behind the Upgrade request
+            s.sendall(H2C + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = recv_until(s, b"/second")
+            bodies = [b for _, b in split_responses(data)]
+            assert bodies == [b"/first", b"/second"]  # was: the second never answered
+            s.sendall(b"GET /third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = read_all(s)
+            assert data.endswith(b"/third")
+
+
+def test_connect_answered_normally_closes_cleanly_and_buffers_nothing():
+    def handler(req, res):
+        res.send_error(405)
+
+    with serving(handler) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+            # a client that keeps sending is not buffered without bound: the
+            # connection is closed after the answer
+            s.setblocking(False)
+            junk = b"\x16\x03\x01" * 20000
+            sent = 0
+            end = time.monotonic() + 1.0
+            while time.monotonic() < end and sent < 50 << 20:
+                try:
+                    sent += s.send(junk)
+                except BlockingIOError:
+                    time.sleep(0.01)
+                except OSError:
+                    break  # reset: closed
+            s.setblocking(True)
+            s.settimeout(3)
+            data = b""
+            closed = False
+            try:
+                while True:
+                    b = s.recv(65536)
+                    if not b:
+                        closed = True
+                        break
+                    data += b
+            except ConnectionResetError:
+                closed = True  # closed with our junk unread: RST
+            except socket.timeout:
+                pass
+            assert data.startswith(b"HTTP/1.1 405 ") or not data
+            assert closed  # was: kept open, everything sent buffered
+        deadline = time.monotonic() + 3
+        while srv.connection_count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert srv.connection_count == 0
+
+
+def _echo_upgrade_handler(delay_ms=0, results=None):
+    """Take the upgrade; echo upper-cased whatever arrives on the raw connection."""
+    def take(res):
+        conn, rest = res.upgrade([("Upgrade", "echo")])
+
+        def on_data(c, data):
+            c.send(bytes(data).upper())
+
+        conn.on_data = on_data
+        conn.send(b"[rest=" + rest + b"]")  # the new owner writes at once: after the 101
+
+    def handler(req, res):
+        if delay_ms:
+            res.loop.add_timer(delay_ms, lambda: take(res))
+        else:
+            take(res)
+    return handler
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_upgrade_handover_101_first_rest_handed_over_no_http_deadline(streaming):
+    with serving(_echo_upgrade_handler(), streaming=streaming, header_timeout=0.3,
+                 keepalive_timeout=0.3) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nearly bytes")
+            data = recv_until(s, b"]")
+            assert data.startswith(b"HTTP/1.1 101 ")  # the 101 before the new owner's bytes
+            head, _, after = data.partition(b"\r\n\r\n")
+            assert b"Upgrade: echo" in head and b"Connection: Upgrade" in head
+            assert after == b"[rest=early bytes]"  # both parser modes hand the rest over
+            time.sleep(0.8)  # past every HTTP deadline: the connection is not HTTP's any more
+            s.sendall(b"hello")
+            assert recv_until(s, b"HELLO") == b"HELLO"
+
+
+def test_late_upgrade_after_the_client_left_raises_connection_lost():
+    outcome = []
+    done = threading.Event()
+
+    def handler(req, res):
+        def later():
+            try:
+                res.upgrade([("Upgrade", "echo")])
+                outcome.append("returned")
+            except ConnectionLost:
+                outcome.append("lost")
+            done.set()
+        res.loop.add_timer(300, later)
+
+    with serving(handler) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+            time.sleep(0.1)  # (the FIN on its own: see the report on a FIN read with the data)
+        # meanwhile another client gets a (pooled) connection
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s2:
+            assert done.wait(5)
+            assert outcome == ["lost"]
+
+
+def test_delayed_upgrade_with_bytes_sent_meanwhile():
+    with serving(_echo_upgrade_handler(delay_ms=150)) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nab")
+            time.sleep(0.05)
+            s.sendall(b"cd")  # arrives while the handler decides
+            data = recv_until(s, b"CD")
+            # what the parser had is ``rest``; what waited in the kernel reaches on_data
+            assert data.split(b"\r\n\r\n", 1)[1] in (b"[rest=ab]CD", b"[rest=abcd]")
