@@ -469,11 +469,15 @@ def _plan_regular(
                 raise
     if fd is None:
         fd, st = _open_regular(real, root)
+    plan = None
     try:
-        return _plan_open(method, get_header, fd, real, st, name, gz is not None, coding,
+        plan = _plan_open(method, get_header, fd, real, st, name, gz is not None, coding,
                           download, cache_control, content_type)
+        return plan
     finally:
-        os.close(fd)  # the plan holds dups of its own
+        # a single file part keeps the descriptor itself; otherwise the plan holds dups
+        if plan is None or len(plan.parts) != 1 or plan.parts[0].__class__ is not FilePart:
+            os.close(fd)
 
 
 def _plan_open(
@@ -524,14 +528,14 @@ def _plan_open(
                         first, last = ranges[0]
                         headers.append(("Content-Range", content_range(first, last, size)))
                         count = last - first + 1
-                        return StaticResponse(206, headers, [FilePart(os.dup(fd), real, first, count)],
+                        return StaticResponse(206, headers, [FilePart(fd, real, first, count)],
                                               count, "", real)
                     ctype, parts, length = multipart_byteranges(fd, real, ranges, size, mime)
                     headers[0] = ("Content-Type", ctype)
                     return StaticResponse(206, headers, parts, length, "", real)
-        return StaticResponse(200, headers, [FilePart(os.dup(fd), real, 0, size)] if size else [],
+        return StaticResponse(200, headers, [FilePart(fd, real, 0, size)] if size else [],
                               size, "", real)
-    except OSError as e:  # dup: out of descriptors
+    except OSError as e:  # dup (multi-range): out of descriptors
         raise _open_error(e, real) from None
 
 
