@@ -1,5 +1,8 @@
 """Fuzz the HTTP request and multipart parsers.  Invariant: on any input, only
-``ParseError`` escapes, and feeding whole or split gives the same results.
+``ParseError`` escapes, and feeding whole or split gives the same results --
+also in streaming mode (callbacks), with ``max_pipeline`` holding requests back,
+and after declining a protocol switch; the unparsed bytes a parser holds stay
+within the documented bound (``RequestParser.buffered``).
 
     python tests/fuzz/fuzz_parser.py --seconds 10 [--seed 1]   # seeded mutation fuzzer (any interpreter)
     python tests/fuzz/fuzz_parser.py --atheris [libFuzzer args] # coverage-guided, CPython + atheris
@@ -60,13 +63,35 @@ def mutate(rnd, data):
     return bytes(data)
 
 
+HEAD_BOUND = LIMITS["max_request_line"] + LIMITS["max_header_size"] + 4
+
+
+def check_buffered(p):
+    if isinstance(p, RequestParser) and not p.held and not p.upgraded:
+        assert p.buffered <= HEAD_BOUND, (p.buffered, HEAD_BOUND)
+
+
+def drain(p, summarise, got):
+    """feed(b"") until nothing is held back; decline a switch to parse what follows."""
+    for _ in range(10000):
+        got += [summarise(x) for x in p.feed(b"")]
+        check_buffered(p)
+        if p.upgraded:
+            p.decline_upgrade()
+        elif not p.held:
+            return
+    raise AssertionError("parser never drained")
+
+
 def outcome_of(parser_factory, pieces, summarise):
     p = parser_factory()
     got = []
     try:
         for piece in pieces:
             got += [summarise(x) for x in p.feed(piece)]
-        got += [summarise(x) for x in p.feed(b"")] if isinstance(p, RequestParser) else []
+            check_buffered(p)
+        if isinstance(p, RequestParser):
+            drain(p, summarise, got)
         if isinstance(p, MultipartParser):
             p.close()
         return got, "ok"
@@ -75,9 +100,37 @@ def outcome_of(parser_factory, pieces, summarise):
         return got, exc.status
 
 
-def summarise_request(r):
-    return (r.method, r.target, r.path, r.query, r.version, tuple(r.headers.raw), r.keep_alive,
-            r.content_length, r.chunked, r.upgrade, r.body, tuple(r.trailers.raw))
+def streaming_outcome(pieces, **kw):
+    """Same as outcome_of for a RequestParser, through the streaming callbacks."""
+    got = []
+    bodies = {}
+
+    def on_headers(r):
+        bodies[id(r)] = []
+
+    def on_body(r, chunk):
+        assert chunk.__class__ is bytes and chunk
+        bodies[id(r)].append(chunk)
+
+    def on_complete(r):
+        got.append(summarise_request(r, b"".join(bodies.pop(id(r)))))
+
+    p = RequestParser(on_headers, on_body, on_complete, **kw)
+    try:
+        for piece in pieces:
+            p.feed(piece)
+            check_buffered(p)
+        drain(p, lambda r: None, [])
+        return got, "ok"
+    except ParseError as exc:
+        return got, exc.status
+
+
+def summarise_request(r, body=None):
+    return (r.method, r.target, r.path, r.raw_path, r.query, tuple(r.args.items()),
+            tuple(sorted(r.cookies.items())), r.version, tuple(r.headers.raw), r.keep_alive,
+            r.content_length, r.chunked, r.upgrade, r.body if body is None else body,
+            tuple(r.trailers.raw))
 
 
 def summarise_part(p):
@@ -93,8 +146,13 @@ def check_one(data, rnd):
     """Run one input through both parsers whole and split; raise AssertionError on a violation."""
     factory = lambda: RequestParser(**LIMITS)  # noqa: E731
     whole = outcome_of(factory, [data], summarise_request)
-    split = outcome_of(factory, random_pieces(rnd, data), summarise_request)
+    pieces = random_pieces(rnd, data)
+    split = outcome_of(factory, pieces, summarise_request)
     assert whole == split, (data, whole, split)
+    held = outcome_of(lambda: RequestParser(max_pipeline=1, **LIMITS), pieces, summarise_request)
+    assert held == whole, (data, whole, held)
+    # streaming mode: same requests, same bodies, same status
+    assert streaming_outcome(pieces, **LIMITS) == whole, (data, whole)
     mp = lambda: MultipartParser(BOUNDARY, max_part_header_size=64, max_field_size=32,  # noqa: E731
                                  max_file_size=64, spool_threshold=16)
     whole = outcome_of(mp, [data], summarise_part)
