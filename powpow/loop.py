@@ -42,7 +42,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _ffi
 from . import poller as _poller
@@ -117,8 +117,8 @@ class Loop:
         self._wheel = TimerWheel(0)
         self._paused = 0
         self._firing = 0  # intervals whose callback is running (out of the wheel meanwhile)
-        self._deferred = []
-        self._posted = collections.deque()
+        self._deferred: List[Callback] = []
+        self._posted: Deque[Callback] = collections.deque()
         self._idle: Dict[int, Callback] = {}
         self._idle_seq = 0
         self._by_fd: Dict[int, Watcher] = {}
@@ -130,13 +130,14 @@ class Loop:
         self._running = False
         self._stopping = False
         self._closed = False
-        self._thread_id = None
+        self._thread_id: Optional[int] = None
         self._wake_pending = False
         self._wake_lock = threading.Lock()  # post()/stop() from threads vs close()
-        self._signal_cbs: Dict[int, Callback] = {}
-        self._signal_pipe = None  # (r, w): signal.set_wakeup_fd(w) while signals are watched
-        self._signal_prev_handlers: Dict[int, object] = {}
-        self._prev_wakeup_fd = None
+        self._signal_cbs: Dict[int, Callable[[int], object]] = {}
+        # (r, w): signal.set_wakeup_fd(w) while signals are watched
+        self._signal_pipe: Optional[Tuple[int, int]] = None
+        self._signal_prev_handlers: Dict[int, Any] = {}
+        self._prev_wakeup_fd: Optional[int] = None
         self._init_wake()
 
     # ------------------------------------------------------------ time

@@ -57,6 +57,9 @@ class Timer:
     """A pending callback.  Opaque to users: it is the ``TimerId`` the loop hands out."""
 
     __slots__ = ("deadline", "callback", "interval", "slot", "pos", "remaining")
+    slot: int
+    pos: int
+    remaining: int
 
     def __init__(self, deadline: int, callback: Callable[[], object], interval: int = 0) -> None:
         # `slot`/`pos` are set by TimerWheel.insert and `remaining` only by a

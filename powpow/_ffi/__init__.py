@@ -15,22 +15,25 @@ fast path has exactly one pure twin beside it:
 """
 import os
 import sys
+from typing import Any, Optional
 
-ffi = None
-lib = None
-_IMPORT_ERROR = None
+ffi: Any = None
+lib: Any = None
+_IMPORT_ERROR: Optional[ImportError] = None
 
 PURE_REQUESTED = os.environ.get("POWPOW_PURE", "") not in ("", "0")
 
 if not PURE_REQUESTED:
     try:
-        from ._native import ffi, lib  # noqa: F811
+        from . import _native  # type: ignore[attr-defined]  # compiled at install time
     except ImportError as exc:  # not built (source checkout) or unsupported platform
         _IMPORT_ERROR = exc
         if os.environ.get("POWPOW_REQUIRE_NATIVE", "") not in ("", "0"):
             raise ImportError(
                 "POWPOW_REQUIRE_NATIVE is set but powpow._ffi._native could not be imported: %s" % exc
             ) from exc
+    else:
+        ffi, lib = _native.ffi, _native.lib
 
 NATIVE = lib is not None
 

@@ -19,11 +19,11 @@ import errno
 import logging
 import socket
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._ffi import _sock
 from ..errors import LoopError
-from ..loop import Loop
+from ..loop import Loop, TimerId
 from . import addr as _addr
 from .errors import ConnectError
 from .tcp import (DEFAULT_HIGH_WATER, DEFAULT_LINGER_MS, DEFAULT_LOW_WATER, DEFAULT_MAX_QUEUED,
@@ -55,12 +55,12 @@ class Connector:
         self.nodelay = nodelay
         self.conn_opts = conn_opts
         self.done = False
-        self._addrs = []
+        self._addrs: List[Any] = []  # getaddrinfo tuples
         self._idx = 0
-        self._attempts = {}  # fd -> (sock, family, sockaddr)
-        self._errors = []  # (address text, errno)
-        self._timer = None
-        self._stagger = None
+        self._attempts: Dict[int, Tuple[socket.socket, int, Any]] = {}  # fd -> (sock, family, sockaddr)
+        self._errors: List[Tuple[str, int]] = []  # (address text, errno)
+        self._timer: Optional[TimerId] = None
+        self._stagger: Optional[TimerId] = None
 
     def _target(self) -> str:
         if self.port is None:

@@ -211,7 +211,7 @@ def test_post_from_threads_runs_on_loop_thread(loop):
     N, T = 2000, 4
 
     def producer():
-        for i in range(N):
+        for _ in range(N):
             loop.post(lambda: seen.append(threading.get_ident()))
 
     threads = [threading.Thread(target=producer) for _ in range(T)]
@@ -755,7 +755,7 @@ def test_post_racing_with_close_either_runs_or_raises(backend):
         outcomes = []
         go = threading.Event()
 
-        def poster():
+        def poster(lp, go, outcomes):
             go.wait(5)
             for _ in range(200):
                 try:
@@ -763,8 +763,9 @@ def test_post_racing_with_close_either_runs_or_raises(backend):
                 except LoopError:
                     outcomes.append("raised")
                     return
+            outcomes.append("all posted")
 
-        th = threading.Thread(target=poster)
+        th = threading.Thread(target=poster, args=(lp, go, outcomes))
         th.start()
         go.set()
         lp.run_once(0)
@@ -772,6 +773,7 @@ def test_post_racing_with_close_either_runs_or_raises(backend):
         pairs = _grab_fds(4)
         th.join(5)
         try:
+            assert not th.is_alive() and len(outcomes) == 1
             assert _anything_written(pairs) == []
         finally:
             for a, b in pairs:
