@@ -78,7 +78,7 @@ def drain(p, summarise, got):
         check_buffered(p)
         if p.upgraded:
             p.decline_upgrade()
-        elif not p.held:
+        elif not p.held and not p.failed:  # (failed: the next feed raises the deferred error)
             return
     raise AssertionError("parser never drained")
 
