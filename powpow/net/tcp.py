@@ -548,7 +548,12 @@ class Connection:
         if events & (READ | HUP | ERROR) and (not self._eof or events & ERROR):
             if not self._paused:
                 self._read(events)
-            elif events & (HUP | ERROR):
+            elif events & ERROR:
+                # Paused and reset by the peer: nothing can be sent or read any more.
+                self.peer_closed = True
+                self._teardown(ConnectionLost(self._so_error() or errno.ECONNRESET, "connection with",
+                                              self._peer_str()))
+            elif events & HUP:
                 if not self.peer_closed:
                     # Paused: the data before the FIN stays unread, but the owner can see
                     # the hang-up (an HTTP server must not hold a CLOSE-WAIT socket forever).
@@ -556,7 +561,7 @@ class Connection:
                     if not self._edge:
                         self._update_interest()  # drop POLLRDHUP: level-triggered repeats it
                 elif not self._edge:
-                    self._read(events)  # level-triggered POLLHUP/POLLERR would be reported forever
+                    self._read(events)  # level-triggered POLLHUP would be reported forever
 
     def _schedule_read(self) -> None:
         if not self._read_deferred:
@@ -839,6 +844,12 @@ class Connection:
     def _peer_str(self) -> str:
         pa = self.peer_address
         return "peer" if pa is None else _addr.format_addr(self.family, pa)
+
+    def _so_error(self) -> int:
+        try:
+            return self._socket().getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError as exc:
+            return exc.errno or 0
 
     def _fail(self, neg_errno: int, what: str) -> None:
         self._teardown(ConnectionLost(-neg_errno, what, self._peer_str()))
