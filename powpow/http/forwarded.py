@@ -59,8 +59,8 @@ def _address(text: str) -> Optional[_Address]:
         ip = ipaddress.ip_address(text)
     except ValueError:
         return None
-    if ip.version == 6 and ip.ipv4_mapped is not None:  # type: ignore[union-attr]
-        return ip.ipv4_mapped  # type: ignore[union-attr]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
     return ip
 
 
@@ -214,11 +214,10 @@ class ProxyTrust:
                 net = ipaddress.ip_network(text, strict=False)
             except ValueError:
                 raise ValueError("not an IP address, network or 'unix': %r" % (entry,)) from None
-            if net.version == 6 and net.prefixlen >= 96 and \
-                    net.network_address.ipv4_mapped is not None:  # type: ignore[union-attr]
+            mapped = net.network_address.ipv4_mapped if isinstance(net, ipaddress.IPv6Network) else None
+            if mapped is not None and net.prefixlen >= 96:
                 # ::ffff:a.b.c.d/n is the IPv4 network a.b.c.d/(n-96): peers are normalised
-                net = ipaddress.ip_network("%s/%d" % (net.network_address.ipv4_mapped,  # type: ignore[union-attr]
-                                                      net.prefixlen - 96), strict=False)
+                net = ipaddress.ip_network("%s/%d" % (mapped, net.prefixlen - 96), strict=False)
             networks.append(net)
         self.networks: Tuple[_Network, ...] = tuple(networks)
         self._exact = frozenset(n.network_address for n in networks

@@ -325,7 +325,7 @@ class MultipartParser:
         if kind != "form-data" or "name" not in params:
             raise ParseError(400, "Content-Disposition is not form-data with a name")
         part = Part(headers, params["name"], params.get("filename"),
-                    headers.get("content-type", "text/plain"))
+                    headers.get("content-type") or "text/plain")
         self._nparts += 1
         if self.on_data is None:
             part._sink = SpooledBody(self.spool_threshold if part.is_file else self.max_field_size,

@@ -195,8 +195,8 @@ class StaticResponse:
     def close(self) -> None:
         """Close every descriptor no one took; idempotent."""
         for part in self.parts:
-            if part.__class__ is FilePart:
-                part.close()  # type: ignore[union-attr]
+            if isinstance(part, FilePart):
+                part.close()
 
     def __enter__(self) -> "StaticResponse":
         return self
@@ -323,7 +323,7 @@ _RETRY_AFTER = [("Retry-After", "1")]
 
 def _open_error(exc: OSError, path: str) -> StaticError:
     """The answer for an ``OSError`` met while opening (or dup-ing) ``path``."""
-    code = exc.errno
+    code = exc.errno or 0
     if code in _BUSY_ERRNOS:
         log.warning("static: cannot open %r (%s): answering 503", path, os.strerror(code))
         return StaticError(503, "cannot open file: %s" % os.strerror(code), list(_RETRY_AFTER))
@@ -654,7 +654,7 @@ def _display(name: str) -> str:
 
 def _plan_listing(method: str, real_dir: str, url_path: str, has_parent: bool,
                   opts: StaticOptions) -> StaticResponse:
-    rows = []
+    rows: List[Tuple[bool, str, int, float]] = []
     truncated = False
     try:
         with os.scandir(real_dir) as it:

@@ -97,7 +97,7 @@ def _start_nginx(tmp, upstream_port):
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise AssertionError("nginx did not start: %r" % proc.stderr.read())
+                raise AssertionError("nginx did not start: %r" % proc.stderr.read()) from None
             time.sleep(0.05)
 
 
