@@ -373,6 +373,8 @@ class Loop:
             self._setup_signals(signum)
         except BaseException:
             del self._signal_cbs[signum]
+            if not self._signal_cbs and self._signal_pipe is not None:
+                self._teardown_signals()  # the wakeup fd goes back to what it was
             raise
 
     def remove_signal(self, signum: int) -> bool:

@@ -779,3 +779,12 @@ def test_post_racing_with_close_either_runs_or_raises(backend):
             for a, b in pairs:
                 a.close()
                 b.close()
+
+
+def test_add_signal_that_cannot_be_caught_leaves_nothing_behind(loop):
+    before = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(before)
+    with pytest.raises(ValueError):
+        loop.add_signal(1000, lambda s: None)  # out of range on every platform
+    assert signal.set_wakeup_fd(before) == before  # restored, not left pointing at the loop's pipe
+    assert not loop.remove_signal(1000)
