@@ -381,6 +381,15 @@ class Session:
     def client_ip(self, req):
         return self.server._client_ip(self.ip, req)
 
+    def flush_now(self) -> None:
+        """Flush even inside a read's batch (a handler streaming from there)."""
+        was = self.in_batch
+        self.in_batch = False
+        try:
+            self.flush()
+        finally:
+            self.in_batch = was
+
     def flush(self) -> None:
         """Move finished output, in request order, to the transport."""
         if self.in_batch:
@@ -503,12 +512,7 @@ class Session:
         if res.ended:
             raise RuntimeError("response already ended")
         pending = self.pending
-        was_batch = self.in_batch
-        self.in_batch = False
-        try:
-            self.flush()  # earlier answers that are complete go first
-        finally:
-            self.in_batch = was_batch
+        self.flush_now()  # earlier answers that are complete go first
         if not pending or pending[0] is not res:
             raise RuntimeError("upgrade(): an earlier pipelined response has not ended yet")
         if status_headers is not None:

@@ -453,7 +453,14 @@ class Response:
                 self._segments.append(bytes(chunk))
             self._written += n
         session = self._session
-        session.flush()
+        if session.in_batch:
+            # inside a read the connection flushes once at the end -- unless a
+            # handler streams a lot right there: then it must see backpressure
+            segs = self._segments
+            if len(segs) > 16 or (segs and len(segs[-1]) > 16384):
+                session.flush_now()
+        else:
+            session.flush()
         return session.writable and not self._gone
 
     def end(self, chunk=b"") -> None:
