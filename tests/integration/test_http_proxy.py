@@ -5,7 +5,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+
+from powpow import Loop
+from powpow.http import HttpServer
 
 from ._http import raw, serving
 
@@ -148,3 +152,36 @@ def test_forged_first_x_forwarded_for_line_does_not_win():
         data = raw(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                    b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n")
         assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\n198.51.100.7"), data
+
+
+def test_unix_socket_peer_trusted_only_when_configured(tmp_path):
+    """A proxy on the same host talking over a unix socket: its X-Forwarded-For is
+    believed with trusted_proxies=("unix",), and only then."""
+    def handler(req, res):
+        res.send(str(req.client_ip).encode())
+
+    for trusted, expected in ((("unix",), b"198.51.100.7"), (("127.0.0.1",), b"None")):
+        path = str(tmp_path / ("s%d.sock" % len(expected)))
+        loop = Loop()
+        server = HttpServer(handler, loop=loop, trusted_proxies=trusted)
+        server.listen_unix(path)
+        th = threading.Thread(target=loop.run, daemon=True)
+        th.start()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                s.connect(path)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                          b"X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n")
+                data = b""
+                while True:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\n" + expected), data
+        finally:
+            loop.post(loop.stop)
+            th.join(10)
+            server.close()
+            loop.close()
