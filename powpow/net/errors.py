@@ -43,7 +43,12 @@ class ConnectionLost(NetError, OSError):
 
 
 class WriteQueueFull(NetError):
-    """The peer stopped reading and the write queue passed its hard cap; the connection was closed."""
+    """A write came while the queue already held more than ``max_queued`` bytes; the connection was closed.
+
+    The peer stopped reading and the producer ignored backpressure (``write``
+    returning False).  One large write is never refused: it is queued by
+    reference and streamed; only writes piled onto an over-cap queue are.
+    """
 
 
 class ConnectionTimeout(NetError):
