@@ -462,9 +462,8 @@ class Session:
 
     def _drained(self) -> None:
         """Every answer is handed over: read (or parse) the next requests; keep-alive starts."""
-        if self.state != HEAD:
-            self.state = IDLE
-            self.since = self.loop.now_ms()
+        if self.state == IDLE:
+            self.since = self.loop.now_ms()  # keep-alive starts (HEAD/BODY keep their clocks)
         if self.want_continue:
             cur = self.parser.current
             if cur is not None:

@@ -216,3 +216,112 @@ def test_half_closed_client_with_nothing_in_flight_is_closed():
             data = read_all(s)
         assert data.count(b"HTTP/1.1 200 ") == 2
         assert time.monotonic() - start < 2.0
+
+
+# -- item 19: minimum body rate ------------------------------------------------------
+
+
+def test_trickled_body_is_cut_by_the_minimum_rate():
+    """One byte per 100 ms never hits body_timeout, but is far below min_body_rate (R.U.D.Y.)."""
+    with serving(lambda req, res: res.send(b"ok"), body_timeout=5, min_body_rate=1000,
+                 body_grace=0.5) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            start = time.monotonic()
+            s.settimeout(0.1)
+            data = b""
+            try:
+                while time.monotonic() - start < 4:
+                    s.send(b"a")
+                    try:
+                        b = s.recv(4096)
+                        if not b:
+                            break
+                        data += b
+                    except socket.timeout:
+                        pass
+            except OSError:
+                pass  # reset: cut
+            elapsed = time.monotonic() - start
+        assert data.startswith(b"HTTP/1.1 408 ")
+        assert 0.4 <= elapsed < 3.0
+
+
+# -- item 18: spooled bodies are closed when the response ends ------------------------
+
+
+def test_spooled_request_bodies_are_closed_when_the_answer_is_out():
+    kept = []
+
+    def handler(req, res):
+        kept.append(req)  # a handler (or a log) that keeps the request around
+        res.send(b"%d" % len(req.body))
+
+    def open_fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    with serving(handler) as srv:
+        before = open_fds()
+        body = b"b" * (200 << 10)  # above the spool threshold: a temporary file
+        for _ in range(10):
+            data = raw(srv.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                       % len(body) + body)
+            assert data.endswith(b"%d" % len(body))
+        time.sleep(0.1)
+        assert open_fds() - before < 3  # was: one open temporary file per request
+        assert len(kept) == 10
+
+
+# -- item 16/24: a static file is sent from the descriptor opened while planning --------
+
+
+def test_static_file_swapped_for_a_symlink_after_planning_is_not_followed(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "f.txt").write_bytes(b"public content")
+    (tmp_path / "secret.txt").write_bytes(b"SECRET outside the root")
+    servers = []
+
+    def handler(req, res):
+        if req.path == "/slow":
+            servers[0].loop.add_timer(300, lambda: res.send(b"slow"))
+        else:
+            serve_static(req, res, str(root))
+
+    with serving(handler) as srv:
+        servers.append(srv)
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /f.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            time.sleep(0.1)  # /f.txt is planned, its answer waits behind /slow
+            os.unlink(str(root / "f.txt"))
+            os.symlink(str(tmp_path / "secret.txt"), str(root / "f.txt"))
+            data = read_all(s)
+        assert b"SECRET" not in data
+        assert [b for _, b in split_responses(data)] == [b"slow", b"public content"]
+
+
+# -- item 25: one write for a pipelined batch, told apart from sixteen -------------------
+
+
+def _segments_in(s) -> int:
+    import struct
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("I", info, 140)[0]  # tcpi_segs_in (Linux >= 4.2)
+
+
+def test_sixteen_pipelined_answers_leave_in_one_segment():
+    with serving(lambda req, res: res.send(b"Hello, World!")) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # warm up (slow start, quick ACKs)
+            assert s.recv(4096).count(b"HTTP/1.1 200") == 1
+            time.sleep(0.05)
+            before = _segments_in(s)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" * 16)
+            data = b""
+            while data.count(b"Hello, World!") < 16:
+                data += s.recv(1 << 16)
+            time.sleep(0.05)
+            # one send of the whole batch is one segment on loopback (TCP_NODELAY is
+            # on: sixteen sends would be sixteen segments); allow an ACK or two
+            assert _segments_in(s) - before <= 3
