@@ -161,6 +161,14 @@ class TcpServer:
         self._add_listener(_Listener(sock, p))
         return self
 
+    def adopt(self, sock: socket.socket) -> "TcpServer":
+        """Accept on a socket that is already bound and listening (e.g. one a parent bound
+        before forking workers).  The socket becomes the server's (closed with it); a unix
+        socket's file is left in place: whoever bound it unlinks it."""
+        sock.setblocking(False)
+        self._add_listener(_Listener(sock))
+        return self
+
     def _add_listener(self, lst: _Listener) -> None:
         if self._closed:
             lst.sock.close()

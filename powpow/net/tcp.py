@@ -14,6 +14,7 @@ from ._filesend import FileChunk as _FileChunk
 from .connection import (DEFAULT_HIGH_WATER, DEFAULT_LINGER_MS, DEFAULT_LOW_WATER, DEFAULT_MAX_QUEUED, Connection,
                          edge_capable, report)
 from .listener import TcpServer
+from .listener import _Listener  # noqa: F401  (http.server adopts pre-bound sockets with it; prefer TcpServer.adopt)
 
 __all__ = ["Connection", "TcpServer"]
 

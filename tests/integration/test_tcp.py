@@ -540,3 +540,31 @@ def test_fin_that_arrives_while_paused_is_seen_after_resume(loop):
     s.close()
     srv.close()
     settle(loop)
+
+
+def test_adopt_a_listening_socket(loop, tmp_path):
+    """A socket bound elsewhere (a parent before fork) is served as is; its unix file stays."""
+    path = str(tmp_path / "pre.sock")
+    pre = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    pre.bind(path)
+    pre.listen(16)
+    srv = echo_server(loop).adopt(pre)
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(path)
+    c.sendall(b"adopted")
+    got = b""
+    for _ in range(200):
+        loop.run_once(10)
+        try:
+            got += c.recv(100, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            pass
+        if got == b"adopted":
+            break
+    assert got == b"adopted"
+    c.close()
+    run_until(loop, lambda: srv.connection_count == 0)
+    srv.close()
+    settle(loop)
+    assert os.path.exists(path) and pre.fileno() == -1  # closed with the server, file left to its owner
+    os.unlink(path)
