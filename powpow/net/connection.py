@@ -312,6 +312,11 @@ class Connection(_Writer):
                 return
         if events & (READ | HUP | ERROR) and (not self._eof or events & ERROR):
             if not self._paused:
+                if events & HUP:
+                    # The FIN is in (the data before it is read now).  Set here, not only at
+                    # EOF: on_data may pause reading before the EOF is reached, and the
+                    # edge of this FIN will not come again.
+                    self.peer_closed = True
                 self._read(events)
             elif events & ERROR:
                 # Paused and reset by the peer: nothing can be sent or read any more.

@@ -204,6 +204,31 @@ def test_peer_closed_is_seen_while_paused(loop, hangup):
     settle(loop)
 
 
+def test_peer_closed_when_reading_pauses_before_the_fin(loop):
+    """Data and FIN arrive together; on_data pauses after the first request: the FIN is still seen."""
+    conns, got, closes = [], [], []
+
+    def on_data(c, d):
+        got.append(bytes(d))
+        c.pause_reading()  # e.g. an HTTP server at its pipeline depth
+
+    srv = TcpServer(loop, on_accept=conns.append, on_data=on_data,
+                    on_close=lambda c, e: closes.append(e)).listen(0, "127.0.0.1")
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    run_until(loop, lambda: conns)
+    settle(loop)
+    s.sendall(b"GET /1 HTTP/1.1\r\n\r\n" * 4)
+    s.close()  # FIN right behind the data: one readiness event for both
+    run_until(loop, lambda: got)
+    c = conns[0]
+    run_until(loop, lambda: c.peer_closed, timeout=5)
+    assert c.reading_paused and not closes
+    c.close()
+    assert closes == [None]
+    srv.close()
+    settle(loop)
+
+
 def test_bytes_sent_counts_send_writev_and_sendfile(loop, tmp_path):
     body = pattern(3 << 20)
     path = tmp_path / "f.bin"
