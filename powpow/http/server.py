@@ -188,11 +188,9 @@ class HttpServer:
 
     def _adopt_unix(self, tcp: TcpServer) -> None:
         """A worker: accept on the unix sockets the parent bound."""
-        from ..net.tcp import _Listener
         for sock, _path in self._unix_socks:
-            s = socket.socket(fileno=os.dup(sock.fileno()))
-            s.setblocking(False)
-            tcp._add_listener(_Listener(s))  # no path: the parent unlinks it once
+            # a duplicate: the worker's server closes its own; the parent unlinks the path once
+            tcp.adopt(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, os.dup(sock.fileno())))
 
     # -- connections --------------------------------------------------------
 
