@@ -10,14 +10,13 @@ import hashlib
 import os
 import socket
 import threading
-import time
 
 import pytest
 
 import powpow
 from powpow import TcpServer, WriteQueueFull, connect
 
-from ._net import net_loop, pattern, rss_bytes, run_until, settle  # noqa: F401
+from ._net import pattern, rss_bytes, run_until, settle
 
 
 def echo_server(loop, host="127.0.0.1", **kw):
