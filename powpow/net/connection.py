@@ -26,9 +26,14 @@ connection closes once its queue is delivered.  With ``on_eof`` set,
 ``on_eof(conn)`` runs once (after all data before the FIN was delivered) and
 the write side stays open: the owner answers, then calls ``close()`` or
 ``close_after_drain()`` (which then closes as soon as the queue is empty).
-``peer_closed`` becomes True at the FIN -- also while reading is paused, from
+If our FIN went out first (``write_eof()``), both directions are finished at
+the peer's FIN and the connection closes.  After ``close_after_drain()`` the
+input is being discarded and ``on_eof`` is not called.  ``peer_closed``
+becomes True when the FIN is seen -- also while reading is paused, from
 EPOLLRDHUP / POLLRDHUP / kqueue EV_EOF, so a paused connection notices a
-hang-up although the data before it is still unread in the kernel.
+hang-up although the data before it is still unread in the kernel (the owner
+decides: resume to read it, or close).  A reset (RST) while paused closes the
+connection at once with ``ConnectionLost``: nothing can be read or sent then.
 
 Closing: ``close()`` is immediate (``reset=True`` / ``abort()``: SO_LINGER
 {1,0} -> RST); ``shutdown()`` / ``write_eof()`` flushes then sends FIN and
