@@ -1,7 +1,9 @@
 """Networking on the powpow loop: TCP/unix servers and clients, UDP.
 
 * ``transport`` -- ``Transport``, the contract protocol code uses (``Connection`` implements it);
-* ``tcp``    -- ``Connection`` (write path, backpressure, closing) and ``TcpServer``;
+* ``connection`` -- ``Connection``, the TCP/unix implementation of ``Transport``
+  (write path in ``_writing``, file sending in ``_filesend``);
+* ``listener`` -- ``TcpServer`` (``tcp`` re-exports both under their old home);
 * ``client`` -- ``connect`` / ``connect_unix`` (resolver thread, Happy Eyeballs);
 * ``udp``    -- ``bind_udp`` / ``connect_udp``;
 * ``addr``   -- address parsing, RFC 8305 ordering, unix socket paths;
