@@ -9,7 +9,8 @@ connections).  Each figure is the median of ``--reps`` runs of ``--duration``
 seconds after a 1 s warm-up.  Peers are used where they can be found or
 installed: nginx (1 worker, Debian package), socketify.py, uvicorn (httptools +
 uvloop) and granian (ASGI) from a private venv ``perf/.venv-peers`` that this
-script creates, and socketify on PyPy from ``perf/.venv-peers-pypy``.  Results are printed as a markdown table and saved to
+script creates, and socketify on PyPy from ``perf/.venv-peers-pypy``.  Results are
+printed as a markdown table and saved to
 ``perf/results/http.json``.
 """
 import argparse
@@ -165,7 +166,8 @@ def main() -> None:
                                 stderr=subprocess.PIPE, cwd=tmp)
         try:
             if not wait_port(port, proc):
-                print("%-26s did not start: %s" % (name, proc.stderr.read().decode()[-300:] if proc.poll() is not None else "timeout"))
+                why = proc.stderr.read().decode()[-300:] if proc.poll() is not None else "timeout"
+                print("%-26s did not start: %s" % (name, why))
                 continue
             base = "http://127.0.0.1:%d" % port
             static = base + ("/static/1m.bin" if name.startswith("nginx") else "/1m.bin")

@@ -53,7 +53,7 @@ main()
             s.close()
         time.sleep(0.5)
         before = rss_kib(server.pid)
-        for i in range(n):
+        for _ in range(n):
             s = socket.create_connection(("127.0.0.1", port))
             s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             conns.append(s)
