@@ -192,6 +192,7 @@ def serve(args: argparse.Namespace) -> int:
     server = HttpServer(handler, workers=args.workers, access_log=args.access_log,
                         worker_mode="thread" if args.worker_threads else "process",
                         keepalive_timeout=args.keepalive_timeout, header_timeout=args.header_timeout,
+                        write_timeout=args.write_timeout, min_body_rate=args.min_body_rate,
                         max_connections=args.max_connections, grace_period=args.grace_period,
                         trusted_proxies=tuple(args.trusted_proxy or ()))
     server.listen(args.port, args.host)
@@ -223,6 +224,10 @@ def main(argv=None) -> int:
     s.add_argument("--access-log", action="store_true", help="log each request (common log format) to stderr")
     s.add_argument("--keepalive-timeout", type=float, default=5.0, help="idle keep-alive seconds (default 5)")
     s.add_argument("--header-timeout", type=float, default=10.0, help="seconds to receive a request head (default 10)")
+    s.add_argument("--write-timeout", type=float, default=30.0,
+                   help="drop a client that takes no bytes for this many seconds (default 30)")
+    s.add_argument("--min-body-rate", type=int, default=500,
+                   help="bytes/s a request body must average after 10 s (default 500; 0 = off)")
     s.add_argument("--max-connections", type=int, default=10000, help="beyond this, answer 503 (default 10000)")
     s.add_argument("--grace-period", type=float, default=10.0, help="seconds in-flight requests get at shutdown")
     s.add_argument("--trusted-proxy", action="append", metavar="IP",

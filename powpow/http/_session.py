@@ -411,7 +411,7 @@ class Session:
             if (res.ended and len(segs) == 1 and not res._close and res._upgrade is None
                     and segs[0].__class__ is bytes):
                 if not conn.write(segs[0]):
-                    self.write_blocked = True
+                    self._blocked()
                 del pending[0]
                 if res.request.body_size:
                     res.request.close()  # a spooled body file goes now, not at GC
@@ -497,9 +497,14 @@ class Session:
             else:
                 ok = conn.writev(data)  # a big body: queued by reference, no copy
         if not ok:
-            self.write_blocked = True
+            self._blocked()
 
-    # -- upgrade handover -----------------------------------------------------
+    def _blocked(self) -> None:
+        """The transport's queue is above high water: stop reading until it drains."""
+        self.write_blocked = True
+        conn = self.conn
+        if conn.on_drain is None and self.state < DETACHED:
+            conn.on_drain = self.on_drain  # set on first need: idle connections stay small handover -----------------------------------------------------
 
     def upgrade(self, res, status_headers):
         """See ``Response.upgrade``."""

@@ -198,7 +198,6 @@ class HttpServer:
         session = Session(self, conn)
         conn.context = session
         conn.on_data = session.on_data
-        conn.on_drain = session.on_drain
         conn.on_eof = session.on_eof
 
     def _on_close(self, conn, exc) -> None:
