@@ -25,9 +25,11 @@ Invariants:
   the last time ``bytes_sent`` grew: a queue that grows is not progress.
 
 ``Response`` talks to its session only through: ``date``, ``closing``,
-``must_close(res)``, ``response_ended(res)``, ``flush()``, ``writable``,
-``upgrade(res, headers)``, ``client_ip(req)``, ``pause_body()``/``resume_body()``
-and ``loop``.
+``in_batch``, ``server.access_log``, ``must_close(res)``, ``flush()`` /
+``flush_now()``, ``writable``, ``upgrade(res, headers)``, ``client_ip(req)``,
+``pause_body()`` / ``resume_body()`` and ``loop``; the session reads a
+response's ``ended``, ``_segments``, ``_close``, ``_upgrade``, ``on_drain``
+and calls ``_lost()`` / ``_reset()``.
 """
 import errno
 import logging
@@ -125,6 +127,8 @@ class Session:
         self.pending = []
         for res in pending:
             res._lost()
+            if res.request.body_size:
+                res.request.close()  # spooled body files go with the connection
 
     # -- input ------------------------------------------------------------------
 
@@ -178,8 +182,8 @@ class Session:
         else:
             if state == BODY:
                 self.state = IDLE  # body complete: the handler answers (pending guards it)
-            if not self.pending and parser.pending and not self.held and self.state != HEAD:
-                self._to_head()
+            if not self.pending and not parser._idle and not self.held and self.state != HEAD:
+                self._to_head()  # a partial head (an attribute, not a property: hot path)
         if (self.held or self.write_blocked or self.upgrade_req is not None
                 or len(self.pending) >= self.depth):
             conn.pause_reading()  # see the module docstring; _pump resumes
@@ -367,13 +371,6 @@ class Session:
         # draining: answer every request already accepted; the last one closes
         return not self.pending or self.pending[-1] is res
 
-    def response_ended(self, res) -> None:
-        server = self.server
-        if server.access_log:
-            server._log_access(self, res)
-        if not self.in_batch:  # inside a read, the connection flushes once at the end
-            self.flush()
-
     @property
     def writable(self) -> bool:
         return self.state < DETACHED and not self.write_blocked
@@ -468,9 +465,9 @@ class Session:
             cur = self.parser.current
             if cur is not None:
                 self._continue(cur)
-        if self.held or self.eof or self.conn.reading_paused:
+        if self.held or self.eof or self.write_blocked or self.conn.reading_paused:
             self._pump()
-        elif self.server._draining:
+        elif self.closing and self.server._draining:
             self.server._session_quiet(self)
 
     def _write(self, out: list) -> None:

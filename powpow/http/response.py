@@ -373,8 +373,8 @@ class Response:
             self.status = status
         hs = self._headers
         if headers:
-            if hasattr(headers, "items"):
-                headers = list(headers.items())
+            if headers.__class__ is not list and hasattr(headers, "items"):
+                headers = list(headers.items())  # a mapping
             # the handler's own list as is when nothing was set before (no copy;
             # the head builder caches its encoding by content)
             hs = headers if not hs else hs + list(headers)
@@ -561,4 +561,8 @@ class Response:
 
     def _finish(self) -> None:
         self.ended = True
-        self._session.response_ended(self)
+        session = self._session
+        if session.server.access_log:
+            session.server._log_access(session, self)
+        if not session.in_batch:  # inside a read, the connection flushes once at the end
+            session.flush()
