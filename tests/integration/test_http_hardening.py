@@ -1,6 +1,7 @@
 """Issue 8 regressions on real sockets: deadlines, backpressure, hang-ups, half-close, framing."""
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -305,7 +306,6 @@ def test_static_file_swapped_for_a_symlink_after_planning_is_not_followed(tmp_pa
 
 
 def _segments_in(s) -> int:
-    import struct
     info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
     return struct.unpack_from("I", info, 140)[0]  # tcpi_segs_in (Linux >= 4.2)
 
@@ -325,3 +325,32 @@ def test_sixteen_pipelined_answers_leave_in_one_segment():
             # one send of the whole batch is one segment on loopback (TCP_NODELAY is
             # on: sixteen sends would be sixteen segments); allow an ACK or two
             assert _segments_in(s) - before <= 3
+
+
+def test_static_descriptors_are_closed_when_not_sent(tmp_path):
+    """HEAD, and answers dropped because the client left, close the plan's descriptors."""
+    (tmp_path / "f.txt").write_bytes(b"file body" * 1000)
+    servers = []
+
+    def handler(req, res):
+        if req.path == "/slow":
+            servers[0].loop.add_timer(200, lambda: res.send(b"slow"))
+        else:
+            serve_static(req, res, str(tmp_path))
+
+    def open_fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    with serving(handler) as srv:
+        servers.append(srv)
+        before = open_fds()
+        for _ in range(10):
+            data = raw(srv.port, b"HEAD /f.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\n")
+        for _ in range(10):
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /f.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+                time.sleep(0.02)  # planned (its descriptor open), waiting behind /slow: leave (RST)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        time.sleep(0.5)
+        assert open_fds() - before < 3
