@@ -137,3 +137,24 @@ def test_serve_with_worker_threads_shuts_down_cleanly():
         out, err = stop(proc)
     assert proc.returncode == 0, err
     assert "shut down cleanly" in out
+
+
+def test_serve_rate_limited_download_outlasts_the_keepalive_timeout(tmp_path):
+    """Issue 8 item 1 as reported: `serve DIR` + `curl --limit-rate` of a file that takes longer
+    than keepalive_timeout to download (was: cut off at keep-alive, curl exit 18)."""
+    size = 24 << 20
+    (tmp_path / "big.bin").write_bytes(os.urandom(1 << 20) * 24)
+    proc, port = start_serve(str(tmp_path), "--keepalive-timeout", "0.5")
+    try:
+        t0 = time.monotonic()
+        out = subprocess.run(["curl", "-s", "-o", str(tmp_path / "got.bin"), "-w", "%{size_download}",
+                              "--limit-rate", "12M", "http://127.0.0.1:%d/big.bin" % port],
+                             capture_output=True, text=True, timeout=30)
+        elapsed = time.monotonic() - t0
+        assert out.returncode == 0, (out.returncode, out.stdout, out.stderr)
+        assert int(out.stdout) == size
+        assert (tmp_path / "got.bin").read_bytes() == (tmp_path / "big.bin").read_bytes()
+        assert elapsed > 1.0  # slower than keepalive_timeout: it really was a slow download
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
