@@ -17,7 +17,7 @@ mistake the handler asked about: ``args`` past ``MAX_QUERY_FIELDS`` fields and
 """
 import json as _json
 import os
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qsl, unquote
 
 from powpow.errors import ParseError
@@ -290,11 +290,9 @@ class Request:
             if buf[ts] == 47:  # origin-form
                 te = self._te
                 q = buf.find(b"?", ts, te)
-                pe = q if q >= 0 else te
-                if buf.find(b"%", ts, pe) < 0:  # nothing to decode: the usual case
-                    p = buf[ts:pe].decode("latin-1")
-                else:
-                    p = _decode_path(self.raw_path)
+                p = buf[ts : (q if q >= 0 else te)].decode("latin-1")
+                if "%" in p:  # else nothing to decode: the usual case
+                    p = _decode_path(p)
             else:  # '*', authority- or absolute-form
                 p = _decode_path(self.raw_path)
             self._path = p
@@ -379,8 +377,8 @@ class Request:
 
     # -- streaming bodies (HttpServer(streaming=True)) -------------------------
     # The handler runs when the head is in; these say where the body goes.
-    _body_cb = None
-    _end_cb = None
+    _body_cb: Any = None  # Callable[[bytes], object]
+    _end_cb: Any = None   # Callable[[], object]
     _stream_buf = b""
     _file_fd: Optional[int] = None
     response = None  # set by the server: the Response answering this request

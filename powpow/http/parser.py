@@ -106,6 +106,16 @@ their CRLFs) > ``max_header_size`` or more than ``max_headers`` fields; 413
 Content-Length or running chunked total > ``max_body``; 505 other HTTP
 versions; 501 transfer codings other than chunked; 400 for the rest.
 
+Where things live
+-----------------
+This module is the state machine (``feed``, heads, bodies, switches) and the
+hot path that builds a Request from a head.  Around it: ``_grammar.py`` (limits,
+byte tables, validators for request lines, names and framing fields),
+``_headblock.py`` (incremental scanning of a CRLF block ending in an empty line:
+heads, trailers, multipart part heads), ``_chunked.py`` (chunk-size lines),
+``_message.py`` (Request and Headers, lazy views into the buffer).  Names other
+modules import from here (``scan_block``, ``_fields``, the limits) stay here.
+
 How it stays fast and linear
 ----------------------------
 The head is found by one call of the (SSE2) ``scan_lines`` scanner, which returns
@@ -114,13 +124,36 @@ each line once (``find(b":")``, a dict lookup in a cache of validated names).  A
 head that arrives in pieces is scanned incrementally: the scan resumes where it
 stopped, so dripping input costs O(n), never O(n^2).
 """
-import re
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
-from powpow._ffi import new_line_offsets, scan_lines
 from powpow.errors import ParseError
+from powpow._ffi import new_line_offsets, scan_lines
 
 from ._body import SpooledBody
+from ._chunked import expect_crlf, parse_chunk_size
+from ._grammar import (
+    FIRST as _FIRST,
+    HOST as _HOST,
+    HOSTS_MAX as _HOSTS_MAX,
+    HOSTS_OK as _HOSTS_OK,
+    MAX_BODY,
+    MAX_CHUNK_LINE,
+    MAX_HEADER_SIZE,
+    MAX_HEADERS,
+    MAX_REQUEST_LINE,
+    NAMES as _NAMES,
+    SPECIAL as _SPECIAL,
+    SPOOL_THRESHOLD,
+    TARGET_CHARS as _TARGET_CHARS,
+    check_target as _check_target,
+    check_version as _check_version,
+    err as _err,
+    framing as _framing,
+    method_slow as _method_slow,
+    new_name as _new_name,
+)
+from ._headblock import parse_fields as _fields
+from ._headblock import scan_block
 from ._message import Headers, Request
 
 __all__ = [
@@ -129,236 +162,11 @@ __all__ = [
     "SPOOL_THRESHOLD", "MAX_CHUNK_LINE",
 ]
 
-# Defaults, configurable per parser.  Precedents: Apache LimitRequestLine and
-# LimitRequestFieldSize are 8190, LimitRequestFields 100; nginx
-# large_client_header_buffers is 4 x 8k; llhttp's header limit was 8 KiB until
-# Node 13 (16 KiB since), h11 uses 16 KiB for a whole incomplete event.
-MAX_REQUEST_LINE = 8192
-MAX_HEADER_SIZE = 8192
-MAX_HEADERS = 100
-# nginx client_max_body_size defaults to 1m; bodies above client_body_buffer_size
-# (8k/16k there; larger here since memory is cheaper than a file per request) go
-# to a temporary file.
-MAX_BODY = 1 << 20
-SPOOL_THRESHOLD = 64 << 10
-# chunk-size line including extensions (which nobody uses legitimately);
-# llhttp and h11 bound these too, a bound that stops "extension" slowloris.
-MAX_CHUNK_LINE = 4096
-_MAX_HEX_DIGITS = 16  # a 64-bit size; more digits are "absurdly long" (also leading zeros)
-_MAX_CL_DIGITS = 18   # below 2**63 without the cost of a big-int parse
-
 # parser states
 _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS = 0, 1, 2, 3, 4, 5
 _UPGRADED, _CLOSED, _FAILED = 6, 7, 8
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_TARGET = re.compile(rb"[^\x21-\x7e]|#")
-# bytes allowed in a request-target: VCHAR except "#" (checked with one translate)
-_TARGET_CHARS = bytes(range(0x21, 0x7F)).replace(b"#", b"")
-_ABSOLUTE = re.compile(rb"[A-Za-z][A-Za-z0-9+\-.]*://[^/?]")
-_HOSTPORT = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)"
-_AUTHORITY = re.compile(_HOSTPORT + rb":[0-9]+")
-_HOST = re.compile(rb"(?:" + _HOSTPORT + rb"(?::[0-9]*)?)?")  # empty is allowed (RFC 9112 3.2)
-_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
-_CHUNK_EXT = re.compile(
-    rb"(?:[ \t]*;[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-    rb"(?:[ \t]*=[ \t]*(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|\"(?:[^\"\\]|\\.)*\"))?)*"
-)
-_HEXDIGITS = b"0123456789abcdefABCDEF"
-
-_METHODS = {m.encode(): m for m in (
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")}
-# First-byte dispatch: the most common method for each first byte is checked
-# with one startswith; anything else goes through _method_slow.
-_FIRST = [None] * 256
-for _m in ("GET", "POST", "HEAD", "DELETE", "OPTIONS", "CONNECT", "TRACE"):
-    _FIRST[ord(_m[0])] = (_m.encode() + b" ", _m, len(_m) + 1)
-del _m
-
-# Validated header names (raw bytes -> lowercased str).  A hit proves the name
-# is a token; shared by all parsers, bounded so hostile clients cannot grow it.
-_NAMES: dict = {}
-_NAMES_MAX = 4096
-_HOSTS_OK: dict = {}
-_HOSTS_MAX = 1024
-# Fields that decide framing or connection handling, looked up per field line.
-_SPECIAL = {"host": 1, "content-length": 2, "transfer-encoding": 3,
-            "connection": 4, "expect": 5, "upgrade": 6}
-
-
 _new = object.__new__
-
-
-def _err(status: int, message: str) -> ParseError:
-    return ParseError(status, message)
-
-
-def _new_name(buf, s: int, c: int) -> str:
-    """Validate a field name not yet in the cache; return it lowercased."""
-    if c < 0:
-        raise _err(400, "header line without a colon")
-    name = buf[s:c]
-    if not name:
-        raise _err(400, "empty header name")
-    if _TOKEN.fullmatch(name) is None:
-        if name[:1] in (b" ", b"\t"):
-            raise _err(400, "obs-fold or whitespace before a header line")
-        if name[-1:] in (b" ", b"\t"):
-            raise _err(400, "whitespace between header name and colon")
-        raise _err(400, "invalid character in header name")
-    k = name.decode("ascii").lower()
-    if len(_NAMES) < _NAMES_MAX:
-        _NAMES[bytes(name)] = k
-    return k
-
-
-def _method_slow(buf, pos: int, c0: int):
-    sp = buf.find(b" ", pos, c0)
-    if sp < 0:
-        raise _err(400, "malformed request line")
-    mb = bytes(buf[pos:sp])
-    m = _METHODS.get(mb)
-    if m is None:
-        if _TOKEN.fullmatch(mb) is None:
-            raise _err(400, "invalid method")
-        m = mb.decode("ascii")
-    return m, sp + 1
-
-
-def _check_version(buf, ts: int, c0: int):
-    """Slow path of the version check; returns (version, end of target)."""
-    sp = buf.rfind(b" ", ts, c0)
-    if sp < 0:
-        raise _err(400, "malformed request line")
-    v = buf[sp + 1 : c0]
-    if v == b"HTTP/1.1":
-        return "1.1", sp
-    if v == b"HTTP/1.0":
-        return "1.0", sp
-    # target before version: a garbled line is 400, a clean one with another version 505
-    if sp <= ts or _BAD_TARGET.search(buf, ts, sp) is not None:
-        raise _err(400, "malformed request line")
-    if _VERSION.fullmatch(v) is not None:
-        raise _err(505, "HTTP version not supported: %s" % v.decode("ascii"))
-    raise _err(400, "malformed HTTP version")
-
-
-def _check_target(buf, ts: int, te: int, method: str) -> None:
-    if te <= ts:
-        raise _err(400, "empty request target")
-    if _BAD_TARGET.search(buf, ts, te) is not None:
-        raise _err(400, "invalid character in request target")
-    if method == "CONNECT":
-        if _AUTHORITY.fullmatch(buf, ts, te) is None:
-            raise _err(400, "CONNECT needs an authority-form target (host:port)")
-        return
-    c = buf[ts]
-    if c == 47:  # origin-form
-        return
-    if c == 42 and te == ts + 1:  # '*'
-        if method != "OPTIONS":
-            raise _err(400, "asterisk-form target is only valid for OPTIONS")
-        return
-    if _ABSOLUTE.match(buf, ts, te) is None:
-        raise _err(400, "invalid request target")
-
-
-def _bad_byte(buf, bad: int, what: str) -> ParseError:
-    b = buf[bad]
-    if b == 13:
-        return _err(400, "bare CR in " + what)
-    if b == 10:
-        return _err(400, "bare LF in " + what)
-    return _err(400, "control character 0x%02x in %s" % (b, what))
-
-
-def _fields(buf, pos: int, lines, last: int) -> Headers:
-    """Validate field lines lines[:last] of a trailer section; return them as Headers."""
-    names: List[str] = []
-    ends: List[int] = []
-    s = pos
-    for i in range(last):
-        e = lines[i]
-        c = buf.find(b":", s, e)
-        k = _NAMES.get(buf[s:c]) if c >= 0 else None
-        if k is None:
-            k = _new_name(buf, s, c)
-        names.append(k)
-        ends.append(e)
-        s = e + 2
-    return Headers(buf, pos, names, ends)
-
-
-def _list_tokens(value: bytes) -> List[bytes]:
-    """Elements of a comma-separated list field, lowercased; empty elements ignored."""
-    return [t for t in (x.strip(b" \t") for x in value.lower().split(b",")) if t]
-
-
-def scan_block(buf, pos: int, end: int, out, resume, max_first: int, max_block: int,
-               max_fields: int, what: str, status: int, n: int = -1, bad: int = -1):
-    """Incremental scan of a CRLF line block that ends with an empty line.
-
-    ``max_first >= 0``: the first line is a request line with its own limit (414)
-    and does not count as a field.  ``resume`` is the state returned by the
-    previous call for the same block (offsets relative to ``pos``) or None; ``n``
-    and ``bad`` may pass in a scan of ``buf[pos:...]`` already done by the caller.
-    Errors are decided by byte position, so for any prefix of the input the
-    verdict is either "need more" or the verdict for the whole input.
-
-    Returns ``(lines, count, resume)``: absolute CR offsets of every line (the
-    last one the empty line) or ``(None, 0, new_resume)`` to wait for more.
-    """
-    if resume is None:
-        prev: List[int] = []
-        frm = pos
-    else:
-        prev = [pos + r for r in resume[0]]
-        frm = pos + resume[1]
-    head = max_first >= 0
-    lim = pos + (max_first + max_block + 4 if head else max_block + 2)
-    scan_end = end if end < lim else lim
-    if n < 0:
-        if frm < scan_end:
-            n, bad = scan_lines(buf, frm, scan_end, out, prev[-1] + 2 if prev else pos)
-        else:
-            n, bad = 0, -1
-    lines = prev + [out[i] for i in range(n)]
-    total = len(lines)
-    if head:
-        t1 = pos + max_first + 1
-        if total == 0 or lines[0] > pos + max_first:
-            if bad >= 0 and bad <= t1:
-                raise _bad_byte(buf, bad, "request line")
-            if total or scan_end > t1:
-                raise _err(414, "request line longer than %d bytes" % max_first)
-            return None, 0, _resume_state(buf, pos, lines, scan_end)
-        h0 = lines[0] + 2
-        nfields = total - 1
-    else:
-        h0 = pos
-        nfields = total
-    t2 = h0 + max_block + 1
-    if total >= 1 and lines[-1] == (lines[-2] + 2 if total >= 2 else pos):
-        if lines[-1] - h0 > max_block:
-            raise _err(status, "%s larger than %d bytes" % (what, max_block))
-        if nfields - 1 > max_fields:
-            raise _err(status, "more than %d fields in %s" % (max_fields, what))
-        return lines, total, None
-    if nfields > max_fields:
-        raise _err(status, "more than %d fields in %s" % (max_fields, what))
-    if bad >= 0:
-        if bad <= t2:
-            raise _bad_byte(buf, bad, what)
-        raise _err(status, "%s larger than %d bytes" % (what, max_block))
-    if scan_end > t2:
-        raise _err(status, "%s larger than %d bytes" % (what, max_block))
-    return None, 0, _resume_state(buf, pos, lines, scan_end)
-
-
-def _resume_state(buf, pos: int, lines: List[int], scan_end: int):
-    # resume at a pending CR (its LF may come next), else where the scan ended
-    frm = scan_end - 1 if scan_end > pos and buf[scan_end - 1] == 13 else scan_end
-    return [x - pos for x in lines], frm - pos
 
 
 def _memo_headers(memo) -> Headers:
@@ -376,8 +184,6 @@ def _memo_headers(memo) -> Headers:
     hdrs._names = memo[3]
     hdrs._ends = [e - h0 for e in memo[4]]
     hdrs._memo = {}
-    memo[2] = hdrs
-    memo[3] = memo[4] = None
     return hdrs
 
 
@@ -415,7 +221,7 @@ class RequestParser:
         self._head_cap = max_request_line + max_header_size + 4
         self._out = new_line_offsets(max_headers + 2)
         self._out1 = new_line_offsets(1)
-        self._buf = b""
+        self._buf: Any = b""  # bytes, or a bytearray this parser owns
         self._pos = 0
         self._state = _HEAD
         self._resume = None   # (line offsets, scan-from), relative to _pos, of a partial block
@@ -432,9 +238,9 @@ class RequestParser:
         self._in_cb = False   # a callback runs (inside feed)
         self._held = False    # the last feed stopped at max_pipeline with bytes left
         self._error: Optional[ParseError] = None
-        # [header block (a copy), framing, Headers over the block or None,
-        #  names, CR offsets, block start] of the last request: see _memo_headers
-        self._memo: Optional[list] = None
+        # (header block (a copy), framing, Headers over the block or None,
+        #  names, CR offsets, block start) of the last request: see _memo_headers
+        self._memo: Optional[tuple] = None
         self._idle = True     # state _HEAD, nothing pending: feed may take the fast path
 
     # -- public state -------------------------------------------------------
@@ -578,7 +384,7 @@ class RequestParser:
                     del buf[:pos]  # all in-progress offsets are relative to pos
                     pos = 0
                 buf += data
-        done = []
+        done: List[Request] = []
         try:
             return self._run(buf, pos, state, done)
         except ParseError as exc:
@@ -636,7 +442,7 @@ class RequestParser:
                 self._remaining = rem - (e - pos)
                 pos = e
                 if self._remaining == 0:
-                    state = self._complete(self._req, done, buf, pos, end)
+                    state = self._complete(self._req, done, buf, pos, end)  # type: ignore[arg-type]
                     if state != _HEAD:
                         break
             elif state == _CHUNK_DATA:
@@ -653,12 +459,7 @@ class RequestParser:
                 if state == _CHUNK_SIZE:
                     break
             elif state == _CHUNK_CRLF:
-                got = self._crlf
-                while got < 2 and pos < end:
-                    if buf[pos] != (13 if got == 0 else 10):
-                        raise _err(400, "missing CRLF after chunk data")
-                    pos += 1
-                    got += 1
+                pos, got = expect_crlf(buf, pos, end, self._crlf)
                 self._crlf = got
                 if got == 2:
                     state = _CHUNK_SIZE
@@ -669,7 +470,7 @@ class RequestParser:
                 lines, n = r
                 if buf.__class__ is bytearray:
                     buf = bytes(buf)
-                req = self._req
+                req = self._req  # type: ignore[assignment]
                 req.trailers = _fields(buf, pos, lines, n - 1)
                 pos = lines[n - 1] + 2
                 state = self._complete(req, done, buf, pos, end)
@@ -697,7 +498,11 @@ class RequestParser:
 
     def _start_message(self, req: Request, buf, pos: int, end: int, done: List[Request]):
         """After a head: set up the body, or complete a body-less message."""
-        if req._special and (req.upgrade is not None or req.method == "CONNECT") \
+        if not req._special:
+            if self._no_callbacks:  # no body, no switch, no close: the common case
+                done.append(req)
+                return pos, _HEAD
+        elif (req.upgrade is not None or req.method == "CONNECT") \
                 and not req.chunked and not req.content_length:
             # Switching with no body: the switch point is known now; a handler run
             # from on_headers may already take the bytes behind it.
@@ -777,7 +582,7 @@ class RequestParser:
         if self.on_body is not None:
             if chunk.__class__ is not bytes:
                 chunk = bytes(chunk)
-            self.on_body(self._req, chunk)
+            self.on_body(self._req, chunk)  # type: ignore[arg-type]
         else:
             self._sink.write(chunk)  # type: ignore[union-attr]
 
@@ -851,6 +656,7 @@ class RequestParser:
             hdrs = memo[2]
             if hdrs is None:
                 hdrs = _memo_headers(memo)
+                self._memo = (memo[0], memo[1], hdrs, None, None, 0)
             req.headers = hdrs
             framing = memo[1]
             if framing is not None:
@@ -900,7 +706,7 @@ class RequestParser:
                 hdrs._memo = {}
                 req.headers = hdrs
                 if method != "CONNECT":
-                    self._memo = [block, None, None, names, ends, h0]
+                    self._memo = (block, None, None, names, ends, h0)
                 else:
                     req._special = True
                 return req
@@ -918,7 +724,7 @@ class RequestParser:
                     _HOSTS_OK[bytes(hv)] = True
         framing = None
         if specials is not None or not v11:
-            framing = self._framing(buf, specials or (), v11, method)
+            framing = _framing(buf, specials or (), v11, method, self.max_body)
             (req.content_length, req.chunked, req.keep_alive, req.expect_continue,
              req.upgrade, req._conn_close, req._special) = framing
             if not v11:
@@ -933,123 +739,21 @@ class RequestParser:
         if method == "CONNECT":
             req._special = True
         elif v11:
-            self._memo = [block, framing, None, names, ends, h0]
+            self._memo = (block, framing, None, names, ends, h0)
         return req
-
-    def _framing(self, buf, specials, v11: bool, method: str):
-        """Content-Length, Transfer-Encoding, Connection, Expect, Upgrade.
-
-        Returns (content_length, chunked, keep_alive, expect_continue, upgrade,
-        conn_close, special) -- a pure function of the header bytes, version and
-        method, so the parser can reuse it for an identical header section.
-        """
-        cl = None
-        codings: Optional[List[bytes]] = None
-        conn: List[bytes] = []
-        upgrade = None
-        expect = False
-        for j in range(0, len(specials), 3):
-            code = specials[j]
-            v = buf[specials[j + 1] + 1 : specials[j + 2]].strip(b" \t")
-            if code == 2:  # Content-Length
-                if not v.isdigit():
-                    raise _err(400, "Content-Length is not a plain decimal number")
-                digits = v.lstrip(b"0") or b"0"
-                if len(digits) > _MAX_CL_DIGITS:
-                    raise _err(400, "Content-Length overflows")
-                value = int(digits)
-                if cl is not None and cl != value:
-                    raise _err(400, "conflicting Content-Length headers")
-                cl = value
-            elif code == 3:  # Transfer-Encoding
-                if codings is None:
-                    codings = []
-                elements = [x.strip(b" \t") for x in v.lower().split(b",")]
-                if b"" in elements:
-                    # "chunked," / ", chunked" / an empty line beside "chunked":
-                    # nginx, Apache, h11 and llhttp all refuse these.
-                    raise _err(400, "empty element in Transfer-Encoding")
-                codings += elements
-            elif code == 4:  # Connection
-                conn += _list_tokens(v)
-            elif code == 5:  # Expect
-                if v11 and v.lower() == b"100-continue":
-                    expect = True
-            else:  # Upgrade
-                upgrade = v
-        chunked = False
-        if codings is not None:
-            if cl is not None:
-                raise _err(400, "both Transfer-Encoding and Content-Length")
-            if not v11:
-                raise _err(400, "Transfer-Encoding in an HTTP/1.0 request")
-            if not codings:
-                raise _err(400, "empty Transfer-Encoding")
-            for t in codings:
-                if _TOKEN.fullmatch(t.split(b";", 1)[0].rstrip(b" \t")) is None:
-                    raise _err(400, "invalid transfer coding")
-            if codings.count(b"chunked") > 1:
-                raise _err(400, "chunked applied twice")
-            if codings[-1] != b"chunked":
-                raise _err(400, "last transfer coding is not chunked")
-            if len(codings) > 1:
-                raise _err(501, "transfer coding not implemented: %s"
-                           % codings[0].decode("latin-1"))
-            chunked = True
-        elif cl is not None and cl > self.max_body:
-            raise _err(413, "Content-Length %d exceeds %d" % (cl, self.max_body))
-        if method == "CONNECT" and (cl or chunked):
-            raise _err(400, "CONNECT request with a body")
-        keep_alive = v11
-        conn_close = False
-        proto = None
-        if conn:
-            if b"close" in conn:
-                keep_alive = False
-                conn_close = True
-            elif not v11 and b"keep-alive" in conn:
-                keep_alive = True
-            if upgrade is not None and v11 and b"upgrade" in conn:
-                if not upgrade:
-                    raise _err(400, "empty Upgrade header")
-                proto = upgrade.decode("latin-1")
-        special = bool(cl) or chunked or not keep_alive or proto is not None or method == "CONNECT"
-        return cl, chunked, keep_alive, expect, proto, conn_close, special
 
     # -- chunked --------------------------------------------------------------
 
     def _chunk_size(self, buf, pos: int, end: int):
-        out1 = self._out1
-        resume = self._resume
-        frm = pos if resume is None else pos + resume[1]
-        lim = pos + self.max_chunk_line + 2
-        scan_end = end if end < lim else lim
-        n, bad = scan_lines(buf, frm, scan_end, out1, pos) if frm < scan_end else (0, -1)
-        if n == 0:
-            if bad >= 0:
-                raise _bad_byte(buf, bad, "chunk-size line")
-            if scan_end >= lim:
-                raise _err(400, "chunk-size line longer than %d bytes" % self.max_chunk_line)
-            self._resume = _resume_state(buf, pos, [], scan_end)
+        size, pos, self._resume = parse_chunk_size(buf, pos, end, self._out1, self._resume,
+                                                   self.max_chunk_line)
+        if size < 0:
             return pos, _CHUNK_SIZE
-        self._resume = None
-        cr = out1[0]
-        semi = buf.find(b";", pos, cr)
-        se = cr if semi < 0 else semi
-        size = buf[pos:se].rstrip(b" \t") if semi >= 0 else buf[pos:se]
-        if not size or size.translate(None, _HEXDIGITS):
-            raise _err(400, "chunk size is not a hex number")
-        if len(size) > _MAX_HEX_DIGITS:
-            raise _err(400, "chunk size too long")
-        if semi >= 0 and _CHUNK_EXT.fullmatch(buf, se, cr) is None:
-            raise _err(400, "malformed chunk extension")
-        value = int(size, 16)
-        pos = cr + 2
-        if value == 0:
+        if size == 0:
             return pos, _TRAILERS
-        total = self._total + value
+        total = self._total + size
         if total > self.max_body:
             raise _err(413, "chunked body exceeds %d bytes" % self.max_body)
         self._total = total
-        self._remaining = value
+        self._remaining = size
         return pos, _CHUNK_DATA

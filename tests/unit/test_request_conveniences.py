@@ -82,7 +82,8 @@ def test_args_invalid_utf8_is_replaced_not_raised():
 
 def test_args_field_count_is_bounded():
     ok = b"&".join(b"f%d=1" % i for i in range(MAX_QUERY_FIELDS))
-    assert len(request(b"/?" + ok, headers=b"", body=None).args) == MAX_QUERY_FIELDS if len(ok) < 8000 else True
+    (r,) = RequestParser(max_request_line=16384).feed(b"GET /?" + ok + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert len(r.args) == MAX_QUERY_FIELDS
     args = QueryArgs.parse("&".join("f%d=1" % i for i in range(MAX_QUERY_FIELDS)))
     assert len(args) == MAX_QUERY_FIELDS
     with pytest.raises(ParseError) as e:
@@ -90,7 +91,7 @@ def test_args_field_count_is_bounded():
     assert e.value.status == 400
     r = request(b"/?" + b"&" * 1500)
     with pytest.raises(ParseError) as e:
-        r.args
+        r.args.get("x")
     assert e.value.status == 400
 
 
