@@ -8,10 +8,13 @@ from .buffers import BufferPool
 from .errors import LoopError, ParseError, PowpowError, ResourceLeakError
 from .loop import Events, Loop, TimerId, Watcher
 from .poller import available as available_pollers
+from .net.transport import Transport
 from .net import (ConnectError, Connection, ConnectionLost, Connector, DatagramTruncated, NetError, TcpServer,
                   UdpEndpoint, WriteQueueFull, bind_udp, connect, connect_udp, connect_unix)
 from .extras import Change, FileEvent, FileWatcher, RateLimiter
 from .http import CorsOptions, HeaderValueError, HttpServer, Response, serve_static
+from .http._message import Headers, QueryArgs, Request
+from .http.forwarded import ProxyTrust
 
 __version__ = "0.1.0"
 
@@ -30,7 +33,11 @@ __all__ = [
     # HTTP (issues 4 and 5)
     "CorsOptions",
     "HeaderValueError",
+    "Headers",
     "HttpServer",
+    "ProxyTrust",
+    "QueryArgs",
+    "Request",
     "Response",
     "serve_static",
     # networking (issue 3)
@@ -45,6 +52,7 @@ __all__ = [
     "NetError",
     "RateLimiter",
     "TcpServer",
+    "Transport",
     "UdpEndpoint",
     "WriteQueueFull",
     "bind_udp",
