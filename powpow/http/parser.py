@@ -396,6 +396,7 @@ class RequestParser:
     def _fail(self, exc: ParseError) -> None:
         self._state = _FAILED
         self._idle = False
+        self._held = False
         self._error = exc
         self._buf = b""
         self._pos = 0

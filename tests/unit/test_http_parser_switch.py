@@ -265,3 +265,12 @@ def test_switched_bytes_count_as_buffered():
     p.decline_upgrade()
     with pytest.raises(ParseError):
         p.feed(b"")
+
+
+def test_an_error_behind_held_requests_clears_held():
+    p = RequestParser(max_pipeline=1)
+    assert len(p.feed(NEXT + NEXT + b"BAD\r\n\r\n")) == 1 and p.held
+    assert len(p.feed(b"")) == 1
+    with pytest.raises(ParseError):
+        p.feed(b"")
+    assert p.failed and not p.held and p.buffered == 0
