@@ -53,7 +53,7 @@ class Session:
     __slots__ = ("server", "conn", "parser", "pending", "in_batch", "state", "since", "depth",
                  "sent_seen", "write_since", "continued", "want_continue", "streaming", "ip", "held",
                  "write_blocked", "body_paused", "eof", "eof_since", "body_start", "body_got",
-                 "date", "loop", "upgrade_req", "closing")
+                 "date", "loop", "upgrade_req", "closing", "body_req")
 
     def __init__(self, server, conn) -> None:
         self.server = server
@@ -96,6 +96,7 @@ class Session:
         self.body_got = 0
         self.upgrade_req = None
         self.closing = False  # CLOSING, or the server drains: heads may say Connection: close
+        self.body_req = None  # streaming: the dispatched request whose body is still arriving
 
     # -- transitions ----------------------------------------------------------
 
@@ -238,6 +239,7 @@ class Session:
     def _on_headers_streaming(self, req) -> None:
         if req._special and (req.upgrade is not None or req.method == "CONNECT"):
             return  # dispatched once the message is complete: the rest is then known
+        self.body_req = req
         self._dispatch(req)
         if req.expect_continue:
             self._continue(req)
@@ -256,6 +258,8 @@ class Session:
             self._handler_failed(req, exc)
 
     def _on_complete(self, req) -> None:
+        if req is self.body_req:
+            self.body_req = None
         req._close_stream_file()
         if req._body_cb is None and req._stream_buf:
             buf = bytes(req._stream_buf)
@@ -346,8 +350,9 @@ class Session:
         log.info("bad request from %s: %s", self.ip, exc)
         self._to_closing()
         pending = self.pending
-        res = pending[-1] if pending else None
-        if res is not None and not res.ended and self.streaming:
+        failed = self.body_req
+        res = failed.response if failed is not None else None
+        if res is not None and not res.ended and res in pending:
             # The failed message's own handler runs already (streaming): its
             # response carries the error, like in buffered mode.
             if not res._sent_head:
@@ -365,11 +370,12 @@ class Session:
         res.send_error(exc.status, exc.message)
 
     def must_close(self, res) -> bool:
-        """While CLOSING (or the server drains): does ``res`` carry ``Connection: close``?"""
-        if self.state == CLOSING and not self.server._draining:
-            return True
-        # draining: answer every request already accepted; the last one closes
-        return not self.pending or self.pending[-1] is res
+        """While CLOSING (or the server drains): does ``res`` carry ``Connection: close``?
+
+        Only the last answer owed does: the ones before it (good requests
+        ahead of a bad one, requests accepted before shutdown) still go out."""
+        pending = self.pending
+        return not pending or pending[-1] is res
 
     @property
     def writable(self) -> bool:
@@ -565,7 +571,7 @@ class Session:
             if not self.eof:
                 self.eof = True
                 self.eof_since = now
-            if not self.pending or now - self.eof_since >= server.keepalive_timeout_ms:
+            if (not self.pending and not self.held) or now - self.eof_since >= server.keepalive_timeout_ms:
                 conn.close()
             return
         state = self.state

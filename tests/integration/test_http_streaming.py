@@ -375,3 +375,18 @@ def test_streaming_request_body_can_be_paused_and_resumed():
                 sent += s.send(chunk[: size - sent])
             data = read_all(s, 10)
         assert data.endswith(b"\r\n\r\n%d" % size)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_bad_request_after_a_slow_good_one_keeps_the_good_answer(streaming):
+    """The good request's late answer goes out (without Connection: close), then the 400."""
+    servers = []
+
+    def handler(req, res):
+        servers[0].loop.add_timer(150, lambda: res.send(b"good"))
+
+    with serving(handler, streaming=streaming) as srv:
+        servers.append(srv)
+        data = raw(srv.port, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nBROKEN\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 200 ") and b"good" in data
+        assert data.index(b"HTTP/1.1 400 ") > data.index(b"good")
