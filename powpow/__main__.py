@@ -212,7 +212,8 @@ def main(argv=None) -> int:
     s = sub.add_parser("serve", help="serve a directory over HTTP (default command)",
                        description="Serve DIR (default: a built-in demo site) over HTTP/1.1.")
     s.add_argument("dir", nargs="?", default=None, help="directory to serve (default: built-in demo site)")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; :: for all, dual-stack)")
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; :: for all, dual-stack)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     s.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (SO_REUSEPORT)")
     s.add_argument("--worker-threads", action="store_true",

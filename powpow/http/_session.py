@@ -507,7 +507,9 @@ class Session:
         self.write_blocked = True
         conn = self.conn
         if conn.on_drain is None and self.state < DETACHED:
-            conn.on_drain = self.on_drain  # set on first need: idle connections stay small handover -----------------------------------------------------
+            conn.on_drain = self.on_drain  # set on first need: idle connections stay small
+
+    # -- upgrade handover -----------------------------------------------------
 
     def upgrade(self, res, status_headers):
         """See ``Response.upgrade``."""

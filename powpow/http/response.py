@@ -123,11 +123,7 @@ def _encode_block(headers):
     itself, once (RFC 9112 §6), after validating the handler's values."""
     parts: List[str] = []
     encode_headers(headers, parts)  # validates: raises HeaderValueError
-    framing = None
-    for i, (name, value) in enumerate(headers):
-        if str(name).lower() in _FRAMING_NAMES:
-            framing = True
-            break
+    framing = any(str(h[0]).lower() in _FRAMING_NAMES for h in headers)
     if framing:
         rest = []
         length = None

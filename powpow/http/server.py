@@ -52,7 +52,7 @@ from typing import Callable, Optional, Sequence
 
 from ..loop import Loop
 from ..net.tcp import TcpServer
-from ._session import BODY, GONE, HEAD, Session
+from ._session import BODY, GONE, Session
 from .parser import MAX_BODY, MAX_HEADER_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from .response import _SERVER, DateCache, HeaderValueError, Response, status_line
 

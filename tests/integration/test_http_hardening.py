@@ -2,8 +2,6 @@
 import os
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 
