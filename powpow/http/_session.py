@@ -33,9 +33,11 @@ and calls ``_lost()`` / ``_reset()``.
 """
 import errno
 import logging
+from typing import List, Optional
 
 from ..errors import ParseError
 from ..net.errors import ConnectionLost
+from ._message import Request
 from .parser import RequestParser
 from .response import _UNPARSED, _UP_ASKED, Response, _FileSeg, close_segments
 
@@ -77,12 +79,12 @@ class Session:
             # No callbacks: the parser keeps its fast path (a whole small
             # request in one read costs one scan and no state machine).
             self.parser = RequestParser(**limits)
-        self.continued = None
+        self.continued: Optional[Request] = None
         self.want_continue = False
         self.held = False
         # A list, not a deque: an empty deque is 760 bytes on CPython, and an
         # idle keep-alive connection must cost under 3 KB; depth stays small.
-        self.pending = []
+        self.pending: List[Response] = []
         self.in_batch = False
         self.state = IDLE
         self.since = self.loop.now_ms()
@@ -94,9 +96,9 @@ class Session:
         self.eof_since = 0
         self.body_start = 0
         self.body_got = 0
-        self.upgrade_req = None
+        self.upgrade_req: Optional[Request] = None
         self.closing = False  # CLOSING, or the server drains: heads may say Connection: close
-        self.body_req = None  # streaming: the dispatched request whose body is still arriving
+        self.body_req: Optional[Request] = None  # streaming: the dispatched request whose body is still arriving
 
     # -- transitions ----------------------------------------------------------
 
@@ -308,7 +310,7 @@ class Session:
     def _dispatch(self, req) -> None:
         res = Response(self, req)
         if req is self.upgrade_req:
-            res._upgrade = _UP_ASKED
+            res._upgrade = _UP_ASKED  # type: ignore[assignment]
         self.pending.append(res)
         req.response = res
         try:

@@ -297,7 +297,7 @@ class Response:
         if hs:
             # Handlers tend to send the same header list every time: validate
             # and encode it once (CR/LF/NUL still raise HeaderValueError).
-            key = tuple(hs)
+            key: Optional[tuple] = tuple(hs)
             try:
                 block = _header_blocks.get(key)
             except TypeError:  # unhashable pairs (lists): encode without caching

@@ -48,7 +48,7 @@ import os
 import signal
 import socket
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from ..loop import Loop
 from ..net.tcp import TcpServer
@@ -100,7 +100,8 @@ class HttpServer:
         self.handler = handler
         self.streaming = streaming
         self._own_loop = loop is None
-        self.loop = loop
+        # None until listen()/run() makes one (after fork() with workers > 1)
+        self.loop: Loop = loop  # type: ignore[assignment]
         self.max_connections = max_connections
         self.max_pipeline_depth = max_pipeline_depth
         self.max_body = max_body
@@ -119,14 +120,14 @@ class HttpServer:
         self.workers = workers
         self.grace_period = grace_period
         self._date = DateCache()
-        self._tcp = None
-        self._timers = []
+        self._tcp: Optional[TcpServer] = None
+        self._timers: List[Any] = []
         self._draining = False
-        self._drain_timer = None
-        self._listen_args = []
-        self._unix_socks = []  # workers > 1: unix listeners bound here, shared by the workers
-        self._reserve = None
-        self.port = None
+        self._listen_args: List[Tuple[int, str, int]] = []
+        # workers > 1: unix listeners bound here, shared by the workers
+        self._unix_socks: List[Tuple[socket.socket, str]] = []
+        self._reserve: Optional[socket.socket] = None
+        self.port: Optional[int] = None
 
     # -- setup ------------------------------------------------------------
 
@@ -326,7 +327,7 @@ class HttpServer:
         self._unix_socks = []
         if self._own_loop and self.loop is not None:
             self.loop.close()
-            self.loop = None
+            self.loop = None  # type: ignore[assignment]
 
 
 def _make_trust(trusted):

@@ -74,7 +74,7 @@ def _spawn(server) -> int:
 def run_workers(server) -> int:
     """Fork ``server.workers`` workers and supervise them until told to stop."""
     stopping = {"flag": False, "since": 0.0}
-    children = {}  # pid -> start time
+    children: dict = {}  # pid -> start time
 
     def on_signal(signum, frame) -> None:
         if not stopping["flag"]:
