@@ -527,10 +527,15 @@ class Session:
         if not pending or pending[0] is not res:
             raise RuntimeError("upgrade(): an earlier pipelined response has not ended yet")
         if status_headers is not None:
-            res.status = 101
+            connect = res.request.method == "CONNECT"
+            # CONNECT: a 2xx opens the tunnel, with no framing headers (RFC 9110 §9.3.6)
+            res.status = (res.status if 200 <= res.status < 300 else 200) if connect else 101
             if status_headers:
                 res._headers.extend(status_headers)
-            res._segments.append(res._build_head(0))
+            head = res._build_head(0)
+            if connect:
+                head = head.replace(b"Content-Length: 0\r\n", b"", 1)
+            res._segments.append(head)
         res.ended = True
         out = list(res._segments)
         res._segments.clear()

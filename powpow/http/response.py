@@ -525,9 +525,10 @@ class Response:
     def upgrade(self, status_headers=None):
         """Hand the connection over (WebSocket, CONNECT): returns ``(transport, rest)``.
 
-        With ``status_headers`` (a list of pairs) a ``101 Switching Protocols``
-        head is written to the transport first, after every earlier pipelined
-        answer.  Then HTTP forgets the connection: no deadline applies, and
+        With ``status_headers`` (a list of pairs, may be empty) a ``101
+        Switching Protocols`` head -- for CONNECT a ``200`` without framing
+        headers -- is written to the transport first, after every earlier
+        pipelined answer; None writes nothing.  Then HTTP forgets the connection: no deadline applies, and
         ``on_data``/``on_close``/``on_drain``/``on_eof``/``context`` are None
         for the new owner to set.  ``rest``: the bytes the client sent after the
         request.  Raises ``ConnectionLost`` if the client has already gone."""

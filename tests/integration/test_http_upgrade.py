@@ -167,3 +167,20 @@ def test_delayed_upgrade_with_bytes_sent_meanwhile():
             data = recv_until(s, b"CD")
             # what the parser had is ``rest``; what waited in the kernel reaches on_data
             assert data.split(b"\r\n\r\n", 1)[1] in (b"[rest=ab]CD", b"[rest=abcd]")
+
+
+def test_connect_tunnel_taken_by_the_handler():
+    def handler(req, res):
+        conn, rest = res.upgrade([])
+        conn.on_data = lambda c, data: c.send(b"tunnel:" + bytes(data))
+        if rest:
+            conn.send(b"tunnel:" + rest)
+
+    with serving(handler) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\nhello")
+            data = recv_until(s, b"tunnel:hello")
+            head, _, after = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length" not in head
+            assert b"Transfer-Encoding" not in head
+            assert after == b"tunnel:hello"
