@@ -1,12 +1,21 @@
 """Responses: the ``Response`` a handler answers with, and how heads are built.
 
-``Response`` collects its output as segments (bytes and file ranges); the
-connection (``powpow.http.server``) moves them to the socket in request order.  What matters here is the cost
-per response, so status lines are prebuilt bytes, the Date header is rebuilt
-at most once a second (RFC 9110 §6.6.1 asks for second resolution), and header
-names/values are validated with one ``str.isprintable`` call in the common
-case -- a CR, LF or NUL set by a handler raises ``HeaderValueError`` and is
-never written (response splitting).
+``Response`` collects its output as segments (bytes, and file ranges that own
+an open descriptor); its session (``powpow.http._session``) moves them to the
+transport in request order.  What matters here is the cost per response, so
+status lines are prebuilt bytes, the Date header is rebuilt at most once a
+second (RFC 9110 §6.6.1 asks for second resolution), and header names/values
+are validated with one ``str.isprintable`` call in the common case -- a CR,
+LF or NUL set by a handler raises ``HeaderValueError`` and is never written
+(response splitting).
+
+One framing on the wire (RFC 9112 §6): powpow writes Content-Length /
+Transfer-Encoding / Connection itself.  A handler's Content-Length is honoured
+and enforced (a different body length raises ``HeaderValueError``, writing past
+it raises ``ValueError``, ending short closes the connection); its
+Transfer-Encoding may only be ``chunked`` and its Connection only ``close``,
+``keep-alive`` (or ``upgrade`` on a 101).  HTTP/1.0 clients never get chunked:
+a streamed body of unknown length is delimited by the close.
 """
 import email.utils
 import http

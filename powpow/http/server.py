@@ -16,6 +16,21 @@ so pipelined answers never mix.  While one read is being handled, output is
 collected and leaves in one ``send`` (or ``sendfile`` with the head corked in
 front) at the end: 16 pipelined requests cost one write.
 
+Memory per connection is bounded: reading pauses while the transport's queue
+is above ``HTTP_HIGH_WATER`` (the kernel's window then pushes back on the
+client), while ``max_pipeline_depth`` answers are outstanding or requests are
+held back at that depth, and while an Upgrade/CONNECT request waits for its
+handler.  A client that pipelines and never reads costs well under 1 MiB
+beyond its socket buffers.
+
+Protocol switches
+-----------------
+``conn, rest = res.upgrade(headers)`` writes the 101 (CONNECT: 200) after
+every earlier answer, then HTTP forgets the transport (no deadline; its
+callbacks are the caller's).  A handler that answers an Upgrade request
+normally keeps an ordinary keep-alive connection; a CONNECT answered normally
+is closed after the answer.
+
 Deadlines
 ---------
 One sweep per server (an interval timer at a fraction of the shortest
