@@ -231,6 +231,10 @@ class Request:
     file if it went to disk), ``body_file`` (the spooled temporary file, or
     None), ``body_size``.  With a streaming parser (``on_body`` given) the body
     is delivered to the callback and ``body`` is ``b""``.
+
+    Target: ``target`` (as sent), ``path`` (percent-decoded), ``raw_path``
+    (not decoded), ``query`` (raw query string), ``args`` (``QueryArgs``).
+    Also ``headers`` (``Headers``), ``cookies`` (dict) and ``json()``.
     """
 
     # Class-level defaults: the parser sets only what differs, so creating a
