@@ -17,8 +17,15 @@ part's file.
 
 Also used by the multipart parser for file parts.
 """
+import os
+import sys
 import tempfile
 from typing import IO, List, Optional
+
+# Linux's O_TMPFILE (with O_DIRECTORY, as the kernel defines it).  PyPy 3.9's
+# os module lacks the constant, and tempfile then falls back to a named file
+# unlinked a moment later: open it ourselves so no name ever exists there too.
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0o20200000 if sys.platform.startswith("linux") else 0)
 
 
 def open_spool_file(directory: Optional[str] = None, prefix: str = "powpow-body-") -> IO[bytes]:
@@ -26,6 +33,14 @@ def open_spool_file(directory: Optional[str] = None, prefix: str = "powpow-body-
 
     ``prefix`` only names the file for the instant it exists on systems without
     ``O_TMPFILE``."""
+    if _O_TMPFILE:
+        try:
+            fd = os.open(directory or tempfile.gettempdir(),
+                         _O_TMPFILE | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except OSError:
+            pass  # a filesystem without O_TMPFILE support: tempfile's way below
+        else:
+            return os.fdopen(fd, "w+b")
     return tempfile.TemporaryFile(mode="w+b", prefix=prefix, dir=directory)
 
 

@@ -246,6 +246,7 @@ class Request:
     upgrade: Optional[str] = None
     trailers = _EMPTY_HEADERS
     body_file = None
+    _form_parts: Optional[list] = None
     body_size = 0
     _body_buf = b""
     _body_start = 0
@@ -442,25 +443,42 @@ class Request:
             raise ParseError(415, "expected multipart/form-data, got %r" % ctype[:100])
         parser = MultipartParser(boundary_from_content_type(ctype), **limits)
         f = self.body_file
-        if f is None:
-            parts = parser.feed(self.body)
-        else:
-            f.seek(0)
-            parts = []
-            while True:
-                chunk = f.read(1 << 16)
-                if not chunk:
-                    break
-                parts += parser.feed(chunk)
-        parser.close()
+        parts: list = []
+        try:
+            if f is None:
+                parts = parser.feed(self.body)
+            else:
+                f.seek(0)
+                while True:
+                    chunk = f.read(1 << 16)
+                    if not chunk:
+                        break
+                    parts += parser.feed(chunk)
+            parser.close()
+        except BaseException:
+            # a bad or too large form: the parts made so far hold open files
+            for p in parts:
+                p.close()
+            raise
+        # close() (at the end of the response) releases their spooled files
+        self._form_parts = parts
         return parts
 
     def close(self) -> None:
-        """Release the spooled body file, if any (it is deleted on close)."""
+        """Release the spooled body file and the files of ``form()`` parts (idempotent).
+
+        The server calls this when the response has ended: nothing a request
+        spooled outlives its answer (the files are unnamed, so they vanish
+        with their last descriptor)."""
         f = self.body_file
         if f is not None:
             self.body_file = None
             f.close()
+        parts = self._form_parts
+        if parts:
+            self._form_parts = None
+            for p in parts:
+                p.close()
 
     def __repr__(self) -> str:
         return "<Request %s %s HTTP/%s>" % (self.method, self.target, self.version)

@@ -327,6 +327,16 @@ class RequestParser:
 
     # -- feeding ------------------------------------------------------------
 
+    def close(self) -> None:
+        """The connection is gone: release a body still being spooled (idempotent).
+
+        A request whose body never finished is never handed out, so nobody
+        else would close its temporary file; the parser owns it until then."""
+        sink = self._sink
+        if sink is not None:
+            self._sink = None
+            sink.discard()
+
     def feed(self, data=b"") -> List[Request]:
         """Parse ``data`` (bytes-like); return the requests it completed, in order."""
         if self._idle and data.__class__ is bytes and data:
