@@ -247,6 +247,8 @@ class Session:
             self._continue(req)
 
     def _on_body(self, req, chunk) -> None:
+        if self.state >= DETACHED:
+            return  # taken over from inside the parser's feed: these bytes are not HTTP's
         cb = req._body_cb
         if cb is None:
             buf = req._stream_buf
@@ -308,6 +310,8 @@ class Session:
         self.conn.write(_CONTINUE)
 
     def _dispatch(self, req) -> None:
+        if self.state >= DETACHED:
+            return  # an earlier handler of this read took the connection (or it is gone)
         res = Response(self, req)
         if req is self.upgrade_req:
             res._upgrade = _UP_ASKED  # type: ignore[assignment]
