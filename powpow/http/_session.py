@@ -115,6 +115,12 @@ class Session:
         self.since = self.body_start = self.loop.now_ms()
         self.body_got = 0
 
+    def _body_done(self) -> None:
+        self.state = IDLE  # the handler answers; ``pending`` keeps the keep-alive clock off
+
+    def _to_detached(self) -> None:
+        self.state = DETACHED
+
     def _to_closing(self) -> None:
         self.closing = True
         if self.state < CLOSING:
@@ -184,7 +190,7 @@ class Session:
                 self._continue(cur)
         else:
             if state == BODY:
-                self.state = IDLE  # body complete: the handler answers (pending guards it)
+                self._body_done()
             if not self.pending and not parser._idle and not self.held and self.state != HEAD:
                 self._to_head()  # a partial head (an attribute, not a property: hot path)
         if (self.held or self.write_blocked or self.upgrade_req is not None
@@ -548,7 +554,7 @@ class Session:
             self._write(out)  # the 101 is in the transport before the new owner's bytes
         parser = self.parser
         rest = parser.take_remaining() if parser.upgraded else b""
-        self.state = DETACHED
+        self._to_detached()
         for later in pending:
             later._lost()
         pending.clear()
