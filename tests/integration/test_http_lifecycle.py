@@ -89,8 +89,9 @@ UNIX_WORKERS = """
         res.send(b"ok")
 
     mode = sys.argv[1]
-    if mode == "unix":
-        server = HttpServer(handler, workers=2, grace_period=2)
+    if mode in ("unix", "unix-threads"):
+        server = HttpServer(handler, workers=2, grace_period=2,
+                            worker_mode="thread" if mode == "unix-threads" else "process")
         server.listen_unix(sys.argv[2])
         print("ready", flush=True)
     else:
@@ -101,20 +102,20 @@ UNIX_WORKERS = """
 """
 
 
-@pytest.mark.parametrize("mode", ["unix", "loop"])
+@pytest.mark.parametrize("mode", ["unix", "loop", "unix-threads"])
 def test_workers_each_build_their_own_loop(tmp_path, mode):
     path = str(tmp_path / "http.sock")
     p = start(UNIX_WORKERS, mode, path)
     try:
         line = p.stdout.readline().strip()
-        if mode == "unix":
+        if mode != "loop":
             deadline = time.monotonic() + 5
             while not os.path.exists(path) and time.monotonic() < deadline:
                 time.sleep(0.02)
         time.sleep(0.3)  # the workers are up
         answered = 0
         for _ in range(300):
-            if mode == "unix":
+            if mode != "loop":
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 s.connect(path)
             else:
