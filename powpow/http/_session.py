@@ -595,6 +595,11 @@ class Session:
             return
         state = self.state
         if state == BODY:
+            if conn.reading_paused:
+                # we are not reading (pause_body(), backpressure): the client is not slow
+                self.since = self.body_start = now
+                self.body_got = 0
+                return
             if now - self.since >= server.body_timeout_ms:
                 self._cut(408, "request body idle for %d ms" % server.body_timeout_ms)
                 return

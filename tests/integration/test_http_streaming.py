@@ -390,3 +390,19 @@ def test_bad_request_after_a_slow_good_one_keeps_the_good_answer(streaming):
         data = raw(srv.port, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\nBROKEN\r\n\r\n")
         assert data.startswith(b"HTTP/1.1 200 ") and b"good" in data
         assert data.index(b"HTTP/1.1 400 ") > data.index(b"good")
+
+
+def test_paused_body_is_not_cut_by_the_body_deadlines():
+    """A handler that pauses the body longer than body_timeout / below min_body_rate is not cut."""
+    def handler(req, res):
+        res.pause_body()
+        res.loop.add_timer(900, res.resume_body)
+        req.on_end(lambda: res.send(b"%d" % len(req.body)))
+
+    with serving(handler, streaming=True, body_timeout=0.3, min_body_rate=100000, body_grace=0.2) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")
+            time.sleep(0.1)
+            s.sendall(b"hello")
+            data = read_all(s)
+        assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"5")
