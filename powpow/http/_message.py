@@ -390,6 +390,29 @@ class Request:
     _client_ip: Optional[str] = None
 
     @property
+    def loop(self):
+        """The loop of the server answering this request (None without a server)."""
+        res = self.response
+        return res.loop if res is not None else None
+
+    def on_disconnect(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` if the client goes away before the response has ended
+        (server-sent events, long polling).  Same as ``response.on_close``."""
+        if self.response is None:
+            raise RuntimeError("on_disconnect() needs a request being answered by a server")
+        self.response.on_close = callback
+
+    def pause_body(self) -> None:
+        """Streaming bodies: stop reading this body (the rest waits in the kernel)."""
+        if self.response is not None:
+            self.response.pause_body()
+
+    def resume_body(self) -> None:
+        """Streaming bodies: read again after ``pause_body()``."""
+        if self.response is not None:
+            self.response.resume_body()
+
+    @property
     def client_ip(self) -> Optional[str]:
         """The client's address, worked out on first use by the server that answers
         (``X-Forwarded-For`` only from its trusted proxies); None without a server."""

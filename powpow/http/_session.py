@@ -132,6 +132,7 @@ class Session:
         cur = self.parser.current
         if cur is not None:
             cur._close_stream_file()  # the body never finished
+        self.parser.close()  # a body being spooled: its file goes now, not at GC
         pending = self.pending
         self.pending = []
         for res in pending:
