@@ -12,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SERVER = textwrap.dedent("""
     import logging, os, resource, signal, sys
     import powpow
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(relativeCreated)d %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(relativeCreated)d %(levelname)s %(message)s")
     in_use = len(os.listdir("/proc/self/fd"))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 24, hard))
