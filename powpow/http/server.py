@@ -70,6 +70,7 @@ from ..net.tcp import TcpServer
 from ._session import BODY, GONE, Session
 from .parser import MAX_BODY, MAX_HEADER_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from .response import _SERVER, DateCache, HeaderValueError, Response, status_line
+from .forwarded import ProxyTrust
 
 __all__ = ["HttpServer", "Response", "HeaderValueError"]
 
@@ -105,6 +106,7 @@ class HttpServer:
                  keepalive_timeout: float = KEEPALIVE_TIMEOUT, write_timeout: float = WRITE_TIMEOUT,
                  min_body_rate: int = MIN_BODY_RATE, body_grace: float = BODY_GRACE,
                  access_log: bool = False, trusted_proxies: Sequence[str] = (),
+                 forwarded_header: str = "x-forwarded-for",
                  workers: int = 1, grace_period: float = 10.0, streaming: bool = False,
                  worker_mode: str = "process") -> None:
         # every option but the loop, for the copies thread workers make
@@ -131,7 +133,11 @@ class HttpServer:
         self.body_grace_ms = int(body_grace * 1000)
         self.access_log = access_log
         self._trusted_proxies = frozenset(trusted_proxies)
-        self._proxy_trust = _make_trust(trusted_proxies)
+        # X-Forwarded-For by default: proxies that append to it (nginx's
+        # $proxy_add_x_forwarded_for) pass a client's own Forwarded header on
+        # untouched, so reading RFC 7239 Forwarded is opt-in ("forwarded" or
+        # "auto"), for proxies known to set it.
+        self._proxy_trust = ProxyTrust(trusted_proxies, header=forwarded_header) if trusted_proxies else None
         self.workers = workers
         self.grace_period = grace_period
         self._date = DateCache()
@@ -243,8 +249,6 @@ class HttpServer:
         trust = self._proxy_trust
         if trust is None:
             return ip
-        if trust.__class__ is frozenset:  # (powpow.http.forwarded not available)
-            return _legacy_client_ip(trust, ip, req)
         return trust.client_ip(ip, ip is None, req.headers)  # no IP: a unix-socket peer
 
     def _log_access(self, session, res) -> None:
@@ -343,30 +347,6 @@ class HttpServer:
         if self._own_loop and self.loop is not None:
             self.loop.close()
             self.loop = None  # type: ignore[assignment]
-
-
-def _make_trust(trusted):
-    trusted = list(trusted)
-    if not trusted:
-        return None
-    try:
-        from .forwarded import ProxyTrust
-    except ImportError:
-        return frozenset(trusted)
-    return ProxyTrust(trusted)
-
-
-def _legacy_client_ip(trusted, ip: Optional[str], req) -> Optional[str]:
-    if ip not in trusted:
-        return ip
-    xff = req.headers.get("x-forwarded-for")
-    if not xff:
-        return ip
-    for hop in reversed([h.strip() for h in xff.split(",")]):
-        if hop and hop not in trusted:
-            return hop
-        ip = hop or ip
-    return ip
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:

@@ -8,6 +8,8 @@ import tempfile
 import threading
 import time
 
+import pytest
+
 from powpow import Loop
 from powpow.http import HttpServer
 
@@ -185,3 +187,16 @@ def test_unix_socket_peer_trusted_only_when_configured(tmp_path):
             th.join(10)
             server.close()
             loop.close()
+
+
+@pytest.mark.parametrize("mode,expected", [("x-forwarded-for", b"198.51.100.7"), ("forwarded", b"203.0.113.9")])
+def test_forwarded_header_is_read_only_when_chosen(mode, expected):
+    """RFC 7239 ``Forwarded`` is opt-in: proxies that append X-Forwarded-For
+    pass a client's own Forwarded header through, so by default it is ignored."""
+    def handler(req, res):
+        res.send(str(req.client_ip).encode())
+
+    with serving(handler, trusted_proxies=("127.0.0.1",), forwarded_header=mode) as srv:
+        data = raw(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                   b"Forwarded: for=203.0.113.9\r\nX-Forwarded-For: 198.51.100.7\r\n\r\n")
+        assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\n" + expected), data
