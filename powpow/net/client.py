@@ -14,6 +14,11 @@ Invariants and why:
   every outcome, so the loop's debug leak check holds.
 * Errors are ``ConnectError`` naming the host, each address tried and its
   errno, delivered to ``on_error(exc)`` -- never raised out of the loop.
+* TLS (``ssl=ctx`` or ``ssl=True`` for ``ssl.create_default_context()``):
+  the connection is wrapped in a ``net.tls.TlsTransport`` and ``on_connect``
+  runs once the handshake succeeded; certificates and the host name are
+  verified as the context says (by default: verified).  A failed handshake
+  is a ``ConnectError`` naming the host and OpenSSL's reason.
 """
 import errno
 import logging
@@ -40,8 +45,12 @@ class Connector:
 
     def __init__(self, loop: Loop, host: str, port, on_connect, on_data, on_close, on_error,
                  timeout_ms: int, happy_eyeballs: bool, stagger_ms: int, nodelay: bool, conn_opts: dict,
-                 resolver: Optional[Callable] = None) -> None:
+                 resolver: Optional[Callable] = None, ssl=None, server_hostname: Optional[str] = None,
+                 handshake_timeout: float = 10.0) -> None:
         self.loop = loop
+        self.ssl = ssl
+        self.server_hostname = server_hostname
+        self.handshake_timeout = handshake_timeout
         self.resolver = resolver or _getaddrinfo
         self.host = host
         self.port = port
@@ -199,6 +208,9 @@ class Connector:
             loop.buffers.release(rbuf)
             s.close()
             raise
+        if self.ssl is not None:
+            self._start_tls(conn)
+            return
         cb = self.on_connect
         if cb is not None:
             try:
@@ -206,6 +218,44 @@ class Connector:
             except Exception as exc:
                 conn._teardown(exc)
                 report(loop, exc)
+
+    def _start_tls(self, conn: Connection) -> None:
+        from .tls import TlsTransport
+        name = self.server_hostname if self.server_hostname is not None else self.host
+        try:
+            tls = TlsTransport(conn, self.ssl, False, name, self.handshake_timeout, self._tls_ready, self._tls_failed)
+        except (OSError, ValueError) as exc:  # e.g. ssl.CertificateError-like setup errors, bad hostname
+            conn._teardown(exc)
+            self._fail_tls(exc)
+            return
+        tls.on_data = self.on_data
+        tls.on_close = self.on_close
+
+    def _tls_ready(self, tls) -> None:
+        cb = self.on_connect
+        if cb is not None:
+            try:
+                cb(tls)
+            except Exception as exc:
+                tls._teardown(exc)
+                report(self.loop, exc)
+
+    def _tls_failed(self, tls, exc) -> None:
+        self._fail_tls(exc)
+
+    def _fail_tls(self, exc: BaseException) -> None:
+        msg = str(exc)
+        prefix = "TLS handshake with "
+        if msg.startswith(prefix):
+            msg = msg.split(" failed: ", 1)[-1]
+        err = ConnectError("TLS handshake with %s failed: %s" % (self._target(), msg),
+                           errno.EPROTO, self.host, self.port, [])
+        err.__cause__ = exc
+        cb = self.on_error
+        if cb is None:
+            log.error("%s", err)
+            return
+        cb(err)
 
     def _fail_all(self) -> None:
         detail = "; ".join("%s: [Errno %d] %s" % (a, e, _strerror(e)) for a, e in self._errors)
@@ -258,7 +308,8 @@ def connect(loop: Loop, host: str, port: int, on_connect: Optional[Callable], on
             happy_eyeballs: bool = True, stagger_ms: int = 250, nodelay: bool = True, cork: bool = True,
             high_water: int = DEFAULT_HIGH_WATER, low_water: int = DEFAULT_LOW_WATER,
             max_queued: int = DEFAULT_MAX_QUEUED, linger_ms: int = DEFAULT_LINGER_MS,
-            resolver: Optional[Callable] = None) -> Connector:
+            resolver: Optional[Callable] = None, ssl=None, server_hostname: Optional[str] = None,
+            handshake_timeout: float = 10.0) -> Connector:
     """Open a TCP connection without blocking the loop.
 
     ``on_connect(conn)`` runs once connected; ``on_data(conn, memoryview)`` and
@@ -266,10 +317,17 @@ def connect(loop: Loop, host: str, port: int, on_connect: Optional[Callable], on
     receives a ``ConnectError`` if no address connects within ``timeout_ms``.
     ``resolver(host, port)`` (run in the resolver thread) replaces
     ``getaddrinfo``: custom DNS, or tests that need a given address list.
+    ``ssl``: an ``ssl.SSLContext`` (or True: ``ssl.create_default_context()``)
+    to speak TLS; ``server_hostname`` (default ``host``) is sent as SNI and
+    checked against the certificate.
     """
+    if ssl is True:
+        import ssl as _ssl
+        ssl = _ssl.create_default_context()
     _sock.ignore_sigpipe()
     c = Connector(loop, host, port, on_connect, on_data, on_close, on_error, timeout_ms, happy_eyeballs,
-                  stagger_ms, nodelay, _opts(cork, high_water, low_water, max_queued, linger_ms), resolver)
+                  stagger_ms, nodelay, _opts(cork, high_water, low_water, max_queued, linger_ms), resolver,
+                  ssl or None, server_hostname, handshake_timeout)
     h = _addr.strip_brackets(host)
     infos = None
     if resolver is None and _addr.literal_family(h) is not None:

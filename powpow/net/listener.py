@@ -43,9 +43,10 @@ _NEED_SOCK = _sock.needs_socket_object()
 
 
 class _Listener:
-    __slots__ = ("sock", "fd", "family", "path", "inode")
+    __slots__ = ("sock", "fd", "family", "path", "inode", "ssl")
 
-    def __init__(self, sock: socket.socket, path=None) -> None:
+    def __init__(self, sock: socket.socket, path=None, ssl=None) -> None:
+        self.ssl = ssl  # an ssl.SSLContext: connections of this listener speak TLS
         self.sock = sock
         self.fd = sock.fileno()
         self.family = sock.family
@@ -62,7 +63,14 @@ class TcpServer:
     Beyond ``max_connections`` live connections a new one is handed to
     ``on_overload(conn)`` (the HTTP layer answers 503 there with ``conn.send``);
     it is then closed after draining, or at once when there is no
-    ``on_overload``.  Call ``close()`` when done (it releases the pooled
+    ``on_overload``.
+
+    TLS: ``ssl=ctx`` (an ``ssl.SSLContext``; or per listener,
+    ``listen(..., ssl=ctx)``) wraps each accepted connection in a
+    ``net.tls.TlsTransport``; ``on_accept`` (and ``on_overload``) then run with
+    that transport once its handshake succeeded (within
+    ``handshake_timeout`` seconds); failed handshakes are logged and closed
+    and never reach the owner.  ``connections`` lists the TLS transports.  Call ``close()`` when done (it releases the pooled
     receive buffer: the loop's debug mode reports it otherwise).
     """
 
@@ -71,7 +79,8 @@ class TcpServer:
                  on_overload: Optional[Callable] = None, nodelay: bool = True, cork: bool = True,
                  high_water: int = DEFAULT_HIGH_WATER, low_water: int = DEFAULT_LOW_WATER,
                  max_queued: int = DEFAULT_MAX_QUEUED, linger_ms: int = DEFAULT_LINGER_MS,
-                 backoff_ms: int = 100, max_pooled: int = 1024) -> None:
+                 backoff_ms: int = 100, max_pooled: int = 1024, ssl=None,
+                 handshake_timeout: float = 10.0) -> None:
         if low_water > high_water:
             raise ValueError("low_water (%d) must be <= high_water (%d)" % (low_water, high_water))
         _sock.ignore_sigpipe()
@@ -89,11 +98,15 @@ class TcpServer:
         self.linger_ms = linger_ms
         self.backoff_ms = backoff_ms
         self.max_pooled = max_pooled
+        self.ssl = _server_ctx(ssl)
+        self.handshake_timeout = handshake_timeout
+        self.tls_failures = 0  # TLS handshakes that failed or timed out
         self.refused = 0  # connections refused beyond max_connections
         self.shed = 0  # connections accepted and closed at once while out of fds
         self._listeners: List[_Listener] = []
         self._by_fd: Dict[int, _Listener] = {}
         self._conns: Set[Connection] = set()
+        self._tls: Dict[Connection, Any] = {}  # raw connection -> its TlsTransport
         self._active = 0
         self._overflow = 0
         self._pool: List[Connection] = []
@@ -121,8 +134,10 @@ class TcpServer:
         return [lst.sock.getsockname() for lst in self._listeners]
 
     def listen(self, port: int = 0, host: Optional[str] = "0.0.0.0", backlog: int = 1024,
-               reuse_port: bool = False) -> "TcpServer":
-        """Listen on ``host:port``.  ``host="::"`` (or None) is dual-stack IPv6 + IPv4."""
+               reuse_port: bool = False, ssl=None) -> "TcpServer":
+        """Listen on ``host:port``.  ``host="::"`` (or None) is dual-stack IPv6 + IPv4.
+
+        ``ssl``: a context for this listener (default: the server's ``ssl``)."""
         family, sa = _addr.resolve_passive(host, port, socket.SOCK_STREAM)
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -143,10 +158,10 @@ class TcpServer:
         except BaseException:
             sock.close()
             raise
-        self._add_listener(_Listener(sock))
+        self._add_listener(_Listener(sock, None, _server_ctx(ssl) or self.ssl))
         return self
 
-    def listen_unix(self, path, mode: int = 0o660, backlog: int = 1024) -> "TcpServer":
+    def listen_unix(self, path, mode: int = 0o660, backlog: int = 1024, ssl=None) -> "TcpServer":
         """Listen on a unix stream socket; a stale socket file there is removed first."""
         p = _addr.prepare_unix_path(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -158,15 +173,15 @@ class TcpServer:
         except BaseException:
             sock.close()
             raise
-        self._add_listener(_Listener(sock, p))
+        self._add_listener(_Listener(sock, p, _server_ctx(ssl) or self.ssl))
         return self
 
-    def adopt(self, sock: socket.socket) -> "TcpServer":
+    def adopt(self, sock: socket.socket, ssl=None) -> "TcpServer":
         """Accept on a socket that is already bound and listening (e.g. one a parent bound
         before forking workers).  The socket becomes the server's (closed with it); a unix
         socket's file is left in place: whoever bound it unlinks it."""
         sock.setblocking(False)
-        self._add_listener(_Listener(sock))
+        self._add_listener(_Listener(sock, None, _server_ctx(ssl) or self.ssl))
         return self
 
     def _add_listener(self, lst: _Listener) -> None:
@@ -189,6 +204,9 @@ class TcpServer:
 
     @property
     def connections(self):
+        tls = self._tls
+        if tls:
+            return [tls.get(c, c) for c in self._conns]
         return list(self._conns)
 
     def _on_listen_event(self, fd: int, events: int) -> None:
@@ -227,9 +245,9 @@ class TcpServer:
                     self._starved_logged = False
                     log.warning("file descriptors available again: accepting (shed %d connections so far)",
                                 self.shed)
-            self._setup(cfd, lst.family)
+            self._setup(cfd, lst.family, lst.ssl)
 
-    def _setup(self, cfd: int, family: int) -> None:
+    def _setup(self, cfd: int, family: int, ctx=None) -> None:
         sock = None
         if _NEED_SOCK:
             sock = socket.socket(family, socket.SOCK_STREAM, 0, cfd)
@@ -261,6 +279,12 @@ class TcpServer:
         if overflow:
             conn._overflow = True
             self._overflow += 1
+        if ctx is not None:
+            if not overflow:
+                self._active += 1
+            self._wrap(conn, ctx)
+            return
+        if overflow:
             try:
                 self.on_overload(conn)  # type: ignore[misc]  # not None: checked above
             except Exception as exc:
@@ -277,6 +301,40 @@ class TcpServer:
             except Exception as exc:
                 conn._teardown(exc)
                 report(self.loop, exc)
+
+    def _wrap(self, conn: Connection, ctx) -> None:
+        from .tls import TlsTransport
+        try:
+            tls = TlsTransport(conn, ctx, True, None, self.handshake_timeout, self._tls_ready, self._tls_failed)
+        except Exception as exc:  # e.g. a context that cannot make a server-side object
+            conn._teardown(exc)
+            report(self.loop, exc)
+            return
+        tls.on_data = self.on_data
+        tls.on_close = self.on_close
+        self._tls[conn] = tls
+
+    def _tls_ready(self, tls) -> None:
+        raw = tls.raw
+        if raw._overflow:
+            try:
+                self.on_overload(tls)  # type: ignore[misc]  # overflow connections exist only with one
+            except Exception as exc:
+                tls._teardown(exc)
+                report(self.loop, exc)
+                return
+            tls.close_after_drain()
+            return
+        cb = self.on_accept
+        if cb is not None:
+            try:
+                cb(tls)
+            except Exception as exc:
+                tls._teardown(exc)
+                report(self.loop, exc)
+
+    def _tls_failed(self, tls, exc) -> None:
+        self.tls_failures += 1
 
     def _starved(self, lst: _Listener, err: int) -> None:
         """Out of fds: shed the backlog with the reserved fd, then stop accepting for a while."""
@@ -318,6 +376,8 @@ class TcpServer:
 
     def _release(self, conn: Connection) -> None:
         self._conns.discard(conn)
+        if self._tls:
+            self._tls.pop(conn, None)
         if conn._overflow:
             self._overflow -= 1
         else:
@@ -351,7 +411,7 @@ class TcpServer:
             return
         self.stop_listening()
         self._closed = True
-        for conn in list(self._conns):
+        for conn in self.connections:
             try:
                 conn.close()
             except Exception as exc:
@@ -391,3 +451,11 @@ def _open_reserve() -> int:
         return os.open(os.devnull, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return -1
+
+
+def _server_ctx(ctx):
+    """Server contexts are hardened once (no renegotiation, TLS 1.2 at least): ``net.tls``."""
+    if ctx is None:
+        return None
+    from .tls import prepare_server_context
+    return prepare_server_context(ctx)

@@ -1,0 +1,738 @@
+"""TLS on the transport seam: ``TlsTransport`` runs ``ssl.SSLObject`` over two ``MemoryBIO``s.
+
+Why: OpenSSL does the cryptography (``ssl`` with ``MemoryBIO`` exists on
+CPython and PyPy alike); powpow moves the bytes.  A ``TlsTransport`` sits on
+a TCP ``Connection`` (the *raw* transport, whose callbacks it owns) and
+implements the same ``net.transport.Transport`` contract, so HTTP, WebSocket
+and everything else above the seam work over TLS unchanged.
+
+Invariants:
+
+* Ciphertext from the socket goes into the incoming BIO; plaintext is
+  decrypted into a per-thread buffer (one per thread, not one per
+  connection: an idle TLS connection costs OpenSSL's state and no buffer of
+  ours) and handed to ``on_data`` as a memoryview valid during the call.
+* Writes queue plaintext by reference and encrypt it as the socket drains:
+  at most ``_CHUNK`` plaintext per step, the ciphertext of one step leaving
+  in one ``raw.write`` (one syscall), and no more encryption while the raw
+  queue is above ``_CIPHER_HIGH``.  ``send_file`` cannot use ``sendfile``:
+  the file is read ``_CHUNK`` at a time as the socket drains, never whole.
+* Backpressure counts both queues: ``queued_bytes`` = plaintext not yet
+  encrypted + ciphertext not yet in the kernel.
+* ``bytes_sent`` is the raw transport's (ciphertext the kernel accepted):
+  monotonic, the honest measure of write progress.
+* Closing sends ``close_notify`` (best effort on ``close()``, after the queue
+  on ``close_after_drain()``/``write_eof()``).  A peer that closes TCP without
+  ``close_notify`` is an end of input like any other (``on_eof``); the
+  protocol's framing decides whether the message was complete
+  (``close_notify_received`` says which it was).
+* The handshake has its own deadline (``handshake_timeout``); the owner
+  (``on_ready``) hears of the transport only once the handshake succeeded,
+  a failure goes to ``on_fail`` and never raises out of the loop.
+  Renegotiation is refused (``OP_NO_RENEGOTIATION`` on server contexts).
+"""
+import collections
+import errno
+import logging
+import os
+import ssl
+import threading
+from typing import Any, Callable, Optional
+
+from ._filesend import FileChunk, open_chunk
+from .errors import ConnectionLost, NetError, WriteQueueFull
+
+__all__ = ["TlsTransport", "TlsInfo", "TlsError", "prepare_server_context", "server_context"]
+
+log = logging.getLogger("powpow.net")
+
+OPEN, CLOSING, CLOSED = 0, 1, 2
+_CHUNK = 128 << 10          # plaintext encrypted per step (and file bytes read per step)
+_CIPHER_HIGH = 256 << 10    # stop encrypting while the raw queue holds this much
+_CIPHER_LOW = 64 << 10
+_DECRYPT_SIZE = 64 << 10    # one SSL_read yields at most one 16 KiB record; room for a few
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+
+_local = threading.local()
+_PLAIN_HTTP = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC", b"PRI ")
+_PLAIN_HTTP_ANSWER = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                      b"Content-Length: 47\r\nConnection: close\r\n\r\n"
+                      b"This port speaks HTTPS: plain HTTP was refused.\n")
+
+
+class TlsError(NetError):
+    """A TLS handshake failed or timed out (``reason``: OpenSSL's words, or "timeout")."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class TlsInfo:
+    """What was negotiated: ``version`` ("TLSv1.3"), ``cipher`` (name), ``alpn`` (or None),
+    ``peer_cert`` (``getpeercert()`` dict when the peer's certificate was verified, else
+    None), ``peer_cert_der`` (the peer's certificate, DER bytes, or None), ``server_name``
+    (the SNI name a client asked for, when the context's ``sni_callback`` recorded it)."""
+
+    __slots__ = ("version", "cipher", "alpn", "peer_cert", "peer_cert_der", "server_name")
+
+    def __init__(self, sslobj) -> None:
+        self.version = sslobj.version()
+        c = sslobj.cipher()
+        self.cipher = c[0] if c else None
+        self.alpn = sslobj.selected_alpn_protocol()
+        self.peer_cert = sslobj.getpeercert() or None
+        self.peer_cert_der = sslobj.getpeercert(True)
+        self.server_name = getattr(sslobj, "_powpow_sni", None) or getattr(sslobj, "server_hostname", None)
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+    def __repr__(self) -> str:
+        return "<TlsInfo %s %s alpn=%s peer_cert=%s>" % (self.version, self.cipher, self.alpn,
+                                                         "yes" if self.peer_cert_der else "no")
+
+
+def _decrypt_buffer():
+    b = getattr(_local, "buf", None)
+    if b is None:
+        b = _local.buf = bytearray(_DECRYPT_SIZE)
+        _local.view = memoryview(b)
+    return b, _local.view
+
+
+def prepare_server_context(ctx: ssl.SSLContext, alpn=None) -> ssl.SSLContext:
+    """Harden a server context in place: no renegotiation, TLS 1.2 at least unless a
+    minimum was chosen, and ``alpn`` (e.g. ``["http/1.1"]``) when given."""
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    if ctx.minimum_version in (ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1) \
+            and not getattr(ctx, "_powpow_allow_old", False):
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def server_context(certfile, keyfile=None, ca_certs=None, require_client_cert: bool = True,
+                   alpn=("http/1.1",)) -> ssl.SSLContext:
+    """A server context from PEM files; ``ca_certs`` turns on client certificates (mTLS:
+    required unless ``require_client_cert=False``).  A certificate and key that do not
+    match raise ``ssl.SSLError`` here, before anything listens."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(certfile, keyfile)
+    if ca_certs:
+        ctx.load_verify_locations(ca_certs)
+        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    return prepare_server_context(ctx, alpn)
+
+
+class TlsTransport:
+    """A ``Transport`` over TLS on top of a raw TCP ``Connection`` (see the module docstring).
+
+    ``on_ready(tls)`` runs once the handshake succeeded; ``on_fail(tls, exc)``
+    once it failed or timed out (``exc`` a ``TlsError``/``ConnectionLost``);
+    ``on_close`` runs only for a transport that became ready.
+    """
+
+    __slots__ = ("_raw", "_ssl", "_in", "_out", "loop", "family", "server_side", "on_data", "on_close",
+                 "on_drain", "on_eof", "context", "high_water", "low_water", "max_queued", "_plain",
+                 "_plain_bytes", "_above_high", "_state", "_hs_done", "_announced", "_paused", "_read_deferred",
+                 "_eof", "_shut_pending", "_wr_shut", "_hs_timer", "_on_ready", "_on_fail", "tls",
+                 "close_notify_received", "_first", "_first_bytes", "_sent", "_pumping", "__weakref__")
+
+    def __init__(self, raw, ctx: ssl.SSLContext, server_side: bool, server_hostname: Optional[str] = None,
+                 handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
+                 on_ready: Optional[Callable] = None, on_fail: Optional[Callable] = None) -> None:
+        self._raw = raw
+        self.loop = raw.loop
+        self.family = raw.family
+        self.server_side = server_side
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._ssl = ctx.wrap_bio(self._in, self._out, server_side=server_side,
+                                 server_hostname=None if server_side else server_hostname)
+        self.on_data: Optional[Callable] = None
+        self.on_close: Optional[Callable] = None
+        self.on_drain: Optional[Callable] = None
+        self.on_eof: Optional[Callable] = None
+        self.context: Any = None
+        self.high_water = raw.high_water
+        self.low_water = raw.low_water
+        self.max_queued = raw.max_queued
+        self._plain: collections.deque = collections.deque()
+        self._plain_bytes = 0
+        self._above_high = False
+        self._state = OPEN
+        self._hs_done = False
+        self._announced = False
+        self._paused = False
+        self._read_deferred = False
+        self._eof = False
+        self._shut_pending = False
+        self._wr_shut = False
+        self._on_ready = on_ready
+        self._on_fail = on_fail
+        self.tls: Optional[TlsInfo] = None
+        self.close_notify_received = False
+        self._first = True
+        self._first_bytes = b""  # the peer's first bytes: plain HTTP to a TLS port is answered in words
+        self._sent = 0  # bytes_sent of raw connections already closed (kept monotonic)
+        self._pumping = False
+        raw.set_write_buffer_limits(_CIPHER_HIGH, min(_CIPHER_LOW, self.low_water))
+        raw.context = self
+        raw.on_data = self._raw_data
+        raw.on_eof = self._raw_eof
+        raw.on_close = self._raw_close
+        raw.on_drain = self._raw_drain
+        self._hs_timer = None
+        if handshake_timeout:
+            self._hs_timer = self.loop.add_timer(max(1, int(handshake_timeout * 1000)), self._hs_expired)
+        if not server_side:
+            self._handshake()  # the ClientHello
+
+    # ------------------------------------------------------------ identity
+
+    @property
+    def raw(self):
+        """The TCP ``Connection`` underneath (None once closed)."""
+        return self._raw
+
+    @property
+    def closed(self) -> bool:
+        return self._state == CLOSED
+
+    @property
+    def is_unix(self) -> bool:
+        return self._raw is not None and self._raw.is_unix
+
+    @property
+    def peer_address(self):
+        return self._raw.peer_address if self._raw is not None else None
+
+    @property
+    def sock_address(self):
+        return self._raw.sock_address if self._raw is not None else None
+
+    def get_client_ip(self) -> Optional[str]:
+        return self._raw.get_client_ip() if self._raw is not None else None
+
+    @property
+    def peer_closed(self) -> bool:
+        raw = self._raw
+        return self._eof or raw is None or raw.peer_closed
+
+    @property
+    def bytes_sent(self) -> int:
+        raw = self._raw
+        return self._sent if raw is None else raw.bytes_sent
+
+    @property
+    def queued_bytes(self) -> int:
+        raw = self._raw
+        return self._plain_bytes + (raw.queued_bytes if raw is not None else 0)
+
+    @property
+    def output_pending(self) -> bool:
+        raw = self._raw
+        return bool(self._plain) or self._shut_pending or (raw is not None and raw.output_pending)
+
+    @property
+    def writable(self) -> bool:
+        return self._state == OPEN and not self._shut_pending and not self._wr_shut and not self._above_high
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._paused
+
+    def __repr__(self) -> str:
+        return "<TlsTransport %s %s queued=%d>" % (self._raw, ("open", "closing", "closed")[self._state],
+                                                   self.queued_bytes)
+
+    # ------------------------------------------------------------ handshake
+
+    def _handshake(self) -> None:
+        try:
+            self._ssl.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush_out()
+            return
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            self._handshake_failed(exc)
+            return
+        self._hs_done = True
+        self._cancel_hs_timer()
+        self.tls = TlsInfo(self._ssl)
+        self._flush_out()
+        if self._state == CLOSED:
+            return
+        self._announced = True
+        ready = self._on_ready
+        self._on_ready = None
+        self._on_fail = None
+        if ready is not None:
+            ready(self)
+        if self._state == CLOSED:
+            return
+        if self._plain:
+            self._pump()  # written before the handshake finished (a client's first request)
+        if self._in.pending and self._state != CLOSED:
+            self._decrypt()  # application data that came with the handshake's last flight
+
+    def _handshake_failed(self, exc: BaseException, reason: str = "") -> None:
+        raw = self._raw
+        if not reason:
+            reason = getattr(exc, "reason", None) or type(exc).__name__
+        verify = getattr(exc, "verify_message", None)
+        detail = "%s: %s" % (reason, verify) if verify else str(exc)
+        err = TlsError("TLS handshake with %s failed: %s" % (raw._peer_str() if raw is not None else "peer", detail),
+                       str(reason))
+        err.__cause__ = exc if isinstance(exc, BaseException) and exc is not err else None
+        self._state = CLOSED
+        self._cancel_hs_timer()
+        self._drop_plain()
+        fail = self._on_fail
+        self._on_ready = self._on_fail = None
+        if raw is not None:
+            if reason == "HTTP_REQUEST" or (self.server_side and self._first_plain_http()):
+                self._out.read()
+                raw.write(_PLAIN_HTTP_ANSWER)  # what nginx does: say why, in words the client reads
+            else:
+                self._flush_out()  # the alert, so the peer learns why
+            if reason == "timeout":
+                raw.close()
+            else:
+                raw.close_after_drain()
+        if self.server_side:
+            log.info("%s", err)
+        if fail is not None:
+            fail(self, err)
+
+    def _first_plain_http(self) -> bool:
+        return bool(self._first_bytes) and self._first_bytes[:4] in _PLAIN_HTTP
+
+    def _hs_expired(self) -> None:
+        self._hs_timer = None
+        if not self._hs_done and self._state != CLOSED:
+            self._handshake_failed(TlsError("no handshake within the time allowed", "timeout"), "timeout")
+
+    def _cancel_hs_timer(self) -> None:
+        if self._hs_timer is not None:
+            if self.loop is not None and not self.loop.is_closed:
+                self.loop.cancel_timer(self._hs_timer)
+            self._hs_timer = None
+
+    # ------------------------------------------------------------ raw callbacks
+
+    def _raw_data(self, raw, view) -> None:
+        if self._state == CLOSED:
+            return
+        self._in.write(view)
+        if not self._hs_done:
+            if self._first:
+                self._first = False
+                if self.server_side:
+                    self._first_bytes = bytes(view[:4])
+            self._handshake()
+            return
+        if not self._paused:
+            self._decrypt()
+
+    def _raw_eof(self, raw) -> None:
+        if self._state == CLOSED:
+            return
+        if not self._hs_done:
+            self._handshake_failed(ConnectionLost(errno.ECONNRESET, "handshake cut short by", raw._peer_str()),
+                                   "peer closed the connection during the handshake")
+            return
+        if not self._eof:
+            self._decrypt()
+            if self._state == CLOSED or self._paused:
+                return  # resume_reading delivers the rest, then the end
+            if not self._eof:
+                self._tls_eof()  # TCP FIN without close_notify: tolerated, the framing above decides
+
+    def _raw_close(self, raw, exc) -> None:
+        self._sent = raw.bytes_sent
+        self._raw = None
+        was = self._state
+        self._state = CLOSED
+        self._cancel_hs_timer()
+        self._drop_plain()
+        if not self._announced:
+            if was != CLOSED:  # closed before the handshake finished, and not by _handshake_failed
+                fail = self._on_fail
+                self._on_ready = self._on_fail = None
+                err = TlsError("TLS handshake with %s failed: %s" % (raw._peer_str() if raw.fd >= 0 else "peer",
+                                                                      exc or "connection closed"), "closed")
+                if fail is not None:
+                    fail(self, err)
+            return
+        self._announced = False
+        cb = self.on_close
+        if cb is not None:
+            cb(self, exc)
+
+    def _raw_drain(self, raw) -> None:
+        self._pump()
+
+    # ------------------------------------------------------------ reading
+
+    def _decrypt(self) -> None:
+        buf, view = _decrypt_buffer()
+        read = self._ssl.read
+        size = len(buf)
+        while self._state != CLOSED and not self._paused and not self._eof:
+            try:
+                n = read(size, buf)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                self.close_notify_received = True
+                self._flush_out()
+                self._tls_eof()
+                return
+            except (ssl.SSLError, OSError) as exc:
+                self._fail_exc(exc, "TLS record from")
+                return
+            if n <= 0:
+                break
+            if self._state == OPEN:
+                cb = self.on_data
+                if cb is not None:
+                    cb(self, view[:n])
+        if self._out.pending and self._state != CLOSED:
+            self._flush_out()  # e.g. a KeyUpdate answer
+
+    def _tls_eof(self) -> None:
+        if self._eof:
+            return
+        self._eof = True
+        cb = self.on_eof
+        if cb is not None and self._state == OPEN:
+            cb(self)
+            if self._state == OPEN and self._wr_shut:
+                self.close()  # our close_notify went out earlier: both directions are finished
+            return
+        if self._state == OPEN:
+            self.close_after_drain()
+
+    def pause_reading(self) -> None:
+        if self._paused or self._state == CLOSED:
+            return
+        self._paused = True
+        self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        if self._state == CLOSED:
+            return
+        self._raw.resume_reading()
+        if not self._read_deferred:
+            self._read_deferred = True
+            self.loop.defer_call(self._deferred_read)
+
+    def _deferred_read(self) -> None:
+        self._read_deferred = False
+        if self._state == CLOSED or self._paused or not self._hs_done:
+            return
+        self._decrypt()
+        raw = self._raw
+        if raw is not None and raw._eof and not self._eof and not self._paused and self._state != CLOSED:
+            self._tls_eof()  # the FIN was read while we were paused
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, data) -> bool:
+        if self._state != OPEN or self._shut_pending or self._wr_shut:
+            return False
+        if type(data) is not bytes:
+            data = bytes(data)
+        if not data:
+            return not self._above_high
+        if self._plain or not self._hs_done:
+            if self.queued_bytes > self.max_queued:
+                self._refuse(len(data))
+                return False
+            self._plain.append(data)
+            self._plain_bytes += len(data)
+            if self._hs_done:
+                self._pump()
+        elif len(data) <= _CHUNK and self._raw.queued_bytes < _CIPHER_HIGH:
+            try:
+                self._ssl.write(data)
+            except (ssl.SSLError, OSError) as exc:
+                self._fail_exc(exc, "TLS write to")
+                return False
+            self._flush_out()
+        else:
+            self._plain.append(data)
+            self._plain_bytes += len(data)
+            self._pump()
+        return self._check_high()
+
+    send = write
+
+    def writev(self, buffers) -> bool:
+        bufs = [b if type(b) is bytes else bytes(b) for b in buffers]
+        if not bufs:
+            return self._state == OPEN and not self._above_high
+        if len(bufs) == 1:
+            return self.write(bufs[0])
+        total = sum(len(b) for b in bufs)
+        if total <= _CHUNK:
+            return self.write(b"".join(bufs))  # one encryption, one send
+        if self._state != OPEN or self._shut_pending or self._wr_shut:
+            return False
+        if self._plain and self.queued_bytes > self.max_queued:
+            self._refuse(total)
+            return False
+        self._plain.extend(bufs)
+        self._plain_bytes += total
+        if self._hs_done:
+            self._pump()
+        return self._check_high()
+
+    sendv = writev
+
+    def send_file(self, path_or_fd, offset: int = 0, count: Optional[int] = None, header=None,
+                  own_fd: bool = False) -> bool:
+        """Send a file range: read and encrypted ``_CHUNK`` at a time as the socket drains."""
+        take = own_fd and isinstance(path_or_fd, int)
+        if self._state != OPEN or self._shut_pending or self._wr_shut:
+            if take:
+                os.close(path_or_fd)
+            return False
+        if self._plain and self.queued_bytes > self.max_queued:
+            if take:
+                os.close(path_or_fd)
+            self._refuse(len(header) if header else 0)
+            return False
+        chunk = open_chunk(path_or_fd, offset, count, take)
+        if header:
+            h = bytes(header)
+            self._plain.append(h)
+            self._plain_bytes += len(h)
+        self._plain.append(chunk)
+        if self._hs_done:
+            self._pump()
+        return self._state == OPEN and self._check_high()
+
+    def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
+        if high is None:
+            high = (1 << 20) if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not 0 <= low <= high:
+            raise ValueError("need 0 <= low (%r) <= high (%r)" % (low, high))
+        self.high_water = high
+        self.low_water = low
+        if self._raw is not None:
+            self._raw.set_write_buffer_limits(_CIPHER_HIGH, min(_CIPHER_LOW, low))
+        if self.queued_bytes >= high:
+            self._above_high = True
+        elif self._above_high and self.queued_bytes <= low and self._state != CLOSED:
+            self.loop.defer_call(self._maybe_drain)
+
+    def _check_high(self) -> bool:
+        if self._state != OPEN:
+            return False
+        if self.queued_bytes >= self.high_water:
+            self._above_high = True
+            return False
+        return not self._above_high
+
+    def _maybe_drain(self) -> None:
+        if self._above_high and self._state != CLOSED and self.queued_bytes <= self.low_water:
+            self._above_high = False
+            cb = self.on_drain
+            if cb is not None:
+                cb(self)
+
+    def _refuse(self, size: int) -> None:
+        exc = WriteQueueFull(
+            "write of %d bytes refused: the TLS write queue already holds %d bytes, past the %d-byte cap "
+            "(peer %s is not reading); connection closed"
+            % (size, self.queued_bytes, self.max_queued, self._raw._peer_str() if self._raw else "peer"))
+        log.warning("%s", exc)
+        self._teardown(exc)
+
+    def _flush_out(self) -> bool:
+        raw = self._raw
+        if raw is None:
+            return False
+        data = self._out.read()
+        if data:
+            return raw.write(data)
+        return True
+
+    def _pump(self) -> None:
+        """Encrypt queued plaintext while the raw queue has room; one raw write per step."""
+        if self._pumping or not self._hs_done:
+            return
+        self._pumping = True
+        try:
+            q = self._plain
+            sslwrite = self._ssl.write
+            while q and self._state != CLOSED:
+                raw = self._raw
+                if raw.queued_bytes >= _CIPHER_HIGH:
+                    break  # raw's on_drain brings us back
+                budget = _CHUNK
+                while q and budget > 0:
+                    item = q[0]
+                    if type(item) is FileChunk:
+                        data = self._read_file(item, budget)
+                        if data is None:
+                            return
+                        if item.remaining == 0:
+                            q.popleft()
+                            item.close()
+                        if not data:
+                            continue
+                    else:
+                        if len(item) > budget:
+                            mv = memoryview(item)
+                            data, q[0] = mv[:budget], mv[budget:]
+                        else:
+                            data = item
+                            q.popleft()
+                        self._plain_bytes -= len(data)
+                    budget -= len(data)
+                    sslwrite(data)
+                if not self._flush_out():
+                    break
+            if self._state == CLOSED:
+                return
+            if not q and self._shut_pending:
+                self._do_shutdown()
+            if self._above_high and self.queued_bytes <= self.low_water:
+                self._maybe_drain()
+        except (ssl.SSLError, OSError) as exc:
+            self._fail_exc(exc, "TLS write to")
+        finally:
+            self._pumping = False
+
+    def _read_file(self, chunk: FileChunk, want: int):
+        n = min(chunk.remaining, want)
+        try:
+            try:
+                data = os.pread(chunk.fd, n, chunk.offset)
+            except OSError as exc:
+                if exc.errno != errno.ESPIPE:
+                    raise
+                data = os.read(chunk.fd, n)  # a pipe: no offsets
+        except OSError as exc:
+            self._teardown(exc)
+            return None
+        if not data:
+            self._teardown(ConnectionLost(errno.EIO, "file ended %d bytes early while sending to" % chunk.remaining,
+                                          self._raw._peer_str()))
+            return None
+        chunk.offset += len(data)
+        chunk.remaining -= len(data)
+        return data
+
+    # ------------------------------------------------------------ closing
+
+    def _send_close_notify(self) -> None:
+        if self._wr_shut or not self._hs_done:
+            return
+        self._wr_shut = True
+        try:
+            self._ssl.unwrap()
+        except (ssl.SSLError, OSError, ValueError):
+            pass  # SSLWantReadError: our close_notify is written, the peer's is not in yet
+        self._flush_out()
+
+    def _do_shutdown(self) -> None:
+        self._shut_pending = False
+        self._send_close_notify()
+        raw = self._raw
+        if raw is None:
+            return
+        if self._state == CLOSING:
+            raw.close_after_drain()
+        elif self._eof:
+            raw.close_after_drain()  # both directions are finished
+        else:
+            raw.write_eof()
+
+    def close(self) -> None:
+        """Close now (a best-effort ``close_notify`` first), dropping anything queued."""
+        if self._state == CLOSED:
+            return
+        raw = self._raw
+        if self._hs_done and not self._wr_shut and raw is not None and not raw.output_pending:
+            self._send_close_notify()
+        self._teardown(None)
+
+    def abort(self) -> None:
+        """Close now with an RST, no ``close_notify``."""
+        if self._state == CLOSED:
+            return
+        raw = self._raw
+        if raw is not None:
+            raw.abort()
+        else:
+            self._state = CLOSED
+
+    def close_after_drain(self) -> None:
+        """Deliver everything queued, send ``close_notify`` and FIN, then close."""
+        if self._state != OPEN:
+            return
+        self._state = CLOSING
+        if self._paused:
+            self._paused = False
+            if self._raw is not None:
+                self._raw.resume_reading()
+        if not self._hs_done:
+            self._teardown(None)
+            return
+        if self._wr_shut:
+            if self._raw is not None:
+                self._raw.close_after_drain()
+            return
+        self._shut_pending = True
+        if not self._plain:
+            self._do_shutdown()
+
+    def write_eof(self) -> None:
+        """``close_notify`` (then FIN) once the queue is delivered; reading goes on."""
+        if self._state == CLOSED or self._shut_pending or self._wr_shut:
+            return
+        self._shut_pending = True
+        if not self._plain and self._hs_done:
+            self._do_shutdown()
+
+    shutdown = write_eof
+
+    def _drop_plain(self) -> None:
+        for item in self._plain:
+            if type(item) is FileChunk:
+                item.close()
+        self._plain.clear()
+        self._plain_bytes = 0
+
+    def _fail_exc(self, exc: BaseException, what: str) -> None:
+        reason = getattr(exc, "reason", None) or str(exc)
+        raw = self._raw
+        err = ConnectionLost(errno.EPROTO, "%s (%s)" % (what, reason), raw._peer_str() if raw is not None else "peer")
+        err.__cause__ = exc
+        self._teardown(err)
+
+    def _teardown(self, exc: Optional[BaseException]) -> None:
+        if self._state == CLOSED and self._raw is None:
+            return
+        raw = self._raw
+        if raw is None:
+            self._state = CLOSED
+            return
+        if not self._hs_done:
+            self._state = CLOSED
+            self._on_ready = self._on_fail = None
+        if exc is None:
+            raw.close()
+        else:
+            raw._teardown(exc)
