@@ -188,17 +188,32 @@ def serve(args: argparse.Namespace) -> int:
                            allow_methods=("GET", "HEAD", "OPTIONS"))
     if args.access_log:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ctx = None
+    if args.certfile or args.keyfile or args.ca_certs:
+        if not args.certfile:
+            print("powpow serve: --keyfile/--ca-certs need --certfile", file=sys.stderr)
+            return 2
+        import ssl
+
+        from .net.tls import server_context
+        try:
+            ctx = server_context(args.certfile, args.keyfile, ca_certs=args.ca_certs)
+        except (ssl.SSLError, OSError) as exc:
+            # before listening: a certificate and key that do not match, a missing file...
+            print("powpow serve: cannot use certificate %s with key %s: %s"
+                  % (args.certfile, args.keyfile or args.certfile, exc), file=sys.stderr)
+            return 2
     handler = make_handler(root, args.listing or builtin, cors, args.show_hidden, builtin)
     server = HttpServer(handler, workers=args.workers, access_log=args.access_log,
                         worker_mode="thread" if args.worker_threads else "process",
                         keepalive_timeout=args.keepalive_timeout, header_timeout=args.header_timeout,
                         write_timeout=args.write_timeout, min_body_rate=args.min_body_rate,
                         max_connections=args.max_connections, grace_period=args.grace_period,
-                        trusted_proxies=tuple(args.trusted_proxy or ()))
+                        trusted_proxies=tuple(args.trusted_proxy or ()), ssl=ctx)
     server.listen(args.port, args.host)
     host = args.host if ":" not in args.host else "[%s]" % args.host
-    print("powpow serving %s at http://%s:%d/ (%s %s, native=%s, workers=%d); Ctrl-C to stop"
-          % ("the built-in demo site" if builtin else root, host, server.port,
+    print("powpow serving %s at %s://%s:%d/ (%s %s, native=%s, workers=%d); Ctrl-C to stop"
+          % ("the built-in demo site" if builtin else root, "https" if ctx is not None else "http", host, server.port,
              platform.python_implementation(), platform.python_version(), _ffi.NATIVE, args.workers),
           flush=True)
     server.run()
@@ -231,6 +246,9 @@ def main(argv=None) -> int:
                    help="bytes/s a request body must average after 10 s (default 500; 0 = off)")
     s.add_argument("--max-connections", type=int, default=10000, help="beyond this, answer 503 (default 10000)")
     s.add_argument("--grace-period", type=float, default=10.0, help="seconds in-flight requests get at shutdown")
+    s.add_argument("--certfile", metavar="CERT", help="serve HTTPS with this PEM certificate (chain)")
+    s.add_argument("--keyfile", metavar="KEY", help="the certificate's private key (PEM; default: in CERT)")
+    s.add_argument("--ca-certs", metavar="CA", help="require client certificates signed by these CAs (mTLS)")
     s.add_argument("--trusted-proxy", action="append", metavar="IP",
                    help="honour X-Forwarded-For from this proxy address (repeatable)")
     d = sub.add_parser("demo", help="TCP echo server + in-process clients on the powpow loop")

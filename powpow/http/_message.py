@@ -413,6 +413,13 @@ class Request:
             self.response.resume_body()
 
     @property
+    def tls(self):
+        """What TLS negotiated for this request's connection (``powpow.net.tls.TlsInfo``:
+        ``version``, ``cipher``, ``alpn``, ``peer_cert``, ``peer_cert_der``), or None over plain TCP."""
+        res = self.response
+        return res._session.tls if res is not None else None
+
+    @property
     def client_ip(self) -> Optional[str]:
         """The client's address, worked out on first use by the server that answers
         (``X-Forwarded-For`` only from its trusted proxies); None without a server."""

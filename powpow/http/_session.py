@@ -55,7 +55,7 @@ class Session:
     __slots__ = ("server", "conn", "parser", "pending", "in_batch", "state", "since", "depth",
                  "sent_seen", "write_since", "continued", "want_continue", "streaming", "ip", "held",
                  "write_blocked", "body_paused", "eof", "eof_since", "body_start", "body_got",
-                 "date", "loop", "upgrade_req", "closing", "body_req")
+                 "date", "loop", "upgrade_req", "closing", "body_req", "tls")
 
     def __init__(self, server, conn) -> None:
         self.server = server
@@ -65,6 +65,7 @@ class Session:
         # Snapshot: transports are pooled, and a response may end (and be
         # logged) after its connection was closed and reused.
         self.ip = conn.get_client_ip()
+        self.tls = getattr(conn, "tls", None)  # net.tls.TlsInfo over TLS, else None
         self.streaming = server.streaming
         self.depth = server.max_pipeline_depth
         # max_pipeline: one feed hands out at most max_pipeline_depth requests;

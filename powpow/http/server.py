@@ -51,6 +51,15 @@ loop time when the phase began or last progressed.
 
 The per-connection state machine lives in ``_session.py``.
 
+TLS
+---
+``HttpServer(..., ssl=ctx)`` or ``listen(port, host=..., ssl=ctx)`` (one
+listener) serves HTTPS through ``net.tls.TlsTransport``: the session sees the
+same ``Transport`` contract, so nothing here knows about TLS.  Server
+contexts get ALPN ``http/1.1``, no renegotiation and TLS 1.2 at least;
+``req.tls`` tells a handler what was negotiated (and the client certificate
+with mTLS).  A handshake must finish within ``handshake_timeout`` seconds.
+
 Errors
 ------
 A ``ParseError`` is answered with its status and ``Connection: close``, after
@@ -108,12 +117,14 @@ class HttpServer:
                  access_log: bool = False, trusted_proxies: Sequence[str] = (),
                  forwarded_header: str = "x-forwarded-for",
                  workers: int = 1, grace_period: float = 10.0, streaming: bool = False,
-                 worker_mode: str = "process") -> None:
+                 worker_mode: str = "process", ssl=None, handshake_timeout: float = 10.0) -> None:
         # every option but the loop, for the copies thread workers make
         self._options = {k: v for k, v in locals().items() if k not in ("self", "handler", "loop")}
         if worker_mode not in ("process", "thread"):
             raise ValueError("worker_mode must be 'process' or 'thread', got %r" % (worker_mode,))
         self.worker_mode = worker_mode
+        self.ssl = _http_ctx(ssl)
+        self.handshake_timeout = handshake_timeout
         self.handler = handler
         self.streaming = streaming
         self._own_loop = loop is None
@@ -144,7 +155,7 @@ class HttpServer:
         self._tcp: Optional[TcpServer] = None
         self._timers: List[Any] = []
         self._draining = False
-        self._listen_args: List[Tuple[int, str, int]] = []
+        self._listen_args: List[Tuple[int, str, int, Any]] = []
         # workers > 1: unix listeners bound here, shared by the workers
         self._unix_socks: List[Tuple[socket.socket, str]] = []
         self._reserve: Optional[socket.socket] = None
@@ -162,7 +173,8 @@ class HttpServer:
             loop = self._ensure_loop()
             self._tcp = TcpServer(loop, on_accept=self._on_accept, on_close=self._on_close,
                                   max_connections=self.max_connections, on_overload=self._on_overload,
-                                  high_water=HTTP_HIGH_WATER, low_water=HTTP_LOW_WATER)
+                                  high_water=HTTP_HIGH_WATER, low_water=HTTP_LOW_WATER, ssl=self.ssl,
+                                  handshake_timeout=self.handshake_timeout)
             self._timers.append(loop.add_interval(1000, self._date.refresh))
             shortest = min(self.header_timeout_ms, self.body_timeout_ms, self.keepalive_timeout_ms,
                            self.write_timeout_ms)
@@ -170,16 +182,20 @@ class HttpServer:
         return self._tcp
 
     def listen(self, port: int = 0, host: str = "0.0.0.0", backlog: int = 1024,
-               reuse_port: bool = False) -> "HttpServer":
-        """Listen on ``host:port`` (port 0 picks one; ``.port`` tells which)."""
+               reuse_port: bool = False, ssl=None) -> "HttpServer":
+        """Listen on ``host:port`` (port 0 picks one; ``.port`` tells which).
+
+        ``ssl``: an ``ssl.SSLContext`` for this listener only (HTTPS here,
+        whatever the server's own ``ssl``)."""
+        ctx = _http_ctx(ssl) or self.ssl
         if self.workers > 1:
             # Reserve the port in the parent; workers bind it with SO_REUSEPORT.
             self._reserve = _reserve_port(host, port)
             self.port = self._reserve.getsockname()[1]
-            self._listen_args.append((self.port, host, backlog))
+            self._listen_args.append((self.port, host, backlog, ctx))
             return self
         tcp = self._ensure_tcp()
-        tcp.listen(port, host, backlog, reuse_port)
+        tcp.listen(port, host, backlog, reuse_port, ssl=ctx)
         if self.port is None:
             self.port = tcp.port
         return self
@@ -347,6 +363,14 @@ class HttpServer:
         if self._own_loop and self.loop is not None:
             self.loop.close()
             self.loop = None  # type: ignore[assignment]
+
+
+def _http_ctx(ctx):
+    """A server context made ready for HTTP/1.1: ALPN ``http/1.1`` (see ``net.tls``)."""
+    if ctx is None:
+        return None
+    from ..net.tls import prepare_server_context
+    return prepare_server_context(ctx, ("http/1.1",))
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:

@@ -51,8 +51,8 @@ def _worker_main(server) -> int:
         server._reserve.close()
         server._reserve = None
     tcp = server._ensure_tcp()
-    for port, host, backlog in server._listen_args:
-        tcp.listen(port, host, backlog, reuse_port=True)
+    for port, host, backlog, ctx in server._listen_args:
+        tcp.listen(port, host, backlog, reuse_port=True, ssl=ctx)
     server._adopt_unix(tcp)
     server.run()
     return 0
@@ -144,8 +144,8 @@ def run_threads(server) -> int:
     for _ in range(server.workers):
         s = HttpServer(server.handler, **options)
         tcp = s._ensure_tcp()
-        for port, host, backlog in server._listen_args:
-            tcp.listen(port, host, backlog, reuse_port=True)
+        for port, host, backlog, ctx in server._listen_args:
+            tcp.listen(port, host, backlog, reuse_port=True, ssl=ctx)
         s._unix_socks = server._unix_socks
         s._adopt_unix(tcp)
         s._unix_socks = []

@@ -387,15 +387,15 @@ class TlsTransport:
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
+                n = 0
+            except (ssl.SSLError, OSError) as exc:
+                self._fail_exc(exc, "TLS record from")
+                return
+            if n <= 0:  # the peer's close_notify (CPython's read returns 0 for it)
                 self.close_notify_received = True
                 self._flush_out()
                 self._tls_eof()
                 return
-            except (ssl.SSLError, OSError) as exc:
-                self._fail_exc(exc, "TLS record from")
-                return
-            if n <= 0:
-                break
             if self._state == OPEN:
                 cb = self.on_data
                 if cb is not None:
