@@ -53,6 +53,8 @@ _CIPHER_LOW = 64 << 10
 _DECRYPT_SIZE = 64 << 10    # one SSL_read yields at most one 16 KiB record; room for a few
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 
+# PyPy's ssl module lacks the name; the bit is OpenSSL's (1.1.0h and later)
+OP_NO_RENEGOTIATION = getattr(ssl, "OP_NO_RENEGOTIATION", 0x40000000)
 _local = threading.local()
 _PLAIN_HTTP = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC", b"PRI ")
 _PLAIN_HTTP_ANSWER = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -71,10 +73,9 @@ class TlsError(NetError):
 class TlsInfo:
     """What was negotiated: ``version`` ("TLSv1.3"), ``cipher`` (name), ``alpn`` (or None),
     ``peer_cert`` (``getpeercert()`` dict when the peer's certificate was verified, else
-    None), ``peer_cert_der`` (the peer's certificate, DER bytes, or None), ``server_name``
-    (the SNI name a client asked for, when the context's ``sni_callback`` recorded it)."""
+    None), ``peer_cert_der`` (the peer's certificate, DER bytes, or None)."""
 
-    __slots__ = ("version", "cipher", "alpn", "peer_cert", "peer_cert_der", "server_name")
+    __slots__ = ("version", "cipher", "alpn", "peer_cert", "peer_cert_der")
 
     def __init__(self, sslobj) -> None:
         self.version = sslobj.version()
@@ -83,7 +84,6 @@ class TlsInfo:
         self.alpn = sslobj.selected_alpn_protocol()
         self.peer_cert = sslobj.getpeercert() or None
         self.peer_cert_der = sslobj.getpeercert(True)
-        self.server_name = getattr(sslobj, "_powpow_sni", None) or getattr(sslobj, "server_hostname", None)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -104,7 +104,7 @@ def _decrypt_buffer():
 def prepare_server_context(ctx: ssl.SSLContext, alpn=None) -> ssl.SSLContext:
     """Harden a server context in place: no renegotiation, TLS 1.2 at least unless a
     minimum was chosen, and ``alpn`` (e.g. ``["http/1.1"]``) when given."""
-    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    ctx.options |= OP_NO_RENEGOTIATION
     if ctx.minimum_version in (ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1) \
             and not getattr(ctx, "_powpow_allow_old", False):
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2

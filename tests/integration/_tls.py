@@ -23,6 +23,7 @@ class Certs:
 
     def client_ctx(self, with_cert: bool = False) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=self.ca)
+        ctx.set_alpn_protocols(["http/1.1"])
         if with_cert:
             ctx.load_cert_chain(self.client_cert, self.client_key)
         return ctx

@@ -1,0 +1,216 @@
+"""HTTPS with real clients: http.client/ssl, curl --cacert, openssl s_client, the CLI.
+
+Certificates are made by the tests with the openssl command (fixture ``certs``)."""
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+from powpow.http.server import serve_static
+from powpow.net.tls import server_context
+
+from ._http import serving
+
+
+def tls_handler(req, res):
+    t = req.tls
+    if req.method == "POST":
+        res.send(json.dumps({"size": len(req.body), "sha256": hashlib.sha256(req.body).hexdigest()}).encode())
+        return
+    if t is None:
+        res.send(json.dumps({"tls": None, "path": req.path}).encode())
+        return
+    res.send(json.dumps({"version": t.version, "cipher": t.cipher, "alpn": t.alpn,
+                         "peer": t.peer_cert and dict(x[0] for x in t.peer_cert["subject"]).get("commonName"),
+                         "path": req.path}).encode(), headers=[("Content-Type", "application/json")])
+
+
+def https(certs, port, with_cert=False):
+    return http.client.HTTPSConnection("localhost", port, timeout=10, context=certs.client_ctx(with_cert))
+
+
+def test_http_client_keep_alive_post_and_req_tls(certs):
+    with serving(tls_handler, ssl=certs.server_ctx(), max_body=8 << 20) as server:
+        c = https(certs, server.port)
+        for i in range(3):
+            c.request("GET", "/n%d" % i)
+            r = c.getresponse()
+            doc = json.loads(r.read())
+            assert r.status == 200 and doc["path"] == "/n%d" % i
+        assert doc["version"] == "TLSv1.3" and doc["alpn"] == "http/1.1" and doc["peer"] is None
+        body = os.urandom(3 << 20)
+        c.request("POST", "/up", body=body)
+        assert json.loads(c.getresponse().read()) == {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+        assert server.connection_count == 1  # one keep-alive connection all along
+        c.close()
+
+
+def test_mtls_peer_certificate_reaches_the_handler(certs):
+    ctx = server_context(certs.cert, certs.key, ca_certs=certs.ca)
+    with serving(tls_handler, ssl=ctx) as server:
+        c = https(certs, server.port, with_cert=True)
+        c.request("GET", "/me")
+        doc = json.loads(c.getresponse().read())
+        assert doc["peer"] == "powpow test client"
+        c.close()
+        # no client certificate: refused (TLS 1.3 reports it on the first read)
+        c = https(certs, server.port)
+        try:
+            c.request("GET", "/me")
+            c.getresponse()
+            raise AssertionError("a client without a certificate was served")
+        except (ssl.SSLError, ConnectionError, http.client.RemoteDisconnected):
+            pass
+        c.close()
+
+
+def test_plain_http_and_tls_listeners_side_by_side(certs):
+    """One server: a plaintext listener and, with listen(..., ssl=ctx), an HTTPS one."""
+    with serving(tls_handler) as server:
+        loop = server.loop
+        done = []
+        loop.post(lambda: done.append(server.listen(0, "127.0.0.1", ssl=certs.server_ctx())))
+        end = time.monotonic() + 5
+        while not done and time.monotonic() < end:
+            time.sleep(0.01)
+        tls_port = server._tcp.addresses[1][1]
+        c = https(certs, tls_port)
+        c.request("GET", "/s")
+        assert json.loads(c.getresponse().read())["alpn"] == "http/1.1"
+        c.close()
+        c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        c.request("GET", "/p")
+        assert json.loads(c.getresponse().read()) == {"tls": None, "path": "/p"}  # req.tls: None over TCP
+        c.close()
+
+
+def _curl(*args, timeout=60):
+    return subprocess.run(["curl", "-sS"] + list(args), capture_output=True, timeout=timeout)
+
+
+def test_curl_static_keep_alive_ranges_big_download_and_upload(certs, tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    big = os.urandom(1 << 20) * 64  # 64 MiB
+    (root / "big.bin").write_bytes(big)
+    (root / "small.txt").write_bytes(b"0123456789" * 100)
+
+    def handler(req, res):
+        if req.method == "POST":
+            tls_handler(req, res)
+        elif not serve_static(req, res, str(root)):
+            res.send_error(404)
+
+    with serving(handler, ssl=certs.server_ctx(), max_body=64 << 20) as server:
+        base = "https://localhost:%d" % server.port
+        # keep-alive: two requests, one connection
+        out = _curl("-v", "--cacert", certs.ca, base + "/small.txt", base + "/small.txt")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout == b"0123456789" * 200
+        assert b"Re-using existing connection" in out.stderr or b"Reusing existing" in out.stderr
+        assert b"ALPN: server accepted http/1.1" in out.stderr or b"ALPN, server accepted" in out.stderr
+        # a range, and a conditional request answered 304
+        out = _curl("--cacert", certs.ca, "-r", "100-119", "-i", base + "/small.txt")
+        assert b"206 Partial Content" in out.stdout and out.stdout.endswith(b"0123456789" * 2)
+        etag = re.search(rb"(?i)etag: (\S+)", out.stdout).group(1)
+        out = _curl("--cacert", certs.ca, "-i", "-H", b"If-None-Match: " + etag, base + "/small.txt")
+        assert out.stdout.startswith(b"HTTP/1.1 304")
+        # 64 MiB download, byte-checked (file sent in chunks, encrypted as the socket drains)
+        t0 = time.monotonic()
+        out = _curl("--cacert", certs.ca, base + "/big.bin")
+        assert out.returncode == 0, out.stderr
+        assert len(out.stdout) == len(big) and hashlib.sha256(out.stdout).digest() == hashlib.sha256(big).digest()
+        assert time.monotonic() - t0 < 20
+        # upload
+        up = tmp_path / "up.bin"
+        up.write_bytes(big[: 8 << 20])
+        out = _curl("--cacert", certs.ca, "--data-binary", "@" + str(up), base + "/up")
+        assert json.loads(out.stdout) == {"size": 8 << 20, "sha256": hashlib.sha256(big[: 8 << 20]).hexdigest()}
+        # no --cacert: curl refuses the unknown CA (exit 60)
+        assert _curl(base + "/small.txt").returncode == 60
+
+
+def _s_client(port, *args, data=b"", timeout=10):
+    return subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-CAfile", _CA[0]] + list(args),
+                          input=data, capture_output=True, timeout=timeout)
+
+
+_CA = [""]
+
+
+def test_openssl_s_client_alpn_sni_and_versions(certs):
+    _CA[0] = certs.ca
+    ctx = certs.server_ctx()
+    other = server_context(certs.other_cert, certs.other_key)
+
+    def sni(sslobj, name, _ctx):
+        if name == "other.test":
+            sslobj.context = other  # choose the certificate by server name
+    ctx.sni_callback = sni
+    with serving(tls_handler, ssl=ctx) as server:
+        p = server.port
+        req = b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        out = _s_client(p, "-alpn", "http/1.1", "-servername", "localhost", "-ign_eof", data=req)
+        text = out.stdout.decode("latin-1")
+        assert "ALPN protocol: http/1.1" in text and "Verify return code: 0 (ok)" in text, text[-2000:]
+        assert "HTTP/1.1 200 OK" in text and '"path": "/x"' in text
+        # SNI picks the other certificate
+        out = _s_client(p, "-servername", "other.test", data=b"")
+        assert re.search(r"subject=\s*CN\s*=\s*other.test", out.stdout.decode("latin-1"))
+        out = _s_client(p, "-servername", "localhost", data=b"")
+        assert re.search(r"subject=\s*CN\s*=\s*localhost", out.stdout.decode("latin-1"))
+        # TLS 1.0 and 1.1 are refused by default (SECLEVEL=0: the refusal is the server's)
+        for flag in ("-tls1", "-tls1_1"):
+            out = _s_client(p, flag, "-cipher", "DEFAULT@SECLEVEL=0", data=b"")
+            assert out.returncode != 0 and b"alert protocol version" in out.stderr, (flag, out.stderr)
+        out = _s_client(p, "-tls1_2", data=req)
+        assert b"Protocol  : TLSv1.2" in out.stdout or b"TLSv1.2" in out.stdout
+        # a client offering only h2: Python's ssl cannot send no_application_protocol, so the
+        # handshake ends without ALPN; the h2 preface is then answered as bad HTTP/1.1 and closed
+        out = _s_client(p, "-alpn", "h2", "-ign_eof", data=b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        assert b"No ALPN negotiated" in out.stdout
+        assert re.search(rb"HTTP/1.1 (400|505)", out.stdout)
+
+
+def test_plaintext_http_to_https_server_gets_400_and_others_carry_on(certs):
+    with serving(tls_handler, ssl=certs.server_ctx()) as server:
+        c = https(certs, server.port)
+        c.request("GET", "/a")
+        assert c.getresponse().read()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = s.recv(4096)
+        assert data.startswith(b"HTTP/1.1 400") and b"HTTPS" in data
+        c.request("GET", "/b")
+        assert json.loads(c.getresponse().read())["path"] == "/b"
+        c.close()
+
+
+def test_cli_serves_https_and_refuses_a_mismatched_key(certs, tmp_path):
+    (tmp_path / "hello.txt").write_bytes(b"hello over tls\n")
+    proc = subprocess.Popen([sys.executable, "-m", "powpow", "serve", str(tmp_path), "--port", "0",
+                             "--certfile", certs.cert, "--keyfile", certs.key],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"https://127\.0\.0\.1:(\d+)/", line)
+        assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
+        out = _curl("--cacert", certs.ca, "--resolve", "localhost:%s:127.0.0.1" % m.group(1),
+                    "https://localhost:%s/hello.txt" % m.group(1))
+        assert out.stdout == b"hello over tls\n", out.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    bad = subprocess.run([sys.executable, "-m", "powpow", "serve", str(tmp_path), "--port", "0",
+                          "--certfile", certs.cert, "--keyfile", certs.other_key],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0
+    assert "cannot use certificate" in bad.stderr and "KEY_VALUES_MISMATCH" in bad.stderr.upper().replace(" ", "_"), \
+        bad.stderr
+    assert "serving" not in bad.stdout
