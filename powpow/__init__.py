@@ -11,6 +11,7 @@ from .poller import available as available_pollers
 from .net.transport import Transport
 from .net import (ConnectError, Connection, ConnectionLost, Connector, DatagramTruncated, NetError, TcpServer,
                   UdpEndpoint, WriteQueueFull, bind_udp, connect, connect_udp, connect_unix)
+from .net.tls import TlsError, TlsInfo, TlsTransport
 from .extras import Change, FileEvent, FileWatcher, RateLimiter
 from .http import CorsOptions, HeaderValueError, HttpServer, Response, serve_static
 from .http._message import Headers, QueryArgs, Request
@@ -52,6 +53,9 @@ __all__ = [
     "NetError",
     "RateLimiter",
     "TcpServer",
+    "TlsError",
+    "TlsInfo",
+    "TlsTransport",
     "Transport",
     "UdpEndpoint",
     "WriteQueueFull",

@@ -21,6 +21,8 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 # real HTTP clients for the server tests
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+# TLS tests: certificates are made with the openssl command, which is also a real client (s_client)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # a real reverse proxy in front of the HTTP server (tests/integration/test_http_proxy.py)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-dev python3-venv)

@@ -70,8 +70,10 @@ class TcpServer:
     ``net.tls.TlsTransport``; ``on_accept`` (and ``on_overload``) then run with
     that transport once its handshake succeeded (within
     ``handshake_timeout`` seconds); failed handshakes are logged and closed
-    and never reach the owner.  ``connections`` lists the TLS transports.  Call ``close()`` when done (it releases the pooled
-    receive buffer: the loop's debug mode reports it otherwise).
+    and never reach the owner.  ``connections`` lists the TLS transports.
+
+    Call ``close()`` when done (it releases the pooled receive buffer: the
+    loop's debug mode reports it otherwise).
     """
 
     def __init__(self, loop: Loop, on_accept: Optional[Callable] = None, on_data: Optional[Callable] = None,

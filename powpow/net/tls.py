@@ -379,8 +379,9 @@ class TlsTransport:
 
     def _decrypt(self) -> None:
         buf, view = _decrypt_buffer()
-        read = self._ssl.read
+        read: Any = self._ssl.read  # read(len, buffer) -> int
         size = len(buf)
+        n: int
         while self._state != CLOSED and not self._paused and not self._eof:
             try:
                 n = read(size, buf)

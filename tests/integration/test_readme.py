@@ -26,3 +26,32 @@ def test_readme_tour_runs():
 
 def test_readme_networking_example_runs():
     assert run_block("powpow.TcpServer(", "networking example") == ["echoed b'hello'"]
+
+
+def test_readme_tls_example_runs(certs, tmp_path):
+    """The TLS block, in a directory holding the certificate files it names; server.run()
+    is replaced by a client that fetches over HTTPS (SNI picks the other certificate too)."""
+    import shutil
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "sni_callback" in b]
+    assert blocks, "README lost its TLS example"
+    for src, dst in ((certs.cert, "cert.pem"), (certs.key, "key.pem"), (certs.other_cert, "other-cert.pem"),
+                     (certs.other_key, "other-key.pem"), (certs.ca, "ca.pem")):
+        shutil.copy(src, str(tmp_path / dst))
+    code = blocks[0].replace("server.listen(8443,", "server.listen(0,").replace("server.run()", (
+        "import http.client, ssl, threading\n"
+        "def fetch():\n"
+        "    c = ssl.create_default_context(cafile='ca.pem')\n"
+        "    c.set_alpn_protocols(['http/1.1'])\n"
+        "    h = http.client.HTTPSConnection('localhost', server.port, context=c, timeout=10)\n"
+        "    h.request('GET', '/')\n"
+        "    print(h.getresponse().read().decode().strip())\n"
+        "    import socket\n"
+        "    s = c.wrap_socket(socket.create_connection(('127.0.0.1', server.port)), server_hostname='other.test')\n"
+        "    print(dict(x[0] for x in s.getpeercert()['subject'])['commonName'])\n"
+        "    s.close()\n"
+        "    server.loop.post(server.shutdown)\n"
+        "threading.Thread(target=fetch).start()\n"
+        "server.run()\n"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["hello over TLSv1.3 (http/1.1)", "other.test"]
