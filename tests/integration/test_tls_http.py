@@ -214,3 +214,37 @@ def test_cli_serves_https_and_refuses_a_mismatched_key(certs, tmp_path):
     assert "cannot use certificate" in bad.stderr and "KEY_VALUES_MISMATCH" in bad.stderr.upper().replace(" ", "_"), \
         bad.stderr
     assert "serving" not in bad.stdout
+
+
+def test_upgrade_handover_over_tls_and_overload_503(certs):
+    """res.upgrade() hands the TLS transport over (WSS stands on this); beyond
+    max_connections a TLS client gets its 503 encrypted, then the close."""
+    def handler(req, res):
+        if req.upgrade:
+            conn, rest = res.upgrade([("Upgrade", "echo")])
+            assert conn.tls is not None and conn.tls.version == "TLSv1.3"
+            conn.on_data = lambda c, d: c.write(bytes(d).upper())
+            if rest:
+                conn.write(bytes(rest).upper())
+            return
+        tls_handler(req, res)
+
+    with serving(handler, ssl=certs.server_ctx(), max_connections=1) as server:
+        s = certs.client_ctx().wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=5),
+                                          server_hostname="localhost")
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\nearly")
+        buf = b""
+        while b"EARLY" not in buf:
+            b = s.recv(4096)
+            assert b, buf
+            buf += b
+        assert buf.startswith(b"HTTP/1.1 101 ")
+        s.sendall(b"more")
+        assert s.recv(100) == b"MORE"
+        # the one allowed connection is taken: the next TLS client is told 503, encrypted
+        c = https(certs, server.port)
+        c.request("GET", "/")
+        r = c.getresponse()
+        assert r.status == 503 and r.getheader("Retry-After") == "1"
+        c.close()
+        s.close()
