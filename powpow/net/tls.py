@@ -541,8 +541,16 @@ class TlsTransport:
             return False
         if self.queued_bytes >= self.high_water:
             self._above_high = True
+            self._watch_raw_drain()
             return False
         return not self._above_high
+
+    def _watch_raw_drain(self) -> None:
+        """Above our high mark with the ciphertext queue under the raw one's: have the raw
+        transport call ``on_drain`` at its low mark anyway, or nothing would wake us."""
+        raw = self._raw
+        if raw is not None and raw.queued_bytes > raw.low_water:
+            raw._above_high = True
 
     def _maybe_drain(self) -> None:
         if self._above_high and self._state != CLOSED and self.queued_bytes <= self.low_water:
@@ -608,8 +616,11 @@ class TlsTransport:
                 return
             if not q and self._shut_pending:
                 self._do_shutdown()
-            if self._above_high and self.queued_bytes <= self.low_water:
-                self._maybe_drain()
+            if self._above_high:
+                if self.queued_bytes <= self.low_water:
+                    self._maybe_drain()
+                else:
+                    self._watch_raw_drain()
         except (ssl.SSLError, OSError) as exc:
             self._fail_exc(exc, "TLS write to")
         finally:

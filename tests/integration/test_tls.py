@@ -285,3 +285,33 @@ def test_tls_old_versions_and_renegotiation_refused_by_default(certs):
 def test_certificate_key_mismatch_is_an_error_before_listening(certs):
     with pytest.raises(ssl.SSLError):
         server_context(certs.cert, certs.other_key)
+
+
+def test_drain_fires_when_the_ciphertext_queue_stays_under_its_own_high_mark(certs):
+    """The owner is above its high mark while the raw queue is below the TLS layer's:
+    on_drain must still come once the socket drains (no stall)."""
+    payload = os.urandom(200 << 10)
+    seen = {}
+
+    def on_accept(conn):
+        conn.raw._socket().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        conn.set_write_buffer_limits(100 << 10, 20 << 10)
+        seen["ok"] = conn.write(payload)
+        seen["raw_queued"] = conn.raw.queued_bytes
+
+        def drained(c):
+            seen["drained"] = True
+            c.write(b"END")
+            c.close_after_drain()
+        conn.on_drain = drained
+
+    with tcp_serving(on_accept, certs.server_ctx()) as srv:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", srv.port))
+        with certs.client_ctx().wrap_socket(s, server_hostname="localhost") as t:
+            time.sleep(0.3)
+            data = recv_until(t, len(payload) + 3)
+    assert seen["ok"] is False and 0 < seen["raw_queued"] < 256 << 10, seen
+    assert seen.get("drained") and data == payload + b"END"
