@@ -248,3 +248,45 @@ def test_upgrade_handover_over_tls_and_overload_503(certs):
         assert r.status == 503 and r.getheader("Retry-After") == "1"
         c.close()
         s.close()
+
+
+NODE_CLIENT = r"""
+const https = require('https'), fs = require('fs');
+const ca = fs.readFileSync(process.argv[2]);
+const agent = new https.Agent({keepAlive: true, maxSockets: 1});
+const port = +process.argv[3];
+let sockets = new Set(), out = [];
+function get(i) {
+  if (i === 3) { agent.destroy(); console.log(JSON.stringify({out, sockets: sockets.size})); return; }
+  const req = https.request({host: '127.0.0.1', servername: 'localhost', port, path: '/node' + i, ca, agent,
+                             ALPNProtocols: ['http/1.1'], method: i === 2 ? 'POST' : 'GET'}, (res) => {
+    sockets.add(res.socket);
+    let body = '';
+    res.on('data', (d) => body += d);
+    res.on('end', () => { out.push([res.statusCode, JSON.parse(body)]); get(i + 1); });
+  });
+  req.on('error', (e) => { console.error('node error: ' + e.message); process.exit(3); });
+  if (i === 2) req.write('x'.repeat(100000));
+  req.end();
+}
+get(0);
+https.get({host: '127.0.0.1', port, path: '/', ca: fs.readFileSync(process.argv[4])}, () => process.exit(4))
+  .on('error', (e) => console.error('expected: ' + e.code));
+"""
+
+
+def test_node_https_client_keep_alive_and_verification(certs, tmp_path):
+    script = tmp_path / "client.js"
+    script.write_text(NODE_CLIENT)
+    with serving(tls_handler, ssl=certs.server_ctx()) as server:
+        # the last argument is a CA that did not sign the server's certificate: refused
+        out = subprocess.run(["node", str(script), certs.ca, str(server.port), certs.other_cert],
+                             capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["sockets"] == 1  # one keep-alive TLS connection for the three requests
+    assert [s for s, _ in doc["out"]] == [200, 200, 200]
+    assert doc["out"][0][1]["alpn"] == "http/1.1" and doc["out"][0][1]["version"] == "TLSv1.3"
+    assert doc["out"][2][1]["size"] == 100000
+    assert "expected: " in out.stderr and ("UNABLE_TO_VERIFY" in out.stderr or "SELF_SIGNED" in out.stderr
+                                          or "UNABLE_TO_GET_ISSUER" in out.stderr), out.stderr
