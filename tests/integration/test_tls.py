@@ -315,3 +315,51 @@ def test_drain_fires_when_the_ciphertext_queue_stays_under_its_own_high_mark(cer
             data = recv_until(t, len(payload) + 3)
     assert seen["ok"] is False and 0 < seen["raw_queued"] < 256 << 10, seen
     assert seen.get("drained") and data == payload + b"END"
+
+
+def test_client_write_eof_half_close_and_handshake_timeout(certs):
+    """powpow's TLS client: write_eof() sends close_notify (the server's on_eof), the answer
+    still arrives; a server that never answers the ClientHello is a ConnectError after
+    handshake_timeout."""
+    loop = powpow.Loop(debug=True)
+
+    def on_accept(conn):
+        buf = []
+        conn.on_data = lambda c, d: buf.append(bytes(d))
+
+        def on_eof(c):
+            assert c.close_notify_received
+            c.write(b"got " + b"".join(buf))
+            c.close_after_drain()
+        conn.on_eof = on_eof
+
+    srv = powpow.TcpServer(loop, on_accept=on_accept, ssl=certs.server_ctx()).listen(0, "127.0.0.1")
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(4)  # accepts TCP (backlog) but never speaks TLS
+    mute_port = mute.getsockname()[1]
+    got, errs, closed = [], [], []
+
+    def on_connect(conn):
+        conn.write(b"question")
+        conn.write_eof()
+        assert not conn.writable and conn.write(b"late") is False
+        conn.on_eof = lambda c: got.append("eof")
+
+    powpow.connect(loop, "127.0.0.1", srv.port, on_connect, lambda c, d: got.append(bytes(d)),
+                   on_close=lambda c, exc: closed.append(exc), on_error=errs.append,
+                   ssl=certs.client_ctx(), server_hostname="localhost")
+    t0 = time.monotonic()
+    powpow.connect(loop, "127.0.0.1", mute_port, None, None, on_error=errs.append,
+                   ssl=certs.client_ctx(), server_hostname="localhost", handshake_timeout=0.3)
+    end = time.monotonic() + 5
+    while (not closed or not errs) and time.monotonic() < end:
+        loop.run_once(50)
+    srv.close()
+    mute.close()
+    loop.run_once(0)
+    loop.close()
+    assert got == [b"got question", "eof"] and closed == [None]
+    assert len(errs) == 1 and "no handshake within the time allowed" in str(errs[0])
+    assert "TLS handshake with 127.0.0.1:%d failed" % mute_port in str(errs[0])
+    assert time.monotonic() - t0 < 4
