@@ -290,3 +290,26 @@ def test_node_https_client_keep_alive_and_verification(certs, tmp_path):
     assert doc["out"][2][1]["size"] == 100000
     assert "expected: " in out.stderr and ("UNABLE_TO_VERIFY" in out.stderr or "SELF_SIGNED" in out.stderr
                                           or "UNABLE_TO_GET_ISSUER" in out.stderr), out.stderr
+
+
+def test_tls12_renegotiation_is_refused(certs):
+    """openssl s_client's R command asks for a TLS 1.2 renegotiation: the server answers
+    with the no_renegotiation alert and the connection ends; the server serves on."""
+    with serving(tls_handler, ssl=certs.server_ctx()) as server:
+        p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % server.port, "-tls1_2",
+                              "-CAfile", certs.ca], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        try:
+            time.sleep(0.5)
+            p.stdin.write(b"R\n")
+            p.stdin.flush()
+            out, err = p.communicate(timeout=10)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert b"RENEGOTIATING" in err and b"no renegotiation" in err, err
+        c = https(certs, server.port)
+        c.request("GET", "/after")
+        assert json.loads(c.getresponse().read())["path"] == "/after"
+        c.close()
