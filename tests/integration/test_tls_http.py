@@ -313,3 +313,49 @@ def test_tls12_renegotiation_is_refused(certs):
         c.request("GET", "/after")
         assert json.loads(c.getresponse().read())["path"] == "/after"
         c.close()
+
+
+def test_thread_workers_serve_https_in_parallel(certs, tmp_path):
+    """`serve --workers 2 --worker-threads` over TLS: two loops in two threads (one decrypt
+    buffer per thread) under concurrent keep-alive clients, every body byte-checked."""
+    import threading
+    files = {}
+    for k in range(6):
+        files[k] = os.urandom(200000 + k)
+        (tmp_path / ("f%d.bin" % k)).write_bytes(files[k])
+    proc = subprocess.Popen([sys.executable, "-m", "powpow", "serve", str(tmp_path), "--port", "0", "--workers", "2",
+                             "--worker-threads", "--certfile", certs.cert, "--keyfile", certs.key],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results, errors = [], []
+    try:
+        m = re.search(r"https://127\.0\.0\.1:(\d+)/", proc.stdout.readline())
+        assert m, proc.stderr.read() if proc.poll() is not None else ""
+        port = int(m.group(1))
+
+        def client(k):
+            try:
+                deadline = time.monotonic() + 10
+                while True:
+                    try:
+                        c = https(certs, port)
+                        c.connect()
+                        break
+                    except ConnectionRefusedError:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.05)
+                for _ in range(5):
+                    c.request("GET", "/f%d.bin" % k)
+                    results.append(c.getresponse().read() == files[k])
+                c.close()
+            except Exception as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+        clients = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(30)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    assert not errors, errors
+    assert results == [True] * 30
