@@ -50,8 +50,7 @@ def prepare_server_context(ctx: ssl.SSLContext, alpn=None) -> ssl.SSLContext:
     """Harden a server context in place: no renegotiation, TLS 1.2 at least unless a
     minimum was chosen, and ``alpn`` (e.g. ``["http/1.1"]``) when given."""
     ctx.options |= OP_NO_RENEGOTIATION
-    if ctx.minimum_version in (ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1) \
-            and not getattr(ctx, "_powpow_allow_old", False):
+    if ctx.minimum_version == ssl.TLSVersion.MINIMUM_SUPPORTED:  # not chosen (Python 3.9's default)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if alpn:
         ctx.set_alpn_protocols(list(alpn))

@@ -1,9 +1,12 @@
 """The transport contract: what protocol code (HTTP, WebSocket, asyncio, ASGI) may use of a connection.
 
 Why a contract: the HTTP server, and after it WebSocket, the asyncio bridge
-and TLS, must not depend on ``net.tcp.Connection`` and its private state.  A
-TLS connection will be a second implementation of this same ``Transport``,
-so everything above it works unchanged over TLS.  ``Transport`` is a
+and TLS, must not depend on ``net.tcp.Connection`` and its private state.
+``net.tls.TlsTransport`` is the second implementation of this same
+``Transport`` (over a ``Connection``), so everything above it works unchanged
+over TLS; there ``bytes_sent`` counts ciphertext, ``queued_bytes`` plaintext
+waiting for encryption plus ciphertext waiting for the kernel, and ``tls``
+(absent on plain connections) says what the handshake negotiated.  ``Transport`` is a
 ``typing.Protocol`` (structural: implementations do not inherit from it),
 ``runtime_checkable`` so ``isinstance(conn, Transport)`` checks the names.
 
