@@ -363,3 +363,28 @@ def test_client_write_eof_half_close_and_handshake_timeout(certs):
     assert len(errs) == 1 and "no handshake within the time allowed" in str(errs[0])
     assert "TLS handshake with 127.0.0.1:%d failed" % mute_port in str(errs[0])
     assert time.monotonic() - t0 < 4
+
+
+def test_paused_reading_bounds_buffered_ciphertext(certs):
+    """While the owner has paused reading, the kernel holds the peer's bytes: at most one
+    raw read's worth of ciphertext waits in the TLS layer; resuming delivers everything."""
+    payload = os.urandom(8 << 20)
+    seen = {"got": bytearray(), "max_pending": 0}
+
+    def on_accept(conn):
+        def on_data(c, d):
+            seen["got"] += d
+            if "paused" not in seen:
+                seen["paused"] = True
+                c.pause_reading()
+                c.loop.add_timer(300, lambda: (seen.__setitem__("max_pending", c._in.pending), c.resume_reading()))
+            if len(seen["got"]) == len(payload):
+                c.write(b"done")
+        conn.on_data = on_data
+
+    with tcp_serving(on_accept, certs.server_ctx()) as srv:
+        with tls_client(certs, srv.port, timeout=10) as t:
+            t.sendall(payload)  # completes once the server resumed and read most of it
+            assert recv_until(t, 4, timeout=10) == b"done"
+    assert seen["max_pending"] <= 80 << 10, seen["max_pending"]
+    assert bytes(seen["got"]) == payload
