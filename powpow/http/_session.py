@@ -55,11 +55,12 @@ class Session:
     __slots__ = ("server", "conn", "parser", "pending", "in_batch", "state", "since", "depth",
                  "sent_seen", "write_since", "continued", "want_continue", "streaming", "ip", "held",
                  "write_blocked", "body_paused", "eof", "eof_since", "body_start", "body_got",
-                 "date", "loop", "upgrade_req", "closing", "body_req")
+                 "date", "loop", "upgrade_req", "closing", "body_req", "lost_exc")
 
     def __init__(self, server, conn) -> None:
         self.server = server
         self.conn = conn
+        self.lost_exc = None  # why the transport closed (given to on_close), once it has
         self.loop = server.loop
         self.date = server._date
         # Snapshot: transports are pooled, and a response may end (and be
