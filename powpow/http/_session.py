@@ -55,11 +55,12 @@ class Session:
     __slots__ = ("server", "conn", "parser", "pending", "in_batch", "state", "since", "depth",
                  "sent_seen", "write_since", "continued", "want_continue", "streaming", "ip", "held",
                  "write_blocked", "body_paused", "eof", "eof_since", "body_start", "body_got",
-                 "date", "loop", "upgrade_req", "closing", "body_req", "tls")
+                 "date", "loop", "upgrade_req", "closing", "body_req", "lost_exc", "tls")
 
     def __init__(self, server, conn) -> None:
         self.server = server
         self.conn = conn
+        self.lost_exc = None  # why the transport closed (given to on_close), once it has
         self.loop = server.loop
         self.date = server._date
         # Snapshot: transports are pooled, and a response may end (and be
@@ -195,7 +196,10 @@ class Session:
                 self._body_done()
             if not self.pending and not parser._idle and not self.held and self.state != HEAD:
                 self._to_head()  # a partial head (an attribute, not a property: hot path)
-        if (self.held or self.write_blocked or self.upgrade_req is not None
+        # parser.held, not only self.held: flush() above may already have
+        # drained this batch and scheduled the next (clearing self.held); reading
+        # on would append a whole read to the held bytes for every 64 answers.
+        if (self.held or parser._held or self.write_blocked or self.upgrade_req is not None
                 or len(self.pending) >= self.depth):
             conn.pause_reading()  # see the module docstring; _pump resumes
 
@@ -218,7 +222,7 @@ class Session:
         if (self.state >= CLOSING or self.write_blocked or self.upgrade_req is not None
                 or len(self.pending) >= self.depth):
             return
-        if self.held:
+        if self.held or self.parser._held:
             # requests held back at the depth limit: parse the next batch on
             # the next iteration (not recursively from here)
             self.held = False

@@ -26,6 +26,7 @@ import time
 from typing import Callable, Iterable, List, Optional, Tuple
 
 from ..errors import PowpowError
+from ..net.errors import WriteQueueFull
 
 log = logging.getLogger("powpow.http")
 
@@ -466,7 +467,16 @@ class Response:
                 session.flush_now()
         else:
             session.flush()
-        return session.writable and not self._gone
+        if self._gone:
+            exc = session.lost_exc
+            if exc.__class__ is WriteQueueFull:
+                # This producer ignored write() returning False until the queue
+                # passed its cap: the body is cut, so say so at the call (item 21:
+                # never a silent cut).  The connection is already closed.
+                raise WriteQueueFull("response body cut: %s (write() returned False; "
+                                     "wait for on_drain before writing more)" % (exc,))
+            return False
+        return session.writable
 
     def end(self, chunk=b"") -> None:
         """Finish a streamed response (or send an empty one)."""

@@ -242,6 +242,7 @@ class HttpServer:
         session = conn.context
         if session is not None:
             conn.context = None
+            session.lost_exc = exc
             session._to_gone()
         if self._draining:
             self.loop.defer_call(self._check_drained)  # (the count drops after this callback)

@@ -352,3 +352,32 @@ def test_static_descriptors_are_closed_when_not_sent(tmp_path):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         time.sleep(0.5)
         assert open_fds() - before < 3
+
+
+def test_held_pipeline_does_not_read_on_while_answers_fill_the_socket():
+    """Default (large, autotuned) socket buffers: the kernel takes megabytes of
+    answers before writes block.  Reading must still stop while requests are
+    held at max_pipeline_depth; it once went on, appending a whole 64 KiB read
+    to the held bytes for every 64 answers (~900 KiB per client)."""
+    answer = b"a" * 2048
+    with serving(lambda req, res: res.send(answer)) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.setblocking(False)
+        req = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" * 2048
+        end = time.monotonic() + 2.0
+        stalled_since = None
+        while time.monotonic() < end:
+            try:
+                s.send(req)
+                stalled_since = None
+            except BlockingIOError:
+                if stalled_since is None:
+                    stalled_since = time.monotonic()
+                elif time.monotonic() - stalled_since > 0.5:
+                    break
+                time.sleep(0.01)
+        with s:
+            parsed_later = on_loop(srv, lambda: max(c.context.parser.buffered for c in srv._tcp.connections))
+            queued = on_loop(srv, lambda: max(c.queued_bytes for c in srv._tcp.connections))
+            assert parsed_later <= 128 << 10, parsed_later
+            assert parsed_later + queued <= 768 << 10, (parsed_later, queued)

@@ -41,3 +41,17 @@ def test_pure_scanner_loads_numpy_only_for_a_large_span():
             "assert ('numpy' in sys.modules) == _scan.HAVE_NUMPY\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 0, r.stderr
+
+
+def test_wheel_ships_py_typed_and_no_test_only_c(tmp_path):
+    """The built wheel carries py.typed (the public API is typed) and the C sources stay out of it."""
+    import zipfile
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                    "-w", str(tmp_path), root], check=True, timeout=600)
+    wheels = [p for p in os.listdir(str(tmp_path)) if p.endswith(".whl")]
+    assert len(wheels) == 1, wheels
+    names = zipfile.ZipFile(os.path.join(str(tmp_path), wheels[0])).namelist()
+    assert "powpow/py.typed" in names
+    assert not [n for n in names if n.endswith(".c") or n.startswith("tests/")], names
