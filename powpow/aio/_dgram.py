@@ -21,7 +21,7 @@ _MAX_SIZE = 256 * 1024
 _READS_PER_EVENT = 32
 
 
-class DatagramTransport(asyncio.DatagramTransport):
+class DatagramTransport(asyncio.Transport, asyncio.DatagramTransport):  # asyncio's is a Transport too
     def __init__(self, loop, sock, protocol, address, waiter, extra) -> None:
         super().__init__(extra)
         self._loop = loop

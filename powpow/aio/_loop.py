@@ -27,7 +27,6 @@ is on the same clock and rounds up, so a timer never fires before ``when``.
 """
 import asyncio
 import errno
-import functools
 import logging
 import math
 import os
@@ -348,11 +347,13 @@ class EventLoop(base_events.BaseEventLoop):
             else:
                 fut.set_result(res)
 
-        self._add_io(fd, idx, ready, ())
+        handle = self._add_io(fd, idx, ready, ())
         try:
             return await fut
         finally:
-            self._remove_io(fd, idx)
+            pair = self._fdh.get(fd)
+            if pair is not None and pair[idx] is handle:  # a racing successor may own the fd now
+                self._remove_io(fd, idx)
 
     async def sock_recv(self, sock, n):
         self._check_sock(sock)
@@ -360,7 +361,7 @@ class EventLoop(base_events.BaseEventLoop):
             return sock.recv(n)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._sock_wait(sock, 0, functools.partial(sock.recv, n))
+        return await self._sock_wait(sock, 0, lambda: sock.recv(n))
 
     async def sock_recv_into(self, sock, buf):
         self._check_sock(sock)
@@ -368,7 +369,7 @@ class EventLoop(base_events.BaseEventLoop):
             return sock.recv_into(buf)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._sock_wait(sock, 0, functools.partial(sock.recv_into, buf))
+        return await self._sock_wait(sock, 0, lambda: sock.recv_into(buf))
 
     async def sock_recvfrom(self, sock, bufsize):
         self._check_sock(sock)
@@ -376,7 +377,15 @@ class EventLoop(base_events.BaseEventLoop):
             return sock.recvfrom(bufsize)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._sock_wait(sock, 0, functools.partial(sock.recvfrom, bufsize))
+        return await self._sock_wait(sock, 0, lambda: sock.recvfrom(bufsize))
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        self._check_sock(sock)
+        try:
+            return sock.recvfrom_into(buf, nbytes)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(sock, 0, lambda: sock.recvfrom_into(buf, nbytes))
 
     async def sock_sendto(self, sock, data, address):
         self._check_sock(sock)
@@ -384,7 +393,7 @@ class EventLoop(base_events.BaseEventLoop):
             return sock.sendto(data, address)
         except (BlockingIOError, InterruptedError):
             pass
-        return await self._sock_wait(sock, 1, functools.partial(sock.sendto, data, address))
+        return await self._sock_wait(sock, 1, lambda: sock.sendto(data, address))
 
     async def sock_sendall(self, sock, data):
         self._check_sock(sock)
@@ -464,6 +473,24 @@ class EventLoop(base_events.BaseEventLoop):
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return StreamTransport(self, sock, protocol, waiter, extra, server)
+
+    async def create_connection(self, protocol_factory, host=None, port=None, *, ssl=None, **kw):
+        if ssl:
+            self._make_ssl_transport()
+        return await super().create_connection(protocol_factory, host, port, **kw)
+
+    async def create_server(self, protocol_factory, host=None, port=None, *, ssl=None, **kw):
+        if ssl is not None:
+            self._make_ssl_transport()
+        return await super().create_server(protocol_factory, host, port, **kw)
+
+    async def connect_accepted_socket(self, protocol_factory, sock, *, ssl=None, **kw):
+        if ssl is not None:
+            self._make_ssl_transport()
+        return await super().connect_accepted_socket(protocol_factory, sock, **kw)
+
+    async def _sendfile_native(self, transp, file, offset, count):
+        return await transp._sendfile(file, offset, count)
 
     def _make_ssl_transport(self, *args, **kwargs):
         raise NotImplementedError("powpow.aio: ssl= is not supported yet (TLS transports belong to powpow's TLS "
@@ -578,6 +605,8 @@ class EventLoop(base_events.BaseEventLoop):
             raise TypeError("sig must be an int, not %r" % (sig,))
         if sig not in signal.valid_signals():
             raise ValueError("invalid signal number %s" % (sig,))
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            raise RuntimeError("sig %d cannot be caught" % sig)
         self._check_closed()
         handle = events.Handle(callback, args, self, None)
         self._signal_handlers[sig] = handle
@@ -598,6 +627,8 @@ class EventLoop(base_events.BaseEventLoop):
             self._ready.append(h)
 
     def remove_signal_handler(self, sig) -> bool:
+        if not isinstance(sig, int):
+            raise TypeError("sig must be an int, not %r" % (sig,))
         if self._signal_handlers.pop(sig, None) is None:
             return False
         self._pl.remove_signal(sig)

@@ -30,11 +30,8 @@ try:
 except ImportError:  # pragma: no cover - Python < 3.8
     _TSock = None  # type: ignore
 
-try:
-    from asyncio.constants import _SendfileMode
-    _FALLBACK: Any = _SendfileMode.FALLBACK
-except ImportError:  # pragma: no cover
-    _FALLBACK = None
+from asyncio.constants import _SendfileMode
+from asyncio.transports import _FlowControlMixin
 
 __all__ = ["StreamTransport"]
 
@@ -49,11 +46,13 @@ def _server_attach(server, transport, attach: bool) -> None:
         fn()
 
 
-class StreamTransport(asyncio.Transport):
-    _sendfile_compatible = _FALLBACK
+class StreamTransport(_FlowControlMixin):
+    # _FlowControlMixin: asyncio's sendfile fallback requires it (its own fields are overridden here)
+    _sendfile_compatible = _SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter, extra, server) -> None:
-        super().__init__(extra)
+        super().__init__(extra, loop)
+        self._sendfile_fut: Any = None
         self._loop = loop
         self._sock = sock
         self._server = server
@@ -113,10 +112,14 @@ class StreamTransport(asyncio.Transport):
                 waiter.set_exception(exc)
             self._fatal(exc, "Fatal error: protocol.connection_made() call failed.")
             return
-        if self._reading and not self._closing:
-            self._conn.resume_reading()
         if waiter is not None and not waiter.cancelled():
             waiter.set_result(None)
+        # as asyncio: the task awaiting the waiter runs before the first data_received
+        self._loop.call_soon(self._start_reading)
+
+    def _start_reading(self) -> None:
+        if self._reading and not self._closing:
+            self._conn.resume_reading()
 
     def __repr__(self) -> str:
         st = "closed" if self._lost else ("closing" if self._closing else "open")
@@ -161,6 +164,12 @@ class StreamTransport(asyncio.Transport):
             self.close()
 
     def _on_drain(self, conn) -> None:
+        fut = self._sendfile_fut
+        if fut is not None:
+            if conn.output_pending:
+                conn._above_high = True  # tell us again when the file chunk is out
+            elif not fut.done():
+                fut.set_result(None)
         if self._protocol_paused and self.get_write_buffer_size() <= self._low:
             self._protocol_paused = False
             try:
@@ -173,6 +182,9 @@ class StreamTransport(asyncio.Transport):
                                                    "protocol": self._protocol})
 
     def _on_close(self, conn, exc) -> None:
+        fut = self._sendfile_fut
+        if fut is not None and not fut.done():
+            fut.set_exception(ConnectionError("Connection closed by peer" if exc is None else str(exc)))
         self._closing = True
         self._lost = True
         self._wbuf = []
@@ -214,6 +226,8 @@ class StreamTransport(asyncio.Transport):
             raise TypeError("data argument must be a bytes-like object, not %r" % type(data).__name__)
         if self._eof_pending or self._eof_sent:
             raise RuntimeError("Cannot call write() after write_eof()")
+        if self._sendfile_fut is not None:
+            raise RuntimeError("unable to write; sendfile is in progress")
         if not data:
             return
         if self._closing:
@@ -271,6 +285,33 @@ class StreamTransport(asyncio.Transport):
         except BaseException as exc:
             self._loop.call_exception_handler({"message": "protocol.pause_writing() failed", "exception": exc,
                                                "transport": self, "protocol": self._protocol})
+
+    async def _sendfile(self, file, offset, count):
+        """loop.sendfile's native path: the Connection's sendfile queue, ordered after pending writes."""
+        import os
+        fd = file.fileno()
+        size = os.fstat(fd).st_size
+        if count is None or offset + count > size:
+            count = max(0, size - offset)
+        if count == 0:
+            return 0
+        if self._closing:
+            raise ConnectionError("Connection is closed")
+        self._flush()
+        conn = self._conn
+        fut = self._sendfile_fut = self._loop.create_future()
+        try:
+            if not conn.send_file(fd, offset, count):
+                if conn.closed:
+                    raise ConnectionError("Connection is closed")
+            if conn.output_pending:
+                conn._above_high = True
+                await fut
+            return count
+        finally:
+            self._sendfile_fut = None
+            if not self._lost:
+                file.seek(offset + count)
 
     def can_write_eof(self) -> bool:
         return True
