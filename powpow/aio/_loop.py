@@ -629,6 +629,8 @@ class EventLoop(base_events.BaseEventLoop):
     def remove_signal_handler(self, sig) -> bool:
         if not isinstance(sig, int):
             raise TypeError("sig must be an int, not %r" % (sig,))
+        if sig not in signal.valid_signals():
+            raise ValueError("invalid signal number %s" % (sig,))
         if self._signal_handlers.pop(sig, None) is None:
             return False
         self._pl.remove_signal(sig)

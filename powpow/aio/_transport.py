@@ -299,6 +299,7 @@ class StreamTransport(_FlowControlMixin):
             raise ConnectionError("Connection is closed")
         self._flush()
         conn = self._conn
+        base = conn.bytes_sent + conn.queued_bytes  # the file's first byte is counted from here
         fut = self._sendfile_fut = self._loop.create_future()
         try:
             if not conn.send_file(fd, offset, count):
@@ -310,8 +311,7 @@ class StreamTransport(_FlowControlMixin):
             return count
         finally:
             self._sendfile_fut = None
-            if not self._lost:
-                file.seek(offset + count)
+            file.seek(offset + (count if not self._lost else max(0, min(count, conn.bytes_sent - base))))
 
     def can_write_eof(self) -> bool:
         return True
