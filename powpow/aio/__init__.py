@@ -26,10 +26,10 @@ def new_event_loop() -> EventLoop:
     return EventLoop()
 
 
-class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,valid-type]
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     """An event loop policy whose loops are ``powpow.aio.EventLoop``."""
 
-    _loop_factory = EventLoop  # type: ignore[assignment]
+    _loop_factory = EventLoop
 
     def new_event_loop(self) -> EventLoop:
         return EventLoop()
@@ -38,9 +38,9 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):  # type: ignore[misc,vali
 def run(main, *, debug=None):
     """Run coroutine ``main`` on a new powpow loop and return its result (``asyncio.run`` semantics)."""
     if sys.version_info >= (3, 12):
-        return asyncio.run(main, debug=debug, loop_factory=new_event_loop)  # type: ignore[call-arg]
+        return asyncio.run(main, debug=debug, loop_factory=new_event_loop)
     if sys.version_info >= (3, 11):
-        with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:  # type: ignore[attr-defined]
+        with asyncio.Runner(debug=debug, loop_factory=new_event_loop) as runner:
             return runner.run(main)
     return _run_compat(main, debug)
 

@@ -29,6 +29,7 @@ import asyncio
 import errno
 import logging
 import math
+import operator
 import os
 import signal
 import socket
@@ -49,7 +50,7 @@ _READ, _WRITE, _ERROR, _HUP = 0x001, 0x004, 0x008, 0x010
 _NS_PER_MS = 1000000
 _MAX_FULL_REPOLLS = 4
 _monotonic_ns = time.monotonic_ns
-_when_key = (lambda h: h._when)
+_when_key = operator.attrgetter("_when")
 _NUMERIC = socket.AI_NUMERICHOST
 
 

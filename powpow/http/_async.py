@@ -17,15 +17,9 @@ is answered like a failing callback handler (500 if nothing was sent yet).
 import asyncio
 import logging
 
-__all__ = ["AsyncHandler", "is_async_handler", "aio_loops"]
+__all__ = ["AsyncHandler", "aio_loops"]
 
 log = logging.getLogger("powpow.http")
-
-
-def is_async_handler(handler) -> bool:
-    import inspect
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None))
 
 
 def aio_loops(loop):

@@ -370,7 +370,7 @@ _static_options: dict = {}
 
 
 def _is_coroutine_function(fn) -> bool:
-    code = getattr(fn, "__code__", None) or getattr(getattr(fn, "__call__", None), "__code__", None)
+    code = getattr(fn, "__code__", None)  # functions and bound methods
     return code is not None and bool(code.co_flags & 0x180)  # CO_COROUTINE | CO_ITERABLE_COROUTINE
 
 
