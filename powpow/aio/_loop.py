@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import LoopError
 from ..loop import Loop, _fileno
+from ..timers import DUE, INACTIVE
 from ._transport import StreamTransport
 
 __all__ = ["EventLoop"]
@@ -55,14 +56,9 @@ _NUMERIC = socket.AI_NUMERICHOST
 
 
 class _Timer(events.TimerHandle):
-    """A TimerHandle living in powpow's wheel; calling it (from the wheel) makes it due."""
+    """A TimerHandle that is itself the wheel entry (one object per timer, no callback cycle)."""
 
-    __slots__ = ("_tid",)
-
-    def __call__(self) -> None:
-        self._scheduled = False
-        if not self._cancelled:
-            self._loop._due.append(self)
+    __slots__ = ("deadline", "callback", "interval", "slot", "pos")
 
 
 def _ms_until(delay: float) -> int:
@@ -77,6 +73,7 @@ class EventLoop(base_events.BaseEventLoop):
     def __init__(self, backend: Optional[str] = None) -> None:
         super().__init__()
         self._pl = Loop(backend=backend, exception_handler=self._pl_exception)
+        self._wheel = self._pl._wheel
         self._due: List[_Timer] = []
         self._flushq: List[StreamTransport] = []
         self._fdh: Dict[int, List[Any]] = {}  # fd -> [reader handle, writer handle]
@@ -91,11 +88,16 @@ class EventLoop(base_events.BaseEventLoop):
     def call_later(self, delay, callback, *args, context=None):
         if delay is None:
             raise TypeError("delay must not be None")
-        return self.call_at(self.time() + delay, callback, *args, context=context)
+        now_ns = _monotonic_ns()
+        return self._schedule(now_ns * 1e-9 + delay, _ms_until(delay), now_ns, callback, args, context)
 
     def call_at(self, when, callback, *args, context=None):
         if when is None:
             raise TypeError("when cannot be None")
+        now_ns = _monotonic_ns()
+        return self._schedule(when, _ms_until(when - now_ns * 1e-9), now_ns, callback, args, context)
+
+    def _schedule(self, when, ms: int, now_ns: int, callback, args, context) -> _Timer:
         self._check_closed()
         if self._debug:
             self._check_thread()
@@ -103,14 +105,38 @@ class EventLoop(base_events.BaseEventLoop):
         timer = _Timer(when, callback, args, self, context)
         if timer._source_traceback:
             del timer._source_traceback[-1]
-        timer._tid = self._pl.add_timer(_ms_until(when - self.time()), timer)
+        # the wheel's tick: ceil(now) + ms, as Loop.add_timer (never early)
+        timer.deadline = -((self._pl._t0 - now_ns) // _NS_PER_MS) + ms
+        timer.interval = 0
+        timer.callback = None
+        self._wheel.insert(timer)
         timer._scheduled = True
         return timer
 
     def _timer_handle_cancelled(self, handle) -> None:
         if handle._scheduled:
             handle._scheduled = False
-            self._pl.cancel_timer(handle._tid)
+            self._wheel.cancel(handle)
+
+    def _expire(self, now: int) -> None:
+        due = self._wheel.expire(now)
+        if not due:
+            return
+        mine = self._due
+        others = None
+        for t in due:
+            if t.__class__ is _Timer:
+                if t.slot == DUE:
+                    t.slot = INACTIVE
+                    t._scheduled = False
+                    if not t._cancelled:
+                        mine.append(t)
+            elif others is None:
+                others = [t]
+            else:
+                others.append(t)
+        if others is not None:
+            self._pl._fire_timers(others, now)
 
     # ------------------------------------------------------------ the iteration
 
@@ -150,9 +176,11 @@ class EventLoop(base_events.BaseEventLoop):
                     cb()
                 except Exception as exc:
                     self._pl_exception(exc, cb)
-        wheel = pl._wheel
+        wheel = self._wheel
         if wheel._count:
-            pl._run_timers(pl._update_now())
+            self._expire(pl._update_now())
+        if self._flushq:  # written by the deferred reads above: out before we may sleep
+            self._flush_writes()
         if ready or self._due or pl._deferred or pl._posted or self._stopping or self._full_repolls:
             timeout = 0
         else:
@@ -184,7 +212,7 @@ class EventLoop(base_events.BaseEventLoop):
         else:
             self._full_repolls = 0
         if wheel._count:
-            pl._run_timers(pl._update_now())
+            self._expire(pl._update_now())
         due = self._due
         if due:
             if len(due) > 1:

@@ -593,3 +593,23 @@ def test_import_powpow_does_not_import_asyncio():
     code = "import sys, powpow; print('asyncio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_echo_to_sock_client_nothing_else_pending(lp):
+    """A reply written from the first data_received (a deferred read) leaves before the loop sleeps."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            await loop.sock_connect(s, ("127.0.0.1", port))
+            for i in range(3):
+                await loop.sock_sendall(s, b"m%d" % i)
+                assert await asyncio.wait_for(loop.sock_recv(s, 100), 2) == b"m%d" % i
+        finally:
+            s.close()
+        srv.close()
+        await srv.wait_closed()
+    lp.run(main())
