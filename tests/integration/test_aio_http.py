@@ -114,3 +114,22 @@ def test_async_handler_needs_powpow_loop():
 
     with pytest.raises(TypeError, match="powpow.aio"):
         HttpServer(handler)
+
+
+def test_server_sent_events_stream():
+    async def events(req, res):
+        res.set_header("Content-Type", "text/event-stream")
+        for i in range(3):
+            await res.write("data: tick %d\n\n" % i)
+            await asyncio.sleep(0.01)
+        res.end()
+
+    status, body = _serve(events, _get)
+    assert status == 200 and body == b"data: tick 0\n\ndata: tick 1\n\ndata: tick 2\n\n"
+
+
+def test_powpow_aio_lazy_attribute():
+    import powpow
+    assert powpow.aio.new_event_loop is powpow.aio.new_event_loop
+    with pytest.raises(AttributeError):
+        getattr(powpow, "no_such_name")
