@@ -132,4 +132,4 @@ def test_powpow_aio_lazy_attribute():
     import powpow
     assert powpow.aio.new_event_loop is powpow.aio.new_event_loop
     with pytest.raises(AttributeError):
-        getattr(powpow, "no_such_name")
+        powpow.__getattr__("no_such_name")
