@@ -10,7 +10,8 @@ collects nothing and says so in ``NOT_AVAILABLE``): ``test_events``
 
 Excluded, by name (EXCLUDED below): the ssl= cases (TLS transports belong to
 the TLS issue: powpow.aio raises NotImplementedError for ssl=) and one
-white-box test, ``test_timeout_rounding``, which reads ``loop._selector``
+white-box tests, ``test_timeout_rounding`` (reads ``loop._selector``) and
+``test_internal_fds`` (needs a BaseSelectorEventLoop; it skips itself otherwise)
 (powpow.aio has no selector).
 """
 import unittest
@@ -28,7 +29,7 @@ try:
 except ImportError as exc:  # PyPy 3.9: no test/test_asyncio in its stdlib
     NOT_AVAILABLE = "test.test_asyncio not importable here: %s" % (exc,)
 
-WHITE_BOX = ("test_timeout_rounding",)
+WHITE_BOX = ("test_timeout_rounding", "test_internal_fds")  # read loop._selector / BaseSelectorEventLoop internals
 
 
 def _excluded(name: str) -> bool:
