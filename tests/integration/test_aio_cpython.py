@@ -8,11 +8,11 @@ collects nothing and says so in ``NOT_AVAILABLE``): ``test_events``
 ``test_sendfile`` (``SendfileTestsBase``), ``test_buffered_proto`` and
 ``test_server`` (``BaseStartServer``).
 
-Excluded, by name (EXCLUDED below): the ssl= cases (TLS transports belong to
-the TLS issue: powpow.aio raises NotImplementedError for ssl=) and one
-white-box tests, ``test_timeout_rounding`` (reads ``loop._selector``) and
-``test_internal_fds`` (needs a BaseSelectorEventLoop; it skips itself otherwise)
-(powpow.aio has no selector).
+Excluded, by name (``_excluded`` below): the ssl= cases (TLS transports
+belong to the TLS issue: powpow.aio raises NotImplementedError for ssl=) and
+two white-box tests (powpow.aio has no selector): ``test_timeout_rounding``
+(reads ``loop._selector``) and ``test_internal_fds`` (needs a
+BaseSelectorEventLoop; it skips itself otherwise).
 """
 import unittest
 
