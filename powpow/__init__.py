@@ -64,3 +64,11 @@ __all__ = [
     "connect_udp",
     "connect_unix",
 ]
+
+
+def __getattr__(name: str):
+    # Subpackages that import asyncio load on first use: ``import powpow`` stays asyncio-free.
+    if name in ("aio", "asynchttpserver"):
+        import importlib
+        return importlib.import_module("." + name, __name__)
+    raise AttributeError("module 'powpow' has no attribute %r" % (name,))

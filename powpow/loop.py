@@ -207,8 +207,11 @@ class Loop:
 
     def _run_timers(self, now: int) -> None:
         due = self._wheel.expire(now)
-        if not due:
-            return
+        if due:
+            self._fire_timers(due, now)
+
+    def _fire_timers(self, due: List[Timer], now: int) -> None:
+        """Run the callbacks of ``due`` (from ``expire``); intervals go back on their grid."""
         wheel = self._wheel
         for t in due:
             if t.slot != DUE:

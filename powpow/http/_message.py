@@ -395,6 +395,10 @@ class Request:
         res = self.response
         return res.loop if res is not None else None
 
+    async def read(self) -> bytes:
+        """``async def`` handlers: the body (complete before the handler runs, up to ``max_body``)."""
+        return self.body
+
     def on_disconnect(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` if the client goes away before the response has ended
         (server-sent events, long polling).  Same as ``response.on_close``."""

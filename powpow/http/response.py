@@ -491,7 +491,7 @@ class Response:
                 return
             self._segments.append(self._build_head(self._length))
         if chunk:
-            self.write(chunk)
+            Response.write(self, chunk)  # the class's: an async handler's res.write is a coroutine
         if self._chunked and not self._head_only:
             self._segments.append(b"0\r\n\r\n")
         elif self._length is not None and self._written != self._length and not self._head_only:

@@ -126,6 +126,12 @@ class HttpServer:
         self.ssl = _http_ctx(ssl)
         self.handshake_timeout = handshake_timeout
         self.handler = handler
+        if _is_coroutine_function(handler):  # async def handler: a task per request on powpow.aio
+            from ._async import AsyncHandler, aio_loops
+            aio, loop = aio_loops(loop)
+            self.handler = AsyncHandler(handler, aio)
+        elif loop is not None and not isinstance(loop, Loop) and hasattr(loop, "_pl"):
+            loop = loop._pl  # a powpow.aio.EventLoop: serve on the powpow Loop under it
         self.streaming = streaming
         self._own_loop = loop is None
         # None until listen()/run() makes one (after fork() with workers > 1)
@@ -386,6 +392,11 @@ def _reserve_port(host: str, port: int) -> socket.socket:
 # ---------------------------------------------------------------- static files
 
 _static_options: dict = {}
+
+
+def _is_coroutine_function(fn) -> bool:
+    code = getattr(fn, "__code__", None)  # functions and bound methods
+    return code is not None and bool(code.co_flags & 0x180)  # CO_COROUTINE | CO_ITERABLE_COROUTINE
 
 
 def serve_static(req, res, root, prefix: str = "/", index: Sequence[str] = ("index.html",),

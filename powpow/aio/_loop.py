@@ -1,0 +1,710 @@
+"""``EventLoop``: an asyncio event loop driven by powpow's poller and timer wheel.
+
+Choice: a subclass of ``asyncio.BaseEventLoop``, not of ``AbstractEventLoop``.
+BaseEventLoop brings the parts that are pure asyncio bookkeeping and must
+match the reference exactly (tasks, futures, the exception-handler API, debug
+mode, task factories, executors, async generators, ``create_connection``'s
+Happy Eyeballs and address handling, ``create_server``'s ``Server`` object,
+``create_datagram_endpoint``'s socket setup, ``connect_accepted_socket``).
+Everything that touches the kernel is powpow's own: ``_run_once`` is replaced
+by an iteration over powpow's poller (native epoll) and timer wheel, timers are
+wheel entries (O(1) insert and cancel), readers/writers are poller watchers,
+and stream transports are ``powpow.net.Connection`` (native send/writev,
+TCP_CORK, the buffer pool) -- see ``_transport.py``.  No selector exists.
+
+One iteration (``_run_once``):
+1. powpow's deferred and cross-thread callbacks (connection reads resumed...);
+2. timers due -> collected, sorted by ``when`` (wheel ticks are 1 ms);
+3. poll (timeout 0 if anything is ready) and dispatch: stream transports call
+   their protocols directly, ``add_reader``/``add_writer`` handles are queued;
+4. timers again; then the ready handles present at this point run (asyncio's
+   rule: callbacks scheduled meanwhile wait for the next iteration);
+5. the write flush: every transport written to during this iteration sends
+   its buffers now, in one ``writev``.
+
+Timers read ``self.time()`` (``time.monotonic()``, asyncio's clock); the wheel
+is on the same clock and rounds up, so a timer never fires before ``when``.
+"""
+import asyncio
+import errno
+import logging
+import math
+import operator
+import os
+import signal
+import socket
+import threading
+import time
+from asyncio import base_events, events
+from typing import Any, Dict, List, Optional
+
+from ..errors import LoopError
+from ..loop import Loop, _fileno
+from ..timers import DUE, INACTIVE
+from ._transport import StreamTransport
+
+__all__ = ["EventLoop"]
+
+logger = logging.getLogger("asyncio")
+
+_READ, _WRITE, _ERROR, _HUP = 0x001, 0x004, 0x008, 0x010
+_NS_PER_MS = 1000000
+_MAX_FULL_REPOLLS = 4
+_monotonic_ns = time.monotonic_ns
+_when_key = operator.attrgetter("_when")
+_NUMERIC = socket.AI_NUMERICHOST
+
+
+class _Timer(events.TimerHandle):
+    """A TimerHandle that is itself the wheel entry (one object per timer, no callback cycle)."""
+
+    __slots__ = ("deadline", "callback", "interval", "slot", "pos")
+
+
+def _ms_until(delay: float) -> int:
+    if delay <= 0:
+        return 0
+    return int(math.ceil(delay * 1000.0))
+
+
+class EventLoop(base_events.BaseEventLoop):
+    """An asyncio event loop on powpow's ``Loop`` (see the module docstring)."""
+
+    def __init__(self, backend: Optional[str] = None) -> None:
+        super().__init__()
+        self._pl = Loop(backend=backend, exception_handler=self._pl_exception)
+        self._wheel = self._pl._wheel
+        self._due: List[_Timer] = []
+        self._flushq: List[StreamTransport] = []
+        self._fdh: Dict[int, List[Any]] = {}  # fd -> [reader handle, writer handle]
+        self._signal_handlers: Dict[int, events.Handle] = {}
+        self._full_repolls = 0
+
+    def _pl_exception(self, exc: BaseException, callback) -> None:
+        self.call_exception_handler({"message": "Exception in callback %r" % (callback,), "exception": exc})
+
+    # ------------------------------------------------------------ timers
+
+    def call_later(self, delay, callback, *args, context=None):
+        if delay is None:
+            raise TypeError("delay must not be None")
+        now_ns = _monotonic_ns()
+        return self._schedule(now_ns * 1e-9 + delay, _ms_until(delay), now_ns, callback, args, context)
+
+    def call_at(self, when, callback, *args, context=None):
+        if when is None:
+            raise TypeError("when cannot be None")
+        now_ns = _monotonic_ns()
+        return self._schedule(when, _ms_until(when - now_ns * 1e-9), now_ns, callback, args, context)
+
+    def _schedule(self, when, ms: int, now_ns: int, callback, args, context) -> _Timer:
+        self._check_closed()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_at")
+        timer = _Timer(when, callback, args, self, context)
+        if timer._source_traceback:
+            del timer._source_traceback[-1]
+        # the wheel's tick: ceil(now) + ms, as Loop.add_timer (never early)
+        timer.deadline = -((self._pl._t0 - now_ns) // _NS_PER_MS) + ms
+        timer.interval = 0
+        timer.callback = None
+        self._wheel.insert(timer)
+        timer._scheduled = True
+        return timer
+
+    def _timer_handle_cancelled(self, handle) -> None:
+        if handle._scheduled:
+            handle._scheduled = False
+            self._wheel.cancel(handle)
+
+    def _expire(self, now: int) -> None:
+        due = self._wheel.expire(now)
+        if not due:
+            return
+        mine = self._due
+        others = None
+        for t in due:
+            if t.__class__ is _Timer:
+                if t.slot == DUE:
+                    t.slot = INACTIVE
+                    t._scheduled = False
+                    if not t._cancelled:
+                        mine.append(t)
+            elif others is None:
+                others = [t]
+            else:
+                others.append(t)
+        if others is not None:
+            self._pl._fire_timers(others, now)
+
+    # ------------------------------------------------------------ the iteration
+
+    def _write_to_self(self) -> None:
+        pl = self._pl
+        if not pl._wake_pending:
+            pl._wake_pending = True
+            with pl._wake_lock:
+                if not pl._closed:
+                    pl._wake()
+
+    def run_forever(self) -> None:
+        pl = self._pl
+        pl._running = True
+        pl._thread_id = threading.get_ident()
+        try:
+            super().run_forever()
+        finally:
+            pl._running = False
+
+    def _run_once(self) -> None:
+        pl = self._pl
+        ready = self._ready
+        if pl._deferred:
+            batch = pl._deferred
+            pl._deferred = []
+            for cb in batch:
+                try:
+                    cb()
+                except Exception as exc:
+                    self._pl_exception(exc, cb)
+        posted = pl._posted
+        if posted:
+            for _ in range(len(posted)):
+                cb = posted.popleft()
+                try:
+                    cb()
+                except Exception as exc:
+                    self._pl_exception(exc, cb)
+        wheel = self._wheel
+        if wheel._count:
+            self._expire(pl._update_now())
+        if self._flushq:  # written by the deferred reads above: out before we may sleep
+            self._flush_writes()
+        if ready or self._due or pl._deferred or pl._posted or self._stopping or self._full_repolls:
+            timeout = 0
+        else:
+            nd = wheel.next_deadline()
+            if nd is None:
+                timeout = -1
+            else:
+                left = nd * _NS_PER_MS - (_monotonic_ns() - pl._t0)
+                timeout = -(-left // _NS_PER_MS) if left > 0 else 0
+        cap = pl._capacity
+        evs = pl._poller.poll(timeout, cap)
+        n = len(evs)
+        if n:
+            by_token = pl._by_token
+            for i in range(0, n, 2):
+                w = by_token.get(evs[i])
+                if w is None:
+                    continue
+                try:
+                    w.callback(w.fd, evs[i + 1])
+                except Exception as exc:
+                    self._pl_exception(exc, w.callback)
+            if n >= 2 * cap:
+                if cap < 65536:
+                    pl._capacity = cap * 2
+                self._full_repolls = self._full_repolls + 1 if self._full_repolls < _MAX_FULL_REPOLLS else 0
+            else:
+                self._full_repolls = 0
+        else:
+            self._full_repolls = 0
+        if wheel._count:
+            self._expire(pl._update_now())
+        due = self._due
+        if due:
+            if len(due) > 1:
+                due.sort(key=_when_key)
+            ready.extend(due)
+            due.clear()
+        if self._debug:
+            self._run_ready_debug(len(ready))
+        else:
+            popleft = ready.popleft
+            for _ in range(len(ready)):
+                h = popleft()
+                if not h._cancelled:
+                    h._run()
+        if self._flushq:
+            self._flush_writes()
+
+    def _run_ready_debug(self, ntodo: int) -> None:
+        ready = self._ready
+        for _ in range(ntodo):
+            h = ready.popleft()
+            if h._cancelled:
+                continue
+            try:
+                self._current_handle = h
+                t0 = self.time()
+                h._run()
+                dt = self.time() - t0
+                if dt >= self.slow_callback_duration:
+                    logger.warning("Executing %s took %.3f seconds", base_events._format_handle(h), dt)
+            finally:
+                self._current_handle = None
+
+    def _flush_writes(self) -> None:
+        q = self._flushq
+        self._flushq = []
+        for t in q:
+            t._flush()
+
+    def close(self) -> None:
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        for sig in list(self._signal_handlers):
+            self.remove_signal_handler(sig)
+        super().close()
+        for fd in list(self._fdh):
+            self._pl.unregister(fd)
+        self._fdh.clear()
+        self._due.clear()
+        self._pl.close()
+
+    # ------------------------------------------------------------ readers and writers
+
+    def _fd_event(self, fd: int, ev: int) -> None:
+        pair = self._fdh.get(fd)
+        if pair is None:
+            return
+        r, w = pair
+        if r is not None and ev & (_READ | _ERROR | _HUP):
+            if r._cancelled:
+                pair[0] = None
+                self._update_fd(fd, pair)
+            else:
+                self._ready.append(r)
+        if w is not None and ev & (_WRITE | _ERROR | _HUP):
+            if w._cancelled:
+                pair[1] = None
+                self._update_fd(fd, pair)
+            else:
+                self._ready.append(w)
+
+    def _update_fd(self, fd: int, pair) -> None:
+        mask = (_READ if pair[0] is not None else 0) | (_WRITE if pair[1] is not None else 0)
+        if mask:
+            self._pl.modify(fd, mask)
+        else:
+            del self._fdh[fd]
+            self._pl.unregister(fd)
+
+    def _add_io(self, fd, idx: int, callback, args):
+        self._check_closed()
+        fd = _fileno(fd)
+        handle = events.Handle(callback, args, self, None)
+        pair = self._fdh.get(fd)
+        if pair is None:
+            pair = [None, None]
+            pair[idx] = handle
+            try:
+                self._pl.register(fd, _READ if idx == 0 else _WRITE, self._fd_event)
+            except LoopError:
+                raise RuntimeError("File descriptor %r is used by a transport of this loop" % (fd,)) from None
+            self._fdh[fd] = pair
+        else:
+            old = pair[idx]
+            pair[idx] = handle
+            if old is not None:
+                old.cancel()
+            self._update_fd(fd, pair)
+        return handle
+
+    def _remove_io(self, fd, idx: int) -> bool:
+        if self.is_closed():
+            return False
+        fd = _fileno(fd)
+        pair = self._fdh.get(fd)
+        if pair is None or pair[idx] is None:
+            return False
+        pair[idx].cancel()
+        pair[idx] = None
+        self._update_fd(fd, pair)
+        return True
+
+    def _add_reader(self, fd, callback, *args):
+        return self._add_io(fd, 0, callback, args)
+
+    def _add_writer(self, fd, callback, *args):
+        return self._add_io(fd, 1, callback, args)
+
+    def _remove_reader(self, fd) -> bool:
+        return self._remove_io(fd, 0)
+
+    def _remove_writer(self, fd) -> bool:
+        return self._remove_io(fd, 1)
+
+    def add_reader(self, fd, callback, *args) -> None:
+        self._add_io(fd, 0, callback, args)
+
+    def add_writer(self, fd, callback, *args) -> None:
+        self._add_io(fd, 1, callback, args)
+
+    def remove_reader(self, fd) -> bool:
+        return self._remove_io(fd, 0)
+
+    def remove_writer(self, fd) -> bool:
+        return self._remove_io(fd, 1)
+
+    # ------------------------------------------------------------ low-level sockets
+
+    def _check_sock(self, sock) -> None:
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+
+    async def _sock_wait(self, sock, idx: int, op):
+        """Retry ``op()`` each time ``sock`` is ready (idx 0 read, 1 write) until it does not block."""
+        fut = self.create_future()
+        fd = sock.fileno()
+
+        def ready() -> None:
+            if fut.done():
+                return
+            try:
+                res = op()
+            except (BlockingIOError, InterruptedError):
+                return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(res)
+
+        handle = self._add_io(fd, idx, ready, ())
+        try:
+            return await fut
+        finally:
+            pair = self._fdh.get(fd)
+            if pair is not None and pair[idx] is handle:  # a racing successor may own the fd now
+                self._remove_io(fd, idx)
+
+    async def sock_recv(self, sock, n):
+        self._check_sock(sock)
+        try:
+            return sock.recv(n)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(sock, 0, lambda: sock.recv(n))
+
+    async def sock_recv_into(self, sock, buf):
+        self._check_sock(sock)
+        try:
+            return sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(sock, 0, lambda: sock.recv_into(buf))
+
+    async def sock_recvfrom(self, sock, bufsize):
+        self._check_sock(sock)
+        try:
+            return sock.recvfrom(bufsize)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(sock, 0, lambda: sock.recvfrom(bufsize))
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        self._check_sock(sock)
+        try:
+            return sock.recvfrom_into(buf, nbytes)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(sock, 0, lambda: sock.recvfrom_into(buf, nbytes))
+
+    async def sock_sendto(self, sock, data, address):
+        self._check_sock(sock)
+        try:
+            return sock.sendto(data, address)
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(sock, 1, lambda: sock.sendto(data, address))
+
+    async def sock_sendall(self, sock, data):
+        self._check_sock(sock)
+        try:
+            n = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        view = memoryview(data).cast("B")
+        if n == len(view):
+            return
+        pos = [n]
+
+        def more():
+            while True:
+                k = sock.send(view[pos[0]:])
+                pos[0] += k
+                if pos[0] >= len(view):
+                    return None
+                if k == 0:
+                    raise BlockingIOError
+
+        await self._sock_wait(sock, 1, more)
+
+    async def sock_connect(self, sock, address):
+        self._check_sock(sock)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            resolved = await self._ensure_resolved(address, family=sock.family, type=sock.type,
+                                                   proto=sock.proto, loop=self)
+            _, _, _, _, address = resolved[0]
+        try:
+            sock.connect(address)
+            return
+        except (BlockingIOError, InterruptedError):
+            pass
+
+        def check():
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err in (errno.EINPROGRESS, errno.EALREADY):
+                raise BlockingIOError
+            if err:
+                raise OSError(err, "Connect call failed %s" % (address,))
+
+        await self._sock_wait(sock, 1, check)
+
+    async def sock_accept(self, sock):
+        self._check_sock(sock)
+
+        def accept():
+            conn, addr = sock.accept()
+            conn.setblocking(False)
+            return conn, addr
+
+        try:
+            return accept()
+        except (BlockingIOError, InterruptedError):
+            pass
+        return await self._sock_wait(sock, 0, accept)
+
+    # ------------------------------------------------------------ name resolution
+
+    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
+        if host is None or not isinstance(host, (str, bytes)) or _looks_numeric(host):
+            try:  # a numeric host (or None) never blocks: answer inline, no thread
+                return socket.getaddrinfo(host, port, family, type, proto, flags | _NUMERIC)
+            except socket.gaierror as exc:
+                if exc.errno != socket.EAI_NONAME:
+                    raise
+        return await super().getaddrinfo(host, port, family=family, type=type, proto=proto, flags=flags)
+
+    async def getnameinfo(self, sockaddr, flags=0):
+        want = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+        if flags & want == want:
+            return socket.getnameinfo(sockaddr, flags)
+        return await super().getnameinfo(sockaddr, flags)
+
+    # ------------------------------------------------------------ transports
+
+    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
+        return StreamTransport(self, sock, protocol, waiter, extra, server)
+
+    async def create_connection(self, protocol_factory, host=None, port=None, *, ssl=None, **kw):
+        if ssl:
+            self._make_ssl_transport()
+        return await super().create_connection(protocol_factory, host, port, **kw)
+
+    async def create_server(self, protocol_factory, host=None, port=None, *, ssl=None, **kw):
+        if ssl is not None:
+            self._make_ssl_transport()
+        return await super().create_server(protocol_factory, host, port, **kw)
+
+    async def connect_accepted_socket(self, protocol_factory, sock, *, ssl=None, **kw):
+        if ssl is not None:
+            self._make_ssl_transport()
+        return await super().connect_accepted_socket(protocol_factory, sock, **kw)
+
+    async def _sendfile_native(self, transp, file, offset, count):
+        return await transp._sendfile(file, offset, count)
+
+    def _make_ssl_transport(self, *args, **kwargs):
+        raise NotImplementedError("powpow.aio: ssl= is not supported yet (TLS transports belong to powpow's TLS "
+                                  "issue); use a plain connection or stock asyncio for TLS")
+
+    async def start_tls(self, *args, **kwargs):
+        self._make_ssl_transport()
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        from ._dgram import DatagramTransport
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
+
+    def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100,
+                       ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
+        if sslcontext is not None:
+            self._make_ssl_transport()
+        self._add_io(sock.fileno(), 0, self._accept_ready, (protocol_factory, sock, server, backlog))
+
+    def _stop_serving(self, sock) -> None:
+        self._remove_io(sock.fileno(), 0)
+        sock.close()
+
+    def _accept_ready(self, protocol_factory, sock, server, backlog) -> None:
+        for _ in range(backlog):
+            try:
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.call_exception_handler({"message": "socket.accept() out of system resource",
+                                                 "exception": exc, "socket": sock})
+                    self._remove_io(sock.fileno(), 0)
+                    self.call_later(1.0, self._start_serving, protocol_factory, sock, None, server, backlog)
+                    return
+                raise
+            conn.setblocking(False)
+            try:
+                protocol = protocol_factory()
+                StreamTransport(self, conn, protocol, None, {"peername": addr}, server)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                conn.close()
+                self.call_exception_handler({"message": "Error on transport creation for incoming connection",
+                                             "exception": exc})
+
+    async def create_unix_connection(self, protocol_factory, path=None, *, ssl=None, sock=None,
+                                     server_hostname=None, ssl_handshake_timeout=None, **kw):
+        if ssl is not None:
+            self._make_ssl_transport()
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
+            try:
+                sock.setblocking(False)
+                await self.sock_connect(sock, path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            if sock is None:
+                raise ValueError("no path and sock were specified")
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError("A UNIX Domain Stream Socket was expected, got %r" % (sock,))
+            sock.setblocking(False)
+        return await self._create_connection_transport(sock, protocol_factory, None, None)
+
+    async def create_unix_server(self, protocol_factory, path=None, *, sock=None, backlog=100, ssl=None,
+                                 ssl_handshake_timeout=None, start_serving=True, **kw):
+        if ssl is not None:
+            self._make_ssl_transport()
+        if path is not None:
+            if sock is not None:
+                raise ValueError("path and sock can not be specified at the same time")
+            path = os.fspath(path)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if path[0] not in (0, "\x00"):
+                try:
+                    import stat
+                    if stat.S_ISSOCK(os.stat(path).st_mode):
+                        os.remove(path)
+                except FileNotFoundError:
+                    pass
+            try:
+                sock.bind(path)
+            except OSError as exc:
+                sock.close()
+                if exc.errno == errno.EADDRINUSE:
+                    raise OSError(errno.EADDRINUSE, "Address %r is already in use" % (path,)) from None
+                raise
+        else:
+            if sock is None:
+                raise ValueError("path was not specified, and no sock specified")
+            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+                raise ValueError("A UNIX Domain Stream Socket was expected, got %r" % (sock,))
+        sock.setblocking(False)
+        server = base_events.Server(self, [sock], protocol_factory, None, backlog, ssl_handshake_timeout)
+        if start_serving:
+            server._start_serving()
+            await asyncio.sleep(0)
+        return server
+
+    # ------------------------------------------------------------ signals
+
+    def add_signal_handler(self, sig, callback, *args) -> None:
+        if asyncio.iscoroutine(callback) or asyncio.iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        if not isinstance(sig, int):
+            raise TypeError("sig must be an int, not %r" % (sig,))
+        if sig not in signal.valid_signals():
+            raise ValueError("invalid signal number %s" % (sig,))
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            raise RuntimeError("sig %d cannot be caught" % sig)
+        self._check_closed()
+        handle = events.Handle(callback, args, self, None)
+        self._signal_handlers[sig] = handle
+        try:
+            self._pl.add_signal(sig, self._on_signal)
+        except LoopError as exc:
+            del self._signal_handlers[sig]
+            raise RuntimeError(str(exc)) from None
+        except OSError as exc:
+            del self._signal_handlers[sig]
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError("sig %d cannot be caught" % sig) from None
+            raise
+
+    def _on_signal(self, sig: int) -> None:
+        h = self._signal_handlers.get(sig)
+        if h is not None and not h._cancelled:
+            self._ready.append(h)
+
+    def remove_signal_handler(self, sig) -> bool:
+        if not isinstance(sig, int):
+            raise TypeError("sig must be an int, not %r" % (sig,))
+        if sig not in signal.valid_signals():
+            raise ValueError("invalid signal number %s" % (sig,))
+        if self._signal_handlers.pop(sig, None) is None:
+            return False
+        self._pl.remove_signal(sig)
+        if sig == signal.SIGINT:
+            signal.signal(sig, signal.default_int_handler)
+        return True
+
+    # ------------------------------------------------------------ pipes and subprocesses
+
+    async def connect_read_pipe(self, protocol_factory, pipe):
+        from asyncio import unix_events
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = unix_events._UnixReadPipeTransport(self, pipe, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    async def connect_write_pipe(self, protocol_factory, pipe):
+        from asyncio import unix_events
+        protocol = protocol_factory()
+        waiter = self.create_future()
+        transport = unix_events._UnixWritePipeTransport(self, pipe, protocol, waiter)
+        try:
+            await waiter
+        except BaseException:
+            transport.close()
+            raise
+        return transport, protocol
+
+    async def _make_subprocess_transport(self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+                                         extra=None, **kwargs):
+        from ._subprocess import make_subprocess_transport
+        return await make_subprocess_transport(self, protocol, args, shell, stdin, stdout, stderr, bufsize,
+                                               extra, **kwargs)
+
+
+def _looks_numeric(host) -> bool:
+    if isinstance(host, bytes):
+        host = host.decode("ascii", "replace")
+    if not host:
+        return True
+    c = host[0]
+    return c.isdigit() or ":" in host
+

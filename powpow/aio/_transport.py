@@ -1,0 +1,396 @@
+"""``StreamTransport``: asyncio's stream transport on a powpow ``Connection``.
+
+The socket is a ``powpow.net.Connection`` (edge-triggered epoll, native
+``send``/``writev``, TCP_CORK while behind, the loop's pooled read buffer);
+this class only translates between its callbacks and asyncio's protocol API.
+
+Invariants:
+* ``connection_made`` runs (via ``call_soon``) before any other protocol
+  callback: the connection is opened with reading paused and resumed after it.
+* Writes of one loop iteration are collected in ``_wbuf`` and leave together,
+  in one ``writev``, when the loop flushes at the end of the iteration
+  (``EventLoop._flush_writes``); ``get_write_buffer_size`` counts both the
+  collected buffers and what the kernel has not taken yet.
+* Flow control is asyncio's: ``pause_writing`` above the high mark (64 KiB),
+  ``resume_writing`` at the low mark (16 KiB), from the Connection's
+  ``on_drain``.  Like asyncio there is no hard cap: a protocol that ignores
+  ``pause_writing`` buffers without bound.
+* ``connection_lost`` runs exactly once, via ``call_soon``, after the socket
+  is closed (the Connection's ``on_close``).
+"""
+import asyncio
+import socket
+import sys
+from typing import Any, List, Optional
+
+from ..net.connection import Connection
+
+try:
+    from asyncio.trsock import TransportSocket as _TSock
+except ImportError:  # pragma: no cover - Python < 3.8
+    _TSock = None  # type: ignore
+
+from asyncio.constants import _SendfileMode
+from asyncio.transports import _FlowControlMixin
+
+__all__ = ["StreamTransport"]
+
+_HIGH = 64 * 1024
+
+
+def _server_attach(server, transport, attach: bool) -> None:
+    fn = server._attach if attach else server._detach
+    try:
+        fn(transport)  # 3.13+: the server tracks its transports
+    except TypeError:
+        fn()
+
+
+class StreamTransport(_FlowControlMixin):
+    # _FlowControlMixin: asyncio's sendfile fallback requires it (its own fields are overridden here)
+    _sendfile_compatible = _SendfileMode.TRY_NATIVE
+
+    def __init__(self, loop, sock, protocol, waiter, extra, server) -> None:
+        super().__init__(extra, loop)
+        self._sendfile_fut: Any = None
+        self._loop = loop
+        self._sock = sock
+        self._server = server
+        self._closing = False
+        self._lost = False
+        self._eof_pending = False
+        self._eof_sent = False
+        self._queued_flush = False
+        self._protocol_paused = False
+        self._wbuf: List[bytes] = []
+        self._wsize = 0
+        self._high = _HIGH
+        self._low = _HIGH // 4
+        self._conn_lost_writes = 0
+        self._set_proto(protocol)
+        self._extra.setdefault("socket", _TSock(sock) if _TSock is not None else sock)
+        try:
+            self._extra.setdefault("sockname", sock.getsockname())
+        except OSError:
+            self._extra.setdefault("sockname", None)
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        pl = loop._pl
+        conn = self._conn = Connection()
+        rbuf = pl.buffers.acquire()
+        try:
+            conn._open(pl, sock.fileno(), sock, sock.family, None, rbuf, True, self._on_data, self._on_close,
+                       True, self._high, self._low, sys.maxsize, 0)
+        except BaseException:
+            pl.buffers.release(rbuf)
+            raise
+        conn.on_eof = self._on_eof
+        conn.on_drain = self._on_drain
+        conn.pause_reading()
+        self._reading = True
+        if sock.family != socket.AF_UNIX and sock.type == socket.SOCK_STREAM:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        if server is not None:
+            _server_attach(server, self, True)
+        loop.call_soon(self._connection_made, waiter)
+
+    def _set_proto(self, protocol) -> None:
+        self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+
+    def _connection_made(self, waiter) -> None:
+        try:
+            self._protocol.connection_made(self)
+        except BaseException as exc:
+            if waiter is not None and not waiter.cancelled():
+                waiter.set_exception(exc)
+            self._fatal(exc, "Fatal error: protocol.connection_made() call failed.")
+            return
+        if waiter is not None and not waiter.cancelled():
+            waiter.set_result(None)
+        # as asyncio: the task awaiting the waiter runs before the first data_received
+        self._loop.call_soon(self._start_reading)
+
+    def _start_reading(self) -> None:
+        if self._reading and not self._closing:
+            self._conn.resume_reading()
+
+    def __repr__(self) -> str:
+        st = "closed" if self._lost else ("closing" if self._closing else "open")
+        return "<powpow StreamTransport fd=%s %s>" % (self._conn.fd, st)
+
+    # ------------------------------------------------------------ connection callbacks
+
+    def _on_data(self, conn, view) -> None:
+        if self._closing:
+            return
+        proto = self._protocol
+        try:
+            if not self._buffered:
+                proto.data_received(bytes(view))
+                return
+            pos, total = 0, len(view)
+            while pos < total:
+                buf = proto.get_buffer(total - pos)
+                n = len(buf)
+                if not n:
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+                n = min(n, total - pos)
+                memoryview(buf)[:n] = view[pos:pos + n]
+                proto.buffer_updated(n)
+                pos += n
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal(exc, "Fatal error: protocol.data_received() call failed.")
+
+    def _on_eof(self, conn) -> None:
+        if self._closing:
+            return
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if not keep_open:
+            self.close()
+
+    def _on_drain(self, conn) -> None:
+        fut = self._sendfile_fut
+        if fut is not None:
+            if conn.output_pending:
+                conn._above_high = True  # tell us again when the file chunk is out
+            elif not fut.done():
+                fut.set_result(None)
+        if self._protocol_paused and self.get_write_buffer_size() <= self._low:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler({"message": "protocol.resume_writing() failed",
+                                                   "exception": exc, "transport": self,
+                                                   "protocol": self._protocol})
+
+    def _on_close(self, conn, exc) -> None:
+        fut = self._sendfile_fut
+        if fut is not None and not fut.done():
+            fut.set_exception(ConnectionError("Connection closed by peer" if exc is None else str(exc)))
+        self._closing = True
+        self._lost = True
+        self._wbuf = []
+        self._wsize = 0
+        self._loop.call_soon(self._connection_lost, exc)
+
+    def _connection_lost(self, exc) -> None:
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._sock = None
+            self._protocol = None
+            server = self._server
+            if server is not None:
+                self._server = None
+                _server_attach(server, self, False)
+
+    def _fatal(self, exc, message) -> None:
+        if not isinstance(exc, OSError):
+            self._loop.call_exception_handler({"message": message, "exception": exc, "transport": self,
+                                               "protocol": self._protocol})
+        self._force_close(exc)
+
+    def _force_close(self, exc) -> None:
+        self._closing = True
+        self._wbuf = []
+        self._wsize = 0
+        conn = self._conn
+        if conn.closed:
+            return
+        conn.on_close = None
+        conn.close()
+        self._on_close(conn, exc)
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, data) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data argument must be a bytes-like object, not %r" % type(data).__name__)
+        if self._eof_pending or self._eof_sent:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if self._sendfile_fut is not None:
+            raise RuntimeError("unable to write; sendfile is in progress")
+        if not data:
+            return
+        if self._closing:
+            self._conn_lost_writes += 1
+            if self._conn_lost_writes >= 5:
+                asyncio.log.logger.warning("socket.send() raised exception.")
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
+        self._wbuf.append(data)
+        self._wsize += len(data)
+        if not self._queued_flush:
+            self._queued_flush = True
+            self._loop._flushq.append(self)
+        if not self._protocol_paused and self._wsize + self._conn.queued_bytes > self._high:
+            self._pause_protocol()
+
+    def writelines(self, list_of_data) -> None:
+        for d in list_of_data:
+            self.write(d)
+
+    def _flush(self) -> None:
+        self._queued_flush = False
+        bufs = self._wbuf
+        conn = self._conn
+        if bufs:
+            self._wbuf = []
+            self._wsize = 0
+            if conn.closed:
+                return
+            if len(bufs) == 1:
+                conn.write(bufs[0])
+            else:
+                conn.writev(bufs)
+            if conn.closed:
+                return
+            if self._protocol_paused:
+                if conn.queued_bytes <= self._low:
+                    self._on_drain(conn)
+                else:
+                    conn._above_high = True  # make the Connection report its drain at the low mark
+        if self._eof_pending and not conn.closed:
+            self._eof_pending = False
+            self._eof_sent = True
+            conn.write_eof()
+        if self._closing and not self._lost:
+            self._finish_close()
+
+    def _pause_protocol(self) -> None:
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler({"message": "protocol.pause_writing() failed", "exception": exc,
+                                               "transport": self, "protocol": self._protocol})
+
+    async def _sendfile(self, file, offset, count):
+        """loop.sendfile's native path: the Connection's sendfile queue, ordered after pending writes."""
+        import os
+        fd = file.fileno()
+        size = os.fstat(fd).st_size
+        if count is None or offset + count > size:
+            count = max(0, size - offset)
+        if count == 0:
+            return 0
+        if self._closing:
+            raise ConnectionError("Connection is closed")
+        self._flush()
+        conn = self._conn
+        base = conn.bytes_sent + conn.queued_bytes  # the file's first byte is counted from here
+        fut = self._sendfile_fut = self._loop.create_future()
+        try:
+            if not conn.send_file(fd, offset, count):
+                if conn.closed:
+                    raise ConnectionError("Connection is closed")
+            if conn.output_pending:
+                conn._above_high = True
+                await fut
+            return count
+        finally:
+            self._sendfile_fut = None
+            file.seek(offset + (count if not self._lost else max(0, min(count, conn.bytes_sent - base))))
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        if self._closing or self._eof_pending or self._eof_sent:
+            return
+        self._eof_pending = True
+        if not self._queued_flush:
+            self._flush()
+
+    def get_write_buffer_size(self) -> int:
+        return self._wsize + (0 if self._conn.closed else self._conn.queued_bytes)
+
+    def get_write_buffer_limits(self):
+        return (self._low, self._high)
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError("high (%r) must be >= low (%r) must be >= 0" % (high, low))
+        self._high, self._low = high, low
+        if not self._conn.closed:
+            self._conn.set_write_buffer_limits(high, low)
+        if not self._protocol_paused and self.get_write_buffer_size() > high:
+            self._pause_protocol()
+        elif self._protocol_paused and self.get_write_buffer_size() <= low:
+            self._on_drain(self._conn)
+
+    # ------------------------------------------------------------ reading, closing
+
+    def is_reading(self) -> bool:
+        return self._reading and not self._closing
+
+    def pause_reading(self) -> None:
+        if self._closing or not self._reading:
+            return
+        self._reading = False
+        self._conn.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._closing or self._reading:
+            return
+        self._reading = True
+        self._conn.resume_reading()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        conn = self._conn
+        if not conn.closed:
+            conn.pause_reading()
+        if not self._queued_flush:
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        conn = self._conn
+        if conn.closed:
+            return
+        if conn.output_pending:
+            conn.close_after_drain()  # linger 0: the socket closes once the queue is out
+        else:
+            conn.close()
+
+    def abort(self) -> None:
+        self._force_close(None)
+
+    def set_protocol(self, protocol) -> None:
+        self._set_proto(protocol)
+
+    def get_protocol(self):
+        return self._protocol
+
+    def _get_conn(self) -> Optional[Connection]:
+        return self._conn

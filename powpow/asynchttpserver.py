@@ -1,0 +1,289 @@
+"""Nim's ``std/asynchttpserver`` API in Python, on ``powpow.aio`` and powpow's strict HTTP parser.
+
+    from powpow.asynchttpserver import AsyncHttpServer, Request
+    server = AsyncHttpServer(reuse_addr=True, reuse_port=False, max_body=8 * 1024 * 1024)
+    async def cb(req: Request):
+        await req.respond(200, "Hello World", {"Content-Type": "text/plain; charset=utf-8"})
+    await server.serve(8080, cb, address="", assumed_descriptors_per_request=-1)
+
+As in the original, ``accept_request(cb)`` accepts ONE connection and serves
+it in the background (a task); a loop around it is the user's server loop, and
+``serve`` is that loop with ``should_accept_request`` throttling on fds.
+
+Per connection: requests are parsed by ``powpow.http.parser.RequestParser``
+(bodies read completely before ``cb`` runs, up to ``max_body``) and answered
+strictly in order (pipelining); keep-alive by version and Connection header;
+``Expect: 100-continue`` is answered before the body is read; a body over
+``max_body`` gets 413, a POST with neither Content-Length nor chunked 411.
+
+Differences from the Nim original (where it is not RFC-correct):
+* malformed requests get their 4xx and the connection is CLOSED (Nim answers
+  400 and keeps reading a stream it can no longer frame);
+* duplicate headers are kept, all values (``headers.get_all``), not last-wins;
+* Content-Length together with Transfer-Encoding: chunked is rejected (400),
+  as are other smuggling shapes the strict parser refuses;
+* limits and a read timeout apply (request line, header size and count,
+  ``header_timeout`` seconds for a head and between reads of a body); Nim has
+  none;
+* ``respond`` honours a caller's Content-Length but refuses (``ValueError``,
+  nothing sent) a body whose size differs from it: the connection is never
+  desynchronised;
+* ``protocol`` is ``(orig, major, minor)`` with ``orig`` like ``"HTTP/1.1"``;
+  ``url`` is ``urllib.parse.urlsplit`` of the target (``path``, ``query``...);
+  ``hostname`` is the peer address as text; ``client`` is the socket.
+"""
+import asyncio
+import errno
+import logging
+import os
+import socket
+from typing import Any, Awaitable, Callable, Optional, Tuple
+from urllib.parse import SplitResult, urlsplit
+
+from .errors import ParseError
+from .http._message import Headers
+from .http.parser import RequestParser
+from .http.response import reason
+
+__all__ = ["AsyncHttpServer", "Request"]
+
+log = logging.getLogger("powpow.asynchttpserver")
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_READ_SIZE = 65536
+
+
+def _header_pairs(headers):
+    if headers is None:
+        return []
+    if hasattr(headers, "items"):
+        items = headers.items()
+    else:
+        items = headers
+    out = []
+    for k, v in items:
+        k, v = str(k), str(v)
+        if any(c in k for c in "\r\n:") or "\r" in v or "\n" in v:
+            raise ValueError("header %r: %r would split the response" % (k, v))
+        out.append((k, v))
+    return out
+
+
+def _encode_headers(pairs) -> bytes:
+    return b"".join(("%s: %s\r\n" % (k, v)).encode("latin-1") for k, v in pairs)
+
+
+class Request:
+    """One request, with its body read completely.  Answer with ``await respond(...)``."""
+
+    __slots__ = ("client", "req_method", "headers", "protocol", "url", "hostname", "body", "_conn")
+
+    client: socket.socket
+    req_method: str
+    headers: Headers
+    protocol: Tuple[str, int, int]
+    url: SplitResult
+    hostname: str
+    body: bytes
+
+    def __init__(self, conn: "_Conn", preq) -> None:
+        self._conn = conn
+        self.client = conn.sock
+        self.req_method = preq.method
+        self.headers = preq.headers
+        major, minor = (int(x) for x in preq.version.split("."))
+        self.protocol = ("HTTP/" + preq.version, major, minor)
+        self.url = urlsplit(preq.target)
+        self.hostname = conn.hostname
+        self.body = preq.body
+
+    async def respond(self, code: int, content, headers=None) -> None:
+        """Send one response in one write; Content-Length added unless ``headers`` has one."""
+        body = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+        pairs = _header_pairs(headers)
+        declared = [v for k, v in pairs if k.lower() == "content-length"]
+        if declared:
+            try:
+                n = int(declared[-1].strip())
+            except ValueError:
+                raise ValueError("Content-Length %r is not a number" % (declared[-1],)) from None
+            if n != len(body) or len(set(declared)) != 1:
+                raise ValueError("Content-Length %s given but the content is %d bytes: nothing sent "
+                                 "(the connection would be desynchronised)" % (declared[-1], len(body)))
+        else:
+            pairs.append(("Content-Length", str(len(body))))
+        head = ("HTTP/1.1 %d %s\r\n" % (code, reason(code))).encode("latin-1") + _encode_headers(pairs) + b"\r\n"
+        if self.req_method == "HEAD":
+            body = b""
+        await self._conn.send(head + body)
+
+    async def send_headers(self, headers) -> None:
+        """Send header lines only (``Name: value\\r\\n`` each), as the original's ``sendHeaders``."""
+        await self._conn.send(_encode_headers(_header_pairs(headers)))
+
+
+class _Conn:
+    __slots__ = ("loop", "sock", "hostname", "server")
+
+    def __init__(self, loop, sock, addr, server) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.server = server
+        self.hostname = addr[0] if isinstance(addr, tuple) else str(addr or "")
+
+    async def send(self, data: bytes) -> None:
+        await self.loop.sock_sendall(self.sock, data)
+
+    async def error(self, status: int, message: str) -> None:
+        body = ("%d %s: %s\n" % (status, reason(status), message)).encode("utf-8", "replace")
+        head = "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" \
+               "Connection: close\r\n\r\n" % (status, reason(status), len(body))
+        try:
+            await self.send(head.encode("latin-1") + body)
+        except OSError:
+            pass
+
+    async def serve(self, cb) -> None:
+        loop = self.loop
+        sock = self.sock
+        srv = self.server
+        pending: list = []
+
+        def on_headers(req) -> None:
+            if req.expect_continue:
+                pending.append(_CONTINUE)
+
+        parser = RequestParser(on_headers=on_headers, max_body=srv.max_body)
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(loop.sock_recv(sock, _READ_SIZE), srv.header_timeout)
+                except asyncio.TimeoutError:
+                    await self.error(408, "request timed out")
+                    return
+                except OSError:
+                    return
+                try:
+                    reqs = parser.feed(data)
+                except ParseError as exc:
+                    await self.error(exc.status, exc.message)
+                    return
+                if pending:
+                    await self.send(b"".join(pending))
+                    del pending[:]
+                for preq in reqs:
+                    if preq.method == "POST" and preq.content_length is None and not preq.chunked:
+                        await self.error(411, "a POST needs Content-Length or chunked")
+                        return
+                    await cb(Request(self, preq))
+                    if not preq.keep_alive:
+                        return
+                if parser.failed:
+                    try:
+                        parser.feed(b"")
+                    except ParseError as exc:
+                        await self.error(exc.status, exc.message)
+                    return
+                if not data or parser.closed:
+                    return
+        finally:
+            parser.close()
+            sock.close()
+
+
+class AsyncHttpServer:
+    """Nim's ``AsyncHttpServer``: ``listen``, ``accept_request``, ``serve``, ``close``."""
+
+    def __init__(self, reuse_addr: bool = True, reuse_port: bool = False, max_body: int = 8388608,
+                 header_timeout: float = 30.0) -> None:
+        self.reuse_addr = reuse_addr
+        self.reuse_port = reuse_port
+        self.max_body = max_body
+        self.header_timeout = header_timeout
+        self.socket: Optional[socket.socket] = None
+        self.max_fds = _max_fds()
+        self._tasks: set = set()
+
+    def listen(self, port: int, address: str = "", domain: int = socket.AF_INET) -> None:
+        sock = socket.socket(domain, socket.SOCK_STREAM)
+        try:
+            if self.reuse_addr:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if not address:
+                address = "::" if domain == socket.AF_INET6 else "0.0.0.0"
+            sock.bind((address, port))
+            sock.listen(socket.SOMAXCONN)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.socket = sock
+
+    def get_port(self) -> int:
+        if self.socket is None:
+            raise RuntimeError("get_port(): the server is not listening (call listen() first)")
+        return self.socket.getsockname()[1]
+
+    def should_accept_request(self, assumed_descriptors_per_request: int = 5) -> bool:
+        """True while the open fds plus ``assumed_descriptors_per_request`` stay under the fd limit."""
+        if assumed_descriptors_per_request < 0:
+            return True
+        return _active_descriptors() + assumed_descriptors_per_request < self.max_fds
+
+    async def accept_request(self, cb: Callable[[Request], Awaitable[Any]]) -> None:
+        """Accept ONE connection and serve its requests with ``cb`` in the background."""
+        if self.socket is None:
+            raise RuntimeError("accept_request(): the server is not listening (call listen() first)")
+        loop = asyncio.get_running_loop()
+        client, addr = await loop.sock_accept(self.socket)
+        if client.family != socket.AF_UNIX:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        task = loop.create_task(_Conn(loop, client, addr, self).serve(cb))
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("request callback raised", exc_info=task.exception())
+
+    async def serve(self, port: int, cb: Callable[[Request], Awaitable[Any]], address: str = "",
+                    assumed_descriptors_per_request: int = -1, domain: int = socket.AF_INET) -> None:
+        """``listen`` then accept forever (waiting 0.5 s while ``should_accept_request`` is False)."""
+        self.listen(port, address, domain)
+        while True:
+            if self.should_accept_request(assumed_descriptors_per_request):
+                await self.accept_request(cb)
+            else:
+                await asyncio.sleep(0.5)
+
+    def close(self) -> None:
+        """Close the listener (connections being served finish on their own)."""
+        if self.socket is not None:
+            self.socket.close()
+            self.socket = None
+
+
+def _max_fds() -> int:
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft > 0 and soft != resource.RLIM_INFINITY:
+            return soft
+    except (ImportError, OSError, ValueError):
+        pass
+    return 16000
+
+
+def _active_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EACCES):
+            try:
+                return len(os.listdir("/dev/fd"))
+            except OSError:
+                return 0
+        return 0

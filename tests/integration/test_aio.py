@@ -1,0 +1,615 @@
+"""powpow.aio, uvloop-style: every behaviour runs on powpow.aio AND on stock asyncio.
+
+The stock loop keeps the tests honest (a test that fails there tests the wrong
+thing).  Every loop gets an exception handler that records its calls; teardown
+fails if any was unexpected (a test that expects one pops it from ``calls``).
+Real sockets on 127.0.0.1 port 0 and real unix sockets; bounded waits.
+"""
+import asyncio
+import contextvars
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+import pytest
+
+import powpow.aio
+
+TIMEOUT = 5.0
+
+
+class _Loop:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.loop = powpow.aio.new_event_loop() if kind == "powpow" else asyncio.new_event_loop()
+        self.calls = []
+        self.loop.set_exception_handler(lambda lp, ctx: self.calls.append(ctx))
+
+    def run(self, coro, timeout: float = TIMEOUT):
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture(params=["powpow", "asyncio"])
+def lp(request):
+    w = _Loop(request.param)
+    yield w
+    loop = w.loop
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+    assert not w.calls, "unexpected exception-handler calls: %r" % (w.calls,)
+
+
+def test_loop_type(lp):
+    if lp.kind == "powpow":
+        assert isinstance(lp.loop, powpow.aio.EventLoop)
+        assert isinstance(lp.loop, asyncio.AbstractEventLoop)
+
+
+def test_call_soon_order_and_context(lp):
+    var = contextvars.ContextVar("v", default="none")
+    seen = []
+
+    def cb(tag):
+        seen.append((tag, var.get()))
+
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "inside")
+    lp.loop.call_soon(cb, 1)
+    lp.loop.call_soon(cb, 2, context=ctx)
+    h = lp.loop.call_soon(cb, 3)
+    h.cancel()
+    lp.loop.call_soon(lp.loop.stop)
+    lp.loop.run_forever()
+    assert seen == [(1, "none"), (2, "inside")]
+
+
+def test_call_later_order_cancel_when(lp):
+    loop = lp.loop
+    seen = []
+    t0 = loop.time()
+    h1 = loop.call_later(0.03, seen.append, "b")
+    loop.call_later(0.01, seen.append, "a")
+    loop.call_at(t0 + 0.0301, seen.append, "c")
+    h4 = loop.call_later(0.02, seen.append, "never")
+    assert abs(h1.when() - (t0 + 0.03)) < 0.01
+    h4.cancel()
+    assert h4.cancelled()
+    loop.call_later(0.06, loop.stop)
+    loop.run_forever()
+    assert seen == ["a", "b", "c"]
+    assert loop.time() - t0 >= 0.06
+
+
+def test_timer_never_early(lp):
+    async def main():
+        loop = asyncio.get_running_loop()
+        for delay in (0.001, 0.0105, 0.02):
+            fut = loop.create_future()
+            when = loop.time() + delay
+            loop.call_at(when, lambda f=fut: f.set_result(loop.time()))
+            fired = await fut
+            assert fired >= when
+    lp.run(main())
+
+
+def test_many_timers_cancelled(lp):
+    loop = lp.loop
+    handles = [loop.call_later(10 + i * 1e-4, lambda: None) for i in range(5000)]
+    for h in handles:
+        h.cancel()
+    fired = []
+    loop.call_later(0.001, fired.append, 1)
+    loop.call_later(0.01, loop.stop)
+    loop.run_forever()
+    assert fired == [1]
+
+
+def test_call_soon_threadsafe_wakes(lp):
+    loop = lp.loop
+    got = []
+
+    def worker():
+        time.sleep(0.05)
+        loop.call_soon_threadsafe(got.append, threading.get_ident())
+        loop.call_soon_threadsafe(loop.stop)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t0 = time.monotonic()
+    loop.run_forever()
+    t.join()
+    assert got and got[0] != threading.get_ident()
+    assert time.monotonic() - t0 < 2
+
+
+def test_tasks_executor_and_task_factory(lp):
+    loop = lp.loop
+    made = []
+
+    def factory(loop, coro, **kw):
+        t = asyncio.Task(coro, loop=loop, **kw)
+        made.append(t)
+        return t
+
+    loop.set_task_factory(factory)
+
+    async def child(x):
+        await asyncio.sleep(0.001)
+        return x * 2
+
+    async def main():
+        r = await asyncio.gather(child(1), child(2))
+        s = await loop.run_in_executor(None, sum, [1, 2, 3])
+        return r, s
+
+    assert lp.run(main()) == ([2, 4], 6)
+    assert len(made) >= 3
+    loop.set_task_factory(None)
+    loop.run_until_complete(loop.shutdown_default_executor())
+
+
+def test_exception_handler_gets_callback_error(lp):
+    loop = lp.loop
+
+    def bad():
+        raise ValueError("boom")
+
+    loop.call_soon(bad)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert len(lp.calls) == 1 and isinstance(lp.calls[0]["exception"], ValueError)
+    lp.calls.clear()
+
+
+def test_slow_callback_warning(lp, caplog):
+    loop = lp.loop
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.01
+    loop.call_soon(time.sleep, 0.03)
+    loop.call_soon(loop.stop)
+    with caplog.at_level("WARNING", logger="asyncio"):
+        loop.run_forever()
+    assert any("took" in r.getMessage() for r in caplog.records)
+
+
+def test_getaddrinfo_numeric_and_nameinfo(lp):
+    async def main():
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo("127.0.0.1", 80, type=socket.SOCK_STREAM)
+        assert infos[0][4] == ("127.0.0.1", 80)
+        infos6 = await loop.getaddrinfo("::1", 443, type=socket.SOCK_STREAM)
+        assert infos6[0][4][:2] == ("::1", 443)
+        ni = await loop.getnameinfo(("127.0.0.1", 80), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
+        assert ni == ("127.0.0.1", "80")
+    lp.run(main())
+
+
+def test_add_reader_writer_separate(lp):
+    loop = lp.loop
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    events = []
+    try:
+        def on_write():
+            events.append("w")
+            loop.remove_writer(a)
+            b.send(b"x")
+
+        def on_read():
+            events.append(("r", a.recv(10)))
+            assert loop.remove_reader(a)
+            loop.stop()
+
+        loop.add_reader(a, on_read)
+        loop.add_writer(a, on_write)
+        loop.run_forever()
+        assert events == ["w", ("r", b"x")]
+        assert not loop.remove_reader(a)
+        assert not loop.remove_writer(a)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_sock_ops(lp):
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = socket.socket()
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        srv.setblocking(False)
+        cli = socket.socket()
+        cli.setblocking(False)
+        try:
+            acc = loop.create_task(loop.sock_accept(srv))
+            await loop.sock_connect(cli, srv.getsockname())
+            conn, addr = await acc
+            with conn:
+                assert addr == cli.getsockname()
+                big = os.urandom(3 * 1024 * 1024)
+                send = loop.create_task(loop.sock_sendall(cli, big))
+                got = bytearray()
+                buf = bytearray(65536)
+                while len(got) < len(big):
+                    n = await loop.sock_recv_into(conn, buf)
+                    got += buf[:n]
+                await send
+                assert bytes(got) == big
+                await loop.sock_sendall(conn, b"pong")
+                assert await loop.sock_recv(cli, 10) == b"pong"
+        finally:
+            cli.close()
+            srv.close()
+    lp.run(main())
+
+
+class Echo(asyncio.Protocol):
+    def connection_made(self, t):
+        self.t = t
+
+    def data_received(self, data):
+        self.t.write(data)
+
+    def eof_received(self):
+        self.t.close()
+
+
+def test_streams_echo_server(lp):
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(Echo, "127.0.0.1", 0, reuse_port=True)
+        port = srv.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        assert w.get_extra_info("peername") == ("127.0.0.1", port)
+        assert w.get_extra_info("sockname")[0] == "127.0.0.1"
+        assert w.get_extra_info("socket") is not None
+        w.writelines([b"a", b"b", b"c"])
+        w.write(b"x" * 100000)
+        await w.drain()
+        assert await r.readexactly(100003) == b"abc" + b"x" * 100000
+        assert w.can_write_eof()
+        w.write_eof()
+        assert await r.read() == b""
+        w.close()
+        await w.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+    lp.run(main())
+
+
+def test_one_writev_per_iteration(lp):
+    """Several writes in one iteration leave together: the peer reads them in one recv."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        b.setblocking(False)
+        try:
+            t, p = await loop.connect_accepted_socket(asyncio.Protocol, a)
+            for i in range(20):
+                t.write(b"%02d" % i)
+            await asyncio.sleep(0.05)
+            data = b.recv(1000)
+            if lp.kind == "powpow":
+                assert data == b"".join(b"%02d" % i for i in range(20))
+            t.close()
+            await asyncio.sleep(0)
+        finally:
+            b.close()
+    lp.run(main())
+
+
+class Collect(asyncio.Protocol):
+    def __init__(self):
+        self.data = bytearray()
+        self.eof = False
+        self.lost = None
+        self.made = False
+        self.paused = 0
+        self.resumed = 0
+        self.done = asyncio.get_event_loop().create_future()
+
+    def connection_made(self, t):
+        assert not self.made
+        self.made = True
+        self.t = t
+
+    def data_received(self, data):
+        assert self.made and not self.eof
+        self.data += data
+
+    def eof_received(self):
+        self.eof = True
+        return True
+
+    def pause_writing(self):
+        self.paused += 1
+
+    def resume_writing(self):
+        self.resumed += 1
+
+    def connection_lost(self, exc):
+        self.lost = exc
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def test_protocol_callbacks_flow_control(lp):
+    async def main():
+        loop = asyncio.get_running_loop()
+        protos = []
+
+        def factory():
+            p = Collect()
+            protos.append(p)
+            return p
+
+        srv = await loop.create_server(factory, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        t, p = await loop.create_connection(Collect, "127.0.0.1", port)
+        while not protos:
+            await asyncio.sleep(0.001)
+        sp = protos[0]
+        sp.t.pause_reading()
+        assert not sp.t.is_reading()
+        t.set_write_buffer_limits(high=1024)
+        assert t.get_write_buffer_limits() == (256, 1024)
+        chunk = b"y" * 65536
+        for _ in range(200):
+            t.write(chunk)
+        assert p.paused == 1
+        assert t.get_write_buffer_size() > 0
+        sp.t.resume_reading()
+        while p.resumed == 0:
+            await asyncio.sleep(0.005)
+        t.write_eof()
+        while not sp.eof:
+            await asyncio.sleep(0.005)
+        assert len(sp.data) == 200 * 65536
+        sp.t.write(b"bye")
+        sp.t.close()
+        while not p.eof:
+            await asyncio.sleep(0.005)
+        t.close()  # after write_eof + the peer's FIN: powpow has closed already (both directions done)
+        await p.done
+        assert bytes(p.data) == b"bye" and p.eof and p.lost is None
+        await sp.done
+        srv.close()
+        await srv.wait_closed()
+    lp.run(main())
+
+
+class BufProto(asyncio.BufferedProtocol):
+    def __init__(self):
+        self.buf = bytearray(100)
+        self.got = bytearray()
+        self.done = asyncio.get_event_loop().create_future()
+
+    def connection_made(self, t):
+        self.t = t
+
+    def get_buffer(self, sizehint):
+        return self.buf
+
+    def buffer_updated(self, n):
+        self.got += self.buf[:n]
+
+    def eof_received(self):
+        return False
+
+    def connection_lost(self, exc):
+        self.done.set_result(exc)
+
+
+def test_buffered_protocol(lp):
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        try:
+            t, p = await loop.connect_accepted_socket(BufProto, a)
+            payload = os.urandom(10000)
+            b.sendall(payload)
+            b.shutdown(socket.SHUT_WR)
+            assert await p.done is None
+            assert bytes(p.got) == payload
+        finally:
+            b.close()
+    lp.run(main())
+
+
+def test_abort_and_reset(lp):
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        try:
+            t, p = await loop.connect_accepted_socket(Collect, a)
+            t.write(b"dropped?")
+            t.abort()
+            assert t.is_closing()
+            await p.done
+            assert p.lost is None
+        finally:
+            b.close()
+    lp.run(main())
+
+
+def test_data_received_error_reported(lp):
+    class Bad(Collect):
+        def data_received(self, data):
+            raise RuntimeError("bad protocol")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        try:
+            t, p = await loop.connect_accepted_socket(Bad, a)
+            b.send(b"x")
+            await p.done
+            assert isinstance(p.lost, RuntimeError)
+        finally:
+            b.close()
+    lp.run(main())
+    assert len(lp.calls) == 1 and "data_received" in lp.calls[0]["message"]
+    lp.calls.clear()
+
+
+def test_unix_server_and_connection(lp, tmp_path):
+    path = str(tmp_path / "s.sock")
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_unix_server(Echo, path)
+        r, w = await asyncio.open_unix_connection(path)
+        w.write(b"unix!")
+        assert await r.readexactly(5) == b"unix!"
+        w.close()
+        await w.wait_closed()
+        srv.close()
+        await srv.wait_closed()
+    lp.run(main())
+
+
+def test_serve_forever_and_start_serving(lp):
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(Echo, "127.0.0.1", 0, start_serving=False)
+        assert not srv.is_serving()
+        task = loop.create_task(srv.serve_forever())
+        await asyncio.sleep(0)
+        assert srv.is_serving()
+        port = srv.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"ok")
+        assert await r.readexactly(2) == b"ok"
+        w.close()
+        await w.wait_closed()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await srv.wait_closed()
+    lp.run(main())
+
+
+def test_connection_refused(lp):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+
+    async def main():
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection("127.0.0.1", port)
+    lp.run(main())
+
+
+def test_datagram_endpoint(lp):
+    class D(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = asyncio.get_event_loop().create_future()
+
+        def connection_made(self, t):
+            self.t = t
+
+        def datagram_received(self, data, addr):
+            if not self.got.done():
+                self.got.set_result((data, addr))
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        st, sp = await loop.create_datagram_endpoint(D, local_addr=("127.0.0.1", 0))
+        addr = st.get_extra_info("sockname")
+        ct, cp = await loop.create_datagram_endpoint(D, remote_addr=addr)
+        ct.sendto(b"ping")
+        data, frm = await sp.got
+        assert data == b"ping"
+        st.sendto(b"pong", frm)
+        assert (await cp.got)[0] == b"pong"
+        ct.close()
+        st.close()
+        await asyncio.sleep(0.01)
+    lp.run(main())
+
+
+def test_signal_handler(lp):
+    loop = lp.loop
+    got = []
+    loop.add_signal_handler(signal.SIGUSR1, got.append, "usr1")
+    try:
+        loop.call_later(0.01, os.kill, os.getpid(), signal.SIGUSR1)
+        loop.call_later(0.3, loop.stop)
+        loop.run_forever()
+        assert got == ["usr1"]
+    finally:
+        assert loop.remove_signal_handler(signal.SIGUSR1)
+    assert not loop.remove_signal_handler(signal.SIGUSR1)
+    with pytest.raises(RuntimeError):
+        loop.add_signal_handler(signal.SIGKILL, got.append, 1)
+
+
+def test_subprocess_and_pipes(lp):
+    async def main():
+        p = await asyncio.create_subprocess_exec(sys.executable, "-c", "import sys; print(sys.stdin.read()[::-1])",
+                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        out, _ = await p.communicate(b"abc")
+        assert out.strip() == b"cba" and p.returncode == 0
+        p = await asyncio.create_subprocess_shell("exit 3")
+        assert await p.wait() == 3
+    lp.run(main())
+
+
+def test_start_tls_not_implemented_message(lp):
+    if lp.kind != "powpow":
+        return
+    import ssl
+    ctx = ssl.create_default_context()
+
+    async def main():
+        with pytest.raises(NotImplementedError, match="TLS"):
+            await asyncio.open_connection("127.0.0.1", 1, ssl=ctx)
+    lp.run(main())
+
+
+def test_run_and_policy():
+    async def main():
+        return type(asyncio.get_running_loop())
+
+    assert powpow.aio.run(main()) is powpow.aio.EventLoop
+    assert powpow.aio.run(main(), debug=True) is powpow.aio.EventLoop
+    pol = powpow.aio.EventLoopPolicy()
+    loop = pol.new_event_loop()
+    try:
+        assert isinstance(loop, powpow.aio.EventLoop)
+    finally:
+        loop.close()
+
+
+def test_import_powpow_does_not_import_asyncio():
+    import subprocess
+    code = "import sys, powpow; print('asyncio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_echo_to_sock_client_nothing_else_pending(lp):
+    """A reply written from the first data_received (a deferred read) leaves before the loop sleeps."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(Echo, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            await loop.sock_connect(s, ("127.0.0.1", port))
+            for i in range(3):
+                await loop.sock_sendall(s, b"m%d" % i)
+                assert await asyncio.wait_for(loop.sock_recv(s, 100), 2) == b"m%d" % i
+        finally:
+            s.close()
+        srv.close()
+        await srv.wait_closed()
+    lp.run(main())

@@ -1,0 +1,135 @@
+"""``async def`` handlers on HttpServer (powpow.aio): body, streaming with backpressure,
+a disconnect cancelling the handler, errors answered 500; callback handlers unchanged."""
+import asyncio
+import http.client
+import socket
+
+import pytest
+
+import powpow.aio
+from powpow import HttpServer
+from powpow.http._async import AsyncHandler
+
+
+def _get(port, method="GET", path="/", body=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request(method, path, body=body)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def _serve(handler, client, **kw):
+    """Run an HttpServer with ``handler`` on powpow.aio; ``client(port)`` runs in a thread."""
+    async def main():
+        srv = HttpServer(handler, asyncio.get_running_loop(), **kw).listen(0, "127.0.0.1")
+        try:
+            port = srv.port
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, client, port), 8)
+        finally:
+            srv.close()
+    return powpow.aio.run(main())
+
+
+def test_async_handler_body_and_await():
+    async def handler(req, res):
+        body = await req.read()
+        await asyncio.sleep(0.01)
+        res.send(b"got " + body)
+
+    assert _serve(handler, lambda p: _get(p, "POST", "/", b"abc")) == (200, b"got abc")
+
+
+def test_async_streaming_write_and_drain():
+    async def handler(req, res):
+        for i in range(200):
+            assert await res.write(b"%05d" % i + b"x" * 20000)
+        await res.drain()
+        res.end()
+
+    status, body = _serve(handler, _get)
+    assert status == 200 and len(body) == 200 * 20005 and body.startswith(b"00000")
+
+
+def test_async_handler_returning_without_end():
+    async def handler(req, res):
+        res.set_header("X-A", "1")
+
+    assert _serve(handler, _get)[0] == 200
+
+
+def test_async_handler_error_is_500(caplog):
+    async def handler(req, res):
+        await asyncio.sleep(0)
+        raise ValueError("oops")
+
+    assert _serve(handler, _get)[0] == 500
+
+
+def test_disconnect_cancels_task():
+    state = {}
+
+    async def handler(req, res):
+        if req.path == "/done":
+            res.send(repr(state.get("cancelled")).encode())
+            return
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            state["cancelled"] = True
+            raise
+
+    def client(port):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        import time
+        time.sleep(0.1)
+        import struct
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST: the client is gone (a FIN alone is a half-close the server waits out)
+        for _ in range(50):
+            st, body = _get(port, path="/done")
+            if body == b"True":
+                return body
+            time.sleep(0.05)
+        return body
+
+    assert _serve(handler, client) == b"True"
+
+
+def test_callback_handler_has_no_task():
+    def handler(req, res):
+        res.send(b"plain")
+
+    srv = HttpServer(handler)
+    assert srv.handler is handler and not isinstance(srv.handler, AsyncHandler)
+    assert _serve(handler, _get) == (200, b"plain")
+
+
+def test_async_handler_needs_powpow_loop():
+    async def handler(req, res):
+        pass
+
+    with pytest.raises(TypeError, match="powpow.aio"):
+        HttpServer(handler)
+
+
+def test_server_sent_events_stream():
+    async def events(req, res):
+        res.set_header("Content-Type", "text/event-stream")
+        for i in range(3):
+            await res.write("data: tick %d\n\n" % i)
+            await asyncio.sleep(0.01)
+        res.end()
+
+    status, body = _serve(events, _get)
+    assert status == 200 and body == b"data: tick 0\n\ndata: tick 1\n\ndata: tick 2\n\n"
+
+
+def test_powpow_aio_lazy_attribute():
+    import powpow
+    assert powpow.aio.new_event_loop is powpow.aio.new_event_loop
+    with pytest.raises(AttributeError):
+        powpow.__getattr__("no_such_name")
