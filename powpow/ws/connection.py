@@ -105,7 +105,8 @@ class WebSocket:
         self.close_reason = ""
         self._timers: Dict[str, Any] = {}
         self._last_active = self.loop.now_ms()
-        transport.context = self
+        # transport.context stays None: HttpServer still walks its (handed-over)
+        # connections and takes a non-None context for its own session
         transport.on_data = self._on_data
         transport.on_close = self._on_transport_close
         transport.on_drain = self._on_transport_drain
@@ -317,7 +318,10 @@ class WebSocket:
     def _pong_timeout(self) -> None:
         self._timers.pop("pong", None)
         if not self.closed:
-            self.close(1011, "keepalive ping timeout")
+            # the peer is presumed gone: our close frame, then TCP, no handshake wait
+            self._write(self.protocol.close(1011, "keepalive ping timeout"))
+            self.close_code, self.close_reason = 1011, "keepalive ping timeout"
+            self._finish_close()
 
     def _idle_check(self) -> None:
         self._timers.pop("idle", None)

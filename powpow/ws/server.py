@@ -87,7 +87,6 @@ def _refuse(res, status: int, reason: str) -> None:
     headers = [("Sec-WebSocket-Version", "13")]
     if status == 426:
         headers.append(("Upgrade", "websocket"))
-        headers.append(("Connection", "Upgrade"))
     res.send((reason + "\n").encode(), status=status, headers=headers)
 
 
