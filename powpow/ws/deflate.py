@@ -21,7 +21,7 @@ Inflate bombs: ``inflate`` never produces more than ``cap + 1`` bytes
 most the message limit before it is refused with 1009.
 """
 import zlib
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import WsHandshakeError, WsProtocolError
 
@@ -85,8 +85,8 @@ class PerMessageDeflate:
         self.mem_level = options.mem_level
         self.level = options.level
         self.threshold = options.threshold
-        self._c = None
-        self._d = None
+        self._c: Any = None
+        self._d: Any = None
 
     def compress(self, data) -> bytes:
         c = self._c

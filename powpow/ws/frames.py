@@ -18,7 +18,7 @@ Builders return the header and the payload separately so that large
 payloads go to ``writev`` without a concatenation copy.
 """
 import struct
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from .._ffi import ws_mask
 from .errors import WsProtocolError
@@ -35,7 +35,7 @@ _unpack_h = struct.Struct("!H").unpack_from
 _unpack_q = struct.Struct("!Q").unpack_from
 
 # (fin, rsv bits 0..7 as 0bRSV1RSV2RSV3, opcode, payload)
-Frame = Tuple[bool, int, int, bytes]
+Frame = Tuple[bool, int, int, Any]  # payload: bytes or bytearray
 Check = Callable[[bool, int, int, int, bool], None]
 
 
@@ -47,7 +47,7 @@ class FrameParser:
     def __init__(self, check: Check) -> None:
         self._buf = bytearray()
         self._check = check
-        self._src = None
+        self._src: Any = None
         self._pos = 0
         self._checked_at = -1
 
@@ -115,6 +115,7 @@ class FrameParser:
         end = pos + hl + length
         if end > n:
             return None
+        payload: Any
         if masked:
             payload = ws_mask(src[pos + hl : end], bytes(src[pos + hl - 4 : pos + hl]))
         else:

@@ -24,7 +24,7 @@ Invariants
 """
 import codecs
 import os
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from .deflate import PerMessageDeflate
 from .errors import WsProtocolError
@@ -64,7 +64,7 @@ class Protocol:
         self._raw_len = 0  # wire bytes of the message in progress
         self._fragments = 0
         self._compressed = False
-        self._utf8 = None
+        self._utf8: Any = None
         self._keys = b""
         self._key_pos = 0
 

@@ -36,7 +36,7 @@ def test_broadcast_to_many_with_one_that_never_reads():
         clients = [connect_sync("ws://127.0.0.1:%d/" % srv.port) for _ in range(n)]
         assert wait_for(lambda: srv.connection_count == n + 1)
         for i in range(3):
-            failed = on_loop(srv, lambda: srv.broadcast("news %d" % i))
+            failed = on_loop(srv, lambda i=i: srv.broadcast("news %d" % i))
             assert [ws.context for ws in failed] == ["slow"]  # only the slow one failed
             for c in clients:  # the others are not held back
                 assert c.recv(timeout=2) == "news %d" % i
