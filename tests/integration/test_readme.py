@@ -26,3 +26,7 @@ def test_readme_tour_runs():
 
 def test_readme_networking_example_runs():
     assert run_block("powpow.TcpServer(", "networking example") == ["echoed b'hello'"]
+
+
+def test_readme_websocket_example_runs():
+    assert run_block("ws.connect(loop", "WebSocket example") == ["echoed hello", "closed 1000"]
