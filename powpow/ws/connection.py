@@ -204,9 +204,7 @@ class WebSocket:
     def _on_data(self, conn, data) -> None:
         proto = self.protocol
         events = proto.receive_data(data)
-        out = proto.data_to_send()
-        if out:
-            conn.writev(out)
+        close_event = None
         for ev in events:
             if self.closed:
                 return
@@ -229,8 +227,13 @@ class WebSocket:
                     self.loop.cancel_timer(t)
                 self._call(self.handlers.on_pong, ev[1])
             elif kind == CLOSE:
-                self._finish_close(ev[1], ev[2])
-                return
+                close_event = ev
+        # replies made by the callbacks above leave before the pong / close echo
+        out = proto.data_to_send()
+        if out and not conn.closed:
+            conn.writev(out)
+        if close_event is not None and not self.closed:
+            self._finish_close(close_event[1], close_event[2])
 
     def _call(self, cb: Optional[Callable], *args) -> None:
         if cb is None:

@@ -2,8 +2,8 @@
 
 Bytes in (``receive_data``) -> events out; frames to send come back from the
 ``send_*`` methods as lists of buffers, and frames the protocol answers on
-its own (pong, the close echo, the close that fails a connection) collect
-in ``outgoing`` (take them with ``data_to_send()`` after each receive).
+its own (pong, the close echo, the close that fails a connection) come from
+``data_to_send()``: call it after handling each receive's events.
 
 Events are tuples: ``(MESSAGE, data, is_text)`` (str for text, bytes for
 binary), ``(PING, payload)``, ``(PONG, payload)``, ``(CLOSE, code, reason)``.
@@ -67,6 +67,7 @@ class Protocol:
         self._utf8: Any = None
         self._keys = b""
         self._key_pos = 0
+        self._pending_close: Any = None  # (code, reason) to send at the next data_to_send()
 
     # -- receiving ----------------------------------------------------------
 
@@ -96,6 +97,16 @@ class Protocol:
         return events
 
     def data_to_send(self) -> List[bytes]:
+        """Frames the protocol sends on its own; the close that answers or fails comes last.
+
+        The close frame is made here, not when the close arrived or the input
+        went bad, so that messages received before it in the same read can
+        still be answered first (their replies leave before our close).
+        """
+        pending = self._pending_close
+        if pending is not None:
+            self._pending_close = None
+            self.outgoing.extend(self.close(*pending))
         out = self.outgoing
         self.outgoing = []
         return out
@@ -199,7 +210,7 @@ class Protocol:
                     raise WsProtocolError(1007, "invalid UTF-8 in the close reason") from None
             self.close_received = True
             if not self.close_sent:
-                self.outgoing.extend(self.close(code if code != 1005 else None))
+                self._pending_close = (code if code != 1005 else None, "")
             self.state = CLOSED
             if self.close_code is None:
                 self.close_code, self.close_reason = code, reason
@@ -208,7 +219,7 @@ class Protocol:
     def _fail(self, code: int, reason: str, events: list) -> None:
         """Fail the connection (RFC 6455 7.1.7): our close frame, then no more input."""
         if not self.close_sent:
-            self.outgoing.extend(self.close(code, reason))
+            self._pending_close = (code, reason)
         self.close_received = True  # input is ignored from now on
         self.state = CLOSED
         self._msg_op = 0

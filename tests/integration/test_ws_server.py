@@ -253,3 +253,16 @@ def test_graceful_shutdown_sends_1001_and_never_hangs():
 def test_unknown_option_is_refused():
     with pytest.raises(TypeError):
         powpow.WsServer(on_mesage=echo)
+
+
+def test_messages_before_a_bad_frame_are_answered_before_the_close():
+    with ws_serving(on_message=echo) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(handshake())
+            _, rest = read_head(s)
+            # a good text frame and a frame with RSV2 in one packet (Autobahn 3.2)
+            s.sendall(build_frame(OP_TEXT, b"first", mask=M) + bytes([0xA1, 0x80]) + M)
+            data, how = read_until_closed(s, 3)
+            frames = server_frames(rest + data)
+            assert frames[0] == (OP_TEXT, b"first")
+            assert frames[1][0] == OP_CLOSE and struct.unpack("!H", frames[1][1][:2])[0] == 1002
