@@ -220,6 +220,9 @@ class WebSocket:
                         self._internal_error()
                         return
             elif kind == PING:
+                pongs = proto.take_outgoing()  # the pong leaves before replies to later messages
+                if pongs and not conn.closed:
+                    conn.writev(pongs)
                 self._call(self.handlers.on_ping, ev[1])
             elif kind == PONG:
                 t = self._timers.pop("pong", None)

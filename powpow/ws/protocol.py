@@ -111,6 +111,12 @@ class Protocol:
         self.outgoing = []
         return out
 
+    def take_outgoing(self) -> List[bytes]:
+        """The pongs queued so far, without the pending close (send them in event order)."""
+        out = self.outgoing
+        self.outgoing = []
+        return out
+
     def _check(self, fin: bool, rsv: int, opcode: int, length: int, masked: bool) -> None:
         if masked == self.client:
             raise WsProtocolError(1002, "masked frame from the server" if self.client

@@ -266,3 +266,17 @@ def test_messages_before_a_bad_frame_are_answered_before_the_close():
             frames = server_frames(rest + data)
             assert frames[0] == (OP_TEXT, b"first")
             assert frames[1][0] == OP_CLOSE and struct.unpack("!H", frames[1][1][:2])[0] == 1002
+
+
+def test_pong_leaves_before_the_echo_of_a_message_completed_after_the_ping():
+    with ws_serving(on_message=echo) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(handshake())
+            _, rest = read_head(s)
+            # Autobahn 5.6: a fragmented text message with a ping between its fragments, one packet
+            s.sendall(build_frame(OP_TEXT, b"frag1", fin=False, mask=M) + build_frame(OP_PING, b"pp", mask=M)
+                      + build_frame(0, b"frag2", mask=M))
+            data = rest
+            while len(server_frames(data)) < 2:
+                data += s.recv(4096)
+            assert server_frames(data) == [(0xA, b"pp"), (OP_TEXT, b"frag1frag2")]
