@@ -27,6 +27,8 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-dev python3-venv
 # Node's `ws` library as a WebSocket peer (tests/integration/test_ws_node.py)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# a real Redis for the WebSocket pub/sub fan-out across processes (tests/integration/test_ws_redis.py)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing system packages: ${missing[*]}"
     SUDO=""

@@ -19,7 +19,7 @@ every recipient; a recipient over ``max_buffered`` is skipped (or closed,
 """
 import logging
 import signal
-from typing import Callable, Dict, Iterable, List, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 from ..http import HttpServer
 from ..net.errors import ConnectionLost
@@ -55,6 +55,7 @@ class Hub:
 
     def __init__(self) -> None:
         self.topics: Dict[str, Set[WebSocket]] = {}
+        self.fanout: Any = None  # a redis.RedisFanout relaying publishes across processes, or None
 
     def subscribe(self, ws: WebSocket, topic: str) -> None:
         self.topics.setdefault(topic, set()).add(ws)
@@ -76,6 +77,12 @@ class Hub:
             self.unsubscribe(ws, topic)
 
     def publish(self, topic: str, message) -> List[WebSocket]:
+        """Deliver to the local subscribers now, and through Redis to other processes (once)."""
+        if self.fanout is not None:
+            self.fanout.publish(topic, message)
+        return self.publish_local(topic, message)
+
+    def publish_local(self, topic: str, message) -> List[WebSocket]:
         subs = self.topics.get(topic)
         return broadcast(list(subs), message) if subs else []
 
@@ -155,7 +162,10 @@ class WsServer:
     def __init__(self, on_message: Optional[Callable] = None, on_open: Optional[Callable] = None,
                  on_close: Optional[Callable] = None, on_ping: Optional[Callable] = None,
                  on_pong: Optional[Callable] = None, on_drain: Optional[Callable] = None,
-                 subprotocols=(), loop=None, max_connections: int = 10000, **options) -> None:
+                 subprotocols=(), loop=None, max_connections: int = 10000, redis=None,
+                 redis_prefix: str = "powpow:", **options) -> None:
+        self.redis = redis  # None, "host:port", or (host, port): publish across processes
+        self.redis_prefix = redis_prefix
         self.options = WsOptions.pick(options)
         if options:
             raise TypeError("unknown WsServer option(s): %s" % ", ".join(sorted(options)))
@@ -185,11 +195,24 @@ class WsServer:
 
     def listen(self, port: int = 0, host: str = "0.0.0.0") -> "WsServer":
         self.http.listen(port, host)
+        self._start_fanout()
         return self
 
     def listen_unix(self, path: str, mode: int = 0o660) -> "WsServer":
         self.http.listen_unix(path, mode)
+        self._start_fanout()
         return self
+
+    def _start_fanout(self) -> None:
+        if self.redis is None or self.hub.fanout is not None:
+            return
+        from .redis import RedisFanout
+        if isinstance(self.redis, str):
+            host, _, port = self.redis.rpartition(":")
+            addr = (host or "127.0.0.1", int(port))
+        else:
+            addr = tuple(self.redis)
+        self.hub.fanout = RedisFanout(self.loop, self.hub, addr[0], int(addr[1]), self.redis_prefix)
 
     def _handle(self, req, res) -> None:
         if self._draining:
@@ -248,6 +271,9 @@ class WsServer:
         self.http.shutdown(0.5)
 
     def close(self) -> None:
+        if self.hub.fanout is not None:
+            self.hub.fanout.close()
+            self.hub.fanout = None
         loop = self.loop
         if loop is not None:
             for t in self._timers:
