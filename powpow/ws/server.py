@@ -40,13 +40,34 @@ def encode_frame(message) -> bytes:
     return frame_header(OP_BINARY, len(message)) + bytes(message)
 
 
-def broadcast(clients: Iterable[WebSocket], message) -> List[WebSocket]:
-    """Send ``message`` to every client with one shared frame; returns the clients that failed."""
+def broadcast(clients: Iterable[WebSocket], message, deadline: Optional[float] = None,
+              on_late: Optional[Callable[[List[WebSocket]], object]] = None) -> List[WebSocket]:
+    """Send ``message`` to every client with one shared frame; returns the clients that failed now.
+
+    With ``deadline`` (seconds): a client that has not taken the whole frame
+    by then (its transport's ``bytes_sent`` has not passed the frame's end)
+    is closed with 1013 (try again later) and reported to ``on_late(list)``.
+    """
     frame = encode_frame(message)
     failed = []
+    waiting = []
     for ws in clients:
         if ws.send_frame_bytes(frame) == SendStatus.DROPPED:
             failed.append(ws)
+        elif deadline is not None:
+            t = ws.transport
+            waiting.append((ws, t.bytes_sent + t.queued_bytes))
+    if waiting:
+        loop = waiting[0][0].loop
+
+        def check() -> None:
+            late = [ws for ws, end in waiting if not ws.closed and ws.transport.bytes_sent < end]
+            for ws in late:
+                ws.close(1013, "broadcast deadline")
+            if late and on_late is not None:
+                on_late(late)
+
+        loop.add_timer(int(deadline * 1000), check)  # type: ignore[operator]
     return failed
 
 

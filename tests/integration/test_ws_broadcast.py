@@ -81,3 +81,28 @@ def test_topics_subscribe_publish_unsubscribe_on_close():
         b.close()
         c.close()
         assert wait_for(lambda: on_loop(srv, lambda: srv.hub.topics) == {})
+
+
+def test_broadcast_deadline_closes_clients_still_in_flight():
+    late_q = queue.Queue()
+    with ws_serving(on_message=lambda ws, d, t: setattr(ws, "context", d), compression=None,
+                    ping_interval=None, close_timeout=0.5) as srv:
+        fast = connect_sync("ws://127.0.0.1:%d/" % srv.port, max_message_size=16 << 20)
+        fast.send("fast")
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(5)
+        slow.connect(("127.0.0.1", srv.port))
+        slow.sendall(handshake())
+        read_head(slow)
+        from powpow.ws.frames import OP_TEXT, build_frame
+        slow.sendall(build_frame(OP_TEXT, b"slow", mask=b"abcd"))
+        assert wait_for(lambda: sorted(str(ws.context) for ws in list(srv.clients)) == ["fast", "slow"])
+        big = b"x" * (8 << 20)  # far more than the slow client's window and buffers
+        failed = on_loop(srv, lambda: broadcast(list(srv.clients), big, deadline=0.3,
+                                                on_late=lambda late: late_q.put([ws.context for ws in late])))
+        assert failed == []
+        assert fast.recv(timeout=5) == big  # the reader gets it whole
+        assert late_q.get(timeout=3) == ["slow"]
+        fast.close()
+        slow.close()
