@@ -123,6 +123,21 @@ class FrameParser:
         self._pos = end
         return (bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0x0F, payload)
 
+    def pending_payload(self):
+        """The incomplete frame at the head of the input: ``(opcode, rsv1, key, payload_so_far)`` or None.
+
+        Only for a frame whose header has been checked; ``payload_so_far`` is
+        still masked (``key`` None when unmasked) and valid until ``done``.
+        """
+        src, pos = self._src, self._pos
+        if src is None or self._checked_at != pos:
+            return None
+        b1 = src[pos + 1]
+        n = b1 & 0x7F
+        hl = 2 + (2 if n == 126 else 8 if n == 127 else 0) + (4 if b1 & 0x80 else 0)
+        key = bytes(src[pos + hl - 4 : pos + hl]) if b1 & 0x80 else None
+        return src[pos] & 0x0F, bool(src[pos] & 0x40), key, memoryview(src)[pos + hl :]
+
     def feed_all(self, data) -> List[Frame]:
         """All complete frames of ``data`` (tests and simple callers)."""
         self.feed(data)

@@ -68,6 +68,7 @@ class Protocol:
         self._keys = b""
         self._key_pos = 0
         self._pending_close: Any = None  # (code, reason) to send at the next data_to_send()
+        self._partial: Any = None  # [decoder, bytes checked] for a text frame still arriving
 
     # -- receiving ----------------------------------------------------------
 
@@ -90,11 +91,49 @@ class Protocol:
                     break
                 self._handle(frame, events)
             ok = not self.close_received
+            if ok:
+                self._check_partial_text(parser)
         except WsProtocolError as exc:
             self._fail(exc.code, exc.reason, events)
         finally:
             parser.done(keep=ok)
         return events
+
+    def _check_partial_text(self, parser: FrameParser) -> None:
+        """Fail fast inside a text frame still arriving: UTF-8-check the payload seen so far.
+
+        A copy of the message's decoder state advances over the new bytes of
+        the incomplete frame only (``_partial_seen`` remembers how far), so a
+        large frame in many reads is checked in linear time; the frame is
+        checked again as a whole when it completes.
+        """
+        pending = parser.pending_payload()
+        if pending is None:
+            self._partial = None
+            return
+        opcode, rsv1, key, view = pending
+        if opcode == OP_TEXT and not self._msg_op and not rsv1:
+            base = None
+        elif opcode == OP_CONT and self._utf8 is not None and not self._compressed:
+            base = self._utf8
+        else:
+            self._partial = None
+            return
+        if self._partial is None:
+            dec = _utf8_decoder()
+            if base is not None:
+                dec.setstate(base.getstate())
+            self._partial = [dec, 0]
+        dec, seen = self._partial
+        if len(view) <= seen:
+            return
+        chunk = view[seen:]
+        data = ws_mask(chunk, key, seen & 3) if key is not None else bytes(chunk)
+        self._partial[1] = len(view)
+        try:
+            dec.decode(data, False)
+        except UnicodeDecodeError:
+            raise WsProtocolError(1007, "invalid UTF-8 in a text message") from None
 
     def data_to_send(self) -> List[bytes]:
         """Frames the protocol sends on its own; the close that answers or fails comes last.
@@ -147,6 +186,7 @@ class Protocol:
 
     def _handle(self, frame, events: list) -> None:
         fin, rsv, opcode, payload = frame
+        self._partial = None
         if opcode >= 8:
             self._control(opcode, payload, events)
             return

@@ -204,3 +204,39 @@ def test_binary_64bit_length_message():
     payload = os.urandom(70000)
     proto = Protocol()
     assert proto.receive_data(cf(OP_BINARY, payload)) == [(MESSAGE, payload, False)]
+
+
+@pytest.mark.parametrize("fragmented", [False, True])
+def test_invalid_utf8_fails_before_the_frame_is_complete(fragmented):
+    """Autobahn 6.4.x: the bad byte arrives first; the rest of the frame never needs to."""
+    proto = Protocol()
+    prefix = cf(OP_TEXT, "κόσμε".encode(), fin=False) if fragmented else b""
+    op = OP_CONT if fragmented else OP_TEXT
+    bad = "κόσμε".encode() + b"\xf4\x90\x80\x80" + b"x" * 5000
+    wire = prefix + cf(op, bad)
+    # header (16-bit length) + key + the good text + 0xF4 (a valid lead byte) + 0x90 (invalid after it)
+    cut = len(prefix) + 4 + 4 + len("κόσμε".encode()) + 2
+    events = proto.receive_data(wire[:cut - 1])
+    assert events == []  # all good so far
+    events = proto.receive_data(wire[cut - 1:cut])  # the byte that makes it invalid
+    assert events and events[-1][:2] == (CLOSE, 1007)
+
+
+def test_partial_checks_do_not_reject_valid_text_split_anywhere():
+    text = ("héllo wörld €𝄞 " * 200).encode()
+    wire = cf(OP_TEXT, text[:1000], fin=False) + cf(OP_CONT, text[1000:])
+    for step in (1, 3, 7, 100):
+        proto = Protocol()
+        events = []
+        for i in range(0, len(wire), step):
+            events += proto.receive_data(wire[i:i + step])
+        assert events == [(MESSAGE, text.decode(), True)]
+    # compressed text frames are not UTF-8-checked before inflating
+    opts = DeflateOptions(threshold=0)
+    client = Protocol(client=True, deflate=PerMessageDeflate(False, 12, False, 15, opts))
+    server = Protocol(deflate=PerMessageDeflate(False, 12, False, 15, opts))
+    w = b"".join(bytes(b) for b in client.send_text(text.decode()))
+    events = []
+    for i in range(0, len(w), 5):
+        events += server.receive_data(w[i:i + 5])
+    assert events == [(MESSAGE, text.decode(), True)]
