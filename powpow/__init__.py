@@ -16,6 +16,8 @@ from .extras import Change, FileEvent, FileWatcher, RateLimiter
 from .http import CorsOptions, HeaderValueError, HttpServer, Response, serve_static
 from .http._message import Headers, QueryArgs, Request
 from .http.forwarded import ProxyTrust
+from . import ws
+from .ws import WsServer
 
 __version__ = "0.1.0"
 
@@ -63,6 +65,9 @@ __all__ = [
     "connect",
     "connect_udp",
     "connect_unix",
+    # WebSocket (issue 10)
+    "WsServer",
+    "ws",
 ]
 
 

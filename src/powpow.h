@@ -149,4 +149,7 @@ int64_t pp_find_double_crlf(const char *buf, int64_t start, int64_t end);
 int64_t pp_scan_lines(const char *buf, int64_t start, int64_t end,
                       int64_t line_begin, uint32_t *out, int max_out);
 
+/* WebSocket masking, SSE2 where available -- pp_ws.c */
+void pp_ws_mask(const char *src, char *dst, int64_t n, const unsigned char *key, int64_t phase);
+
 #endif /* POWPOW_H */

@@ -28,6 +28,11 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 # a real reverse proxy in front of the HTTP server (tests/integration/test_http_proxy.py)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-dev python3-venv)
+# Node's `ws` library as a WebSocket peer (tests/integration/test_ws_node.py)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+# a real Redis for the WebSocket pub/sub fan-out across processes (tests/integration/test_ws_redis.py)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing system packages: ${missing[*]}"
     SUDO=""
@@ -51,6 +56,11 @@ setup_venv() {  # $1 = interpreter, $2 = venv dir, $3 = extras (default: test)
     POWPOW_REQUIRE_NATIVE=1 "$venv/bin/python" -c \
         'import powpow._ffi as f, sys; assert f.NATIVE, "native module not in use"; print("native module OK on", sys.implementation.name, sys.version.split()[0])'
 }
+
+if [ ! -d "$ROOT/tests/node/node_modules/ws" ]; then
+    log "installing the Node WebSocket peer (npm install in tests/node)"
+    (cd "$ROOT/tests/node" && npm install --no-audit --no-fund --silent)
+fi
 
 CPY=${POWPOW_CPYTHON:-python3}
 setup_venv "$CPY" "$ROOT/.venv" "test,lint"

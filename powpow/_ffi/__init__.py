@@ -12,6 +12,8 @@ fast path has exactly one pure twin beside it:
   contract: negative return = ``-errno``.
 * The scanner: ``find_crlf``, ``find_double_crlf``, ``scan_lines``,
   ``new_line_offsets`` -- same signatures and results in both modes.
+* WebSocket masking: ``ws_mask(data, key, phase=0) -> bytearray`` (SSE2 C, or
+  the ``bytes.translate`` twin in ``_wsmask``).
 """
 import os
 import sys
@@ -38,6 +40,7 @@ if not PURE_REQUESTED:
 NATIVE = lib is not None
 
 from . import _scan  # noqa: E402
+from . import _wsmask  # noqa: E402
 
 HAVE_NUMPY = _scan.HAVE_NUMPY
 
@@ -78,6 +81,16 @@ if NATIVE:
         """A reusable offsets array for ``scan_lines`` (allocate once per parser)."""
         return ffi.new("uint32_t[]", capacity)
 
+    _pp_ws_mask = lib.pp_ws_mask
+
+    def ws_mask(data, key: bytes, phase: int = 0) -> bytearray:
+        """A new bytearray: ``data[i] ^ key[(i + phase) % 4]`` (RFC 6455 5.3)."""
+        n = len(data)
+        out = bytearray(n)
+        if n:
+            _pp_ws_mask(data if type(data) is _direct else _from_buffer(data), _from_buffer(out), n, key, phase)
+        return out
+
 else:
     import array as _array
 
@@ -106,6 +119,8 @@ else:
     def new_line_offsets(capacity: int):
         """A reusable offsets array for ``scan_lines`` (allocate once per parser)."""
         return _array.array("I", bytes(4 * capacity))
+
+    ws_mask = _wsmask.ws_mask
 
 
 scan_lines.__doc__ = """Scan ``buf[start:end]`` for the lines of a header block.

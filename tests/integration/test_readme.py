@@ -55,3 +55,7 @@ def test_readme_tls_example_runs(certs, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["hello over TLSv1.3 (http/1.1)", "other.test"]
+
+
+def test_readme_websocket_example_runs():
+    assert run_block("ws.connect(loop", "WebSocket example") == ["echoed hello", "closed 1000"]

@@ -1,0 +1,246 @@
+"""WebSocket clients: ``connect`` on the loop, ``connect_sync`` for scripts and tests.
+
+``connect(loop, "ws://host:port/path", on_open=..., on_message=..., on_close=...,
+on_error=..., headers=None, subprotocols=(), compression="deflate", open_timeout=10.0,
+**options)`` opens TCP with ``powpow.connect``, sends the handshake, reads the
+101 with ``handshake.parse_response`` (strict), checks the accept key, the
+subprotocol and the extensions against what we offered (a redirect is
+refused with a clear error), then runs the same ``WebSocket`` as the server
+in the client role: every frame masked with a fresh key taken from one
+``os.urandom`` batch.  Failures before the 101 go to ``on_error(exc)``
+(a ``WsHandshakeError`` or ``ConnectError``), never to ``on_close``.
+
+``connect_sync(url)`` is a blocking client on a plain socket and the same
+sans-I/O ``Protocol``: ``send``, ``recv(timeout)``, ``ping``, ``close``.
+"""
+import logging
+import socket
+import time
+from typing import Callable, Optional, Tuple
+from urllib.parse import urlsplit
+
+from .. import net
+from . import deflate as _deflate
+from .connection import Handlers, WebSocket, WsOptions
+from .errors import WsClosed, WsHandshakeError
+from .handshake import check_response, client_request, new_key, parse_response
+from .protocol import CLOSE, MESSAGE, PING, Protocol
+
+log = logging.getLogger("powpow.ws")
+
+
+def parse_url(url: str) -> Tuple[str, int, str, str]:
+    """``ws://host:port/path?q`` -> (host, port, resource, Host header)."""
+    u = urlsplit(url)
+    if u.scheme == "wss":
+        raise ValueError("wss:// needs TLS, which powpow does not have yet")
+    if u.scheme != "ws" or not u.hostname:
+        raise ValueError("not a ws:// URL: %r" % url)
+    port = u.port or 80
+    path = (u.path or "/") + ("?" + u.query if u.query else "")
+    host_header = u.netloc.rpartition("@")[2]
+    return u.hostname, port, path, host_header
+
+
+class _Opening:
+    """The client side before the 101: buffer the response head, then hand over to a WebSocket."""
+
+    def __init__(self, loop, url, handlers: Handlers, on_error, headers, subprotocols, options: WsOptions,
+                 open_timeout: float) -> None:
+        self.loop = loop
+        self.handlers = handlers
+        self.on_error = on_error
+        self.subprotocols = list(subprotocols or ())
+        self.options = options
+        self.dopts = _deflate.options_from(options.compression)
+        host, port, self.path, self.host_header = parse_url(url)
+        self.key = new_key()
+        self.extra_headers = headers
+        self.buf = b""
+        self.conn = None
+        self.ws: Optional[WebSocket] = None
+        self.failed = False
+        self.timer = loop.add_timer(int(open_timeout * 1000), self._timeout)
+        self.connector = net.connect(loop, host, port, on_connect=self._on_connect, on_data=self._on_data,
+                                     on_close=self._on_close, on_error=self._on_connect_error,
+                                     timeout_ms=int(open_timeout * 1000))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failed or self.ws is not None:
+            return
+        self.failed = True
+        self.loop.cancel_timer(self.timer)
+        if self.conn is not None and not self.conn.closed:
+            self.conn.close()
+        else:
+            self.connector.cancel()
+        if self.on_error is not None:
+            self.on_error(exc)
+        else:
+            log.warning("WebSocket connection failed: %s", exc)
+
+    def _timeout(self) -> None:
+        self._fail(WsHandshakeError("opening handshake timed out"))
+
+    def _on_connect_error(self, exc) -> None:
+        self._fail(exc)
+
+    def _on_connect(self, conn) -> None:
+        self.conn = conn
+        ext = _deflate.client_offer(self.dopts) if self.dopts is not None else None
+        conn.write(client_request(self.host_header, self.path, self.key, self.extra_headers, self.subprotocols,
+                                  ext))
+
+    def _on_close(self, conn, exc) -> None:
+        if self.ws is None:
+            self._fail(WsHandshakeError("connection closed before the 101 (%s)" % (exc or "EOF")))
+
+    def _on_data(self, conn, data) -> None:
+        if self.failed:
+            return
+        self.buf += bytes(data)
+        try:
+            got = parse_response(self.buf)
+            if got is None:
+                return
+            resp, n = got
+            chosen = check_response(resp, self.key, self.subprotocols)
+            codec = _deflate.client_accept(resp.headers.get("sec-websocket-extensions", []), self.dopts)
+        except WsHandshakeError as exc:
+            self._fail(exc)
+            return
+        self.loop.cancel_timer(self.timer)
+        o = self.options
+        proto = Protocol(True, o.max_message_size, o.max_frame_size, o.max_fragments, codec)
+        ws = self.ws = WebSocket(conn, proto, self.handlers, o, request=resp, subprotocol=chosen)
+        ws._call(self.handlers.on_open)
+        rest = self.buf[n:]
+        self.buf = b""
+        if rest and not ws.closed:
+            ws._on_data(conn, memoryview(rest))
+
+
+def connect(loop, url: str, on_open: Optional[Callable] = None, on_message: Optional[Callable] = None,
+            on_close: Optional[Callable] = None, on_error: Optional[Callable] = None,
+            on_ping: Optional[Callable] = None, on_pong: Optional[Callable] = None,
+            on_drain: Optional[Callable] = None, headers=None, subprotocols=(), open_timeout: float = 10.0,
+            **options) -> _Opening:
+    """Open a WebSocket on ``loop`` (see the module docstring); returns a handle whose ``.ws`` is set once open."""
+    opts = WsOptions.pick(options)
+    if options:
+        raise TypeError("unknown connect option(s): %s" % ", ".join(sorted(options)))
+    return _Opening(loop, url, Handlers(on_open, on_message, on_close, on_ping, on_pong, on_drain), on_error,
+                    headers, subprotocols, opts, open_timeout)
+
+
+class SyncClient:
+    """A blocking WebSocket client (``connect_sync``): one socket, the sans-I/O protocol, no loop."""
+
+    def __init__(self, url: str, timeout: float = 5.0, headers=None, subprotocols=(), compression=None,
+                 max_message_size: Optional[int] = 1 << 20) -> None:
+        host, port, path, host_header = parse_url(url)
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.timeout = timeout
+        dopts = _deflate.options_from(compression)
+        key = new_key()
+        try:
+            self.sock.sendall(client_request(host_header, path, key, headers, list(subprotocols or ()),
+                                             _deflate.client_offer(dopts) if dopts else None))
+            buf = b""
+            while True:
+                got = parse_response(buf)
+                if got is not None:
+                    break
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise WsHandshakeError("connection closed before the 101")
+                buf += chunk
+            resp, n = got
+            self.response = resp
+            self.subprotocol = check_response(resp, key, list(subprotocols or ()))
+            codec = _deflate.client_accept(resp.headers.get("sec-websocket-extensions", []), dopts)
+        except BaseException:
+            self.sock.close()
+            raise
+        self.protocol = Protocol(True, max_message_size, None, None, codec)
+        self.pending: list = []
+        self.close_code: Optional[int] = None
+        self.close_reason = ""
+        if buf[n:]:
+            self._absorb(buf[n:])
+
+    def _absorb(self, data) -> None:
+        for ev in self.protocol.receive_data(data):
+            if ev[0] == MESSAGE:
+                self.pending.append(ev[1])
+            elif ev[0] == CLOSE:
+                self.close_code, self.close_reason = ev[1], ev[2]
+            elif ev[0] == PING:
+                pass  # the pong is in outgoing
+        out = self.protocol.data_to_send()
+        if out:
+            try:
+                self.sock.sendall(b"".join(bytes(b) for b in out))
+            except OSError:
+                pass
+
+    def send(self, data) -> None:
+        self._sendall(self.protocol.send_message(data, isinstance(data, str)))
+
+    def ping(self, payload=b"") -> None:
+        self._sendall(self.protocol.ping(payload))
+
+    def send_raw(self, data: bytes) -> None:
+        """Bytes straight to the socket (tests: hand-made frames)."""
+        self.sock.sendall(data)
+
+    def _sendall(self, bufs) -> None:
+        if self.protocol.close_sent:
+            raise WsClosed(self.close_code or 1006, self.close_reason)
+        self.sock.sendall(b"".join(bytes(b) for b in bufs))
+
+    def recv(self, timeout: Optional[float] = None):
+        """The next message (str or bytes); WsClosed once the connection is closed."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not self.pending:
+            if self.close_code is not None:
+                raise WsClosed(self.close_code, self.close_reason)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("no message within the timeout")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                self.close_code = self.close_code or 1006
+                continue
+            self._absorb(chunk)
+        return self.pending.pop(0)
+
+    def close(self, code: int = 1000, reason: str = "") -> Optional[int]:
+        """Close handshake; returns the peer's close code (None if it never answered)."""
+        try:
+            if not self.protocol.close_sent:
+                self.sock.sendall(b"".join(bytes(b) for b in self.protocol.close(code, reason)))
+            deadline = time.monotonic() + self.timeout
+            while self.close_code is None and time.monotonic() < deadline:
+                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                self._absorb(chunk)
+        except OSError:
+            pass
+        finally:
+            self.sock.close()
+        return self.close_code
+
+    def __enter__(self) -> "SyncClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.sock.fileno() >= 0:
+            self.close()
+
+
+def connect_sync(url: str, **kwargs) -> SyncClient:
+    return SyncClient(url, **kwargs)

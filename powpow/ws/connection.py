@@ -1,0 +1,341 @@
+"""``WebSocket``: one open connection -- the sans-I/O ``Protocol`` on a ``Transport``.
+
+Both roles use this class (the server after ``upgrade``, the client after
+its 101).  It owns the transport's callbacks, the keep-alive timers and the
+backpressure accounting; the protocol owns every byte-level decision.
+
+Lifetimes and guarantees
+------------------------
+* ``on_message(ws, data, is_text)``: ``data`` is a ``str`` for text and a
+  ``bytes`` for binary, owned by the callee (keep it as long as you like).
+* ``on_close(ws, code, reason)`` runs exactly once: with the peer's code
+  after a close handshake, with our code when we failed the connection,
+  1006 when TCP went away without a close frame, 1011 after a handler raised.
+* A closing handshake never hangs: after our close frame, ``close_timeout``
+  bounds the wait for the peer; TCP is closed only after our frame has left
+  (``close_after_drain``: FIN after the data, no RST eating it).
+* ``send`` returns a ``SendStatus``: SENT, BUFFERED (queued over
+  ``high_water``: stop producing until ``on_drain``), DROPPED (the queue is
+  over ``max_buffered``: the message is not queued; with
+  ``slow_consumer="close"`` the connection is also closed with 1008).
+* Thread safety: like every powpow object, a WebSocket belongs to its loop's
+  thread.  From another thread use ``loop.post(lambda: ws.send(data))``.
+"""
+import enum
+import logging
+from typing import Any, Callable, Dict, Optional
+
+from .protocol import CLOSE, MESSAGE, PING, PONG, Protocol
+
+log = logging.getLogger("powpow.ws")
+
+
+class SendStatus(enum.IntEnum):
+    """Result of ``ws.send`` (uWebSockets' order: BUFFERED is falsy)."""
+    BUFFERED = 0
+    SENT = 1
+    DROPPED = 2
+
+
+class WsOptions:
+    """Every limit and timeout of a WebSocket, shared by the server, ``upgrade`` and the client."""
+
+    def __init__(self, max_message_size: Optional[int] = 1 << 20, max_frame_size: Optional[int] = None,
+                 max_fragments: Optional[int] = 16384, handshake_timeout: float = 10.0,
+                 close_timeout: float = 5.0, ping_interval: Optional[float] = 20.0,
+                 ping_timeout: Optional[float] = 20.0, idle_timeout: Optional[float] = None,
+                 high_water: int = 256 << 10, low_water: int = 64 << 10, max_buffered: int = 4 << 20,
+                 compression: Any = "deflate", slow_consumer: str = "drop") -> None:
+        if slow_consumer not in ("drop", "close"):
+            raise ValueError("slow_consumer must be 'drop' or 'close'")
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size
+        self.max_fragments = max_fragments
+        self.handshake_timeout = handshake_timeout
+        self.close_timeout = close_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.idle_timeout = idle_timeout
+        self.high_water = high_water
+        self.low_water = low_water
+        self.max_buffered = max_buffered
+        self.compression = compression
+        self.slow_consumer = slow_consumer
+
+    NAMES = ("max_message_size", "max_frame_size", "max_fragments", "handshake_timeout", "close_timeout",
+             "ping_interval", "ping_timeout", "idle_timeout", "high_water", "low_water", "max_buffered",
+             "compression", "slow_consumer")
+
+    @classmethod
+    def pick(cls, kwargs: Dict[str, Any]) -> "WsOptions":
+        """Take the option names out of ``kwargs`` (what remains is not ours)."""
+        return cls(**{k: kwargs.pop(k) for k in list(kwargs) if k in cls.NAMES})
+
+
+class Handlers:
+    __slots__ = ("on_open", "on_message", "on_close", "on_ping", "on_pong", "on_drain")
+
+    def __init__(self, on_open=None, on_message=None, on_close=None, on_ping=None, on_pong=None,
+                 on_drain=None) -> None:
+        self.on_open = on_open
+        self.on_message = on_message
+        self.on_close = on_close
+        self.on_ping = on_ping
+        self.on_pong = on_pong
+        self.on_drain = on_drain
+
+
+class WebSocket:
+    """An open WebSocket (see the module docstring)."""
+
+    def __init__(self, transport, protocol: Protocol, handlers: Handlers, options: WsOptions,
+                 request=None, subprotocol: Optional[str] = None, hub=None) -> None:
+        self.transport = transport
+        self.protocol = protocol
+        self.loop = transport.loop
+        self.handlers = handlers
+        self.options = options
+        self.request = request
+        self.subprotocol = subprotocol
+        self.context: Any = None
+        self.hub = hub
+        self.topics: Optional[set] = None
+        self.closed = False
+        self.close_code: Optional[int] = None
+        self.close_reason = ""
+        self._timers: Dict[str, Any] = {}
+        self._last_active = self.loop.now_ms()
+        # transport.context stays None: HttpServer still walks its (handed-over)
+        # connections and takes a non-None context for its own session
+        transport.on_data = self._on_data
+        transport.on_close = self._on_transport_close
+        transport.on_drain = self._on_transport_drain
+        transport.on_eof = self._on_eof
+        transport.set_write_buffer_limits(options.high_water, options.low_water)
+        if options.ping_interval:
+            self._timers["ping"] = self.loop.add_interval(int(options.ping_interval * 1000), self._keepalive)
+        if options.idle_timeout:
+            self._timers["idle"] = self.loop.add_timer(int(options.idle_timeout * 1000), self._idle_check)
+
+    # -- public API ----------------------------------------------------------
+
+    @property
+    def buffered_amount(self) -> int:
+        """Bytes queued on the transport and not yet accepted by the kernel."""
+        return 0 if self.transport.closed else self.transport.queued_bytes
+
+    @property
+    def client_ip(self) -> Optional[str]:
+        return self.transport.get_client_ip()
+
+    def send(self, data) -> SendStatus:
+        """str -> a text message, bytes-like -> binary."""
+        return self._send_message(data, isinstance(data, str))
+
+    def send_text(self, text: str) -> SendStatus:
+        return self._send_message(text, True)
+
+    def send_binary(self, data) -> SendStatus:
+        return self._send_message(data, False)
+
+    def _send_message(self, data, is_text: bool) -> SendStatus:
+        if self.closed or self.protocol.close_sent:
+            return SendStatus.DROPPED
+        if self.transport.queued_bytes > self.options.max_buffered:
+            return self._overflow()
+        self._last_active = self.loop.now_ms()
+        return self._write(self.protocol.send_message(data, is_text))
+
+    def send_frame_bytes(self, frame: bytes) -> SendStatus:
+        """Write an already-framed message (``broadcast``: one frame shared by many sockets)."""
+        if self.closed or self.protocol.close_sent:
+            return SendStatus.DROPPED
+        if self.transport.queued_bytes > self.options.max_buffered:
+            return self._overflow()
+        return SendStatus.SENT if self.transport.write(frame) else SendStatus.BUFFERED
+
+    def _overflow(self) -> SendStatus:
+        if self.options.slow_consumer == "close":
+            self.close(1008, "slow consumer")
+        return SendStatus.DROPPED
+
+    def _write(self, buffers) -> SendStatus:
+        if not buffers:
+            return SendStatus.DROPPED
+        t = self.transport
+        ok = t.write(buffers[0]) if len(buffers) == 1 else t.writev(buffers)
+        return SendStatus.SENT if ok else SendStatus.BUFFERED
+
+    def ping(self, payload=b"") -> SendStatus:
+        if self.closed:
+            return SendStatus.DROPPED
+        return self._write(self.protocol.ping(payload))
+
+    def pong(self, payload=b"") -> SendStatus:
+        if self.closed:
+            return SendStatus.DROPPED
+        return self._write(self.protocol.pong(payload))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the close handshake (idempotent); TCP closes when the peer answers or after close_timeout."""
+        if self.closed or self.protocol.close_sent:
+            return
+        self._write(self.protocol.close(code, reason))
+        if self.protocol.close_received:
+            self._finish_close()
+        else:
+            self._timers["close"] = self.loop.add_timer(int(self.options.close_timeout * 1000),
+                                                        self._close_timed_out)
+
+    def subscribe(self, topic: str) -> None:
+        if self.hub is None:
+            raise RuntimeError("no pub/sub hub: use WsServer or upgrade(..., hub=Hub())")
+        self.hub.subscribe(self, topic)
+
+    def unsubscribe(self, topic: str) -> None:
+        if self.hub is not None:
+            self.hub.unsubscribe(self, topic)
+
+    def __repr__(self) -> str:
+        return "<WebSocket %s %s>" % (self.transport.peer_address, "closed" if self.closed else "open")
+
+    # -- transport callbacks --------------------------------------------------
+
+    def _on_data(self, conn, data) -> None:
+        proto = self.protocol
+        events = proto.receive_data(data)
+        close_event = None
+        for ev in events:
+            if self.closed:
+                return
+            kind = ev[0]
+            if kind == MESSAGE:
+                self._last_active = self.loop.now_ms()
+                cb = self.handlers.on_message
+                if cb is not None:
+                    try:
+                        cb(self, ev[1], ev[2])
+                    except Exception:
+                        log.exception("WebSocket on_message raised: closing with 1011")
+                        self._internal_error()
+                        return
+            elif kind == PING:
+                pongs = proto.take_outgoing()  # the pong leaves before replies to later messages
+                if pongs and not conn.closed:
+                    conn.writev(pongs)
+                self._call(self.handlers.on_ping, ev[1])
+            elif kind == PONG:
+                t = self._timers.pop("pong", None)
+                if t is not None:
+                    self.loop.cancel_timer(t)
+                self._call(self.handlers.on_pong, ev[1])
+            elif kind == CLOSE:
+                close_event = ev
+        # replies made by the callbacks above leave before the pong / close echo
+        out = proto.data_to_send()
+        if out and not conn.closed:
+            conn.writev(out)
+        if close_event is not None and not self.closed:
+            self._finish_close(close_event[1], close_event[2])
+
+    def _call(self, cb: Optional[Callable], *args) -> None:
+        if cb is None:
+            return
+        try:
+            cb(self, *args)
+        except Exception:
+            log.exception("WebSocket callback %r raised: closing with 1011", cb)
+            self._internal_error()
+
+    def _internal_error(self) -> None:
+        self.close(1011, "internal error")
+        if not self.closed and self.close_code is None:
+            self.close_code, self.close_reason = 1011, "internal error"
+
+    def _on_transport_drain(self, conn) -> None:
+        self._call(self.handlers.on_drain)
+
+    def _on_eof(self, conn) -> None:
+        # the peer's FIN: no close frame can follow
+        self.transport.close_after_drain()
+
+    def _on_transport_close(self, conn, exc) -> None:
+        self._cancel_timers()
+        if self.closed:
+            return
+        code, reason = (self.close_code, self.close_reason) if self.close_code is not None else (1006, "")
+        if self.protocol.close_received and self.protocol.close_code is not None and self.close_code is None:
+            code, reason = self.protocol.close_code, self.protocol.close_reason
+        self._closed(code, reason)
+
+    # -- closing -------------------------------------------------------------
+
+    def _finish_close(self, code: Optional[int] = None, reason: str = "") -> None:
+        """The close handshake is complete (or the connection failed): report, then close TCP after our frame."""
+        proto = self.protocol
+        if code is None:
+            code, reason = proto.close_code or 1005, proto.close_reason
+        if self.close_code is not None:  # a handler error decided the code
+            code, reason = self.close_code, self.close_reason
+        self.transport.close_after_drain()
+        t = self._timers.pop("close", None)
+        if t is not None:
+            self.loop.cancel_timer(t)
+        # the frame is on its way; do not wait forever for the peer to read it
+        self._timers["close"] = self.loop.add_timer(int(self.options.close_timeout * 1000), self.transport.close)
+        self._closed(code, reason)
+
+    def _close_timed_out(self) -> None:
+        self._timers.pop("close", None)
+        if not self.closed:
+            self.close_code, self.close_reason = 1006, "close timeout"
+        self.transport.close()
+
+    def _closed(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code, self.close_reason = code, reason
+        if self.hub is not None:
+            self.hub.forget(self)
+        cb = self.handlers.on_close
+        if cb is not None:
+            try:
+                cb(self, code, reason)
+            except Exception:
+                log.exception("WebSocket on_close raised")
+        if self.transport.closed:
+            self._cancel_timers()
+
+    def _cancel_timers(self) -> None:
+        for t in self._timers.values():
+            self.loop.cancel_timer(t)
+        self._timers.clear()
+
+    # -- keep-alive ------------------------------------------------------------
+
+    def _keepalive(self) -> None:
+        if self.closed or self.protocol.close_sent:
+            return
+        if self.options.ping_timeout and "pong" not in self._timers:
+            self._timers["pong"] = self.loop.add_timer(int(self.options.ping_timeout * 1000), self._pong_timeout)
+        self._write(self.protocol.ping(b""))
+
+    def _pong_timeout(self) -> None:
+        self._timers.pop("pong", None)
+        if not self.closed:
+            # the peer is presumed gone: our close frame, then TCP, no handshake wait
+            self._write(self.protocol.close(1011, "keepalive ping timeout"))
+            self.close_code, self.close_reason = 1011, "keepalive ping timeout"
+            self._finish_close()
+
+    def _idle_check(self) -> None:
+        self._timers.pop("idle", None)
+        if self.closed:
+            return
+        idle_ms = int(self.options.idle_timeout * 1000)  # type: ignore[operator]
+        left = self._last_active + idle_ms - self.loop.now_ms()
+        if left > 0:
+            self._timers["idle"] = self.loop.add_timer(left, self._idle_check)
+        else:
+            self.close(1001, "idle timeout")

@@ -1,0 +1,244 @@
+"""permessage-deflate (RFC 7692): negotiation in both roles and the codec.
+
+Memory (the reason for the defaults).  zlib's deflate state costs about
+``(1 << (wbits + 2)) + (1 << (mem_level + 9))`` bytes plus ~6 KiB, inflate
+``(1 << wbits)`` plus ~7 KiB.  Our compressor defaults to window bits 12 and
+memLevel 5 (websockets' choice): 16 KiB + 16 KiB.  Both zlib objects are made
+lazily on the first compressed message and dropped after each message when
+context takeover is off, so an idle connection costs nothing for
+compression; a busy one with context takeover costs ~32 KiB (deflate) +
+~39 KiB (inflate at the peer's default 15 bits; a server that answers
+``client_max_window_bits=N`` through ``peer_max_window_bits`` pays
+``2**N`` + 7 KiB instead).  See README "WebSocket" for measured figures.
+
+Window bits 8: zlib silently turns a raw deflate window of 8 into 9, which a
+peer limited to 8 could not inflate, so an offer that would make our
+compressor use 8 is declined (server) or failed (client).  Inflating always
+uses at least 9, which reads any 8-bit stream.
+
+Inflate bombs: ``inflate`` never produces more than ``cap + 1`` bytes
+(``max_length``), so a tiny frame that would expand to gigabytes costs at
+most the message limit before it is refused with 1009.
+"""
+import zlib
+from typing import Any, Dict, List, Optional, Tuple
+
+from .errors import WsHandshakeError, WsProtocolError
+
+EXTENSION = "permessage-deflate"
+_TAIL = b"\x00\x00\xff\xff"
+_PARAMS = ("server_no_context_takeover", "client_no_context_takeover",
+           "server_max_window_bits", "client_max_window_bits")
+
+Offer = Tuple[str, Dict[str, Optional[str]]]
+
+
+class DeflateOptions:
+    """Tuning for permessage-deflate (``compression=DeflateOptions(...)``; ``"deflate"`` = defaults).
+
+    ``window_bits`` / ``mem_level``: our compressor.  ``threshold``: messages
+    shorter than this are sent uncompressed.  ``no_context_takeover``: reset
+    our compressor after each message (less memory, worse ratio).
+    ``peer_max_window_bits``: ask the peer to compress with at most this
+    window (server: ``client_max_window_bits``, client: ``server_max_window_bits``),
+    which bounds our inflate memory.  ``level``: zlib level.
+    """
+
+    def __init__(self, window_bits: int = 12, mem_level: int = 5, threshold: int = 128,
+                 no_context_takeover: bool = False, peer_max_window_bits: Optional[int] = None,
+                 level: int = 6) -> None:
+        if not 9 <= window_bits <= 15:
+            raise ValueError("window_bits must be 9..15")
+        if peer_max_window_bits is not None and not 8 <= peer_max_window_bits <= 15:
+            raise ValueError("peer_max_window_bits must be 8..15")
+        self.window_bits = window_bits
+        self.mem_level = mem_level
+        self.threshold = threshold
+        self.no_context_takeover = no_context_takeover
+        self.peer_max_window_bits = peer_max_window_bits
+        self.level = level
+
+
+def options_from(compression) -> Optional[DeflateOptions]:
+    """``"deflate"`` -> defaults, None -> off, a ``DeflateOptions`` as is."""
+    if compression is None:
+        return None
+    if isinstance(compression, DeflateOptions):
+        return compression
+    if compression == "deflate":
+        return DeflateOptions()
+    raise ValueError("compression must be 'deflate', None or a DeflateOptions, got %r" % (compression,))
+
+
+class PerMessageDeflate:
+    """The negotiated codec of one connection (lazy zlib objects, see the module docstring)."""
+
+    __slots__ = ("compress_no_context", "compress_bits", "inflate_no_context", "inflate_bits",
+                 "mem_level", "level", "threshold", "_c", "_d")
+
+    def __init__(self, compress_no_context: bool, compress_bits: int, inflate_no_context: bool,
+                 inflate_bits: int, options: DeflateOptions) -> None:
+        self.compress_no_context = compress_no_context
+        self.compress_bits = compress_bits
+        self.inflate_no_context = inflate_no_context
+        self.inflate_bits = max(inflate_bits, 9)
+        self.mem_level = options.mem_level
+        self.level = options.level
+        self.threshold = options.threshold
+        self._c: Any = None
+        self._d: Any = None
+
+    def compress(self, data) -> bytes:
+        c = self._c
+        if c is None:
+            c = zlib.compressobj(self.level, zlib.DEFLATED, -self.compress_bits, self.mem_level)
+        out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+        self._c = None if self.compress_no_context else c
+        if out.endswith(_TAIL):
+            out = out[:-4]
+        return out or b"\x00"
+
+    def inflate(self, payload, cap: int) -> bytes:
+        """Inflate one frame's payload; more than ``cap`` bytes out -> 1009."""
+        d = self._d
+        if d is None:
+            d = self._d = zlib.decompressobj(-self.inflate_bits)
+        try:
+            out = d.decompress(payload, cap + 1)
+        except zlib.error as exc:
+            raise WsProtocolError(1007, "invalid compressed data: %s" % exc) from None
+        if len(out) > cap or d.unconsumed_tail:
+            self._d = None
+            raise WsProtocolError(1009, "message too big once inflated")
+        return out
+
+    def finish(self, cap: int) -> bytes:
+        """End of a compressed message: the implicit 00 00 ff ff tail."""
+        out = self.inflate(_TAIL, cap)
+        if self.inflate_no_context:
+            self._d = None
+        return out
+
+    @property
+    def memory_estimate(self) -> int:
+        """zlib bytes held now (formula above)."""
+        n = 0
+        if self._c is not None:
+            n += (1 << (self.compress_bits + 2)) + (1 << (self.mem_level + 9)) + 6144
+        if self._d is not None:
+            n += (1 << self.inflate_bits) + 7168
+        return n
+
+
+# -- header syntax --------------------------------------------------------------
+
+def parse_extensions(values: List[str]) -> List[Offer]:
+    """``Sec-WebSocket-Extensions`` values -> [(name, {param: value or None})] in order."""
+    out: List[Offer] = []
+    for value in values:
+        for item in value.split(","):
+            parts = [p.strip() for p in item.split(";")]
+            if not parts[0]:
+                continue
+            params: Dict[str, Optional[str]] = {}
+            for p in parts[1:]:
+                if not p:
+                    continue
+                k, eq, v = p.partition("=")
+                k = k.strip().lower()
+                v = v.strip()
+                if len(v) >= 2 and v[0] == v[-1] == '"':
+                    v = v[1:-1]
+                if k in params:
+                    params["\x00dup"] = k  # duplicate parameter: the offer is invalid
+                params[k] = v if eq else None
+            out.append((parts[0].lower(), params))
+    return out
+
+
+def _bits(v: Optional[str]) -> Optional[int]:
+    if v is None or not v.isdigit() or len(v) > 2:
+        return None
+    n = int(v)
+    return n if 8 <= n <= 15 else None
+
+
+def _valid(params: Dict[str, Optional[str]], server_side: bool) -> bool:
+    for k, v in params.items():
+        if k not in _PARAMS:
+            return False
+        if k.endswith("no_context_takeover") and v is not None:
+            return False
+        if k == "server_max_window_bits" and _bits(v) is None:
+            return False
+        if k == "client_max_window_bits" and (v is not None or not server_side) and _bits(v) is None:
+            return False
+    return True
+
+
+# -- server -----------------------------------------------------------------------
+
+def server_negotiate(offers: List[Offer], options: DeflateOptions) -> Optional[Tuple[str, PerMessageDeflate]]:
+    """The first acceptable permessage-deflate offer -> (response header value, codec), or None."""
+    for name, params in offers:
+        if name != EXTENSION or not _valid(params, True):
+            continue
+        resp = [EXTENSION]
+        smwb = _bits(params.get("server_max_window_bits"))
+        if smwb == 8:
+            continue  # see "Window bits 8" above
+        compress_bits = min(smwb or 15, options.window_bits)
+        compress_nc = "server_no_context_takeover" in params or options.no_context_takeover
+        if compress_nc:
+            resp.append("server_no_context_takeover")
+        inflate_nc = "client_no_context_takeover" in params
+        if inflate_nc:
+            resp.append("client_no_context_takeover")
+        if smwb is not None:
+            resp.append("server_max_window_bits=%d" % smwb)
+        inflate_bits = 15
+        if "client_max_window_bits" in params:
+            want = _bits(params["client_max_window_bits"]) or 15
+            if options.peer_max_window_bits is not None:
+                want = min(want, options.peer_max_window_bits)
+            if want < 15 or params["client_max_window_bits"] is not None:
+                resp.append("client_max_window_bits=%d" % want)
+            inflate_bits = want
+        codec = PerMessageDeflate(compress_nc, compress_bits, inflate_nc, inflate_bits, options)
+        return "; ".join(resp), codec
+    return None
+
+
+# -- client -----------------------------------------------------------------------
+
+def client_offer(options: DeflateOptions) -> str:
+    parts = [EXTENSION, "client_max_window_bits"]
+    if options.no_context_takeover:
+        parts.append("client_no_context_takeover")
+    if options.peer_max_window_bits is not None:
+        parts.append("server_max_window_bits=%d" % options.peer_max_window_bits)
+    return "; ".join(parts)
+
+
+def client_accept(values: List[str], options: Optional[DeflateOptions]) -> Optional[PerMessageDeflate]:
+    """Check the server's ``Sec-WebSocket-Extensions`` against our offer; the codec or None."""
+    accepted = parse_extensions(values)
+    if not accepted:
+        return None
+    if options is None:
+        raise WsHandshakeError("server accepted extension %r that was not offered" % accepted[0][0])
+    if len(accepted) > 1 or accepted[0][0] != EXTENSION:
+        raise WsHandshakeError("server accepted extensions that were not offered: %r" % values)
+    params = accepted[0][1]
+    if not _valid(params, False):
+        raise WsHandshakeError("invalid permessage-deflate parameters from the server: %r" % values)
+    smwb = _bits(params.get("server_max_window_bits"))
+    if options.peer_max_window_bits is not None and smwb is not None and smwb > options.peer_max_window_bits:
+        raise WsHandshakeError("server_max_window_bits=%d above our offer" % smwb)
+    cmwb = _bits(params.get("client_max_window_bits"))
+    if cmwb == 8:
+        raise WsHandshakeError("client_max_window_bits=8 cannot be honoured by zlib")
+    compress_bits = min(cmwb or 15, options.window_bits)
+    compress_nc = "client_no_context_takeover" in params or options.no_context_takeover
+    inflate_nc = "server_no_context_takeover" in params
+    return PerMessageDeflate(compress_nc, compress_bits, inflate_nc, smwb or 15, options)

@@ -1,0 +1,335 @@
+"""The WebSocket protocol state machine (RFC 6455), sans-I/O, for both roles.
+
+Bytes in (``receive_data``) -> events out; frames to send come back from the
+``send_*`` methods as lists of buffers, and frames the protocol answers on
+its own (pong, the close echo, the close that fails a connection) come from
+``data_to_send()``: call it after handling each receive's events.
+
+Events are tuples: ``(MESSAGE, data, is_text)`` (str for text, bytes for
+binary), ``(PING, payload)``, ``(PONG, payload)``, ``(CLOSE, code, reason)``.
+
+Invariants
+----------
+* Every header is validated before its payload is buffered; each violation
+  maps to one close code (the table in ``_check``/``_handle``): 1002
+  protocol, 1007 bad UTF-8 or bad compressed data, 1009 too big, 1008 too
+  many fragments.  Bad input never raises out of ``receive_data``: the
+  connection is failed with a close frame and a CLOSE event.
+* A fragmented message is one growing bytearray and a fragment counter:
+  a million one-byte fragments cost no Python object each.
+* Text is UTF-8-checked fragment by fragment (incremental decoder), so an
+  invalid byte fails the connection when it arrives, not at the end.
+* After a close frame is received, or after the connection failed, input is
+  ignored; after our close frame is sent, nothing else is sent.
+"""
+import codecs
+import os
+from typing import Any, List, Optional
+
+from .deflate import PerMessageDeflate
+from .errors import WsProtocolError
+from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, KNOWN_OPCODES, FrameParser,
+                     close_payload, frame_header, valid_close_code)
+from .._ffi import ws_mask
+
+OPEN, CLOSING, CLOSED = 1, 2, 3
+MESSAGE, PING, PONG, CLOSE = 1, 2, 3, 4
+
+MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB, as websockets
+MAX_FRAGMENTS = 16384  # more is a slow-drip attack, not a real sender (1008)
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+_KEY_BATCH = 4096  # os.urandom once per 1024 client frames
+
+
+class Protocol:
+    """One WebSocket connection's protocol state (``client=True`` for the client role)."""
+
+    def __init__(self, client: bool = False, max_message_size: Optional[int] = MAX_MESSAGE_SIZE,
+                 max_frame_size: Optional[int] = None, max_fragments: Optional[int] = MAX_FRAGMENTS,
+                 deflate: Optional[PerMessageDeflate] = None) -> None:
+        self.client = client
+        self.max_message_size = max_message_size or (1 << 62)
+        self.max_frame_size = max_frame_size or (1 << 62)
+        self.max_fragments = max_fragments or (1 << 62)
+        self.deflate = deflate
+        self.state = OPEN
+        self.close_sent = False
+        self.close_received = False
+        self.close_code: Optional[int] = None  # the code reported in the CLOSE event
+        self.close_reason = ""
+        self.outgoing: List[bytes] = []
+        self._parser = FrameParser(self._check)
+        self._msg_op = 0  # opcode of the message in progress, 0 = none
+        self._msg = bytearray()
+        self._raw_len = 0  # wire bytes of the message in progress
+        self._fragments = 0
+        self._compressed = False
+        self._utf8: Any = None
+        self._keys = b""
+        self._key_pos = 0
+        self._pending_close: Any = None  # (code, reason) to send at the next data_to_send()
+        self._partial: Any = None  # [decoder, bytes checked] for a text frame still arriving
+
+    # -- receiving ----------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for incomplete input (frame tail + message so far)."""
+        return self._parser.buffered + len(self._msg)
+
+    def receive_data(self, data) -> list:
+        if self.close_received or self.state == CLOSED:
+            return []
+        parser = self._parser
+        events: list = []
+        parser.feed(data)
+        ok = False
+        try:
+            while not self.close_received:
+                frame = parser.next_frame()
+                if frame is None:
+                    break
+                self._handle(frame, events)
+            ok = not self.close_received
+            if ok:
+                self._check_partial_text(parser)
+        except WsProtocolError as exc:
+            self._fail(exc.code, exc.reason, events)
+        finally:
+            parser.done(keep=ok)
+        return events
+
+    def _check_partial_text(self, parser: FrameParser) -> None:
+        """Fail fast inside a text frame still arriving: UTF-8-check the payload seen so far.
+
+        A copy of the message's decoder state advances over the new bytes of
+        the incomplete frame only (``_partial_seen`` remembers how far), so a
+        large frame in many reads is checked in linear time; the frame is
+        checked again as a whole when it completes.
+        """
+        pending = parser.pending_payload()
+        if pending is None:
+            self._partial = None
+            return
+        opcode, rsv1, key, view = pending
+        if opcode == OP_TEXT and not self._msg_op and not rsv1:
+            base = None
+        elif opcode == OP_CONT and self._utf8 is not None and not self._compressed:
+            base = self._utf8
+        else:
+            self._partial = None
+            return
+        if self._partial is None:
+            dec = _utf8_decoder()
+            if base is not None:
+                dec.setstate(base.getstate())
+            self._partial = [dec, 0]
+        dec, seen = self._partial
+        if len(view) <= seen:
+            return
+        chunk = view[seen:]
+        data = ws_mask(chunk, key, seen & 3) if key is not None else bytes(chunk)
+        self._partial[1] = len(view)
+        try:
+            dec.decode(data, False)
+        except UnicodeDecodeError:
+            raise WsProtocolError(1007, "invalid UTF-8 in a text message") from None
+
+    def data_to_send(self) -> List[bytes]:
+        """Frames the protocol sends on its own; the close that answers or fails comes last.
+
+        The close frame is made here, not when the close arrived or the input
+        went bad, so that messages received before it in the same read can
+        still be answered first (their replies leave before our close).
+        """
+        pending = self._pending_close
+        if pending is not None:
+            self._pending_close = None
+            self.outgoing.extend(self.close(*pending))
+        out = self.outgoing
+        self.outgoing = []
+        return out
+
+    def take_outgoing(self) -> List[bytes]:
+        """The pongs queued so far, without the pending close (send them in event order)."""
+        out = self.outgoing
+        self.outgoing = []
+        return out
+
+    def _check(self, fin: bool, rsv: int, opcode: int, length: int, masked: bool) -> None:
+        if masked == self.client:
+            raise WsProtocolError(1002, "masked frame from the server" if self.client
+                                  else "unmasked frame from the client")
+        if opcode not in KNOWN_OPCODES:
+            raise WsProtocolError(1002, "unknown opcode %d" % opcode)
+        if opcode >= 8:
+            if rsv:
+                raise WsProtocolError(1002, "reserved bits set on a control frame")
+            if length > 125:
+                raise WsProtocolError(1002, "control frame payload over 125 bytes")
+            if not fin:
+                raise WsProtocolError(1002, "fragmented control frame")
+            return
+        if rsv & 3 or (rsv & 4 and (self.deflate is None or opcode == OP_CONT)):
+            raise WsProtocolError(1002, "reserved bits set without a negotiated extension")
+        if opcode == OP_CONT:
+            if not self._msg_op:
+                raise WsProtocolError(1002, "continuation frame with no message to continue")
+            if self._fragments >= self.max_fragments:
+                raise WsProtocolError(1008, "more than %d fragments in a message" % self.max_fragments)
+        elif self._msg_op:
+            raise WsProtocolError(1002, "new data frame inside a fragmented message")
+        if length > self.max_frame_size:
+            raise WsProtocolError(1009, "frame of %d bytes over max_frame_size" % length)
+        if (self._raw_len if opcode == OP_CONT else 0) + length > self.max_message_size:
+            raise WsProtocolError(1009, "message over max_message_size (%d bytes)" % self.max_message_size)
+
+    def _handle(self, frame, events: list) -> None:
+        fin, rsv, opcode, payload = frame
+        self._partial = None
+        if opcode >= 8:
+            self._control(opcode, payload, events)
+            return
+        if opcode != OP_CONT:
+            self._msg_op = opcode
+            self._compressed = bool(rsv & 4)
+            self._fragments = 1
+            self._raw_len = 0
+            if fin and not self._compressed:  # the common case: one frame, one message
+                self._msg_op = 0
+                if opcode == OP_TEXT:
+                    try:
+                        events.append((MESSAGE, payload.decode("utf-8"), True))
+                    except UnicodeDecodeError:
+                        raise WsProtocolError(1007, "invalid UTF-8 in a text message") from None
+                else:
+                    events.append((MESSAGE, bytes(payload), False))
+                return
+            if opcode == OP_TEXT:
+                self._utf8 = _utf8_decoder()
+        else:
+            self._fragments += 1
+        self._raw_len += len(payload)
+        msg = self._msg
+        if self._compressed:
+            payload = self.deflate.inflate(payload, self.max_message_size - len(msg))  # type: ignore[union-attr]
+            if fin:
+                payload += self.deflate.finish(self.max_message_size - len(msg) - len(payload))  # type: ignore
+        utf8 = self._utf8
+        if utf8 is not None:
+            try:
+                utf8.decode(payload, fin)  # fail fast: the first invalid byte, in this fragment
+            except UnicodeDecodeError:
+                raise WsProtocolError(1007, "invalid UTF-8 in a text message") from None
+        msg += payload
+        if not fin:
+            return
+        op = self._msg_op
+        self._msg_op = 0
+        self._utf8 = None
+        data = bytes(msg)
+        del msg[:]
+        if op == OP_TEXT:
+            events.append((MESSAGE, data.decode("utf-8"), True))
+        else:
+            events.append((MESSAGE, data, False))
+
+    def _control(self, opcode: int, payload, events: list) -> None:
+        if opcode == OP_PING:
+            if not self.close_sent:
+                self.outgoing.extend(self._frame(OP_PONG, payload))
+            events.append((PING, bytes(payload)))
+        elif opcode == OP_PONG:
+            events.append((PONG, bytes(payload)))
+        else:
+            n = len(payload)
+            if n == 1:
+                raise WsProtocolError(1002, "close frame with a 1-byte payload")
+            code, reason = 1005, ""
+            if n >= 2:
+                code = (payload[0] << 8) | payload[1]
+                if not valid_close_code(code):
+                    raise WsProtocolError(1002, "invalid close code %d" % code)
+                try:
+                    reason = bytes(payload[2:]).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise WsProtocolError(1007, "invalid UTF-8 in the close reason") from None
+            self.close_received = True
+            if not self.close_sent:
+                self._pending_close = (code if code != 1005 else None, "")
+            self.state = CLOSED
+            if self.close_code is None:
+                self.close_code, self.close_reason = code, reason
+            events.append((CLOSE, code, reason))
+
+    def _fail(self, code: int, reason: str, events: list) -> None:
+        """Fail the connection (RFC 6455 7.1.7): our close frame, then no more input."""
+        if not self.close_sent:
+            self._pending_close = (code, reason)
+        self.close_received = True  # input is ignored from now on
+        self.state = CLOSED
+        self._msg_op = 0
+        del self._msg[:]
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        events.append((CLOSE, code, reason))
+
+    # -- sending ------------------------------------------------------------
+
+    def _mask_key(self) -> bytes:
+        pos = self._key_pos
+        if pos + 4 > len(self._keys):
+            self._keys = os.urandom(_KEY_BATCH)
+            pos = 0
+        self._key_pos = pos + 4
+        return self._keys[pos : pos + 4]
+
+    def _frame(self, opcode: int, payload, fin: bool = True, rsv1: bool = False) -> List[bytes]:
+        if self.client:
+            key = self._mask_key()
+            return [frame_header(opcode, len(payload), fin, rsv1, key), ws_mask(payload, key)]  # type: ignore
+        head = frame_header(opcode, len(payload), fin, rsv1)
+        return [head, payload] if payload else [head]
+
+    def send_message(self, data, is_text: bool) -> List[bytes]:
+        """Frames for one message (compressed when negotiated and over the threshold)."""
+        if self.close_sent:
+            return []
+        payload = data.encode("utf-8") if is_text else data
+        rsv1 = False
+        d = self.deflate
+        if d is not None and len(payload) >= d.threshold:
+            payload = d.compress(payload)
+            rsv1 = True
+        return self._frame(OP_TEXT if is_text else OP_BINARY, payload, True, rsv1)
+
+    def send_text(self, text: str) -> List[bytes]:
+        return self.send_message(text, True)
+
+    def send_binary(self, data) -> List[bytes]:
+        return self.send_message(data, False)
+
+    def send_fragment(self, opcode: int, data, fin: bool) -> List[bytes]:
+        """One uncompressed fragment (``opcode`` OP_TEXT/OP_BINARY first, then OP_CONT)."""
+        if self.close_sent:
+            return []
+        return self._frame(opcode, data, fin)
+
+    def ping(self, payload=b"") -> List[bytes]:
+        if len(payload) > 125:
+            raise ValueError("ping payload over 125 bytes")
+        return [] if self.close_sent else self._frame(OP_PING, payload)
+
+    def pong(self, payload=b"") -> List[bytes]:
+        if len(payload) > 125:
+            raise ValueError("pong payload over 125 bytes")
+        return [] if self.close_sent else self._frame(OP_PONG, payload)
+
+    def close(self, code: Optional[int] = 1000, reason: str = "") -> List[bytes]:
+        """Our close frame (once); state CLOSING until the peer's arrives."""
+        if self.close_sent:
+            return []
+        self.close_sent = True
+        if self.state == OPEN:
+            self.state = CLOSING
+        return self._frame(OP_CLOSE, close_payload(code, reason))

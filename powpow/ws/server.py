@@ -1,0 +1,305 @@
+"""WebSocket servers: ``upgrade(req, res, ...)`` from an HTTP handler, and ``WsServer``.
+
+``upgrade`` validates the handshake (see ``handshake.check_request``),
+negotiates the subprotocol and permessage-deflate, writes the 101 through
+``res.upgrade(headers)`` -- the HTTP server's handover seam: the 101 leaves
+after any earlier pipelined answer, then HTTP forgets the connection -- and
+feeds the bytes that arrived behind the request to the new protocol.  A
+handler refuses a WebSocket by answering normally (any status and body)
+instead of calling ``upgrade``.
+
+``WsServer`` is an ``HttpServer`` whose handler upgrades every request
+(``handshake_timeout`` is its header timeout), plus graceful shutdown:
+close 1001 to every open WebSocket, wait at most ``grace`` seconds, stop.
+
+Broadcast and topics frame a message once (one ``bytes``, uncompressed:
+RSV1 clear is valid whatever was negotiated) and queue that same object on
+every recipient; a recipient over ``max_buffered`` is skipped (or closed,
+``slow_consumer="close"``) and reported as failed.
+"""
+import logging
+import signal
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set
+
+from ..http import HttpServer
+from ..net.errors import ConnectionLost
+from . import deflate as _deflate
+from .connection import Handlers, SendStatus, WebSocket, WsOptions
+from .frames import OP_BINARY, OP_TEXT, frame_header
+from .handshake import accept_key, check_request, header_tokens
+from .protocol import Protocol
+
+log = logging.getLogger("powpow.ws")
+
+
+def encode_frame(message) -> bytes:
+    """A whole unmasked server frame for ``message`` (str -> text, bytes -> binary)."""
+    if isinstance(message, str):
+        payload = message.encode("utf-8")
+        return frame_header(OP_TEXT, len(payload)) + payload
+    return frame_header(OP_BINARY, len(message)) + bytes(message)
+
+
+def broadcast(clients: Iterable[WebSocket], message, deadline: Optional[float] = None,
+              on_late: Optional[Callable[[List[WebSocket]], object]] = None) -> List[WebSocket]:
+    """Send ``message`` to every client with one shared frame; returns the clients that failed now.
+
+    With ``deadline`` (seconds): a client that has not taken the whole frame
+    by then (its transport's ``bytes_sent`` has not passed the frame's end)
+    is closed with 1013 (try again later) and reported to ``on_late(list)``.
+    """
+    frame = encode_frame(message)
+    failed = []
+    waiting = []
+    for ws in clients:
+        if ws.send_frame_bytes(frame) == SendStatus.DROPPED:
+            failed.append(ws)
+        elif deadline is not None:
+            t = ws.transport
+            waiting.append((ws, t.bytes_sent + t.queued_bytes))
+    if waiting:
+        loop = waiting[0][0].loop
+
+        def check() -> None:
+            late = [ws for ws, end in waiting if not ws.closed and ws.transport.bytes_sent < end]
+            for ws in late:
+                ws.close(1013, "broadcast deadline")
+            if late and on_late is not None:
+                on_late(late)
+
+        loop.add_timer(int(deadline * 1000), check)  # type: ignore[operator]
+    return failed
+
+
+class Hub:
+    """Local pub/sub: topic -> set of WebSockets; a socket leaves every topic when it closes."""
+
+    def __init__(self) -> None:
+        self.topics: Dict[str, Set[WebSocket]] = {}
+        self.fanout: Any = None  # a redis.RedisFanout relaying publishes across processes, or None
+
+    def subscribe(self, ws: WebSocket, topic: str) -> None:
+        self.topics.setdefault(topic, set()).add(ws)
+        if ws.topics is None:
+            ws.topics = set()
+        ws.topics.add(topic)
+
+    def unsubscribe(self, ws: WebSocket, topic: str) -> None:
+        subs = self.topics.get(topic)
+        if subs is not None:
+            subs.discard(ws)
+            if not subs:
+                del self.topics[topic]
+        if ws.topics:
+            ws.topics.discard(topic)
+
+    def forget(self, ws: WebSocket) -> None:
+        for topic in list(ws.topics or ()):
+            self.unsubscribe(ws, topic)
+
+    def publish(self, topic: str, message) -> List[WebSocket]:
+        """Deliver to the local subscribers now, and through Redis to other processes (once)."""
+        if self.fanout is not None:
+            self.fanout.publish(topic, message)
+        return self.publish_local(topic, message)
+
+    def publish_local(self, topic: str, message) -> List[WebSocket]:
+        subs = self.topics.get(topic)
+        return broadcast(list(subs), message) if subs else []
+
+    def subscribers(self, topic: str) -> int:
+        return len(self.topics.get(topic, ()))
+
+
+def _refuse(res, status: int, reason: str) -> None:
+    headers = [("Sec-WebSocket-Version", "13")]
+    if status == 426:
+        headers.append(("Upgrade", "websocket"))
+    res.send((reason + "\n").encode(), status=status, headers=headers)
+
+
+def upgrade(req, res, on_message: Optional[Callable] = None, on_open: Optional[Callable] = None,
+            on_close: Optional[Callable] = None, on_ping: Optional[Callable] = None,
+            on_pong: Optional[Callable] = None, on_drain: Optional[Callable] = None,
+            subprotocols=(), hub: Optional[Hub] = None, headers=None, context=None,
+            **options) -> Optional[WebSocket]:
+    """Answer ``req`` with a 101 and return the open ``WebSocket``; on a bad handshake answer 400/426, return None.
+
+    ``subprotocols``: ours, in preference order (the first the client also
+    offers wins).  ``headers``: extra pairs for the 101.  ``options``: the
+    ``WsOptions`` names (max_message_size, ping_interval, compression, ...).
+    """
+    opts = options.pop("_options", None) or WsOptions.pick(options)
+    if options:
+        raise TypeError("unknown upgrade option(s): %s" % ", ".join(sorted(options)))
+    bad = check_request(req)
+    if bad is not None:
+        _refuse(res, *bad)
+        return None
+    key = req.headers.get("sec-websocket-key").strip()
+    out = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept_key(key))]
+    chosen = None
+    offered = header_tokens(req.headers.get("sec-websocket-protocol"))
+    for p in subprotocols:
+        if p.lower() in offered:
+            chosen = p
+            out.append(("Sec-WebSocket-Protocol", p))
+            break
+    codec = None
+    dopts = _deflate.options_from(opts.compression)
+    if dopts is not None:
+        ext_values = req.headers.get_all("sec-websocket-extensions")
+        if ext_values:
+            got = _deflate.server_negotiate(_deflate.parse_extensions(ext_values), dopts)
+            if got is not None:
+                out.append(("Sec-WebSocket-Extensions", got[0]))
+                codec = got[1]
+    if headers:
+        out.extend(headers.items() if hasattr(headers, "items") else headers)
+    try:
+        conn, rest = res.upgrade(out)
+    except ConnectionLost:
+        return None
+    proto = Protocol(False, opts.max_message_size, opts.max_frame_size, opts.max_fragments, codec)
+    ws = WebSocket(conn, proto, Handlers(on_open, on_message, on_close, on_ping, on_pong, on_drain), opts,
+                   request=req, subprotocol=chosen, hub=hub)
+    ws.context = context
+    if on_open is not None:
+        ws._call(on_open)
+    if rest and not ws.closed:
+        ws._on_data(conn, memoryview(rest))
+    return ws
+
+
+class WsServer:
+    """A standalone WebSocket server: every request is a handshake (see the module docstring).
+
+    ``WsServer(on_message=..., on_open=..., on_close=..., subprotocols=(), loop=None,
+    max_connections=10000, **ws options)``; ``listen(port, host)``, ``listen_unix(path)``,
+    ``run()`` (SIGINT/SIGTERM: graceful), ``shutdown(grace=5.0)``, ``publish(topic, message)``,
+    ``clients`` (the open WebSockets), ``port``, ``close()``.
+    """
+
+    def __init__(self, on_message: Optional[Callable] = None, on_open: Optional[Callable] = None,
+                 on_close: Optional[Callable] = None, on_ping: Optional[Callable] = None,
+                 on_pong: Optional[Callable] = None, on_drain: Optional[Callable] = None,
+                 subprotocols=(), loop=None, max_connections: int = 10000, redis=None,
+                 redis_prefix: str = "powpow:", **options) -> None:
+        self.redis = redis  # None, "host:port", or (host, port): publish across processes
+        self.redis_prefix = redis_prefix
+        self.options = WsOptions.pick(options)
+        if options:
+            raise TypeError("unknown WsServer option(s): %s" % ", ".join(sorted(options)))
+        self.handlers = dict(on_message=on_message, on_open=on_open, on_close=self._on_close, on_ping=on_ping,
+                             on_pong=on_pong, on_drain=on_drain)
+        self._user_on_close = on_close
+        self.subprotocols = tuple(subprotocols)
+        self.hub = Hub()
+        self.clients: Set[WebSocket] = set()
+        self._draining = False
+        self._timers: list = []
+        self.http = HttpServer(self._handle, loop=loop, max_connections=max_connections, max_body=0,
+                               header_timeout=self.options.handshake_timeout,
+                               keepalive_timeout=self.options.handshake_timeout)
+
+    @property
+    def loop(self):
+        return self.http.loop
+
+    @property
+    def port(self) -> Optional[int]:
+        return self.http.port
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.clients)
+
+    def listen(self, port: int = 0, host: str = "0.0.0.0") -> "WsServer":
+        self.http.listen(port, host)
+        self._start_fanout()
+        return self
+
+    def listen_unix(self, path: str, mode: int = 0o660) -> "WsServer":
+        self.http.listen_unix(path, mode)
+        self._start_fanout()
+        return self
+
+    def _start_fanout(self) -> None:
+        if self.redis is None or self.hub.fanout is not None:
+            return
+        from .redis import RedisFanout
+        if isinstance(self.redis, str):
+            host, _, port = self.redis.rpartition(":")
+            addr = (host or "127.0.0.1", int(port))
+        else:
+            addr = tuple(self.redis)
+        self.hub.fanout = RedisFanout(self.loop, self.hub, addr[0], int(addr[1]), self.redis_prefix)
+
+    def _handle(self, req, res) -> None:
+        if self._draining:
+            res.send(b"shutting down\n", status=503)
+            return
+        ws = upgrade(req, res, subprotocols=self.subprotocols, hub=self.hub, _options=self.options,
+                     **self.handlers)
+        if ws is not None and not ws.closed:
+            self.clients.add(ws)
+
+    def _on_close(self, ws, code, reason) -> None:
+        self.clients.discard(ws)
+        if self._user_on_close is not None:
+            self._user_on_close(ws, code, reason)
+
+    def publish(self, topic: str, message) -> List[WebSocket]:
+        return self.hub.publish(topic, message)
+
+    def broadcast(self, message) -> List[WebSocket]:
+        return broadcast(list(self.clients), message)
+
+    def run(self) -> None:
+        loop = self.http._ensure_loop()
+        loop.add_signal(signal.SIGINT, lambda s: self.shutdown())
+        loop.add_signal(signal.SIGTERM, lambda s: self.shutdown())
+        try:
+            loop.run()
+        finally:
+            loop.remove_signal(signal.SIGINT)
+            loop.remove_signal(signal.SIGTERM)
+            self.close()
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Close 1001 to every WebSocket, wait for them at most ``grace`` s, then stop the HTTP side and loop."""
+        if self._draining:
+            return
+        self._draining = True
+        loop = self.loop
+        for ws in list(self.clients):
+            ws.close(1001, "server shutting down")
+        self._timers.append(loop.add_timer(int(grace * 1000), self._force_stop))
+        self._timers.append(loop.add_interval(20, self._check_closed))
+        self._check_closed()
+
+    def _check_closed(self) -> None:
+        if not any(not ws.transport.closed for ws in self.clients):
+            self._force_stop()
+
+    def _force_stop(self) -> None:
+        loop = self.loop
+        for t in self._timers:
+            loop.cancel_timer(t)
+        self._timers = []
+        for ws in list(self.clients):
+            ws.transport.close()
+        self.http.shutdown(0.5)
+
+    def close(self) -> None:
+        if self.hub.fanout is not None:
+            self.hub.fanout.close()
+            self.hub.fanout = None
+        loop = self.loop
+        if loop is not None:
+            for t in self._timers:
+                loop.cancel_timer(t)
+        self._timers = []
+        for ws in list(self.clients):
+            ws.transport.close()
+        self.http.close()

@@ -1,0 +1,282 @@
+"""WebSocket server: upgrade from a handler, the handshake checks, callbacks, limits, keep-alive, shutdown."""
+import queue
+import socket
+import struct
+import time
+
+import pytest
+
+import powpow
+from powpow.ws import SendStatus, WsClosed, connect_sync, upgrade
+from powpow.ws.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameParser, build_frame, close_payload
+
+from ._ws import handshake, http_serving, read_head, read_until_closed, wait_for, ws_serving
+
+M = b"\x01\x02\x03\x04"
+
+
+def server_frames(data):
+    return [(o, bytes(p)) for f, r, o, p in FrameParser(lambda *a: None).feed_all(data)]
+
+
+def echo(ws, data, is_text):
+    ws.send(data)
+
+
+def test_upgrade_from_handler_hands_over_the_bytes_behind_the_request():
+    seen = queue.Queue()
+
+    def handler(req, res):
+        if req.path == "/ws":
+            upgrade(req, res, on_message=lambda ws, d, t: (seen.put((ws.request.path, ws.client_ip)), ws.send(d)))
+        else:
+            res.send(b"plain")
+
+    with http_serving(handler) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            # the first frame travels in the same packet as the handshake
+            s.sendall(handshake(path="/ws") + build_frame(OP_TEXT, b"early", mask=M))
+            head, rest = read_head(s)
+            assert head.startswith(b"HTTP/1.1 101 ")
+            assert b"Sec-WebSocket-Accept: " in head
+            while len(rest) < 7:
+                rest += s.recv(100)
+            assert server_frames(rest) == [(OP_TEXT, b"early")]
+            assert seen.get(timeout=2) == ("/ws", "127.0.0.1")
+
+
+BAD = [
+    ("POST", handshake(method=b"POST"), 400),
+    ("HTTP/1.0", handshake(proto=b"HTTP/1.0"), 400),
+    ("no Upgrade", b"GET / HTTP/1.1\r\nHost: x\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   b"Sec-WebSocket-Version: 13\r\n\r\n", 426),
+    ("no Connection upgrade", handshake().replace(b"Connection: Upgrade", b"Connection: keep-alive"), 400),
+    ("version 8", handshake(version=b"8"), 426),
+    ("short key", handshake(key=b"c2hvcnQ="), 400),
+    ("key not base64", handshake(key=b"!!!!!!!!!!!!!!!!!!!!!!=="), 400),
+]
+
+
+@pytest.mark.parametrize("name,request_bytes,status", BAD, ids=[b[0] for b in BAD])
+def test_bad_handshakes_are_refused(name, request_bytes, status):
+    with ws_serving(on_message=echo) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(request_bytes)
+            head, _ = read_head(s)
+            assert head.startswith(b"HTTP/1.1 %d " % status), head
+            assert b"Sec-WebSocket-Version: 13" in head
+
+
+def test_handler_refuses_with_any_status():
+    def handler(req, res):
+        if req.headers.get("authorization") != "yes":
+            res.send(b"go away", status=403)
+            return
+        upgrade(req, res, on_message=echo)
+
+    with http_serving(handler) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(handshake())
+            data, _ = read_until_closed(s, 1.0)
+            assert data.startswith(b"HTTP/1.1 403 ") and data.endswith(b"go away")
+        with connect_sync("ws://127.0.0.1:%d/" % srv.port, headers={"Authorization": "yes"}) as c:
+            c.send("ok")
+            assert c.recv() == "ok"
+
+
+@pytest.mark.parametrize("compression", ["deflate", None])
+def test_websockets_library_as_client(compression):
+    from websockets.sync.client import connect
+
+    opened = queue.Queue()
+    with ws_serving(on_message=echo, subprotocols=("superchat", "chat"),
+                    on_open=lambda ws: opened.put(ws.subprotocol), compression=compression) as srv:
+        with connect("ws://127.0.0.1:%d/x" % srv.port, subprotocols=["chat", "superchat"],
+                     compression="deflate", max_size=2 << 20) as w:
+            assert w.subprotocol == "superchat" and opened.get(timeout=2) == "superchat"
+            ext = w.response.headers.get("Sec-WebSocket-Extensions")
+            assert (ext is not None) == (compression is not None)
+            for msg in ["", "é" * 10, "x" * 70000, b"", b"\x00\xff" * 40000, bytes(range(256)) * 3000]:
+                w.send(msg)
+                assert w.recv() == msg
+            w.send(["frag", "mented ", "text"])  # a fragmented message
+            assert w.recv() == "fragmented text"
+            w.close(4000, "done")
+            assert w.close_code == 4000
+
+
+def test_on_close_gets_the_peer_code_and_callbacks_order():
+    events = queue.Queue()
+    with ws_serving(on_open=lambda ws: events.put("open"),
+                    on_message=lambda ws, d, t: events.put(("msg", d, t)),
+                    on_close=lambda ws, c, r: events.put(("close", c, r)),
+                    on_ping=lambda ws, p: events.put(("ping", p))) as srv:
+        c = connect_sync("ws://127.0.0.1:%d/" % srv.port)
+        c.send(b"bin")
+        c.ping(b"hi")
+        assert c.close(4001, "bye") == 4001  # echoed
+        got = [events.get(timeout=2) for _ in range(4)]
+        assert got == ["open", ("msg", b"bin", False), ("ping", b"hi"), ("close", 4001, "bye")]
+        assert wait_for(lambda: srv.connection_count == 0)
+
+
+@pytest.mark.parametrize("wire,code", [
+    (build_frame(OP_TEXT, b"unmasked"), 1002),
+    (build_frame(OP_TEXT, b"\xff", mask=M), 1007),
+    (build_frame(OP_BINARY, b"x" * 5000, mask=M), 1009),
+    (build_frame(OP_CLOSE, b"\x03", mask=M), 1002),
+])
+def test_bad_frames_close_with_the_code_then_tcp(wire, code):
+    with ws_serving(on_message=echo, max_message_size=4096) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(handshake())
+            _, rest = read_head(s)
+            s.sendall(wire)
+            data, how = read_until_closed(s, 3)
+            frames = server_frames(rest + data)
+            assert frames[-1][0] == OP_CLOSE and struct.unpack("!H", frames[-1][1][:2])[0] == code
+            assert how == "eof"  # our close frame arrived, then FIN (no RST eating it)
+
+
+def test_handler_exception_closes_with_1011():
+    def boom(ws, data, is_text):
+        raise RuntimeError("handler bug")
+
+    with ws_serving(on_message=boom) as srv:
+        c = connect_sync("ws://127.0.0.1:%d/" % srv.port)
+        c.send("x")
+        with pytest.raises(WsClosed) as e:
+            c.recv()
+        assert e.value.code == 1011
+        c.close()
+
+
+def test_auto_ping_and_pong_timeout_1011():
+    closed = queue.Queue()
+    with ws_serving(on_message=echo, ping_interval=0.1, ping_timeout=0.2,
+                    on_close=lambda ws, c, r: closed.put((c, r))) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(handshake())
+            _, rest = read_head(s)
+            t0 = time.monotonic()
+            data, how = read_until_closed(s, 3)  # never answers the pings
+            frames = server_frames(rest + data)
+            assert frames[0][0] == OP_PING
+            assert frames[-1] == (OP_CLOSE, close_payload(1011, "keepalive ping timeout"))
+            assert time.monotonic() - t0 < 2.0
+        assert closed.get(timeout=6)[0] == 1011
+    # a client that answers pings stays open across many intervals
+    with ws_serving(on_message=echo, ping_interval=0.05, ping_timeout=0.1) as srv:
+        c = connect_sync("ws://127.0.0.1:%d/" % srv.port)
+        for i in range(6):
+            time.sleep(0.06)
+            c.send("still here %d" % i)
+            assert c.recv() == "still here %d" % i  # recv reads the pings and answers them
+        assert c.close() == 1000
+
+
+def test_idle_timeout_closes_1001():
+    with ws_serving(on_message=echo, idle_timeout=0.3, ping_interval=None) as srv:
+        c = connect_sync("ws://127.0.0.1:%d/" % srv.port)
+        t0 = time.monotonic()
+        c.send("a")
+        assert c.recv() == "a"
+        with pytest.raises(WsClosed) as e:
+            c.recv(timeout=3)
+        assert e.value.code == 1001 and 0.25 < time.monotonic() - t0 < 2
+        c.close()
+
+
+def test_close_timeout_when_peer_never_answers():
+    def on_open(ws):
+        ws.close(1000, "bye")
+
+    with ws_serving(on_open=on_open, close_timeout=0.3) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(handshake())
+            _, rest = read_head(s)
+            t0 = time.monotonic()
+            data, how = read_until_closed(s, 3)
+            assert server_frames(rest + data) == [(OP_CLOSE, close_payload(1000, "bye"))]
+            assert how in ("eof", "reset") and time.monotonic() - t0 < 2
+        assert wait_for(lambda: srv.connection_count == 0)
+
+
+def test_send_status_backpressure_and_drain():
+    results = queue.Queue()
+
+    def on_open(ws):
+        big = b"x" * 100_000
+        statuses = [ws.send(big) for _ in range(200)]
+        results.put(statuses)
+
+    with ws_serving(on_open=on_open, on_drain=lambda ws: results.put("drain"), high_water=200_000,
+                    low_water=50_000, max_buffered=1_000_000, compression=None) as srv:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+            s.settimeout(5)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(handshake())
+            read_head(s)
+            statuses = results.get(timeout=3)
+            assert statuses[0] == SendStatus.SENT
+            assert SendStatus.BUFFERED in statuses and statuses[-1] == SendStatus.DROPPED
+            end = time.monotonic() + 5
+            while results.empty() and time.monotonic() < end:
+                s.recv(1 << 20)
+            assert results.get(timeout=1) == "drain"
+
+
+def test_graceful_shutdown_sends_1001_and_never_hangs():
+    srv_box = []
+    with ws_serving(on_message=echo) as srv:
+        srv_box.append(srv)
+        clients = [connect_sync("ws://127.0.0.1:%d/" % srv.port) for _ in range(5)]
+        silent = socket.create_connection(("127.0.0.1", srv.port), timeout=5)  # never answers the close
+        silent.sendall(handshake())
+        read_head(silent)
+        for c in clients:
+            c.send("hi")
+            assert c.recv() == "hi"
+        t0 = time.monotonic()
+        srv.loop.post(lambda: srv.shutdown(grace=1.0))
+        for c in clients:
+            with pytest.raises(WsClosed) as e:
+                c.recv(timeout=3)
+            assert e.value.code == 1001
+            c.close()
+        assert wait_for(lambda: not srv.loop.is_running, 3)
+        assert time.monotonic() - t0 < 2.5  # bounded by grace even with a silent peer
+        silent.close()
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(TypeError):
+        powpow.WsServer(on_mesage=echo)
+
+
+def test_messages_before_a_bad_frame_are_answered_before_the_close():
+    with ws_serving(on_message=echo) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(handshake())
+            _, rest = read_head(s)
+            # a good text frame and a frame with RSV2 in one packet (Autobahn 3.2)
+            s.sendall(build_frame(OP_TEXT, b"first", mask=M) + bytes([0xA1, 0x80]) + M)
+            data, how = read_until_closed(s, 3)
+            frames = server_frames(rest + data)
+            assert frames[0] == (OP_TEXT, b"first")
+            assert frames[1][0] == OP_CLOSE and struct.unpack("!H", frames[1][1][:2])[0] == 1002
+
+
+def test_pong_leaves_before_the_echo_of_a_message_completed_after_the_ping():
+    with ws_serving(on_message=echo) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(handshake())
+            _, rest = read_head(s)
+            # Autobahn 5.6: a fragmented text message with a ping between its fragments, one packet
+            s.sendall(build_frame(OP_TEXT, b"frag1", fin=False, mask=M) + build_frame(OP_PING, b"pp", mask=M)
+                      + build_frame(0, b"frag2", mask=M))
+            data = rest
+            while len(server_frames(data)) < 2:
+                data += s.recv(4096)
+            assert server_frames(data) == [(0xA, b"pp"), (OP_TEXT, b"frag1frag2")]
