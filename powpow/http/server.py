@@ -246,7 +246,7 @@ class HttpServer:
 
     def _on_close(self, conn, exc) -> None:
         session = conn.context
-        if session is not None:
+        if session.__class__ is Session:
             conn.context = None
             session.lost_exc = exc
             session._to_gone()
@@ -265,7 +265,8 @@ class HttpServer:
         now = self.loop.now_ms()
         for conn in list(tcp.connections):
             session = conn.context
-            if session is not None and not conn.closed:
+            # after an upgrade, context is the new owner's: only sessions are ours
+            if session.__class__ is Session and not conn.closed:
                 session.check_deadline(conn, now)
 
     def _client_ip(self, ip: Optional[str], req) -> Optional[str]:
@@ -311,8 +312,12 @@ class HttpServer:
         tcp.stop_listening()
         for conn in list(tcp.connections):
             session = conn.context
-            if session is None or (not session.pending and session.state != BODY and not conn.output_pending):
-                conn.close()  # idle, a partial head, or handed over (upgraded)
+            if session.__class__ is not Session:
+                # handed over (upgraded): not an answer of ours; it is closed with
+                # the rest once every answer is out (a WsServer sends 1001 itself)
+                continue
+            if not session.pending and session.state != BODY and not conn.output_pending:
+                conn.close()  # idle or a partial head
             else:
                 session.closing = True  # the last answer says Connection: close
         grace = self.grace_period if grace_period is None else grace_period
@@ -337,7 +342,9 @@ class HttpServer:
             if conn.closed:
                 continue
             session = conn.context
-            if conn.output_pending or (session is not None and (session.pending or session.state == BODY)):
+            if session.__class__ is not Session:
+                continue  # handed over: not an answer of ours
+            if conn.output_pending or session.pending or session.state == BODY:
                 return
         self._finish_drain()
 

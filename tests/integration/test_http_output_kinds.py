@@ -149,3 +149,28 @@ def test_upgraded_connection_runs_the_new_owners_on_close():
         while not events and time.monotonic() < deadline:
             time.sleep(0.02)
         assert events == [("closed", None)]  # the new owner's callback, an orderly close
+
+
+def test_new_owner_may_set_context_on_an_upgraded_connection():
+    """context belongs to the new owner after upgrade(): the HTTP sweep must not
+    mistake it for its own session (it once called check_deadline on it)."""
+    class Mine:
+        pass
+
+    def handler(req, res):
+        conn, rest = res.upgrade([("Upgrade", "echo")])
+        conn.context = Mine()
+        conn.on_data = lambda c, data: c.send(bytes(data).upper() + (b"!" if isinstance(c.context, Mine) else b"?"))
+
+    raised = []
+    with serving(handler, keepalive_timeout=0.1, header_timeout=0.1) as srv:
+        srv.loop._exception_handler = lambda exc, cb: raised.append(exc)
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += s.recv(4096)
+            time.sleep(0.5)  # several sweeps
+            s.sendall(b"abc")
+            assert s.recv(100) == b"ABC!"
+    assert raised == []
