@@ -71,3 +71,19 @@ def split_responses(data: bytes):
         out.append((head, rest[:length]))
         data = rest[length:]
     return out
+
+
+def on_loop(srv, fn):
+    """Run ``fn()`` on the server's loop thread; return its result."""
+    box = []
+    done = threading.Event()
+
+    def call():
+        try:
+            box.append(fn())
+        finally:
+            done.set()
+
+    srv.loop.post(call)
+    assert done.wait(5)
+    return box[0]

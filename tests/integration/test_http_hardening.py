@@ -2,28 +2,11 @@
 import os
 import socket
 import struct
-import threading
 import time
 
 from powpow.http import serve_static
 
-from ._http import raw, serving, split_responses
-
-
-def on_loop(srv, fn):
-    """Run ``fn()`` on the server's loop thread; return its result."""
-    box = []
-    done = threading.Event()
-
-    def call():
-        try:
-            box.append(fn())
-        finally:
-            done.set()
-
-    srv.loop.post(call)
-    assert done.wait(5)
-    return box[0]
+from ._http import on_loop, raw, serving, split_responses
 
 
 def read_all(s, timeout=5.0):

@@ -2,12 +2,11 @@
 import http.client
 import json
 import socket
-import threading
 import time
 
 import pytest
 
-from ._http import raw, serving, split_responses
+from ._http import on_loop, raw, serving, split_responses
 
 
 def read_all(s, timeout=5.0):
@@ -22,21 +21,6 @@ def read_all(s, timeout=5.0):
             break
         data += b
     return data
-
-
-def on_loop(srv, fn):
-    box = []
-    done = threading.Event()
-
-    def call():
-        try:
-            box.append(fn())
-        finally:
-            done.set()
-
-    srv.loop.post(call)
-    assert done.wait(5)
-    return box[0]
 
 
 # -- item 20: streaming responses know about backpressure and disconnects -----------
