@@ -30,23 +30,36 @@ log = logging.getLogger("powpow.ws")
 
 
 def parse_url(url: str) -> Tuple[str, int, str, str]:
-    """``ws://host:port/path?q`` -> (host, port, resource, Host header)."""
+    """``ws[s]://host:port/path?q`` -> (host, port, resource, Host header)."""
     u = urlsplit(url)
-    if u.scheme == "wss":
-        raise ValueError("wss:// needs TLS, which powpow does not have yet")
-    if u.scheme != "ws" or not u.hostname:
-        raise ValueError("not a ws:// URL: %r" % url)
-    port = u.port or 80
+    if u.scheme not in ("ws", "wss") or not u.hostname:
+        raise ValueError("not a ws:// or wss:// URL: %r" % url)
+    port = u.port or (443 if u.scheme == "wss" else 80)
     path = (u.path or "/") + ("?" + u.query if u.query else "")
     host_header = u.netloc.rpartition("@")[2]
     return u.hostname, port, path, host_header
+
+
+def _tls_context(url: str, ssl_ctx):
+    """The client TLS context for ``url``: None for ws://; for wss:// the caller's
+    context, or ``ssl.create_default_context()`` (certificate and host name verified)."""
+    if urlsplit(url).scheme != "wss":
+        if ssl_ctx not in (None, False):
+            raise ValueError("ssl= given for a ws:// URL (use wss://): %r" % url)
+        return None
+    if ssl_ctx is False:
+        raise ValueError("wss:// needs TLS: ssl=False contradicts the URL %r" % url)
+    if ssl_ctx is None or ssl_ctx is True:
+        import ssl as _ssl
+        return _ssl.create_default_context()
+    return ssl_ctx
 
 
 class _Opening:
     """The client side before the 101: buffer the response head, then hand over to a WebSocket."""
 
     def __init__(self, loop, url, handlers: Handlers, on_error, headers, subprotocols, options: WsOptions,
-                 open_timeout: float) -> None:
+                 open_timeout: float, ssl_ctx=None) -> None:
         self.loop = loop
         self.handlers = handlers
         self.on_error = on_error
@@ -61,9 +74,12 @@ class _Opening:
         self.ws: Optional[WebSocket] = None
         self.failed = False
         self.timer = loop.add_timer(int(open_timeout * 1000), self._timeout)
+        tls = _tls_context(url, ssl_ctx)
+        extra = {} if tls is None else {"ssl": tls, "server_hostname": host,
+                                        "handshake_timeout": open_timeout}
         self.connector = net.connect(loop, host, port, on_connect=self._on_connect, on_data=self._on_data,
                                      on_close=self._on_close, on_error=self._on_connect_error,
-                                     timeout_ms=int(open_timeout * 1000))
+                                     timeout_ms=int(open_timeout * 1000), **extra)
 
     def _fail(self, exc: BaseException) -> None:
         if self.failed or self.ws is not None:
@@ -124,22 +140,32 @@ def connect(loop, url: str, on_open: Optional[Callable] = None, on_message: Opti
             on_close: Optional[Callable] = None, on_error: Optional[Callable] = None,
             on_ping: Optional[Callable] = None, on_pong: Optional[Callable] = None,
             on_drain: Optional[Callable] = None, headers=None, subprotocols=(), open_timeout: float = 10.0,
-            **options) -> _Opening:
-    """Open a WebSocket on ``loop`` (see the module docstring); returns a handle whose ``.ws`` is set once open."""
+            ssl=None, **options) -> _Opening:
+    """Open a WebSocket on ``loop`` (see the module docstring); returns a handle whose ``.ws`` is set once open.
+
+    ``wss://`` URLs use TLS: ``ssl`` is an ``ssl.SSLContext`` (default:
+    ``ssl.create_default_context()``, which verifies the certificate and host name)."""
     opts = WsOptions.pick(options)
     if options:
         raise TypeError("unknown connect option(s): %s" % ", ".join(sorted(options)))
     return _Opening(loop, url, Handlers(on_open, on_message, on_close, on_ping, on_pong, on_drain), on_error,
-                    headers, subprotocols, opts, open_timeout)
+                    headers, subprotocols, opts, open_timeout, ssl)
 
 
 class SyncClient:
     """A blocking WebSocket client (``connect_sync``): one socket, the sans-I/O protocol, no loop."""
 
     def __init__(self, url: str, timeout: float = 5.0, headers=None, subprotocols=(), compression=None,
-                 max_message_size: Optional[int] = 1 << 20) -> None:
+                 max_message_size: Optional[int] = 1 << 20, ssl=None) -> None:
         host, port, path, host_header = parse_url(url)
+        tls = _tls_context(url, ssl)
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if tls is not None:
+            try:
+                self.sock = tls.wrap_socket(self.sock, server_hostname=host)
+            except BaseException:
+                self.sock.close()
+                raise
         self.timeout = timeout
         dopts = _deflate.options_from(compression)
         key = new_key()

@@ -184,7 +184,7 @@ class WsServer:
                  on_close: Optional[Callable] = None, on_ping: Optional[Callable] = None,
                  on_pong: Optional[Callable] = None, on_drain: Optional[Callable] = None,
                  subprotocols=(), loop=None, max_connections: int = 10000, redis=None,
-                 redis_prefix: str = "powpow:", **options) -> None:
+                 redis_prefix: str = "powpow:", ssl=None, **options) -> None:
         self.redis = redis  # None, "host:port", or (host, port): publish across processes
         self.redis_prefix = redis_prefix
         self.options = WsOptions.pick(options)
@@ -198,9 +198,11 @@ class WsServer:
         self.clients: Set[WebSocket] = set()
         self._draining = False
         self._timers: list = []
+        # ssl: an ssl.SSLContext for wss:// (the TLS handshake has the same timeout)
         self.http = HttpServer(self._handle, loop=loop, max_connections=max_connections, max_body=0,
                                header_timeout=self.options.handshake_timeout,
-                               keepalive_timeout=self.options.handshake_timeout)
+                               keepalive_timeout=self.options.handshake_timeout, ssl=ssl,
+                               handshake_timeout=self.options.handshake_timeout)
 
     @property
     def loop(self):
