@@ -96,7 +96,7 @@ def test_uploads_leave_no_named_files_and_release_descriptors(tmp_path, monkeypa
                 deadline = time.monotonic() + 2
                 while nfds() > baseline and time.monotonic() < deadline:
                     time.sleep(0.01)
-                assert nfds() == baseline, os.listdir("/proc/self/fd")
+                assert nfds() <= baseline, os.listdir("/proc/self/fd")
     finally:
         stop.set()
         watcher.join(5)
