@@ -198,7 +198,7 @@ def test_static_descriptors_are_released_after_every_kind_of_answer(tmp_path):
                 while not head.endswith(b"\r\n\r\n"):
                     head += s.recv(1)
                 assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length: %d" % len(data) in head
-            assert _nfds() == baseline
+            assert _nfds() <= baseline  # (PyPy's GC may close an older fd meanwhile)
         # a client that asks for a big file and leaves without reading it
         for _ in range(3):
             c = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
@@ -209,4 +209,4 @@ def test_static_descriptors_are_released_after_every_kind_of_answer(tmp_path):
         deadline = time.monotonic() + 5
         while _nfds() > baseline - 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _nfds() == baseline - 2  # the keep-alive connection above (both ends) is gone too
+        assert _nfds() <= baseline - 2  # the keep-alive connection above (both ends) is gone too
