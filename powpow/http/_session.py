@@ -308,6 +308,8 @@ class Session:
         res = req.response
         pending = self.pending
         if res is not None:  # streaming: its handler runs already
+            if res._hold_continue:
+                return  # ASGI: sent when the app first asks for the body
             if res.ended or res._sent_head:
                 self.continued = req  # the answer is known: no interim one
                 return

@@ -582,3 +582,44 @@ class Response:
             session.server._log_access(session, self)
         if not session.in_batch:  # inside a read, the connection flushes once at the end
             session.flush()
+
+    # -- ASGI extensions (issue 12): 103 Early Hints and trailers ------------------
+
+    # The request's 100 Continue waits until the handler asks for the body
+    # (ASGI: the app's first receive()); the session skips it while True.
+    _hold_continue = False
+
+    def send_early_hints(self, headers) -> None:
+        """A ``103 Early Hints`` interim response (RFC 8297) with ``headers`` (pairs,
+        typically ``Link``), ahead of this response's head and after every earlier
+        pipelined answer.  HTTP/1.0 clients get nothing (no 1xx for them)."""
+        if self._sent_head or self.ended:
+            raise RuntimeError("early hints after the response head")
+        if self._gone or self.request.version == "1.0":
+            return
+        parts: List[str] = []
+        encode_headers(headers, parts)  # CR/LF/NUL raise HeaderValueError
+        self._segments.append(status_line(103) + "".join(parts).encode("latin-1") + b"\r\n")
+        session = self._session
+        if not session.in_batch:
+            session.flush()
+
+    def end_with_trailers(self, trailers) -> None:
+        """Finish a streamed response with trailer fields (RFC 9112 §7.1.2).
+
+        The body must be chunked: with a Content-Length, to an HTTP/1.0 client
+        or for HEAD the trailers are dropped (a recipient may discard them
+        anyway, RFC 9110 §6.5) and the response simply ends."""
+        if self.ended:
+            return
+        if self._gone:
+            self.ended = True
+            return
+        if not self._sent_head:
+            self._segments.append(self._build_head(self._length))
+        if self._chunked and not self._head_only:
+            parts: List[str] = []
+            encode_headers(trailers, parts)
+            self._segments.append(b"0\r\n" + "".join(parts).encode("latin-1") + b"\r\n")
+            self._chunked = False  # the last chunk is written: end() adds none
+        self.end()

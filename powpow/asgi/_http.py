@@ -1,0 +1,500 @@
+"""The ASGI ``http`` cycle: one ``HttpCycle`` per request, on ``HttpServer(streaming=True)``.
+
+The server's handler runs when a request head is in; it builds the scope and
+starts one task (``HttpCycle.run``) on powpow.aio.  Per request that is the
+whole cost: one cycle object, one scope dict, one coroutine and its task --
+no future unless the app must wait (a body still arriving, a slow client, a
+disconnect), no closure.
+
+Request body (``receive``): pieces arrive through ``req.on_body`` into a
+list; over ``BODY_HIGH_WATER`` buffered bytes the session stops reading
+(``req.pause_body``: the rest waits in the kernel and TCP pushes back on the
+client) until the app has taken them, so an upload of any size costs at most
+about that much memory.  ``Expect: 100-continue`` is answered only when the
+app first asks for the body; an app that answers without reading it gets its
+response and the connection closes (the client may never send the body).
+
+Response (``send``): ``http.response.start`` only records status and headers;
+the head leaves with the first body piece, in one write (a whole response in
+one ``res.send``).  ``more_body`` streams chunked (or with the app's
+Content-Length); while the transport is over its high-water mark the app's
+``send`` waits (a slow client pauses the app).  Extensions:
+``http.response.pathsend`` (sendfile), ``http.response.trailers`` (when the
+request said ``TE: trailers``), ``http.response.early_hint`` (103).
+
+Errors: an exception before the head left is a 500 and a log line; after it
+the connection is closed (a chunked body never gets its last chunk, a
+Content-Length body stays short: never a response that looks complete).
+Messages out of order raise ``RuntimeError`` in the app; ``send`` once the
+client has gone raises ``ClientDisconnected`` (an ``OSError``, ASGI spec 2.4).
+"""
+import asyncio
+import logging
+import os
+
+from ..http.response import HeaderValueError
+
+log = logging.getLogger("powpow.asgi")
+
+BODY_HIGH_WATER = 256 << 10  # buffered request body before reading pauses
+PIPELINE_HIGH_WATER = 256 << 10  # a pipelined response waiting its turn: the app waits above this
+
+_ASGI = {"version": "3.0", "spec_version": "2.5"}
+_DISCONNECT = {"type": "http.disconnect"}  # never mutated by apps in practice; a fresh copy is made below
+_EMPTY_BODY_DONE = None  # marker: the final empty http.request was handed out
+
+_EXT_BASE = {"http.response.pathsend": {}, "http.response.early_hint": {}}
+_EXT_TRAILERS = {"http.response.pathsend": {}, "http.response.early_hint": {}, "http.response.trailers": {}}
+
+_name_bytes: dict = {}
+
+
+class ClientDisconnected(OSError):
+    """``send()`` after the client went away (ASGI spec 2.4: an OSError subclass)."""
+
+
+def _raw_headers(h):
+    """``[(name, value), ...]`` as bytes, names lowercased, from a parsed ``Headers``."""
+    names = h._names
+    if not names:
+        return []
+    buf = h._buf
+    if buf.__class__ is not bytes:
+        buf = bytes(buf)
+    ends = h._ends
+    s = h._h0
+    find = buf.find
+    out = []
+    nb = _name_bytes
+    for i in range(len(names)):
+        e = ends[i]
+        name = names[i]
+        b = nb.get(name)
+        if b is None:
+            b = name.encode("latin-1")
+            if len(nb) < 1024:
+                nb[name] = b
+        out.append((b, buf[find(b":", s, e) + 1 : e].strip(b" \t")))
+        s = e + 2
+    return out
+
+
+def _str_headers(headers):
+    """ASGI byte pairs -> the str pairs ``Response`` writes (latin-1 round trip)."""
+    out = []
+    for pair in headers:
+        n, v = pair
+        if n.__class__ is not str:
+            n = n.decode("latin-1")
+        if v.__class__ is not str:
+            v = v.decode("latin-1")
+        out.append((n, v))
+    return out
+
+
+class _PathPart:
+    """A whole file as a static-plan part whose descriptor is already open."""
+
+    __slots__ = ("fd", "offset", "count")
+
+    def __init__(self, fd: int, count: int) -> None:
+        self.fd = fd
+        self.offset = 0
+        self.count = count
+
+    def take_fd(self) -> int:
+        fd = self.fd
+        self.fd = -1
+        return fd
+
+
+class _PathPlan:
+    __slots__ = ("status", "headers", "content_length", "parts", "reason")
+
+    def __init__(self, status: int, fd: int, size: int) -> None:
+        self.status = status
+        self.headers = ()
+        self.content_length = size
+        self.parts = (_PathPart(fd, size),)
+        self.reason = ""
+
+    def close(self) -> None:
+        for p in self.parts:
+            if p.fd >= 0:
+                os.close(p.fd)
+                p.fd = -1
+
+
+class HttpCycle:
+    """One request's ``receive``/``send`` (see the module docstring)."""
+
+    __slots__ = ("req", "res", "srv", "state", "status", "headers", "chunks", "nbytes", "eof", "waiter",
+                 "final_sent", "trailers", "hold100", "body_read", "scope")
+
+    # state: 0 before start, 1 started (head not necessarily written), 2 complete
+    def __init__(self, srv, req, res) -> None:
+        self.srv = srv
+        self.req = req
+        self.res = res
+        self.state = 0
+        self.status = 200
+        self.headers = None
+        self.waiter = None
+        self.final_sent = False
+        self.trailers = False
+        self.body_read = False
+        if req.content_length or req.chunked:
+            self.chunks = []
+            self.nbytes = 0
+            self.eof = False
+            req.on_body(self._on_body)
+            req.on_end(self._on_end)
+            self.hold100 = req.expect_continue
+            if self.hold100:
+                res._hold_continue = True
+        else:
+            self.chunks = None
+            self.nbytes = 0
+            self.eof = True
+            self.hold100 = False
+
+    # -- events from the HTTP side ----------------------------------------------
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def _on_body(self, chunk) -> None:
+        if self.state == 2 and self.res.ended:
+            return  # answered already: the rest of the body is read and dropped
+        self.chunks.append(bytes(chunk))
+        self.nbytes += len(chunk)
+        if self.nbytes >= BODY_HIGH_WATER:
+            self.req.pause_body()
+        if self.waiter is not None:
+            self._wake()
+
+    def _on_end(self) -> None:
+        self.eof = True
+        if self.waiter is not None:
+            self._wake()
+
+    def _on_close(self) -> None:
+        self._wake()
+
+    async def _wait(self) -> None:
+        fut = self.srv.aio.create_future()
+        self.waiter = fut
+        await fut
+
+    # -- receive ----------------------------------------------------------------
+
+    async def receive(self):
+        res = self.res
+        while True:
+            chunks = self.chunks
+            if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                paused = self.nbytes >= BODY_HIGH_WATER
+                self.nbytes = 0
+                if paused:
+                    self.req.resume_body()
+                eof = self.eof
+                if eof:
+                    self.final_sent = True
+                return {"type": "http.request", "body": data, "more_body": not eof}
+            if res._gone:
+                return {"type": "http.disconnect"}
+            if self.eof:
+                if not self.final_sent:
+                    self.final_sent = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                if self.state == 2 or self.srv.stopping:
+                    return {"type": "http.disconnect"}
+            elif self.hold100:
+                self.hold100 = False
+                res._hold_continue = False
+                res._session._continue(self.req)
+            if self.srv.stopping and self.eof:
+                return {"type": "http.disconnect"}
+            res.on_close = self._on_close
+            await self._wait()
+
+    # -- send -------------------------------------------------------------------
+
+    async def send(self, message):
+        t = message["type"]
+        res = self.res
+        if t == "http.response.body":
+            if self.state != 1:
+                raise RuntimeError("ASGI: 'http.response.body' %s" % (
+                    "before 'http.response.start'" if self.state == 0 else "after the response completed"))
+            if res._gone:
+                raise ClientDisconnected("the client has disconnected")
+            body = message.get("body", b"")
+            if message.get("more_body", False) or self.trailers:
+                ok = res.write(body) if body or not res._sent_head else True
+                if not message.get("more_body", False):
+                    self.state = 3  # body done; the trailers end the response
+                if not ok or res._segments:
+                    await self._backpressure()
+                return
+            self.state = 2
+            if not res._sent_head:
+                res.send(body, None, self.headers)
+            else:
+                res.end(body)
+            self._after_complete()
+            return
+        if t == "http.response.start":
+            if self.state != 0:
+                raise RuntimeError("ASGI: 'http.response.start' sent twice")
+            status = message["status"]
+            if status.__class__ is not int:
+                status = int(status)
+            if not 100 <= status <= 599 or status in (100, 101, 103):
+                raise RuntimeError("ASGI: invalid response status %r" % (status,))
+            res.status = status
+            h = message.get("headers")
+            self.headers = _str_headers(h) if h else None
+            if message.get("trailers", False) and self.req.headers.get("te") is not None and \
+                    "trailers" in self.req.headers.get("te").lower():
+                self.trailers = True
+            if res._gone:
+                raise ClientDisconnected("the client has disconnected")
+            self.state = 1
+            if self.hold100 and not self.eof:
+                # the body was never asked for: the client may not send it at all
+                self.hold100 = False
+                res._hold_continue = False
+                res._close = True
+            return
+        if t == "http.response.trailers":
+            if self.state not in (1, 3) or not self.trailers:
+                raise RuntimeError("ASGI: 'http.response.trailers' without 'trailers': True in "
+                                   "'http.response.start' (or after the response completed)")
+            if res._gone:
+                raise ClientDisconnected("the client has disconnected")
+            if self.headers and not res._sent_head:
+                res._headers = self.headers
+            hs = message.get("headers")
+            res.end_with_trailers(_str_headers(hs) if hs else [])
+            if not message.get("more_trailers", False):
+                self.state = 2
+                self._after_complete()
+            return
+        if t == "http.response.pathsend":
+            if self.state != 1:
+                raise RuntimeError("ASGI: 'http.response.pathsend' %s" % (
+                    "before 'http.response.start'" if self.state == 0 else "after the body started"))
+            if res._gone:
+                raise ClientDisconnected("the client has disconnected")
+            path = os.fspath(message["path"])
+            if not os.path.isabs(path):
+                raise RuntimeError("ASGI: 'http.response.pathsend' needs an absolute path, got %r" % (path,))
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                size = os.fstat(fd).st_size
+            except BaseException:
+                os.close(fd)
+                raise
+            if self.headers:
+                res._headers = self.headers
+            self.state = 2
+            res.send_plan(_PathPlan(res.status, fd, size))
+            self._after_complete()
+            return
+        if t == "http.response.early_hint":
+            if self.state != 0:
+                raise RuntimeError("ASGI: 'http.response.early_hint' after 'http.response.start'")
+            links = message.get("links") or ()
+            hs = [("Link", v.decode("latin-1") if v.__class__ is not str else v) for v in links]
+            extra = message.get("headers")
+            if extra:
+                hs += _str_headers(extra)
+            if hs and not res._gone:
+                res.send_early_hints(hs)
+            return
+        raise RuntimeError("ASGI: unexpected message type %r for an http scope" % (t,))
+
+    def _after_complete(self) -> None:
+        if self.chunks is not None and not self.eof:
+            # the app answered without the whole body: drop what comes (streaming
+            # mode reads it on) unless it was never asked for (then close, above)
+            self.chunks = []
+            if self.nbytes >= BODY_HIGH_WATER:
+                self.nbytes = 0
+                self.req.resume_body()
+
+    async def _backpressure(self) -> None:
+        res = self.res
+        session = res._session
+        while not res._gone:
+            if res._segments:
+                # a pipelined answer waiting for the ones before it
+                if sum(len(s) for s in res._segments if s.__class__ is bytes) < PIPELINE_HIGH_WATER:
+                    return
+                await asyncio.sleep(0.005)
+                continue
+            if session.writable:
+                return
+            res.on_drain = self._wake
+            res.on_close = self._on_close
+            await self._wait()
+        raise ClientDisconnected("the client has disconnected")
+
+    # -- the task -----------------------------------------------------------------
+
+    async def run(self, app, scope) -> None:
+        srv = self.srv
+        try:
+            await app(scope, self.receive, self.send)
+        except BaseException as exc:
+            self._failed(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            state = self.state
+            if state != 2:
+                res = self.res
+                if res._gone:
+                    pass
+                elif state == 0:
+                    log.error("ASGI callable returned without starting the response (%s %s)",
+                              self.req.method, self.req.target)
+                    res._close = True
+                    res.send_error(500)
+                else:
+                    log.error("ASGI callable returned without completing the response (%s %s): closing",
+                              self.req.method, self.req.target)
+                    res._session._handler_failed(self.req, RuntimeError("response not completed"))
+        finally:
+            srv.inflight -= 1
+
+    def _failed(self, exc: BaseException) -> None:
+        res = self.res
+        if res._gone:
+            if not isinstance(exc, (ClientDisconnected, asyncio.CancelledError)):
+                log.info("ASGI app raised after the client left (%s %s): %r", self.req.method, self.req.target, exc)
+            return
+        if self.state == 2:
+            log.error("Exception in ASGI application after the response completed", exc_info=exc)
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            log.info("ASGI task cancelled (%s %s): closing", self.req.method, self.req.target)
+        else:
+            log.error("Exception in ASGI application (%s %s)", self.req.method, self.req.target,
+                      exc_info=exc if not isinstance(exc, HeaderValueError) else None)
+        session = res._session
+        session._to_closing()
+        if not res.ended:
+            if not res._sent_head:
+                res._reset()
+                res._close = True
+                res.status = 500
+                res.send_error(500)
+            else:
+                res._close = True
+                res.ended = True
+        session.flush()
+
+
+def build_scope(srv, req, res, kind: str):
+    """The ``http`` / ``websocket`` scope of ``req`` (ASGI spec 2.5)."""
+    session = res._session
+    conn = session.conn
+    buf = req._buf
+    ts = req._ts
+    if buf[ts] == 47:  # origin-form: slices of the buffer
+        te = req._te
+        q = buf.find(b"?", ts, te)
+        if q < 0:
+            raw_path = bytes(buf[ts:te])
+            query = b""
+        else:
+            raw_path = bytes(buf[ts:q])
+            query = bytes(buf[q + 1 : te])
+    else:
+        raw_path = req.raw_path.encode("latin-1")
+        query = req.query.encode("latin-1")
+    peer = conn.peer_address
+    tls = session.tls is not None
+    if peer.__class__ is tuple:
+        client = (peer[0], peer[1])
+        host = peer[0]
+        if host.startswith("::ffff:") and "." in host:
+            client = (host[7:], peer[1])
+        sa = conn.sock_address
+        server = (sa[0], sa[1]) if sa is not None else None
+    else:  # unix socket
+        client = None
+        server = (srv.uds, None)
+    headers = _raw_headers(req.headers)
+    scheme = None
+    trust = srv.trust
+    if trust is not None:
+        names = req.headers._names
+        if "x-forwarded-for" in names or "x-forwarded-proto" in names:
+            ip = client[0] if client is not None else None
+            if trust.trusts(ip, client is None):
+                fwd = trust.client_ip(ip, client is None, req.headers)
+                if fwd is not None and fwd != ip:
+                    client = (fwd, 0)
+                proto = req.headers.get("x-forwarded-proto")
+                if proto:
+                    proto = proto.split(",")[0].strip().lower()
+                    if proto in ("http", "https", "ws", "wss"):
+                        scheme = proto
+    path = req.path
+    root = srv.root_path
+    if root:
+        path = root + path
+        raw_path = srv.root_path_b + raw_path
+    if kind == "http":
+        if scheme is None:
+            scheme = "https" if tls else "http"
+        elif scheme.startswith("ws"):
+            scheme = "https" if scheme == "wss" else "http"
+        te = req.headers.get("te") if "te" in req.headers._names else None
+        return {
+            "type": "http",
+            "asgi": _ASGI,
+            "http_version": req.version,
+            "method": req.method,
+            "scheme": scheme,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": root,
+            "headers": headers,
+            "client": client,
+            "server": server,
+            "state": srv.state.copy(),
+            "extensions": dict(_EXT_TRAILERS if te is not None and "trailers" in te.lower() else _EXT_BASE),
+        }
+    if scheme is None:
+        scheme = "wss" if tls else "ws"
+    elif not scheme.startswith("ws"):
+        scheme = "wss" if scheme == "https" else "ws"
+    offered = req.headers.get_all("sec-websocket-protocol")
+    subprotocols = [p.strip() for line in offered for p in line.split(",") if p.strip()]
+    return {
+        "type": "websocket",
+        "asgi": _ASGI,
+        "http_version": req.version,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": root,
+        "headers": headers,
+        "client": client,
+        "server": server,
+        "subprotocols": subprotocols,
+        "state": srv.state.copy(),
+        "extensions": {"websocket.http.response": {}},
+    }
