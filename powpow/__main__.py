@@ -4,6 +4,9 @@
 ``python -m http.server`` (sendfile, ranges, conditional requests, keep-alive,
 pipelining, deadlines, workers).  Without DIR it serves a built-in demo site.
 
+``python -m powpow asgi module:app`` / ``python -m powpow wsgi module:app`` -- serve
+an ASGI or WSGI application (flags in ``powpow/_appcli.py``, uvicorn's names).
+
 ``python -m powpow demo`` -- the loop on its own: a TCP echo server on
 127.0.0.1 plus in-process clients that ping-pong through it, a 1-second
 interval printing throughput, SIGINT/SIGTERM handled on the loop thread.
@@ -257,12 +260,20 @@ def main(argv=None) -> int:
     d.add_argument("--clients", type=int, default=16)
     d.add_argument("--size", type=int, default=100, help="message size in bytes")
     d.add_argument("--seconds", type=int, default=5, help="stop after N seconds (0 = until Ctrl-C)")
+    from . import _appcli
+    for kind, what in (("asgi", "an ASGI 3 application (FastAPI, Starlette, Django...)"),
+                       ("wsgi", "a WSGI application (Flask, Django...)")):
+        a = sub.add_parser(kind, help="serve %s" % what,
+                           description="Serve %s, e.g. python -m powpow %s main:app" % (what, kind))
+        _appcli.add_arguments(a, kind)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("serve", "demo", "-h", "--help"):
+    if not argv or argv[0] not in ("serve", "demo", "asgi", "wsgi", "-h", "--help"):
         argv.insert(0, "serve")  # the main job is the default
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args)
+    if args.command in ("asgi", "wsgi"):
+        return _appcli.main(args.command, args, argv)
     return serve(args)
 
 

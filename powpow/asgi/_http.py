@@ -128,7 +128,7 @@ class _PathPlan:
 class HttpCycle:
     """One request's ``receive``/``send`` (see the module docstring)."""
 
-    __slots__ = ("req", "res", "srv", "state", "status", "headers", "chunks", "nbytes", "eof", "waiter",
+    __slots__ = ("req", "res", "srv", "state", "status", "chunks", "nbytes", "eof", "waiter",
                  "final_sent", "trailers", "hold100", "body_read", "scope")
 
     # state: 0 before start, 1 started (head not necessarily written), 2 complete
@@ -138,7 +138,6 @@ class HttpCycle:
         self.res = res
         self.state = 0
         self.status = 200
-        self.headers = None
         self.waiter = None
         self.final_sent = False
         self.trailers = False
@@ -185,6 +184,12 @@ class HttpCycle:
     def _on_close(self) -> None:
         self._wake()
 
+    def _on_eof(self) -> None:
+        # The client's EOF while the app waits for http.disconnect: it went away
+        # (as uvicorn and asyncio see an EOF); close, so that send() raises too.
+        self.res._session.conn.close()
+        self._wake()
+
     async def _wait(self) -> None:
         fut = self.srv.aio.create_future()
         self.waiter = fut
@@ -215,6 +220,10 @@ class HttpCycle:
                     return {"type": "http.request", "body": b"", "more_body": False}
                 if self.state == 2 or self.srv.stopping:
                     return {"type": "http.disconnect"}
+                if res._session.eof:
+                    self._on_eof()
+                    return {"type": "http.disconnect"}
+                res.on_eof = self._on_eof
             elif self.hold100:
                 self.hold100 = False
                 res._hold_continue = False
@@ -243,11 +252,11 @@ class HttpCycle:
                 if not ok or res._segments:
                     await self._backpressure()
                 return
-            self.state = 2
             if not res._sent_head:
-                res.send(body, None, self.headers)
+                res.send(body)
             else:
                 res.end(body)
+            self.state = 2
             self._after_complete()
             return
         if t == "http.response.start":
@@ -260,7 +269,8 @@ class HttpCycle:
                 raise RuntimeError("ASGI: invalid response status %r" % (status,))
             res.status = status
             h = message.get("headers")
-            self.headers = _str_headers(h) if h else None
+            if h:
+                res._headers = _str_headers(h)
             if message.get("trailers", False) and self.req.headers.get("te") is not None and \
                     "trailers" in self.req.headers.get("te").lower():
                 self.trailers = True
@@ -279,8 +289,6 @@ class HttpCycle:
                                    "'http.response.start' (or after the response completed)")
             if res._gone:
                 raise ClientDisconnected("the client has disconnected")
-            if self.headers and not res._sent_head:
-                res._headers = self.headers
             hs = message.get("headers")
             res.end_with_trailers(_str_headers(hs) if hs else [])
             if not message.get("more_trailers", False):
@@ -302,10 +310,8 @@ class HttpCycle:
             except BaseException:
                 os.close(fd)
                 raise
-            if self.headers:
-                res._headers = self.headers
-            self.state = 2
             res.send_plan(_PathPlan(res.status, fd, size))
+            self.state = 2
             self._after_complete()
             return
         if t == "http.response.early_hint":
@@ -384,8 +390,10 @@ class HttpCycle:
         if self.state == 2:
             log.error("Exception in ASGI application after the response completed", exc_info=exc)
             return
+        status = 500
         if isinstance(exc, asyncio.CancelledError):
             log.info("ASGI task cancelled (%s %s): closing", self.req.method, self.req.target)
+            status = 503  # the server is shutting down (the grace period is over)
         else:
             log.error("Exception in ASGI application (%s %s)", self.req.method, self.req.target,
                       exc_info=exc if not isinstance(exc, HeaderValueError) else None)
@@ -395,8 +403,7 @@ class HttpCycle:
             if not res._sent_head:
                 res._reset()
                 res._close = True
-                res.status = 500
-                res.send_error(500)
+                res.send_error(status)
             else:
                 res._close = True
                 res.ended = True

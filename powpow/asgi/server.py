@@ -36,6 +36,7 @@ log = logging.getLogger("powpow.asgi")
 
 GRACE_DEFAULT = 10.0  # timeout_graceful_shutdown=None: bounded, never "wait forever"
 STARTUP_FAILURE = 3
+UNLIMITED_BODY = 1 << 62
 
 _503 = b"Service Unavailable\n"
 _503_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1")]
@@ -110,6 +111,7 @@ class Server:
                  limit_concurrency: Optional[int] = None, ssl_certfile=None, ssl_keyfile=None, ssl=None,
                  lifespan: str = "auto", ws: str = "auto", ws_max_size: int = 16 << 20,
                  ws_ping_interval: Optional[float] = 20.0, ws_ping_timeout: Optional[float] = 20.0,
+                 max_body: Optional[int] = None,
                  on_ready: Optional[Callable[["Server"], Any]] = None) -> None:
         if lifespan not in ("auto", "on", "off"):
             raise ValueError("lifespan must be 'auto', 'on' or 'off', got %r" % (lifespan,))
@@ -141,6 +143,8 @@ class Server:
         self.ws_options = WsOptions(max_message_size=ws_max_size, ping_interval=ws_ping_interval,
                                     ping_timeout=ws_ping_timeout)
         self.on_ready = on_ready
+        # None: no limit (the app reads the body as a stream and decides, as with uvicorn)
+        self.max_body = UNLIMITED_BODY if max_body is None else int(max_body)
         self.state: dict = {}
         self.aio: Any = None
         self.http: Optional[_AsgiHttpServer] = None
@@ -168,7 +172,8 @@ class Server:
         if self.http is not None:
             return self
         options = dict(keepalive_timeout=self.timeout_keep_alive, access_log=self.access_log,
-                       streaming=True, workers=self.workers, grace_period=self.grace, ssl=self.ssl)
+                       streaming=True, workers=self.workers, grace_period=self.grace, ssl=self.ssl,
+                       max_body=self.max_body)
         if self.limit < 1 << 62:
             options["max_connections"] = self.limit
         http = self.http = _AsgiHttpServer(self, **options)

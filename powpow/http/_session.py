@@ -207,6 +207,9 @@ class Session:
         """The client half-closed: answer what is in flight, then close."""
         self.eof = True
         self.eof_since = self.loop.now_ms()
+        for res in self.pending:
+            if res.on_eof is not None:  # ASGI: an app waiting for http.disconnect
+                res.on_eof()
         if self.state >= CLOSING:
             return
         if not self.pending and not self.held:

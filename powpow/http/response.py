@@ -588,6 +588,9 @@ class Response:
     # The request's 100 Continue waits until the handler asks for the body
     # (ASGI: the app's first receive()); the session skips it while True.
     _hold_continue = False
+    # Called when the client half-closes (EOF) while this response is pending:
+    # ASGI tells an app that waits for http.disconnect.
+    on_eof: Optional[Callable[[], object]] = None
 
     def send_early_hints(self, headers) -> None:
         """A ``103 Early Hints`` interim response (RFC 8297) with ``headers`` (pairs,

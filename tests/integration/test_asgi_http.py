@@ -1,0 +1,742 @@
+"""ASGI ``http`` scope on a real powpow.asgi server with real clients (http.client, raw sockets, curl, httpx).
+
+Includes the behaviours uvicorn's protocol tests check (message order,
+disconnects, 100-continue only when the body is read, header splitting
+refused, pipelining, keep-alive timeout, 503 over limit_concurrency,
+shutdown during a request), written against the real server.
+"""
+import asyncio
+import http.client
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from powpow.asgi import ClientDisconnected
+
+from ._asgi import asgi_server, read_all, read_body, read_until, respond
+
+
+def get(port, path="/", method="GET", body=None, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+# ---------------------------------------------------------------- scope
+
+def test_scope_fields():
+    seen = {}
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        seen.update(scope)
+        await respond(send, body=b"ok")
+
+    with asgi_server(app) as srv:
+        status, _, body = get(srv.port, "/caf%C3%A9/a%2Fb?x=1&y=%20", headers={"X-Test": "Value  ", "ACCEPT": "*/*"})
+    assert (status, body) == (200, b"ok")
+    assert seen["type"] == "http"
+    assert seen["asgi"] == {"version": "3.0", "spec_version": "2.5"}
+    assert seen["http_version"] == "1.1"
+    assert seen["method"] == "GET"
+    assert seen["scheme"] == "http"
+    assert seen["path"] == "/café/a/b"
+    assert seen["raw_path"] == b"/caf%C3%A9/a%2Fb"
+    assert seen["query_string"] == b"x=1&y=%20"
+    assert seen["root_path"] == ""
+    hdrs = seen["headers"]
+    assert all(isinstance(n, bytes) and isinstance(v, bytes) for n, v in hdrs)
+    assert (b"x-test", b"Value") in hdrs and (b"accept", b"*/*") in hdrs
+    assert (b"host", b"127.0.0.1:%d" % srv.port) in hdrs
+    assert seen["client"][0] == "127.0.0.1" and isinstance(seen["client"][1], int) and seen["client"][1] > 0
+    assert seen["server"] == ("127.0.0.1", srv.port)
+    assert seen["state"] == {}
+    ext = seen["extensions"]
+    assert "http.response.pathsend" in ext and "http.response.early_hint" in ext
+    assert "http.response.trailers" not in ext  # the request did not say TE: trailers
+
+
+def test_root_path_and_http10():
+    seen = {}
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            seen.update(scope)
+            await respond(send, body=b"x")
+
+    with asgi_server(app, root_path="/api/") as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"GET /items?q=1 HTTP/1.0\r\n\r\n")
+            data = read_all(s)
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"\r\n\r\nx")
+    assert seen["http_version"] == "1.0"
+    assert seen["root_path"] == "/api"
+    assert seen["path"] == "/api/items" and seen["raw_path"] == b"/api/items"
+
+
+def test_proxy_headers_from_trusted_peer_only():
+    seen = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            seen.append((scope["client"], scope["scheme"]))
+            await respond(send)
+
+    hdrs = {"X-Forwarded-For": "203.0.113.9, 10.0.0.1", "X-Forwarded-Proto": "https"}
+    with asgi_server(app, forwarded_allow_ips="127.0.0.1,10.0.0.0/8") as srv:
+        get(srv.port, headers=hdrs)
+    with asgi_server(app, forwarded_allow_ips="192.0.2.1") as srv:  # we are not a trusted proxy
+        get(srv.port, headers=hdrs)
+    with asgi_server(app, proxy_headers=False) as srv:
+        get(srv.port, headers=hdrs)
+    assert seen[0] == (("203.0.113.9", 0), "https")
+    assert seen[1][0][0] == "127.0.0.1" and seen[1][1] == "http"
+    assert seen[2][0][0] == "127.0.0.1" and seen[2][1] == "http"
+
+
+# ---------------------------------------------------------------- request bodies
+
+def test_body_streams_with_backpressure_bounded_messages():
+    """A 48 MiB upload: the app reads slowly; no message (and so no buffer) exceeds the high-water mark."""
+    sizes = []
+    total = [0]
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(0.3)  # the client is pushing meanwhile: reading must pause
+        while True:
+            m = await receive()
+            sizes.append(len(m["body"]))
+            total[0] += len(m["body"])
+            if not m["more_body"]:
+                break
+        await respond(send, body=str(total[0]).encode())
+
+    size = 48 << 20
+    chunk = b"z" * (1 << 20)
+
+    def gen():
+        for _ in range(size >> 20):
+            yield chunk
+
+    with asgi_server(app) as srv:
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=20)
+        c.request("POST", "/up", body=gen(), headers={"Content-Length": str(size)})
+        r = c.getresponse()
+        assert (r.status, r.read()) == (200, str(size).encode())
+        c.close()
+    assert total[0] == size
+    assert max(sizes) <= (256 << 10) + (1 << 20)  # the high-water mark plus one read at most
+
+
+def test_chunked_request_body_and_more_body_flags():
+    msgs = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while True:
+            m = await receive()
+            msgs.append(m)
+            if not m["more_body"]:
+                break
+        await respond(send, body=b"".join(m["body"] for m in msgs))
+
+    with asgi_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            time.sleep(0.1)
+            s.sendall(b"6\r\n world\r\n0\r\n\r\n")
+            data = read_until(s, b"hello world")
+    assert data.endswith(b"hello world")
+    assert all(m["type"] == "http.request" for m in msgs)
+    assert msgs[-1]["more_body"] is False
+    assert b"".join(m["body"] for m in msgs) == b"hello world"
+
+
+def test_no_body_request_gives_one_empty_message_then_disconnect_after_response():
+    got = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        got.append(await receive())
+        await respond(send, body=b"done")
+        got.append(await receive())  # after the response: http.disconnect at once
+
+    with asgi_server(app) as srv:
+        assert get(srv.port)[2] == b"done"
+        deadline = time.monotonic() + 5
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert got == [{"type": "http.request", "body": b"", "more_body": False}, {"type": "http.disconnect"}]
+
+
+def test_disconnect_while_waiting_reaches_receive():
+    got = threading.Event()
+    box = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+        m = await receive()  # long poll: waits for the client to go away
+        box.append(m)
+        try:
+            await respond(send, body=b"late")
+        except OSError as exc:
+            box.append(exc)
+        got.set()
+
+    with asgi_server(app) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"GET /poll HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.1)
+        s.close()
+        assert got.wait(5)
+    assert box[0] == {"type": "http.disconnect"}
+    assert isinstance(box[1], ClientDisconnected) and isinstance(box[1], OSError)
+
+
+def test_expect_100_continue_sent_only_when_body_read():
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/read":
+            body = await read_body(receive)
+            await respond(send, body=b"got " + body)
+        else:
+            await respond(send, status=401, body=b"no")
+
+    with asgi_server(app) as srv:
+        # the app reads: 100 Continue comes, then the final answer
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+            first = read_until(s, b"\r\n\r\n")
+            assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+            s.sendall(b"data")
+            rest = read_until(s, b"got data")
+            assert rest.startswith(b"HTTP/1.1 200") and rest.endswith(b"got data")
+        # the app answers without reading: no 100, the answer, and the connection closes
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"POST /deny HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+            data = read_all(s)
+            assert data.startswith(b"HTTP/1.1 401")
+            assert b"100 Continue" not in data
+            assert b"connection: close" in data.lower()
+
+
+# ---------------------------------------------------------------- responses
+
+def test_head_and_first_chunk_leave_together():
+    """start is not written on its own: the head waits for the first body piece."""
+    release = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1")]})
+        await asyncio.sleep(0.2)
+        await send({"type": "http.response.body", "body": b"first", "more_body": True})
+        ev = asyncio.Event()
+        release.append((asyncio.get_running_loop(), ev))
+        await ev.wait()
+        await send({"type": "http.response.body", "body": b"second"})
+
+    with asgi_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(5)
+            first = s.recv(65536)  # one recv: what the first write carried
+            assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b"transfer-encoding: chunked" in first.lower()
+            assert first.endswith(b"\r\n\r\n5\r\nfirst\r\n")
+            loop, ev = release[0]
+            loop.call_soon_threadsafe(ev.set)
+            rest = read_until(s, b"0\r\n\r\n")
+            assert rest == b"6\r\nsecond\r\n0\r\n\r\n"
+
+
+def test_streaming_response_with_curl():
+    if shutil.which("curl") is None:
+        pytest.skip("curl not installed")
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for i in range(50):
+            await send({"type": "http.response.body", "body": b"line %d\n" % i, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    with asgi_server(app) as srv:
+        out = subprocess.run(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:%d/" % srv.port],
+                             capture_output=True, check=True).stdout
+    assert out == b"".join(b"line %d\n" % i for i in range(50))
+
+
+def test_app_content_length_is_used_for_streaming():
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+        await send({"type": "http.response.body", "body": b"01234", "more_body": True})
+        await send({"type": "http.response.body", "body": b"56789"})
+
+    with asgi_server(app) as srv:
+        status, hdrs, body = get(srv.port)
+    assert (status, body, hdrs["content-length"]) == (200, b"0123456789", "10")
+    assert "transfer-encoding" not in hdrs
+
+
+def test_slow_client_pauses_the_app():
+    state = {"sent": 0, "exc": None}
+    done = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        block = b"x" * 65536
+        try:
+            while True:
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+                state["sent"] += len(block)
+        except Exception as exc:
+            state["exc"] = exc
+        done.set()
+
+    with asgi_server(app) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)
+        first = state["sent"]
+        time.sleep(0.3)
+        # the app is paused: nothing more went out while the client read nothing
+        assert state["sent"] == first
+        assert first < 32 << 20, first
+        s.close()
+        assert done.wait(5)
+    assert isinstance(state["exc"], ClientDisconnected)
+
+
+def test_app_exception_before_start_is_500_and_logged(caplog):
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            raise ValueError("boom")
+
+    with caplog.at_level(logging.ERROR, logger="powpow.asgi"):
+        with asgi_server(app, log_level=None) as srv:
+            status, hdrs, body = get(srv.port)
+    assert status == 500 and hdrs.get("connection") == "close"
+    assert any("Exception in ASGI application" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_app_exception_after_start_closes_without_complete_body():
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise RuntimeError("mid-body")
+
+    with asgi_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = read_all(s)  # the server closes
+    assert data.startswith(b"HTTP/1.1 200") and b"7\r\npartial\r\n" in data
+    assert not data.endswith(b"0\r\n\r\n")  # never looks complete
+    with asgi_server(app) as srv:
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        c.request("GET", "/")
+        r = c.getresponse()
+        with pytest.raises(http.client.IncompleteRead):
+            r.read()
+
+
+def test_returning_without_response_is_500_and_without_completing_closes():
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/half":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+            await send({"type": "http.response.body", "body": b"12345", "more_body": True})
+
+    with asgi_server(app) as srv:
+        assert get(srv.port, "/none")[0] == 500
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = read_all(s)
+    assert data.endswith(b"\r\n\r\n12345")  # then the close: 5 of 10 bytes, never complete
+
+
+@pytest.mark.parametrize("order", ["body_first", "start_twice", "after_complete", "unknown"])
+def test_wrong_message_order_raises_in_the_app(order):
+    box = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        try:
+            if order == "body_first":
+                await send({"type": "http.response.body", "body": b"x"})
+            elif order == "start_twice":
+                await send({"type": "http.response.start", "status": 200})
+                await send({"type": "http.response.start", "status": 200})
+            elif order == "after_complete":
+                await respond(send, body=b"ok")
+                await send({"type": "http.response.body", "body": b"more"})
+            else:
+                await send({"type": "http.response.bogus"})
+        except RuntimeError as exc:
+            box.append(str(exc))
+            raise
+
+    with asgi_server(app, log_level="critical") as srv:
+        status = get(srv.port)[0]
+    assert box and "ASGI" in box[0]
+    expect = {"body_first": "before 'http.response.start'", "start_twice": "twice",
+              "after_complete": "after the response completed", "unknown": "unexpected message type"}[order]
+    assert expect in box[0]
+    assert status == (200 if order == "after_complete" else 500)
+
+
+def test_header_splitting_refused():
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"x-evil", b"a\r\nSet-Cookie: injected=1")]})
+        await send({"type": "http.response.body", "body": b"x"})
+
+    with asgi_server(app, log_level="critical") as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = read_all(s)
+    assert data.startswith(b"HTTP/1.1 500")
+    assert b"injected" not in data
+
+
+def test_pipelined_requests_answered_in_order():
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        n = int(scope["path"][1:])
+        await asyncio.sleep((3 - n) * 0.05)  # later requests finish first
+        await respond(send, body=b"r%d" % n)
+
+    with asgi_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(3)))
+            data = read_until(s, b"r2")
+    assert data.count(b"HTTP/1.1 200") == 3
+    assert data.index(b"r0") < data.index(b"r1") < data.index(b"r2")
+
+
+def test_keep_alive_timeout_closes_idle_connection():
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await respond(send, body=b"ok")
+
+    with asgi_server(app, timeout_keep_alive=0.3) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_until(s, b"ok").endswith(b"ok")
+            t0 = time.monotonic()
+            s.settimeout(5)
+            assert s.recv(100) == b""  # closed by the server
+            assert 0.2 < time.monotonic() - t0 < 3
+
+
+def test_limit_concurrency_answers_503():
+    gate = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/slow":
+            ev = asyncio.Event()
+            gate.append((asyncio.get_running_loop(), ev))
+            await ev.wait()
+        await respond(send, body=b"ok")
+
+    with asgi_server(app, limit_concurrency=1) as srv:
+        slow = socket.create_connection(("127.0.0.1", srv.port))
+        slow.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 5
+        while not gate and time.monotonic() < deadline:
+            time.sleep(0.01)
+        status, hdrs, _ = get(srv.port, "/fast")  # a second connection while one request is in flight
+        assert status == 503
+        # the same over one connection: a pipelined second request is over the limit too
+        slow.sendall(b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+        loop, ev = gate[0]
+        loop.call_soon_threadsafe(ev.set)
+        data = read_until(slow, b"503 Service Unavailable\n")
+        assert data.startswith(b"HTTP/1.1 200") and data.index(b"ok") < data.index(b"HTTP/1.1 503")
+        slow.close()
+        time.sleep(0.05)
+        assert get(srv.port, "/fast")[0] == 200
+
+
+def test_head_request_gets_no_body():
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await respond(send, body=b"hello")
+
+    with asgi_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = read_until(s, b"hello")
+    assert data.count(b"Content-Length: 5") == 2
+    assert data.count(b"hello") == 1
+
+
+# ---------------------------------------------------------------- extensions
+
+def test_pathsend_serves_the_file(tmp_path):
+    f = tmp_path / "big.bin"
+    payload = os.urandom(300000)
+    f.write_bytes(payload)
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        assert "http.response.pathsend" in scope["extensions"]
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/octet-stream"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.pathsend", "path": str(f)})
+
+    with asgi_server(app) as srv:
+        status, hdrs, body = get(srv.port)
+        assert (status, hdrs["content-length"], body == payload) == (200, str(len(payload)), True)
+        status, hdrs, body = get(srv.port, method="HEAD")
+        assert (status, hdrs["content-length"], body) == (200, str(len(payload)), b"")
+
+
+def test_trailers_only_when_requested():
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        ok = "http.response.trailers" in scope["extensions"]
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"trailer", b"x-checksum")],
+                    "trailers": ok})
+        await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+        await send({"type": "http.response.body", "body": b"def", "more_body": False})
+        if ok:
+            await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"42")],
+                        "more_trailers": False})
+
+    with asgi_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
+            data = read_until(s, b"\r\n0\r\nx-checksum: 42\r\n\r\n")
+        assert b"transfer-encoding: chunked" in data.lower()
+        assert data.endswith(b"3\r\nabc\r\n3\r\ndef\r\n0\r\nx-checksum: 42\r\n\r\n")
+        status, hdrs, body = get(srv.port)  # no TE: trailers: no extension, plain body
+        assert (status, body) == (200, b"abcdef")
+
+
+def test_early_hint_103_before_the_response():
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        assert "http.response.early_hint" in scope["extensions"]
+        await send({"type": "http.response.early_hint", "links": [b"</style.css>; rel=preload; as=style"]})
+        await asyncio.sleep(0.1)
+        await respond(send, body=b"page")
+
+    with asgi_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.settimeout(5)
+            first = read_until(s, b"\r\n\r\n")
+            assert first == b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload; as=style\r\n\r\n"
+            rest = read_until(s, b"page")
+            assert rest.startswith(b"HTTP/1.1 200 OK") and rest.endswith(b"page")
+
+
+# ---------------------------------------------------------------- lifespan and shutdown
+
+def test_lifespan_state_reaches_requests_and_shutdown_runs():
+    events = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                m = await receive()
+                events.append(m["type"])
+                if m["type"] == "lifespan.startup":
+                    scope["state"]["db"] = "connected"
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await respond(send, body=scope["state"]["db"].encode())
+
+    with asgi_server(app) as srv:
+        assert get(srv.port)[2] == b"connected"
+    assert events == ["lifespan.startup", "lifespan.shutdown"]
+    assert srv.result == 0
+
+
+@pytest.mark.parametrize("how", ["failed", "raise_on"])
+def test_lifespan_startup_failure_exit_code(how):
+    from powpow.asgi import Server
+
+    async def app(scope, receive, send):
+        assert scope["type"] == "lifespan"
+        await receive()
+        if how == "failed":
+            await send({"type": "lifespan.startup.failed", "message": "no database"})
+        else:
+            raise RuntimeError("cannot start")
+
+    srv = Server(app, port=0, lifespan="on" if how == "raise_on" else "auto", log_level="critical")
+    t0 = time.monotonic()
+    assert srv.run() == 3
+    assert time.monotonic() - t0 < 5
+
+
+def test_lifespan_auto_tolerates_an_app_without_lifespan():
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError("only http here")
+        await respond(send, body=b"fine")
+
+    with asgi_server(app, lifespan="auto") as srv:
+        assert get(srv.port)[2] == b"fine"
+    assert srv.result == 0
+
+
+def test_shutdown_during_a_request_lets_it_finish():
+    started = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        started.set()
+        await asyncio.sleep(0.3)
+        await respond(send, body=b"finished")
+
+    with asgi_server(app) as srv:
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+        c.request("GET", "/")
+        assert started.wait(5)
+        t0 = time.monotonic()
+        srv.shutdown()
+        r = c.getresponse()
+        assert (r.status, r.read(), r.getheader("connection")) == (200, b"finished", "close")
+        c.close()
+        # new connections are refused once shutting down
+        time.sleep(0.05)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+    assert time.monotonic() - t0 < 3
+
+
+def test_shutdown_cancels_requests_past_the_grace_period():
+    box = []
+    started = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            box.append("cancelled")
+            raise
+
+    with asgi_server(app, timeout_graceful_shutdown=0.3, log_level="critical") as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert started.wait(5)
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 3
+    assert box == ["cancelled"]
+    data = read_all(s, 2)
+    assert data.startswith(b"HTTP/1.1 503") and b"connection: close" in data.lower()  # then closed
+    s.close()
+
+
+# ---------------------------------------------------------------- other clients and transports
+
+def test_httpx_streaming_upload_and_download():
+    httpx = pytest.importorskip("httpx")
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        n = 0
+        while True:
+            m = await receive()
+            n += len(m["body"])
+            if not m["more_body"]:
+                break
+        await send({"type": "http.response.start", "status": 201, "headers": [(b"x-got", str(n).encode())]})
+        for _ in range(10):
+            await send({"type": "http.response.body", "body": b"y" * 10000, "more_body": True})
+        await send({"type": "http.response.body"})
+
+    def upload():
+        for _ in range(20):
+            yield b"q" * 50000
+
+    with asgi_server(app) as srv:
+        with httpx.Client(timeout=5) as client:
+            with client.stream("PUT", "http://127.0.0.1:%d/u" % srv.port, content=upload()) as r:
+                assert r.status_code == 201 and r.headers["x-got"] == "1000000"
+                assert sum(len(c) for c in r.iter_bytes()) == 100000
+
+
+def test_unix_socket(tmp_path):
+    if shutil.which("curl") is None:
+        pytest.skip("curl not installed")
+    seen = {}
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            seen.update(scope)
+            await respond(send, body=b"unix ok")
+
+    path = str(tmp_path / "asgi.sock")
+    with asgi_server(app, uds=path):
+        out = subprocess.run(["curl", "-sS", "--max-time", "5", "--unix-socket", path, "http://localhost/x"],
+                             capture_output=True, check=True).stdout
+    assert out == b"unix ok"
+    assert seen["client"] is None and seen["server"] == (path, None)
+
+
+def test_tls_scheme_https(certs):
+    import ssl
+    seen = {}
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            seen["scheme"] = scope["scheme"]
+            await respond(send, body=b"secure")
+
+    with asgi_server(app, ssl_certfile=certs.cert, ssl_keyfile=certs.key) as srv:
+        ctx = ssl.create_default_context(cafile=certs.ca)
+        c = http.client.HTTPSConnection("localhost", srv.port, context=ctx, timeout=5)
+        c.request("GET", "/")
+        r = c.getresponse()
+        assert (r.status, r.read()) == (200, b"secure")
+        c.close()
+    assert seen["scheme"] == "https"
