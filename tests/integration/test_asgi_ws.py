@@ -1,0 +1,306 @@
+"""ASGI ``websocket`` scope on a real powpow.asgi server, with the powpow WebSocket client
+(``connect_sync``), raw sockets and the ``websockets`` library: accept with subprotocol and
+headers, text/bytes both ways, close codes and reasons both ways, reject (403), denial
+responses, disconnects, send after close, graceful shutdown with 1001."""
+import asyncio
+import base64
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from powpow.asgi import ClientDisconnected
+from powpow.ws import WsClosed, WsHandshakeError, connect_sync
+
+from ._asgi import asgi_server, read_all, read_until
+
+
+def url(srv, path="/ws"):
+    return "ws://127.0.0.1:%d%s" % (srv.port, path)
+
+
+def handshake(path="/ws", extra=b""):
+    key = base64.b64encode(os.urandom(16))
+    return (b"GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n" % (path.encode(), key, extra))
+
+
+def test_accept_subprotocol_headers_echo_and_server_close():
+    seen = {}
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        seen["scope"] = scope
+        assert await receive() == {"type": "websocket.connect"}
+        await send({"type": "websocket.accept", "subprotocol": "chat.v2", "headers": [(b"x-hello", b"there")]})
+        while True:
+            m = await receive()
+            if m["type"] == "websocket.disconnect":
+                return
+            if m.get("text") == "bye":
+                await send({"type": "websocket.close", "code": 4321, "reason": "see you"})
+                continue
+            if "text" in m and m["text"] is not None:
+                await send({"type": "websocket.send", "text": "echo:" + m["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": b"echo:" + m["bytes"]})
+
+    with asgi_server(app) as srv:
+        c = connect_sync(url(srv, "/ws?room=1"), subprotocols=["chat.v1", "chat.v2"])
+        assert c.subprotocol == "chat.v2"
+        assert c.response.headers.get("x-hello") == ["there"] or c.response.headers.get("x-hello") == "there"
+        c.send("héllo")
+        assert c.recv() == "echo:héllo"
+        c.send(b"\x00\x01")
+        assert c.recv() == b"echo:\x00\x01"
+        c.send("bye")
+        with pytest.raises(WsClosed) as ei:
+            c.recv()
+        assert (ei.value.code, ei.value.reason) == (4321, "see you")
+        c.close()
+    scope = seen["scope"]
+    assert scope["type"] == "websocket" and scope["scheme"] == "ws"
+    assert scope["path"] == "/ws" and scope["query_string"] == b"room=1"
+    assert scope["subprotocols"] == ["chat.v1", "chat.v2"]
+    assert "websocket.http.response" in scope["extensions"]
+    assert scope["asgi"]["version"] == "3.0"
+
+
+def test_client_close_code_and_reason_reach_the_app():
+    got = []
+    done = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        got.append(await receive())
+        got.append(await receive())
+        try:
+            await send({"type": "websocket.send", "text": "too late"})
+        except OSError as exc:
+            got.append(exc)
+        done.set()
+
+    with asgi_server(app) as srv:
+        c = connect_sync(url(srv))
+        c.send("one")
+        assert c.close(4001, "client leaving") == 4001
+        assert done.wait(5)
+    assert got[0] == {"type": "websocket.receive", "text": "one"}
+    assert got[1] == {"type": "websocket.disconnect", "code": 4001, "reason": "client leaving"}
+    assert isinstance(got[2], ClientDisconnected)
+
+
+def test_abrupt_disconnect_is_1006():
+    got = []
+    done = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        got.append(await receive())
+        done.set()
+
+    with asgi_server(app) as srv:
+        c = connect_sync(url(srv))
+        c.sock.close()
+        assert done.wait(5)
+    assert got == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
+
+
+def test_close_before_accept_is_403():
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.close"})
+
+    with asgi_server(app) as srv:
+        with pytest.raises(WsHandshakeError) as ei:
+            connect_sync(url(srv))
+        assert ei.value.status == 403 or "403" in str(ei.value)
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(handshake())
+            assert read_until(s, b"\r\n\r\n").startswith(b"HTTP/1.1 403")
+
+
+def test_denial_response_extension():
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
+        await send({"type": "websocket.http.response.body", "body": b"token ", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b"needed"})
+
+    with asgi_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(handshake())
+            data = read_all(s)
+    assert data.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert b"www-authenticate: Bearer" in data.lower().replace(b"bearer", b"Bearer")
+    assert data.endswith(b"6\r\ntoken \r\n6\r\nneeded\r\n0\r\n\r\n")
+
+
+def test_app_error_before_accept_is_500_after_accept_is_1011():
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        if scope["path"] == "/late":
+            await send({"type": "websocket.accept"})
+            await receive()
+        raise RuntimeError("app bug")
+
+    with asgi_server(app, log_level="critical") as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(handshake("/early"))
+            assert read_until(s, b"\r\n\r\n").startswith(b"HTTP/1.1 500")
+        c = connect_sync(url(srv, "/late"))
+        c.send("trigger")
+        with pytest.raises(WsClosed) as ei:
+            c.recv()
+        assert ei.value.code == 1011
+        c.close()
+
+
+def test_returning_after_accept_closes_1000():
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "only message"})
+
+    with asgi_server(app) as srv:
+        c = connect_sync(url(srv))
+        assert c.recv() == "only message"
+        with pytest.raises(WsClosed) as ei:
+            c.recv()
+        assert ei.value.code == 1000
+        c.close()
+
+
+def test_wrong_order_raises_in_the_app():
+    box = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        try:
+            await send({"type": "websocket.send", "text": "before accept"})
+        except RuntimeError as exc:
+            box.append(str(exc))
+        await send({"type": "websocket.accept"})
+        try:
+            await send({"type": "websocket.accept"})
+        except RuntimeError as exc:
+            box.append(str(exc))
+        await send({"type": "websocket.close"})
+
+    with asgi_server(app) as srv:
+        c = connect_sync(url(srv))
+        with pytest.raises(WsClosed):
+            c.recv()
+        c.close()
+    assert "before 'websocket.accept'" in box[0] and "twice" in box[1]
+
+
+def test_shutdown_closes_websockets_with_1001():
+    opened = threading.Event()
+    got = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        opened.set()
+        got.append(await receive())
+
+    with asgi_server(app) as srv:
+        c = connect_sync(url(srv))
+        assert opened.wait(5)
+        t0 = time.monotonic()
+        srv.shutdown()
+        with pytest.raises(WsClosed) as ei:
+            c.recv(timeout=5)
+        assert ei.value.code == 1001
+        c.close()
+    assert time.monotonic() - t0 < 3
+    assert got and got[0]["type"] == "websocket.disconnect" and got[0]["code"] == 1001
+
+
+def test_many_messages_with_slow_app_are_all_delivered_in_order():
+    got = []
+    done = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.sleep(0.3)  # messages pile up: reading pauses at the high-water mark
+        while True:
+            m = await receive()
+            if m["type"] == "websocket.disconnect":
+                break
+            got.append(m["text"])
+            if len(got) == 500:
+                await send({"type": "websocket.send", "text": "all"})
+        done.set()
+
+    with asgi_server(app) as srv:
+        c = connect_sync(url(srv))
+        for i in range(500):
+            c.send("m%d" % i)
+        assert c.recv(timeout=10) == "all"
+        c.close()
+        assert done.wait(5)
+    assert got == ["m%d" % i for i in range(500)]
+
+
+def test_websockets_library_client():
+    websockets = pytest.importorskip("websockets.sync.client")
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            m = await receive()
+            if m["type"] == "websocket.disconnect":
+                return
+            await send({"type": "websocket.send", "text": m["text"].upper()})
+
+    with asgi_server(app) as srv:
+        with websockets.connect(url(srv)) as ws:
+            ws.send("shout")
+            assert ws.recv(timeout=5) == "SHOUT"
+
+
+def test_ws_none_treats_upgrade_as_http():
+    seen = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            return
+        seen.append(scope["type"])
+        await send({"type": "http.response.start", "status": 426, "headers": []})
+        await send({"type": "http.response.body", "body": b"no ws"})
+
+    with asgi_server(app, ws="none") as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(handshake())
+            data = read_until(s, b"no ws")
+    assert data.startswith(b"HTTP/1.1 426") and seen == ["http"]
