@@ -171,7 +171,7 @@ def main(kind: str, args: argparse.Namespace, argv: Optional[List[str]] = None) 
             return int(exc.code or 0)
         return 0
     try:
-        if kind == "asgi" and args.workers == 1:
+        if kind == "asgi":
             kw["on_ready"] = lambda s: print(_banner(kind, args, s), flush=True)
         server = cls(app, args.host, args.port, **kw)
         server.listen()
@@ -233,8 +233,10 @@ def _supervise(kind: str, argv: List[str], args: argparse.Namespace) -> int:
     def on_change(ev) -> None:
         if not ev.path.endswith(".py") or state["stopping"]:
             return
-        if state["pending"] is None:  # an editor writes a file in several steps: settle first
-            state["pending"] = loop.add_timer(150, restart)
+        # an editor writes a file in several steps: restart once they settle
+        if state["pending"] is not None:
+            loop.cancel_timer(state["pending"])
+        state["pending"] = loop.add_timer(200, restart)
 
     def on_signal(signum: int) -> None:
         if state["stopping"]:

@@ -229,22 +229,41 @@ class Server:
         http = self.http
         assert http is not None
         if self.workers > 1:
+            # Workers report on a pipe: 0 when serving (the first one makes on_ready run
+            # here), an exit code when lifespan startup failed (the parent then stops).
             self._fail_r, self._fail_w = os.pipe()
+            codes: list = []
+            reader = threading.Thread(target=self._read_reports, args=(self._fail_r, codes), daemon=True)
+            reader.start()
             try:
                 http.run()
-                try:
-                    os.set_blocking(self._fail_r, False)
-                    got = os.read(self._fail_r, 16)
-                except (BlockingIOError, OSError):
-                    got = b""
             finally:
-                os.close(self._fail_r)
                 os.close(self._fail_w)
-                self._fail_r = self._fail_w = None
+                self._fail_w = None
+                reader.join(5)
+                os.close(self._fail_r)
+                self._fail_r = None
                 http.close()
-            self.exit_code = got[0] if got else 0
+            self.exit_code = max(codes) if codes else 0
             return self.exit_code
         return self._run_single()
+
+    def _read_reports(self, fd: int, codes: list) -> None:
+        announced = False
+        while True:
+            try:
+                data = os.read(fd, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            for b in data:
+                if b == 0:
+                    if not announced and self.on_ready is not None:
+                        announced = True
+                        self.on_ready(self)
+                else:
+                    codes.append(b)
 
     def _run_single(self) -> int:
         http = self.http
@@ -323,7 +342,12 @@ class Server:
         for req, res in early or ():
             if not res._gone:
                 self._handle(req, res)
-        if self.on_ready is not None:
+        if self._fail_w is not None:  # a worker: tell the parent we serve
+            try:
+                os.write(self._fail_w, b"\0")
+            except OSError:
+                pass
+        elif self.on_ready is not None:
             self.on_ready(self)
         if not self._stop_requested:
             await self._stop_fut

@@ -1,0 +1,204 @@
+"""``python -m powpow asgi module:app`` (and ``wsgi``) as a user runs it: a subprocess, a temp module."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import pytest
+
+APP = textwrap.dedent('''
+    import asyncio, os, sys
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                m = await receive()
+                if m["type"] == "lifespan.startup":
+                    if os.environ.get("FAIL_STARTUP"):
+                        await send({"type": "lifespan.startup.failed", "message": "no db"})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    print("lifespan shutdown done", flush=True)
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["path"] == "/slow":
+            await asyncio.sleep(30)
+        body = ("%s %s %s %d" % (VERSION, scope["root_path"], scope["path"], os.getpid())).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": body})
+
+    def make():
+        return app
+
+    VERSION = "v1"
+''')
+
+BANNER = re.compile(r"powpow (asgi|wsgi) serving (\S+) at (\S+) ")
+
+
+def start(tmp_path, *args, env=None):
+    (tmp_path / "cliapp.py").write_text(APP)
+    e = dict(os.environ)
+    e.pop("POWPOW_RELOAD_CHILD", None)
+    if env:
+        e.update(env)
+    return subprocess.Popen([sys.executable, "-m", "powpow", "asgi", *args], cwd=str(tmp_path), env=e,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def banner(proc, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        m = BANNER.search(line)
+        if m:
+            return m.group(3)
+    proc.kill()
+    raise AssertionError("no banner; stderr: %s" % proc.stderr.read())
+
+
+def fetch(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def stop(proc, sig=signal.SIGINT, timeout=15):
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, out, err
+
+
+def test_serve_request_and_clean_shutdown(tmp_path):
+    p = start(tmp_path, "cliapp:app", "--port", "0", "--root-path", "/api", "--no-access-log")
+    url = banner(p)
+    assert url.startswith("http://127.0.0.1:")
+    text = fetch(url + "x")
+    assert text.startswith("v1 /api /api/x ")
+    code, out, err = stop(p)
+    assert code == 0, err
+    assert "lifespan shutdown done" in out and "shut down cleanly" in out
+
+
+def test_factory_and_module_colon_call(tmp_path):
+    p = start(tmp_path, "cliapp:make", "--factory", "--port", "0", "--lifespan", "off")
+    assert fetch(banner(p)).startswith("v1 ")
+    assert stop(p, signal.SIGTERM)[0] == 0
+    p = start(tmp_path, "cliapp:make()", "--port", "0")
+    assert fetch(banner(p)).startswith("v1 ")
+    assert stop(p)[0] == 0
+
+
+@pytest.mark.parametrize("spec,words", [("nosuchmod:app", ["nosuchmod"]), ("cliapp:nothere", ["cliapp", "nothere"]),
+                                        ("cliapp", ["MODULE:APP"])])
+def test_import_errors_are_clear_and_exit_1(tmp_path, spec, words):
+    p = start(tmp_path, spec, "--port", "0")
+    out, err = p.communicate(timeout=15)
+    assert p.returncode == 1 if ":" in spec else p.returncode in (1, 2)
+    for w in words:
+        assert w in err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_lifespan_startup_failure_exits_nonzero(tmp_path, workers):
+    p = start(tmp_path, "cliapp:app", "--port", "0", "--workers", workers, env={"FAIL_STARTUP": "1"})
+    out, err = p.communicate(timeout=15)
+    assert p.returncode == 3
+    assert "no db" in err and "serving" not in out
+
+
+def test_second_ctrl_c_exits_at_once(tmp_path):
+    p = start(tmp_path, "cliapp:app", "--port", "0", "--timeout-graceful-shutdown", "30")
+    url = banner(p)
+    import threading
+    t = threading.Thread(target=lambda: pytest.raises(Exception, fetch, url + "slow", 20), daemon=True)
+    t.start()
+    time.sleep(0.5)  # the slow request is in flight
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    assert p.poll() is None  # the first one waits for the request (grace 30 s)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    p.communicate(timeout=5)
+    assert time.monotonic() - t0 < 3
+    assert p.returncode != 0
+
+
+def test_workers_share_the_port(tmp_path):
+    p = start(tmp_path, "cliapp:app", "--port", "0", "--workers", "2", "--no-access-log")
+    url = banner(p)
+    pids = set()
+    end = time.monotonic() + 10
+    while len(pids) < 2 and time.monotonic() < end:
+        pids.add(fetch(url).split()[-1])
+    assert len(pids) == 2
+    code, out, err = stop(p, signal.SIGTERM)
+    assert code == 0, err
+    assert out.count("lifespan shutdown done") == 2
+
+
+def test_reload_restarts_on_change(tmp_path):
+    p = start(tmp_path, "cliapp:app", "--port", "0", "--reload", "--no-access-log")
+    try:
+        url = banner(p)
+        assert fetch(url).startswith("v1 ")
+        time.sleep(0.3)
+        (tmp_path / "cliapp.py").write_text(APP.replace('VERSION = "v1"', 'VERSION = "v2"'))
+        # a fresh child prints a fresh banner (port 0 again: a new port).  On a loaded machine an
+        # editor's truncate and write may land far enough apart to restart twice: take the last.
+        end = time.monotonic() + 20
+        text = ""
+        while not text.startswith("v2 ") and time.monotonic() < end:
+            try:
+                text = fetch(banner(p, end - time.monotonic()))
+            except OSError:
+                continue
+        assert text.startswith("v2 ")
+    finally:
+        code, out, err = stop(p)
+    assert code == 0, err
+
+
+def test_uds_flag(tmp_path):
+    sock = str(tmp_path / "s.sock")
+    p = start(tmp_path, "cliapp:app", "--uds", sock)
+    assert banner(p) == "unix:%s" % sock
+    out = subprocess.run(["curl", "-sS", "--max-time", "5", "--unix-socket", sock, "http://x/u"],
+                         capture_output=True, text=True).stdout
+    assert out.startswith("v1  /u ")
+    assert stop(p)[0] == 0
+
+
+def test_wsgi_subcommand_flags():
+    out = subprocess.run([sys.executable, "-m", "powpow", "wsgi", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for flag in ("--threads", "--workers", "--timeout-keep-alive", "--forwarded-allow-ips", "--reload"):
+        assert flag in out.stdout
+    out = subprocess.run([sys.executable, "-m", "powpow", "asgi", "--help"], capture_output=True, text=True)
+    for flag in ("--lifespan", "--ws", "--limit-concurrency", "--timeout-graceful-shutdown", "--certfile",
+                 "--keyfile", "--uds", "--root-path", "--proxy-headers", "--log-level", "--access-log"):
+        assert flag in out.stdout
+
+
+def test_wsgi_subcommand_serves(tmp_path):
+    pytest.importorskip("powpow.wsgi")
+    (tmp_path / "wapp.py").write_text(textwrap.dedent('''
+        def app(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"wsgi " + environ["PATH_INFO"].encode()]
+    '''))
+    p = subprocess.Popen([sys.executable, "-m", "powpow", "wsgi", "wapp:app", "--port", "0", "--threads", "2"],
+                         cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = banner(p)
+    assert fetch(url + "p") == "wsgi /p"
+    assert stop(p)[0] == 0
