@@ -53,8 +53,25 @@ class ClientDisconnected(OSError):
     """``send()`` after the client went away (ASGI spec 2.4: an OSError subclass)."""
 
 
+_RAW = object()  # key of the byte pairs in a Headers' memo (its other keys are str)
+
+
 def _raw_headers(h):
-    """``[(name, value), ...]`` as bytes, names lowercased, from a parsed ``Headers``."""
+    """``[(name, value), ...]`` as bytes, names lowercased, from a parsed ``Headers``.
+
+    Memoised on the Headers object: the parser shares one between consecutive
+    requests with byte-identical header sections (keep-alive clients); each
+    scope gets its own copy of the list."""
+    memo = h._memo
+    raw = memo.get(_RAW)
+    if raw is not None:
+        return list(raw)
+    raw = _build_raw(h)
+    memo[_RAW] = raw
+    return list(raw)
+
+
+def _build_raw(h):
     names = h._names
     if not names:
         return []
@@ -77,6 +94,26 @@ def _raw_headers(h):
         out.append((b, buf[find(b":", s, e) + 1 : e].strip(b" \t")))
         s = e + 2
     return out
+
+
+_str_cache: dict = {}
+
+
+def _cached_str_headers(headers):
+    """``_str_headers`` memoised on the app's pairs (apps tend to send the same
+    header list every time; tuples of constant bytes hash for free).  The list
+    returned is shared: it is never mutated (``Response`` replaces, never edits,
+    a list it did not make -- see ``_own_headers``)."""
+    try:
+        key = tuple(headers)
+        hs = _str_cache.get(key)
+    except TypeError:  # lists of lists: not hashable
+        return _str_headers(headers)
+    if hs is None:
+        hs = _str_headers(headers)
+        if len(_str_cache) < 512:
+            _str_cache[key] = hs
+    return hs
 
 
 def _str_headers(headers):
@@ -128,34 +165,29 @@ class _PathPlan:
 class HttpCycle:
     """One request's ``receive``/``send`` (see the module docstring)."""
 
-    __slots__ = ("req", "res", "srv", "state", "status", "chunks", "nbytes", "eof", "waiter",
-                 "final_sent", "trailers", "hold100", "body_read", "scope")
+    # Class-level defaults (no __slots__): creating a cycle for a request
+    # without a body costs three attribute stores.
+    state = 0  # 0 before start, 1 started (the head may still wait), 3 body done (trailers), 2 complete
+    waiter = None
+    final_sent = False
+    trailers = False
+    chunks = None
+    nbytes = 0
+    eof = True
+    hold100 = False
 
-    # state: 0 before start, 1 started (head not necessarily written), 2 complete
     def __init__(self, srv, req, res) -> None:
         self.srv = srv
         self.req = req
         self.res = res
-        self.state = 0
-        self.status = 200
-        self.waiter = None
-        self.final_sent = False
-        self.trailers = False
-        self.body_read = False
         if req.content_length or req.chunked:
             self.chunks = []
-            self.nbytes = 0
             self.eof = False
             req.on_body(self._on_body)
             req.on_end(self._on_end)
-            self.hold100 = req.expect_continue
-            if self.hold100:
+            if req.expect_continue:
+                self.hold100 = True
                 res._hold_continue = True
-        else:
-            self.chunks = None
-            self.nbytes = 0
-            self.eof = True
-            self.hold100 = False
 
     # -- events from the HTTP side ----------------------------------------------
 
@@ -270,7 +302,7 @@ class HttpCycle:
             res.status = status
             h = message.get("headers")
             if h:
-                res._headers = _str_headers(h)
+                res._headers = _cached_str_headers(h)
             if message.get("trailers", False) and self.req.headers.get("te") is not None and \
                     "trailers" in self.req.headers.get("te").lower():
                 self.trailers = True
@@ -310,6 +342,7 @@ class HttpCycle:
             except BaseException:
                 os.close(fd)
                 raise
+            res._headers = list(res._headers)  # (a shared cached list must not grow)
             res.send_plan(_PathPlan(res.status, fd, size))
             self.state = 2
             self._after_complete()
@@ -431,12 +464,14 @@ def build_scope(srv, req, res, kind: str):
     peer = conn.peer_address
     tls = session.tls is not None
     if peer.__class__ is tuple:
-        client = (peer[0], peer[1])
-        host = peer[0]
-        if host.startswith("::ffff:") and "." in host:
-            client = (host[7:], peer[1])
         sa = conn.sock_address
-        server = (sa[0], sa[1]) if sa is not None else None
+        if len(peer) == 2:  # IPv4: the socket's own tuples (cached by the transport)
+            client = peer
+            server = sa
+        else:  # IPv6 4-tuples; IPv4-mapped addresses shown as IPv4
+            host = peer[0]
+            client = (host[7:] if host.startswith("::ffff:") and "." in host else host, peer[1])
+            server = (sa[0], sa[1]) if sa is not None else None
     else:  # unix socket
         client = None
         server = (srv.uds, None)

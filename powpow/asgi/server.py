@@ -41,6 +41,9 @@ UNLIMITED_BODY = 1 << 62
 _503 = b"Service Unavailable\n"
 _503_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1")]
 
+_Task = asyncio.Task
+_current_tasks = asyncio.tasks._current_tasks  # type: ignore[attr-defined]
+
 _LEVELS = {"critical": logging.CRITICAL, "error": logging.ERROR, "warning": logging.WARNING,
            "info": logging.INFO, "debug": logging.DEBUG, "trace": logging.DEBUG}
 
@@ -219,7 +222,18 @@ class Server:
         else:
             cycle = HttpCycle(self, req, res)
             scope = build_scope(self, req, res, "http")
-        self.aio.create_task(cycle.run(self.app, scope))
+        aio = self.aio
+        if aio._task_factory is None:
+            _Task(cycle.run(self.app, scope), loop=aio)
+            if aio not in _current_tasks:
+                # Eager start: the task's first step runs now, inside the read that
+                # brought the request (no loop pass in between, and every answer of
+                # one read leaves in one write).  Task() has just appended that step
+                # to the ready queue: take it back and run it (a plain callback here,
+                # never inside another task: checked, the step would refuse to run).
+                aio._ready.pop()._run()
+        else:
+            aio.create_task(cycle.run(self.app, scope))
 
     # -- running ----------------------------------------------------------------
 
