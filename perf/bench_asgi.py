@@ -104,9 +104,12 @@ def servers(app_name: str):
     main_py = os.path.join(ROOT, ".venv", "bin", "python")
     pypy = os.path.join(ROOT, ".venv-pypy", "bin", "python")
     common = ["--app-dir", SERVERS, "--no-access-log", "--log-level", "warning", "--lifespan", "off"]
+    def powpow_cmd(py):
+        return lambda p: [py, "-m", "powpow", "asgi", spec, "--port", str(p)] + common
+
     for name, py in (("powpow-cpython", main_py), ("powpow-pypy", pypy)):
         if os.path.exists(py) and (not needs_fastapi or _has(py, "fastapi")):
-            out[name] = (lambda py: lambda p: [py, "-m", "powpow", "asgi", spec, "--port", str(p)] + common)(py)
+            out[name] = powpow_cmd(py)
     peers = _venv_python(PEERS_VENV, "python3", ["uvicorn", "httptools", "uvloop", "granian", "socketify"])
     if peers and (not needs_fastapi or _ensure(peers, "fastapi", "fastapi")):
         out["uvicorn-httptools-uvloop"] = lambda p: [
@@ -186,7 +189,7 @@ def bench_app(app_name: str, args) -> dict:
                 _stop(proc)
                 continue
             procs[name] = (proc, "http://127.0.0.1:%d%s" % (port, path))
-        for name, (proc, url) in procs.items():  # warm-up (PyPy's JIT wants a little longer)
+        for name, (_proc, url) in procs.items():  # warm-up (PyPy's JIT wants a little longer)
             wrk(url, args.conns, 3 if "pypy" in name else 1)
         runs: dict = {name: [] for name in procs}
         for _ in range(args.reps):  # interleaved: A B C, A B C ...

@@ -63,8 +63,8 @@ if [ ! -d "$ROOT/tests/node/node_modules/ws" ]; then
 fi
 
 CPY=${POWPOW_CPYTHON:-python3}
-setup_venv "$CPY" "$ROOT/.venv" "test,lint"
-setup_venv pypy3 "$ROOT/.venv-pypy"
+setup_venv "$CPY" "$ROOT/.venv" "test,lint,apps"
+setup_venv pypy3 "$ROOT/.venv-pypy" "test,apps"
 
 status=0
 summary=()

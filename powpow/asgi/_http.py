@@ -31,6 +31,7 @@ client has gone raises ``ClientDisconnected`` (an ``OSError``, ASGI spec 2.4).
 import asyncio
 import logging
 import os
+from typing import Dict, List, Optional
 
 from ..http.response import HeaderValueError
 
@@ -43,8 +44,9 @@ _ASGI = {"version": "3.0", "spec_version": "2.5"}
 _DISCONNECT = {"type": "http.disconnect"}  # never mutated by apps in practice; a fresh copy is made below
 _EMPTY_BODY_DONE = None  # marker: the final empty http.request was handed out
 
-_EXT_BASE = {"http.response.pathsend": {}, "http.response.early_hint": {}}
-_EXT_TRAILERS = {"http.response.pathsend": {}, "http.response.early_hint": {}, "http.response.trailers": {}}
+_EXT_BASE: Dict[str, dict] = {"http.response.pathsend": {}, "http.response.early_hint": {}}
+_EXT_TRAILERS: Dict[str, dict] = {"http.response.pathsend": {}, "http.response.early_hint": {},
+                                  "http.response.trailers": {}}
 
 _name_bytes: dict = {}
 
@@ -171,7 +173,7 @@ class HttpCycle:
     waiter = None
     final_sent = False
     trailers = False
-    chunks = None
+    chunks: Optional[List[bytes]] = None
     nbytes = 0
     eof = True
     hold100 = False
@@ -201,7 +203,7 @@ class HttpCycle:
     def _on_body(self, chunk) -> None:
         if self.state == 2 and self.res.ended:
             return  # answered already: the rest of the body is read and dropped
-        self.chunks.append(bytes(chunk))
+        self.chunks.append(bytes(chunk))  # type: ignore[union-attr]
         self.nbytes += len(chunk)
         if self.nbytes >= BODY_HIGH_WATER:
             self.req.pause_body()

@@ -13,6 +13,7 @@ that raises ``ClientDisconnected``.
 """
 import collections
 import logging
+from typing import Any, Deque
 
 from ..ws.connection import SendStatus
 from ..ws.server import upgrade
@@ -34,9 +35,9 @@ class WsCycle:
         self.req = req
         self.res = res
         self.state = CONNECTING
-        self.queue = collections.deque()
+        self.queue: Deque[dict] = collections.deque()
         self.waiter = None
-        self.ws = None
+        self.ws: Any = None
         self.connect_sent = False
         self.paused = False
         self.resp_status = 0

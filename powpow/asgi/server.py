@@ -156,7 +156,7 @@ class Server:
         self.stopping = False
         self.websockets: set = set()
         self.exit_code = 0
-        self._early: list = []
+        self._early: Optional[list] = []
         self._stop_fut: Any = None
         self._stop_requested = False
         self._signals = 0
@@ -193,7 +193,7 @@ class Server:
         if self.uds is not None:
             return "unix:%s" % self.uds
         host = self.host if ":" not in self.host else "[%s]" % self.host
-        return "%s://%s:%d/" % (self.scheme, host, self.port)
+        return "%s://%s:%s/" % (self.scheme, host, self.port)
 
     # -- the request handler (HttpServer's, on the loop) ----------------------------
 
