@@ -209,3 +209,13 @@ def test_wsgi_subcommand_serves(tmp_path):
     url = banner(p)
     assert fetch(url + "p") == "wsgi /p"
     assert stop(p)[0] == 0
+
+
+def test_readme_asgi_example_runs():
+    import pathlib
+    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S) if "powpow.asgi.Server(" in b]
+    assert blocks, "README lost its ASGI example"
+    proc = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["hello /hi (4 bytes)"]
