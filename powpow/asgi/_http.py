@@ -183,11 +183,19 @@ class HttpCycle:
         self.req = req
         self.res = res
         if req.content_length or req.chunked:
-            self.chunks = []
+            if req is not res._session.body_req:
+                # dispatched late (it waited for lifespan startup): the body is complete
+                body = req.body
+                self.chunks = [body] if body else []
+                self.nbytes = len(body)
+                return
+            got = req._stream_buf  # what arrived before this cycle listened (the same wait)
+            self.chunks = [bytes(got)] if got else []
+            self.nbytes = len(got)
             self.eof = False
             req.on_body(self._on_body)
             req.on_end(self._on_end)
-            if req.expect_continue:
+            if req.expect_continue and not got:
                 self.hold100 = True
                 res._hold_continue = True
 

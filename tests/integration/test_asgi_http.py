@@ -740,3 +740,40 @@ def test_tls_scheme_https(certs):
         assert (r.status, r.read()) == (200, b"secure")
         c.close()
     assert seen["scheme"] == "https"
+
+
+def test_requests_during_a_slow_startup_wait_for_it():
+    """Requests that arrive while lifespan startup runs are served after it (bodies complete or partial)."""
+    from powpow.asgi import Server
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await receive()
+            await asyncio.sleep(0.4)
+            scope["state"]["up"] = "yes"
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = await read_body(receive)
+        await respond(send, body=scope["state"]["up"].encode() + b" " + body)
+
+    srv = Server(app, port=0, log_level="warning", access_log=False).listen()
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port)) as a, \
+                socket.create_connection(("127.0.0.1", srv.port)) as b:
+            a.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nfull")
+            b.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\nhalf")
+            time.sleep(0.1)
+            assert srv.ready is False
+            ra = read_until(a, b"yes full")
+            b.sendall(b"-way")
+            rb = read_until(b, b"yes half-way")
+        assert ra.startswith(b"HTTP/1.1 200") and ra.endswith(b"yes full")
+        assert rb.startswith(b"HTTP/1.1 200") and rb.endswith(b"yes half-way")
+    finally:
+        srv.shutdown()
+        th.join(10)
+    assert not th.is_alive()
