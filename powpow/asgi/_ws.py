@@ -162,6 +162,7 @@ class WsCycle:
                 self.state = CLOSED
                 self.close_sent = True
                 if not self.res._gone and not self.res.ended:
+                    self.res._close = True
                     self.res.send(b"", status=403)
                 return
             if state == CLOSED:
@@ -171,6 +172,7 @@ class WsCycle:
             if state != CONNECTING:
                 raise RuntimeError("ASGI: 'websocket.http.response.start' after the handshake was answered")
             self.state = RESPONSE
+            self.res._close = True  # the handshake is refused: no keep-alive after a denial (as uvicorn)
             self.resp_status = int(message["status"])
             h = message.get("headers")
             self.resp_headers = _str_headers(h) if h else None
@@ -191,7 +193,6 @@ class WsCycle:
                 res.write(body)
                 return
             if not res._sent_head:
-                res._close = True
                 res.send(body, self.resp_status, self.resp_headers)
             else:
                 res.end(body)
