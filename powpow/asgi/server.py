@@ -110,7 +110,19 @@ class Server:
     ``Server(app, host, port, **options).listen()`` binds (``.port`` is the
     bound port when ``port=0``); ``run()`` blocks until shut down and returns
     the exit code; ``shutdown()`` starts a graceful shutdown from any thread.
-    Options are those of ``serve``.
+
+    Options (shared with ``powpow.wsgi``): ``uds`` (a unix socket path instead
+    of host/port), ``workers``, ``root_path``, ``proxy_headers`` and
+    ``forwarded_allow_ips`` (comma list of addresses/networks or "*"; None:
+    ``$FORWARDED_ALLOW_IPS`` or 127.0.0.1), ``log_level`` (None: leave logging
+    alone), ``access_log``, ``timeout_keep_alive``, ``timeout_graceful_shutdown``
+    (None: 10 s), ``limit_concurrency`` (503 beyond that many requests in flight
+    or connections), ``ssl_certfile``/``ssl_keyfile`` or ``ssl`` (an SSLContext).
+    ASGI only: ``lifespan`` ("auto", "on", "off"), ``ws`` ("auto"/"powpow", "none"),
+    ``ws_max_size``, ``ws_ping_interval``, ``ws_ping_timeout``, ``max_body``
+    (None: no limit, the body streams), ``on_ready(server)`` (called once
+    lifespan startup is done and requests are served; with workers, in the
+    parent when the first worker serves).
     """
 
     def __init__(self, app: Callable, host: str = "127.0.0.1", port: int = 8000, *, uds: Optional[str] = None,
