@@ -73,8 +73,9 @@ def add_arguments(p: argparse.ArgumentParser, kind: str) -> None:
     if kind == "asgi":
         p.add_argument("--lifespan", choices=["auto", "on", "off"], default="auto",
                        help="run the lifespan protocol (default auto: if the app speaks it)")
-        p.add_argument("--ws", choices=["auto", "none", "powpow"], default="auto",
-                       help="WebSocket support (default auto: powpow.ws; none: refuse upgrades)")
+        p.add_argument("--ws", choices=["auto", "none", "powpow", "websockets", "wsproto"], default="auto",
+                       help="WebSocket support (default auto: powpow.ws; none: upgrades are plain HTTP "
+                       "requests; uvicorn's websockets/wsproto are accepted and mean powpow.ws)")
     else:
         p.add_argument("--threads", type=int, default=10, help="threads running the WSGI app (default 10)")
 
@@ -126,7 +127,7 @@ def server_kwargs(kind: str, args: argparse.Namespace) -> Dict[str, Any]:
         timeout_keep_alive=args.timeout_keep_alive, timeout_graceful_shutdown=args.timeout_graceful_shutdown,
         limit_concurrency=args.limit_concurrency, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile)
     if kind == "asgi":
-        kw.update(lifespan=args.lifespan, ws=args.ws)
+        kw.update(lifespan=args.lifespan, ws="none" if args.ws == "none" else "auto")
     else:
         kw.update(threads=args.threads)
     return kw
