@@ -325,12 +325,17 @@ def test_slow_client_pauses_the_app():
         s = socket.create_connection(("127.0.0.1", srv.port))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        time.sleep(0.5)
+        # wait until the app stops (the kernel buffers and the high-water mark are full) ...
+        deadline = time.monotonic() + 5
+        prev = -1
+        while state["sent"] != prev and time.monotonic() < deadline:
+            prev = state["sent"]
+            time.sleep(0.2)
         first = state["sent"]
         time.sleep(0.3)
-        # the app is paused: nothing more went out while the client read nothing
+        # ... and stays paused: nothing more went out while the client read nothing
         assert state["sent"] == first
-        assert first < 32 << 20, first
+        assert 0 < first < 32 << 20, first
         s.close()
         assert done.wait(5)
     assert isinstance(state["exc"], ClientDisconnected)
