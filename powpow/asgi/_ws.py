@@ -21,14 +21,15 @@ from ._http import ClientDisconnected, _str_headers
 
 log = logging.getLogger("powpow.asgi")
 
-QUEUE_HIGH_WATER = 64
+QUEUE_HIGH_WATER = 64  # messages queued for the app before reading pauses ...
+QUEUE_HIGH_BYTES = 1 << 20  # ... or bytes (a message itself is capped by ws_max_size)
 
 CONNECTING, OPEN, CLOSED, RESPONSE = range(4)
 
 
 class WsCycle:
     __slots__ = ("srv", "req", "res", "state", "queue", "waiter", "ws", "connect_sent", "paused", "resp_status",
-                 "resp_headers", "close_sent", "disconnected")
+                 "resp_headers", "close_sent", "disconnected", "qbytes")
 
     def __init__(self, srv, req, res) -> None:
         self.srv = srv
@@ -44,6 +45,7 @@ class WsCycle:
         self.resp_headers = None
         self.close_sent = False
         self.disconnected = False
+        self.qbytes = 0
         res.on_close = self._on_http_close
 
     # -- events -------------------------------------------------------------------
@@ -64,7 +66,8 @@ class WsCycle:
     def _on_message(self, ws, data, is_text) -> None:
         self.queue.append({"type": "websocket.receive", "text": data} if is_text
                           else {"type": "websocket.receive", "bytes": data})
-        if len(self.queue) >= QUEUE_HIGH_WATER and not self.paused:
+        self.qbytes += len(data)
+        if (len(self.queue) >= QUEUE_HIGH_WATER or self.qbytes >= QUEUE_HIGH_BYTES) and not self.paused:
             self.paused = True
             ws.transport.pause_reading()
         self._wake()
@@ -100,7 +103,10 @@ class WsCycle:
         while not q:
             await self._wait()
         msg = q.popleft()
-        if self.paused and len(q) < QUEUE_HIGH_WATER // 2:
+        data = msg.get("text") or msg.get("bytes")
+        if data:
+            self.qbytes -= len(data)
+        if self.paused and len(q) < QUEUE_HIGH_WATER // 2 and self.qbytes < QUEUE_HIGH_BYTES // 2:
             self.paused = False
             ws = self.ws
             if ws is not None and not ws.transport.closed:

@@ -785,3 +785,18 @@ def test_requests_during_a_slow_startup_wait_for_it():
         srv.shutdown()
         th.join(10)
     assert not th.is_alive()
+
+
+def test_lifespan_shutdown_failure_exit_code():
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.failed", "message": "could not flush"})
+            return
+        await respond(send, body=b"ok")
+
+    with asgi_server(app, log_level="critical") as srv:
+        assert get(srv.port)[2] == b"ok"
+    assert srv.result == 1

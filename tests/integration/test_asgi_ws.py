@@ -304,3 +304,29 @@ def test_ws_none_treats_upgrade_as_http():
             s.sendall(handshake())
             data = read_until(s, b"no ws")
     assert data.startswith(b"HTTP/1.1 426") and seen == ["http"]
+
+
+def test_big_messages_pause_reading_by_bytes_and_arrive_whole():
+    got = []
+    done = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.sleep(0.3)  # 8 MiB arrive meanwhile: reading pauses past 1 MiB queued
+        while len(got) < 8:
+            m = await receive()
+            got.append(len(m["bytes"]))
+        await send({"type": "websocket.send", "text": "done"})
+        done.set()
+
+    with asgi_server(app) as srv:
+        c = connect_sync(url(srv), max_message_size=2 << 20)
+        for _ in range(8):
+            c.send(b"b" * (1 << 20))
+        assert c.recv(timeout=10) == "done"
+        c.close()
+        assert done.wait(5)
+    assert got == [1 << 20] * 8
