@@ -139,6 +139,8 @@ class WsCycle:
                     await self._wait()
             return
         if t == "websocket.accept":
+            if state == CLOSED and self.disconnected and not self.close_sent:
+                raise ClientDisconnected("the client left before the handshake was answered")
             if state != CONNECTING:
                 raise RuntimeError("ASGI: 'websocket.accept' %s" % (
                     "twice" if state == OPEN else "after the connection closed or was denied"))

@@ -330,3 +330,29 @@ def test_big_messages_pause_reading_by_bytes_and_arrive_whole():
         c.close()
         assert done.wait(5)
     assert got == [1 << 20] * 8
+
+
+def test_client_leaving_before_accept():
+    got = []
+    done = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        got.append(await receive())
+        got.append(await receive())  # the client hung up while we decided
+        try:
+            await send({"type": "websocket.accept"})
+        except OSError as exc:
+            got.append(exc)
+        done.set()
+
+    with asgi_server(app, timeout_keep_alive=0.5) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(handshake())
+        time.sleep(0.1)
+        s.close()
+        assert done.wait(5)
+    assert got[0] == {"type": "websocket.connect"}
+    assert got[1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+    assert isinstance(got[2], ClientDisconnected)
