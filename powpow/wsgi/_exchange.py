@@ -1,0 +1,628 @@
+"""One WSGI request/response exchange, between the loop thread and a worker thread.
+
+Threads and ownership
+---------------------
+The loop thread owns the ``Request``/``Response`` (powpow.http) and the
+connection; the worker thread owns the application call.  They meet in three
+places only:
+
+* ``wsgi.input`` (``_input.WsgiInput``): body chunks loop -> worker;
+* ``post()``: everything the worker wants done to the response goes to the
+  loop as a callback (``Loop.post`` is thread-safe and wakes the loop);
+* the stream credit (``_cond``): a streamed body's worker waits while the
+  connection's queue is above high water (``res.write()`` returned False) or
+  more than ``STREAM_HIGH`` bytes are posted but not yet written, and wakes on
+  the loop's ``on_drain`` or on the client's disconnect.  A slow client thus
+  pauses the application's iterator instead of buffering without bound.
+
+Fast path: a response whose body is known at once (a list, or a first chunk
+that fills the declared Content-Length) is handed to the loop in ONE post that
+builds the head and the body together (one write), and the worker does not
+wait for it.  Everything else streams.
+
+Framing rules (PEP 3333 and RFC 9112): the application's Content-Length is
+respected -- more bytes than declared are cut at the declared length and the
+connection is closed; fewer bytes close the connection after them (the
+client sees a short body, never a desynchronised stream); both are logged.
+Hop-by-hop headers from the application are refused (``start_response``
+raises), as wsgiref does.  An exception before the head is sent gives a 500;
+after it, the connection is closed without completing the body.
+"""
+import logging
+import os
+import stat
+import sys
+import threading
+from collections import deque
+from typing import Optional
+from urllib.parse import unquote_to_bytes
+
+from ..errors import LoopError
+from ..http.response import check_header
+from ._input import EMPTY_INPUT, WsgiInput
+
+log = logging.getLogger("powpow.wsgi")
+
+# A streamed body's worker waits while more than this is posted to the loop but
+# not yet handed to the connection (the connection's own queue has its high water).
+STREAM_HIGH = 256 << 10
+WAIT_BACKSTOP_S = 60.0  # the loop's write_timeout closes a stalled client long before
+
+# RFC 9110 §7.6.1 / PEP 3333: a WSGI application must not set these.
+HOP_BY_HOP = frozenset(["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+                        "trailer", "trailers", "transfer-encoding", "upgrade", "proxy-connection"])
+
+_NORMAL, _LENGTH = 0, 1
+_header_kind: dict = {}   # validated header name -> _NORMAL / _LENGTH
+_environ_key: dict = {}   # lowercased request header name -> environ key
+
+
+def _check_headers(headers):
+    """Validate ``start_response``'s headers; return the declared Content-Length (or None)."""
+    if headers.__class__ is not list:
+        if not isinstance(headers, (list, tuple)):
+            raise TypeError("WSGI response headers must be a list of (name, value) tuples, not %s"
+                            % type(headers).__name__)
+    length = None
+    kinds = _header_kind
+    for item in headers:
+        if len(item) != 2:
+            raise TypeError("WSGI response header must be a (name, value) pair, got %r" % (item,))
+        name, value = item
+        if value.__class__ is not str:
+            raise TypeError("WSGI response header %r: the value must be str, not %s"
+                            % (name, type(value).__name__))
+        kind = kinds.get(name)
+        if kind is None:
+            if name.__class__ is not str:
+                raise TypeError("WSGI response header name must be str, not %s" % type(name).__name__)
+            lname = name.lower()
+            if lname in HOP_BY_HOP:
+                raise AssertionError("hop-by-hop header %r is not allowed from a WSGI application "
+                                     "(PEP 3333); the server manages the connection" % name)
+            check_header(name, "")
+            kind = _LENGTH if lname == "content-length" else _NORMAL
+            if len(kinds) < 2048:
+                kinds[name] = kind
+        if not (value.isascii() and value.isprintable()):
+            check_header(name, value)  # CR/LF/NUL and controls raise HeaderValueError
+            try:
+                value.encode("latin-1")
+            except UnicodeEncodeError:
+                raise ValueError("WSGI response header %s: value %r is not ISO-8859-1" % (name, value)) from None
+        if kind is _LENGTH:
+            v = value.strip()
+            if not v.isdigit() or len(v) > 18:
+                raise ValueError("Content-Length %r is not a decimal length" % (value,))
+            n = int(v)
+            if length is not None and n != length:
+                raise ValueError("two different Content-Length headers: %d and %d" % (length, n))
+            length = n
+    return length
+
+
+def _status_code(status) -> int:
+    if status.__class__ is not str:
+        raise TypeError("WSGI status must be a str such as '200 OK', not %s" % type(status).__name__)
+    if len(status) < 4 or status[3] != " " or not status[:3].isdigit() or status[0] == "0":
+        raise ValueError("WSGI status must look like '200 OK', got %r" % (status,))
+    if "\r" in status or "\n" in status:
+        raise ValueError("WSGI status contains CR/LF: %r" % (status,))
+    return int(status[:3])
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: a file to send.  Served with ``sendfile`` when it wraps a
+    regular file with a ``fileno()``; otherwise iterated in ``block_size`` pieces."""
+
+    def __init__(self, filelike, block_size: int = 65536) -> None:
+        self.filelike = filelike
+        self.block_size = block_size
+        close = getattr(filelike, "close", None)
+        if close is not None:
+            self.close = close
+
+    def __iter__(self):
+        read = self.filelike.read
+        size = self.block_size
+        while True:
+            data = read(size)
+            if not data:
+                return
+            yield data
+
+
+class _FilePart:
+    __slots__ = ("fd", "offset", "count")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+
+    def take_fd(self) -> int:
+        fd = self.fd
+        self.fd = -1
+        return fd
+
+
+class _FilePlan:
+    """What ``Response.send_plan`` executes: a head and one file range (our own dup'd fd)."""
+
+    def __init__(self, status: int, headers, part: _FilePart) -> None:
+        self.status = status
+        self.headers = headers
+        self.content_length = part.count
+        self.parts = [part]
+        self.reason = None
+
+    def close(self) -> None:
+        fd = self.parts[0].fd
+        if fd >= 0:
+            self.parts[0].fd = -1
+            os.close(fd)
+
+
+_HEAD, _DATA, _END, _FILE, _FAIL, _ABORT, _CLOSE_AFTER = range(7)
+
+
+class Exchange:
+    """One request in flight (created on the loop thread; ``run()`` on a worker)."""
+
+    def __init__(self, server, req, res, conn) -> None:
+        self.server = server
+        self.req = req
+        self.res = res
+        self.loop = res.loop
+        self.conn_info = server._conn_info(conn)
+        self.gone = False
+        self.released = False
+        # worker side
+        self.status: Optional[str] = None
+        self.code = 200
+        self.headers: list = []
+        self.length: Optional[int] = None
+        self.headers_sent = False
+        self.written = 0
+        self.complete_sent = False  # the declared length went out in one piece
+        self.close_conn = False     # close the connection after this response (framing mismatch)
+        self.body = b""
+        # loop <-> worker
+        self._ops: deque = deque()
+        self._scheduled = False
+        self._cond: Optional[threading.Condition] = None
+        self._queued = 0
+        self._blocked = False
+        self._waiting = False
+        self.want_continue = False
+        if req.content_length or req.chunked:
+            self.input = WsgiInput(self)
+            req.on_body(self.input.feed)
+            req.on_end(self.input.end)
+            if req.expect_continue and not server.inline:
+                # 100 Continue only once the app reads (see first_read)
+                req.expect_continue = False
+                self.want_continue = True
+        else:
+            self.input = EMPTY_INPUT
+        req.on_disconnect(self._loop_gone)
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def post(self, callback) -> None:
+        if self.server.inline:
+            callback()
+            return
+        try:
+            self.loop.post(callback)
+        except LoopError:  # the server stopped and closed its loop under us
+            self.gone = True
+
+    def first_read(self) -> None:
+        if self.want_continue:
+            self.want_continue = False
+            self.post(self._loop_continue)
+
+    def _loop_continue(self) -> None:
+        if not self.gone and not self.res.ended and not self.res.headers_sent:
+            self.res._session._continue(self.req)
+
+    def _loop_gone(self) -> None:
+        """The client went away before the response ended (loop thread)."""
+        self.gone = True
+        if self.input is not EMPTY_INPUT:
+            self.input.lost()
+        cond = self._cond
+        if cond is not None:
+            with cond:
+                cond.notify_all()
+        self.server._release(self)
+
+    # -- the application call (worker thread) ----------------------------------------
+
+    def run(self) -> None:
+        if self.gone:  # the client left while the request waited for a thread
+            self.post(self._loop_release)
+            return
+        result = None
+        try:
+            environ = self.server._environ(self)
+            result = self.server.app(environ, self.start_response)
+            self._consume(result)
+        except BaseException as exc:  # noqa: B036 - anything the app raises ends this exchange only
+            self._failed(exc)
+        finally:
+            if result is not None:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    try:
+                        close()
+                    except BaseException as exc:  # noqa: B036
+                        log.error("WSGI iterable close() raised for %s %s", self.req.method, self.req.target,
+                                  exc_info=exc)
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])  # PEP 3333: too late to change
+            finally:
+                exc_info = None  # no reference cycle through the traceback
+        elif self.status is not None:
+            raise AssertionError("start_response() called twice without exc_info (PEP 3333)")
+        code = _status_code(status)
+        length = _check_headers(headers)
+        self.status = status
+        self.code = code
+        self.headers = headers
+        self.length = length
+        return self.write
+
+    def write(self, data) -> None:
+        """The legacy ``write()`` callable returned by ``start_response``."""
+        if self.status is None:
+            raise AssertionError("write() before start_response()")
+        if data.__class__ is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError("write() takes bytes, not %s" % type(data).__name__)
+            data = bytes(data)
+        if data:
+            self._send(data)
+
+    def _consume(self, result) -> None:
+        if self.gone:
+            return
+        if result.__class__ is list or result.__class__ is tuple:
+            if not self.headers_sent:
+                if len(result) == 1:
+                    body = result[0]
+                    if body.__class__ is not bytes:
+                        raise TypeError("WSGI application returned %s in its iterable, not bytes"
+                                        % type(body).__name__)
+                else:
+                    for b in result:
+                        if b.__class__ is not bytes:
+                            raise TypeError("WSGI application returned %s in its iterable, not bytes"
+                                            % type(b).__name__)
+                    body = b"".join(result)
+                self._whole(body)
+                return
+        elif result.__class__ is FileWrapper and not self.headers_sent and self._sendfile(result):
+            return
+        for chunk in result:
+            if chunk.__class__ is not bytes:
+                raise TypeError("WSGI application yielded %s, not bytes" % type(chunk).__name__)
+            if self.gone:
+                return  # the client left: stop pulling (close() follows)
+            if chunk:
+                self._send(chunk)
+        self._end()
+
+    def _whole(self, body: bytes) -> None:
+        if self.status is None:
+            raise AssertionError("the WSGI application returned without calling start_response()")
+        length = self.length
+        if length is not None and len(body) != length and self.req.method != "HEAD" \
+                and self.code not in (204, 304) and self.code >= 200:
+            if len(body) > length:
+                log.error("WSGI application sent %d bytes but declared Content-Length %d: cut, closing "
+                          "the connection (%s %s)", len(body), length, self.req.method, self.req.target)
+                self.body = body[:length]
+                self.headers_sent = True
+                self.close_conn = True
+                self.post(self._loop_whole)
+                return
+            self._send(body)  # fewer: stream it; the response closes after the short body
+            self._end()
+            return
+        self.body = body
+        self.headers_sent = True
+        self.post(self._loop_whole)
+
+    def _send(self, chunk: bytes) -> None:
+        if self.status is None:
+            raise AssertionError("the WSGI application sent a body before calling start_response()")
+        if self.complete_sent:
+            log.error("WSGI application sent more bytes than its Content-Length %d: closing the "
+                      "connection (%s %s)", self.length, self.req.method, self.req.target)
+            self._push(_CLOSE_AFTER, None)
+            raise _Overrun()
+        length = self.length
+        if not self.headers_sent:
+            self.headers_sent = True
+            if length is not None and len(chunk) >= length and self.req.method != "HEAD":
+                self.complete_sent = True  # one piece holds the whole declared body
+                if len(chunk) > length:
+                    log.error("WSGI application sent more bytes than its Content-Length %d: cut, closing "
+                              "the connection (%s %s)", length, self.req.method, self.req.target)
+                    self.body = chunk[:length]
+                    self.close_conn = True
+                    self.post(self._loop_whole)
+                    raise _Overrun()
+                self.body = chunk
+                self.post(self._loop_whole)
+                return
+            self._push(_HEAD, None)
+        if length is not None and self.written + len(chunk) > length and self.req.method != "HEAD":
+            keep = length - self.written
+            log.error("WSGI application sent more bytes than its Content-Length %d: cut, closing the "
+                      "connection (%s %s)", length, self.req.method, self.req.target)
+            if keep > 0:
+                self._stream(chunk[:keep])
+            self.written = length
+            self.close_conn = True
+            self._push(_END, None)
+            self.complete_sent = True
+            raise _Overrun()
+        self._stream(chunk)
+
+    def _stream(self, chunk: bytes) -> None:
+        """Hand a body chunk to the loop, waiting while the client is behind."""
+        n = len(chunk)
+        self.written += n
+        if self.server.inline:
+            self._push(_DATA, chunk)
+            return
+        cond = self._cond
+        if cond is None:
+            cond = self._cond = threading.Condition(threading.Lock())
+        with cond:
+            while (self._blocked or self._queued > STREAM_HIGH) and not self.gone:
+                self._waiting = True
+                try:
+                    cond.wait(WAIT_BACKSTOP_S)
+                finally:
+                    self._waiting = False
+            if self.gone:
+                raise _Gone()
+            self._queued += n
+        self._push(_DATA, chunk)
+
+    def _end(self) -> None:
+        if self.status is None:
+            raise AssertionError("the WSGI application returned without calling start_response()")
+        if not self.headers_sent:
+            self._whole(b"")
+            return
+        if self.complete_sent:
+            return
+        self._push(_END, None)
+
+    def _sendfile(self, wrapper: FileWrapper) -> bool:
+        """Send a ``wsgi.file_wrapper`` file with sendfile; False to iterate it instead."""
+        if self.status is None:
+            return False
+        try:
+            fd = wrapper.filelike.fileno()
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return False
+            offset = wrapper.filelike.tell() if hasattr(wrapper.filelike, "tell") else os.lseek(fd, 0, os.SEEK_CUR)
+        except (AttributeError, OSError, ValueError):
+            return False
+        count = max(0, st.st_size - offset)
+        length = self.length
+        if length is not None:
+            if count < length:
+                return False  # fewer bytes than declared: iterate, the response closes short
+            count = length
+        headers = [h for h in self.headers if _header_kind.get(h[0]) is not _LENGTH]
+        dup = os.dup(fd)
+        self.headers_sent = True
+        self.complete_sent = True
+        self._push(_FILE, _FilePlan(self.code, headers, _FilePart(dup, offset, count)))
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, _Gone):
+            return
+        if isinstance(exc, _Overrun):
+            return  # logged; the connection closes after the declared bytes
+        if isinstance(exc, OSError) and self.gone:
+            log.info("WSGI application stopped: the client went away (%s %s): %s",
+                     self.req.method, self.req.target, exc)
+            return
+        if not self.headers_sent:
+            log.error("WSGI application raised for %s %s; answering 500", self.req.method, self.req.target,
+                      exc_info=exc)
+            self.headers_sent = True
+            self._push(_FAIL, None)
+        else:
+            log.error("WSGI application raised after the response started (%s %s); closing the connection",
+                      self.req.method, self.req.target, exc_info=exc)
+            self._push(_ABORT, None)
+
+    def _push(self, kind: int, arg) -> None:
+        self._ops.append((kind, arg))
+        if not self._scheduled:
+            self._scheduled = True
+            self.post(self._loop_ops)
+
+    # -- loop thread -------------------------------------------------------------------
+
+    def _loop_release(self) -> None:
+        self.server._release(self)
+
+    def _closing_headers(self, headers):
+        """Add ``Connection: close`` when the request body will not be read to its end."""
+        inp = self.input
+        if (inp is EMPTY_INPUT or inp.complete) and not self.close_conn:
+            return headers
+        return list(headers) + [("Connection", "close")]
+
+    def _after(self) -> None:
+        """The response is handed over: release the slot, forget the rest of the body."""
+        self.server._release(self)
+        inp = self.input
+        if inp is not EMPTY_INPUT and not inp.complete:
+            inp.discard()
+
+    def _loop_whole(self) -> None:
+        if self.gone:
+            return
+        res = self.res
+        try:
+            res.send(self.body, self.code, self._closing_headers(self.headers))
+        except Exception as exc:
+            log.error("WSGI response could not be sent (%s %s)", self.req.method, self.req.target, exc_info=exc)
+            self._loop_fail()
+        self.body = b""
+        self._after()
+
+    def _loop_ops(self) -> None:
+        self._scheduled = False
+        ops = self._ops
+        res = self.res
+        wrote = 0
+        ok = True
+        while ops:
+            kind, arg = ops.popleft()
+            if kind is _DATA:
+                wrote += len(arg)
+                if not self.gone and not res.ended:
+                    try:
+                        ok = res.write(arg)
+                    except Exception as exc:
+                        log.error("WSGI response body could not be written (%s %s)", self.req.method,
+                                  self.req.target, exc_info=exc)
+                        self._loop_abort()
+                continue
+            if self.gone:
+                if kind is not _DATA and kind is not _HEAD:
+                    if kind is _FILE:
+                        arg.close()
+                    self.server._release(self)
+                continue
+            if kind is _HEAD:
+                try:
+                    res.status = self.code
+                    for name, value in self._closing_headers(self.headers):
+                        res.add_header(name, value)
+                except Exception as exc:
+                    log.error("WSGI response head rejected (%s %s)", self.req.method, self.req.target,
+                              exc_info=exc)
+                    self._loop_fail()
+            elif kind is _END:
+                if not res.ended:
+                    if self.close_conn:
+                        res._close = True
+                    res.end()
+                self._after()
+            elif kind is _FILE:
+                try:
+                    res.status = self.code
+                    arg.headers = self._closing_headers(arg.headers)
+                    res.send_plan(arg)
+                except Exception as exc:
+                    log.error("WSGI file response failed (%s %s)", self.req.method, self.req.target, exc_info=exc)
+                    self._loop_fail()
+                self._after()
+            elif kind is _FAIL:
+                self._loop_fail()
+                self._after()
+            elif kind is _ABORT:
+                self._loop_abort()
+                self._after()
+            elif kind is _CLOSE_AFTER:
+                self._loop_abort()
+                self._after()
+        cond = self._cond
+        if cond is not None:
+            blocked = not ok and not self.gone and not res.ended
+            if blocked:
+                res.on_drain = self._loop_drained
+            with cond:
+                self._queued -= wrote
+                self._blocked = blocked
+                if self._waiting:
+                    cond.notify()
+
+    def _loop_drained(self) -> None:
+        cond = self._cond
+        if cond is not None:
+            with cond:
+                self._blocked = False
+                if self._waiting:
+                    cond.notify()
+
+    def _loop_fail(self) -> None:
+        """500 if nothing was sent yet, else close the connection mid-body."""
+        res = self.res
+        if self.gone or res.ended:
+            return
+        if res.headers_sent:
+            self._loop_abort()
+            return
+        res._reset()
+        res._close = True
+        try:
+            res.send_error(500)
+        except Exception:  # pragma: no cover - our own error path
+            self._loop_abort()
+
+    def _loop_abort(self) -> None:
+        """Close the connection after what was sent: a body that never looks complete."""
+        res = self.res
+        if self.gone:
+            return
+        session = res._session
+        res._close = True
+        if not res.ended:
+            res.ended = True
+            session._to_closing()
+            session.flush()
+        else:
+            session._to_closing()
+            if not session.pending:
+                session.conn.close_after_drain()
+
+
+class _Gone(Exception):
+    """The client went away while the worker waited to write."""
+
+
+class _Overrun(Exception):
+    """The application produced more than its declared Content-Length (logged, connection closed)."""
+
+
+# -------------------------------------------------------------------------- environ
+
+def path_info(raw_path: str) -> str:
+    """PEP 3333: PATH_INFO is the percent-decoded path's *bytes*, as a latin-1 str."""
+    if "%" not in raw_path:
+        return raw_path
+    return unquote_to_bytes(raw_path).decode("latin-1")
+
+
+def header_key(name: str) -> str:
+    """``content-type`` -> ``CONTENT_TYPE``; ``x-foo`` -> ``HTTP_X_FOO``."""
+    key = _environ_key.get(name)
+    if key is None:
+        up = name.upper().replace("-", "_")
+        key = up if up in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + up
+        if len(_environ_key) < 4096:
+            _environ_key[name] = key
+    return key
+
+
+STDERR = sys.stderr
