@@ -46,7 +46,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from ..errors import LoopError
 from ..http.forwarded import ProxyTrust
@@ -126,7 +126,8 @@ class Server:
         self._pool: Optional[ThreadPool] = None
         self._pool_pid = 0
         self._stopping = False
-        self._base = {
+        self._forced = False
+        self._base: Dict[str, Any] = {
             "wsgi.version": (1, 0),
             "wsgi.errors": STDERR,
             "wsgi.multithread": not self.inline,
@@ -213,7 +214,7 @@ class Server:
 
     def _environ(self, ex) -> dict:
         req = ex.req
-        env = self._base.copy()
+        env: Dict[str, Any] = self._base.copy()
         env["REQUEST_METHOD"] = req.method
         raw = req.raw_path
         path = path_info(raw) if "%" in raw else raw
@@ -290,7 +291,8 @@ class Server:
             pool = self._pool
             if pool is not None:
                 self._pool = None
-                if not pool.shutdown(timeout=1.0):
+                # threads get a moment to run close(); a forced stop (second signal) waits less
+                if not pool.shutdown(timeout=0.2 if self._forced else 1.0):
                     log.warning("WSGI threads still busy after shutdown; leaving them (daemon threads)")
 
     def _on_signal(self, signum: int) -> None:
@@ -309,6 +311,7 @@ class Server:
     def _begin_shutdown(self) -> None:
         if self._stopping:
             log.info("second stop request: closing every connection now")
+            self._forced = True
             self.http._finish_drain()
             return
         self._stopping = True

@@ -34,7 +34,7 @@ import stat
 import sys
 import threading
 from collections import deque
-from typing import Optional
+from typing import Any, Optional
 from urllib.parse import unquote_to_bytes
 
 from ..errors import LoopError
@@ -195,6 +195,7 @@ class Exchange:
         self._blocked = False
         self._waiting = False
         self.want_continue = False
+        self.input: Any = EMPTY_INPUT
         if req.content_length or req.chunked:
             self.input = WsgiInput(self)
             req.on_body(self.input.feed)
@@ -203,8 +204,6 @@ class Exchange:
                 # 100 Continue only once the app reads (see first_read)
                 req.expect_continue = False
                 self.want_continue = True
-        else:
-            self.input = EMPTY_INPUT
         req.on_disconnect(self._loop_gone)
 
     # -- plumbing ----------------------------------------------------------------
@@ -595,6 +594,11 @@ class Exchange:
             session._to_closing()
             if not session.pending:
                 session.conn.close_after_drain()
+        self.gone = True  # nothing more goes out: the worker stops pulling the iterable
+        cond = self._cond
+        if cond is not None:
+            with cond:
+                cond.notify_all()
 
 
 class _Gone(Exception):

@@ -491,3 +491,41 @@ def test_inline_mode_serves_and_reads_bodies():
     with wsgi_server(validator(app), inline=True) as srv:
         assert get(srv.port, "/", "POST", body=b"abc" * 1000)[2] == b"in:" + b"abc" * 1000
         assert get(srv.port, "/")[2] == b"in:"
+
+
+def test_readme_wsgi_example_runs():
+    import pathlib
+    import re
+    import subprocess
+    readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S) if "powpow.wsgi.Server(" in b]
+    assert blocks, "README lost its WSGI example"
+    proc = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["Hello, WSGI!"]
+
+
+def test_https_sets_url_scheme(certs):
+    import ssl
+    with wsgi_server(validator(env_app), ssl_certfile=certs.cert, ssl_keyfile=certs.key) as srv:
+        ctx = ssl.create_default_context(cafile=certs.ca)
+        c = http.client.HTTPSConnection("localhost", srv.port, context=ctx, timeout=10)
+        c.request("GET", "/tls")
+        r = c.getresponse()
+        env = json.loads(r.read())
+        c.close()
+    assert r.status == 200 and env["wsgi.url_scheme"] == "https" and env["PATH_INFO"] == "/tls"
+
+
+def test_unix_socket(tmp_path):
+    path = str(tmp_path / "wsgi.sock")
+    with wsgi_server(validator(env_app), uds=path) as srv:
+        assert srv.port is None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(b"GET /unix HTTP/1.1\r\nHost: example.test:8080\r\n\r\n")
+            head, body = read_response(s)
+    env = json.loads(body)
+    assert head.startswith(b"HTTP/1.1 200") and env["PATH_INFO"] == "/unix"
+    assert env["SERVER_NAME"] == "example.test" and env["REMOTE_ADDR"] is None
