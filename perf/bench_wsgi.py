@@ -16,6 +16,13 @@ Servers: powpow on CPython (default thread pool, threads=10) and with
 socketify's WSGI.  Peers come from perf/.venv-peers (CPython) and
 perf/.venv-peers-pypy; missing ones are skipped.  Results print as a
 markdown table and are saved to perf/results/wsgi.json.
+
+Two figures per server: requests/s, and requests per CPU-second the server
+process tree used during the run (``/proc`` utime+stime).  The second is what
+a request costs the server; it does not move when other load on the machine
+takes core 0 away, and it does not reward a server for having more threads
+to be scheduled (on a shared core the kernel's fair scheduler gives a
+process with ten runnable threads a bigger share than one with one).
 """
 import argparse
 import json
@@ -87,6 +94,32 @@ def wait_port(port: int, proc, timeout: float = 20.0) -> bool:
     return False
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and all its descendants
+    (granian and gunicorn serve from child processes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent = {}
+    times = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(name)] = int(fields[1])
+        times[int(name)] = (int(fields[11]) + int(fields[12])) / tick
+    total = 0.0
+    for p in times:
+        q = p
+        while q and q != pid:
+            q = parent.get(q, 0)
+        if q == pid:
+            total += times[p]
+    return total
+
+
 def wrk(url: str, conns: int, duration: int) -> float:
     cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
@@ -139,6 +172,7 @@ def main() -> None:
     table = {name: argv for name, argv in servers(tmp).items()
              if not args.only or name in args.only.split(",")}
     runs: dict = {name: [] for name in table}
+    per_cpu: dict = {name: [] for name in table}
     env = dict(os.environ, PYTHONPATH=tmp)
     for rep in range(args.reps):
         for name, argv in table.items():
@@ -152,9 +186,16 @@ def main() -> None:
                     continue
                 url = "http://127.0.0.1:%d/" % port
                 wrk(url, args.conns, 1)  # warm-up (and PyPy's JIT)
+                cpu0 = tree_cpu(proc.pid)
                 rps = wrk(url, args.conns, args.duration)
+                cpu = tree_cpu(proc.pid) - cpu0
                 runs[name].append(rps)
-                print("rep %d  %-24s %8.0f req/s" % (rep + 1, name, rps), flush=True)
+                # requests per CPU-second of the server: what the server costs per request,
+                # robust against other load on the machine taking core 0 away from it
+                eff = rps * args.duration / cpu if cpu > 0 else 0.0
+                per_cpu[name].append(eff)
+                print("rep %d  %-24s %8.0f req/s  %8.0f req per CPU-s (%.0f%% of a core)"
+                      % (rep + 1, name, rps, eff, 100.0 * cpu / args.duration), flush=True)
             finally:
                 proc.send_signal(signal.SIGINT)
                 try:
@@ -163,21 +204,21 @@ def main() -> None:
                     proc.kill()
                     proc.wait()
     results = {name: statistics.median(r) for name, r in runs.items() if r}
+    eff = {name: statistics.median(r) for name, r in per_cpu.items() if r}
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "wsgi.json"), "w") as f:
-        json.dump({"median": results, "runs": runs}, f, indent=1)
-    print("\n| server | hello req/s (median of %d) |\n|---|---|" % args.reps)
+        json.dump({"median": results, "runs": runs, "per_cpu_second": per_cpu}, f, indent=1)
+    print("\n| server | hello req/s (median of %d) | req per server CPU-second |\n|---|---|---|" % args.reps)
     for name, rps in results.items():
-        print("| %s | %.0f |" % (name, rps))
-    base = results.get("powpow-cpython")
-    for peer in ("granian-wsgi", "gunicorn-gthread"):
-        if base and results.get(peer):
-            print("powpow-cpython / %s = %.2fx" % (peer, base / results[peer]))
-        if results.get("powpow-cpython-inline") and results.get(peer):
-            print("powpow-cpython-inline / %s = %.2fx" % (peer, results["powpow-cpython-inline"] / results[peer]))
-    if results.get("powpow-pypy") and results.get("socketify-wsgi-pypy"):
-        print("powpow-pypy / socketify-wsgi-pypy = %.2fx" % (results["powpow-pypy"] / results["socketify-wsgi-pypy"]))
-
+        print("| %s | %.0f | %.0f |" % (name, rps, eff.get(name, 0.0)))
+    pairs = [("powpow-cpython", "granian-wsgi"), ("powpow-cpython", "gunicorn-gthread"),
+             ("powpow-cpython-inline", "granian-wsgi"), ("powpow-cpython-inline", "gunicorn-gthread"),
+             ("powpow-pypy", "socketify-wsgi-pypy"), ("powpow-pypy-inline", "socketify-wsgi-pypy"),
+             ("powpow-pypy", "granian-wsgi")]
+    for a, b in pairs:
+        if results.get(a) and results.get(b):
+            print("%s / %s = %.2fx req/s, %.2fx req per CPU-s" % (a, b, results[a] / results[b],
+                                                                 eff.get(a, 0) / (eff.get(b) or 1)))
 
 if __name__ == "__main__":
     main()

@@ -51,7 +51,7 @@ from typing import Any, Callable, Dict, Optional
 from ..errors import LoopError
 from ..http.forwarded import ProxyTrust
 from ..http.server import HttpServer
-from ._exchange import STDERR, Exchange, FileWrapper, header_key, path_info
+from ._exchange import STDERR, Exchange, FileWrapper, _environ_key, header_key, path_info
 from ._input import ClientDisconnected
 from ._pool import ThreadPool
 
@@ -227,22 +227,30 @@ class Server:
         env["wsgi.input"] = ex.input
         ip, rport, sname, sport, tls, unix = ex.conn_info
         headers = req.headers
+        # Headers' own lookups, inlined: one slice and decode per field
         names = headers._names
-        value = headers._value
+        ends = headers._ends
+        buf = headers._buf
+        keys = _environ_key
+        start = headers._h0
         for i in range(len(names)):
+            end = ends[i]
             name = names[i]
-            if "_" in name:
-                continue  # see the module docstring
-            key = header_key(name)
-            v = value(i)
-            old = env.get(key)
-            if old is None:
-                env[key] = v
-            else:
-                env[key] = old + ("; " if key == "HTTP_COOKIE" else ",") + v
+            key = keys.get(name)
+            if key is None:
+                key = header_key(name)
+            if key:  # "" for names with "_" (see the module docstring)
+                v = buf[buf.find(b":", start, end) + 1 : end].strip(b" \t").decode("latin-1")
+                old = env.get(key)
+                if old is None:
+                    env[key] = v
+                else:
+                    env[key] = old + ("; " if key == "HTTP_COOKIE" else ",") + v
+            start = end + 2
         scheme = "https" if tls else "http"
         trust = self._trust
-        if trust is not None and trust.trusts(ip, unix):
+        if trust is not None and ("HTTP_X_FORWARDED_FOR" in env or "HTTP_X_FORWARDED_PROTO" in env) \
+                and trust.trusts(ip, unix):
             fwd = trust.client_ip(ip, unix, headers)
             if fwd != ip:
                 ip, rport = fwd, 0

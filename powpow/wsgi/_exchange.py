@@ -57,8 +57,31 @@ _header_kind: dict = {}   # validated header name -> _NORMAL / _LENGTH
 _environ_key: dict = {}   # lowercased request header name -> environ key
 
 
+_checked_lists: dict = {}  # header lists already validated (apps reuse theirs) -> (length, plain)
+_status_codes: dict = {}
+
+
 def _check_headers(headers):
     """Validate ``start_response``'s headers; return the declared Content-Length (or None)."""
+    try:
+        key: Optional[tuple] = tuple(headers)
+        hit = _checked_lists.get(key)
+    except TypeError:  # not a sequence, or [name, value] lists (allowed, not hashable)
+        key = hit = None
+    if hit is not None:
+        return hit
+    length = _validate_headers(headers)
+    # the list without Content-Length: when the body matches it, powpow writes
+    # the length itself (no framing-header path, one cached head block for
+    # every length)
+    plain = None if length is None else [h for h in headers if _header_kind.get(h[0]) is not _LENGTH]
+    hit = (length, plain)
+    if key is not None and len(_checked_lists) < 1024:
+        _checked_lists[key] = hit
+    return hit
+
+
+def _validate_headers(headers):
     if headers.__class__ is not list:
         if not isinstance(headers, (list, tuple)):
             raise TypeError("WSGI response headers must be a list of (name, value) tuples, not %s"
@@ -102,6 +125,16 @@ def _check_headers(headers):
 
 
 def _status_code(status) -> int:
+    code = _status_codes.get(status)
+    if code is not None:
+        return code
+    code = _parse_status(status)
+    if len(_status_codes) < 256:
+        _status_codes[status] = code
+    return code
+
+
+def _parse_status(status) -> int:
     if status.__class__ is not str:
         raise TypeError("WSGI status must be a str such as '200 OK', not %s" % type(status).__name__)
     if len(status) < 4 or status[3] != " " or not status[:3].isdigit() or status[0] == "0":
@@ -169,42 +202,46 @@ _HEAD, _DATA, _END, _FILE, _FAIL, _ABORT, _CLOSE_AFTER = range(7)
 class Exchange:
     """One request in flight (created on the loop thread; ``run()`` on a worker)."""
 
+    # Class-level defaults: creating an exchange costs only the stores that differ
+    # (this runs on the loop thread once per request).
+    gone = False
+    released = False
+    # worker side
+    status: Optional[str] = None
+    code = 200
+    headers: list = []            # replaced, never mutated
+    length: Optional[int] = None  # the app's Content-Length
+    plain_headers: Optional[list] = None  # headers without it (when the body matches it)
+    headers_sent = False
+    written = 0
+    complete_sent = False  # the declared length went out in one piece
+    close_conn = False     # close the connection after this response (framing mismatch)
+    body = b""
+    # loop <-> worker
+    _ops: Optional[deque] = None
+    _scheduled = False
+    _cond: Optional[threading.Condition] = None
+    _queued = 0
+    _blocked = False
+    _waiting = False
+    want_continue = False
+    input: Any = EMPTY_INPUT
+
     def __init__(self, server, req, res, conn) -> None:
         self.server = server
         self.req = req
         self.res = res
         self.loop = res.loop
         self.conn_info = server._conn_info(conn)
-        self.gone = False
-        self.released = False
-        # worker side
-        self.status: Optional[str] = None
-        self.code = 200
-        self.headers: list = []
-        self.length: Optional[int] = None
-        self.headers_sent = False
-        self.written = 0
-        self.complete_sent = False  # the declared length went out in one piece
-        self.close_conn = False     # close the connection after this response (framing mismatch)
-        self.body = b""
-        # loop <-> worker
-        self._ops: deque = deque()
-        self._scheduled = False
-        self._cond: Optional[threading.Condition] = None
-        self._queued = 0
-        self._blocked = False
-        self._waiting = False
-        self.want_continue = False
-        self.input: Any = EMPTY_INPUT
         if req.content_length or req.chunked:
-            self.input = WsgiInput(self)
-            req.on_body(self.input.feed)
-            req.on_end(self.input.end)
+            inp = self.input = WsgiInput(self)
+            req.on_body(inp.feed)
+            req.on_end(inp.end)
             if req.expect_continue and not server.inline:
                 # 100 Continue only once the app reads (see first_read)
                 req.expect_continue = False
                 self.want_continue = True
-        req.on_disconnect(self._loop_gone)
+        res.on_close = self._loop_gone  # req.on_disconnect(), without its checks
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -270,11 +307,12 @@ class Exchange:
         elif self.status is not None:
             raise AssertionError("start_response() called twice without exc_info (PEP 3333)")
         code = _status_code(status)
-        length = _check_headers(headers)
+        length, plain = _check_headers(headers)
         self.status = status
         self.code = code
         self.headers = headers
         self.length = length
+        self.plain_headers = plain
         return self.write
 
     def write(self, data) -> None:
@@ -336,6 +374,8 @@ class Exchange:
             return
         self.body = body
         self.headers_sent = True
+        if length is not None and len(body) == length:
+            self.headers = self.plain_headers  # powpow writes the same Content-Length
         self.post(self._loop_whole)
 
     def _send(self, chunk: bytes) -> None:
@@ -359,6 +399,7 @@ class Exchange:
                     self.post(self._loop_whole)
                     raise _Overrun()
                 self.body = chunk
+                self.headers = self.plain_headers
                 self.post(self._loop_whole)
                 return
             self._push(_HEAD, None)
@@ -452,7 +493,10 @@ class Exchange:
             self._push(_ABORT, None)
 
     def _push(self, kind: int, arg) -> None:
-        self._ops.append((kind, arg))
+        ops = self._ops
+        if ops is None:
+            ops = self._ops = deque()  # only the worker creates it, before posting
+        ops.append((kind, arg))
         if not self._scheduled:
             self._scheduled = True
             self.post(self._loop_ops)
@@ -491,6 +535,8 @@ class Exchange:
     def _loop_ops(self) -> None:
         self._scheduled = False
         ops = self._ops
+        if ops is None:
+            return
         res = self.res
         wrote = 0
         ok = True
@@ -619,11 +665,15 @@ def path_info(raw_path: str) -> str:
 
 
 def header_key(name: str) -> str:
-    """``content-type`` -> ``CONTENT_TYPE``; ``x-foo`` -> ``HTTP_X_FOO``."""
+    """``content-type`` -> ``CONTENT_TYPE``; ``x-foo`` -> ``HTTP_X_FOO``; ``""`` for a
+    name with ``_`` (dropped: it would look like the dashed name in the environ)."""
     key = _environ_key.get(name)
     if key is None:
         up = name.upper().replace("-", "_")
-        key = up if up in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + up
+        if "_" in name:
+            key = ""
+        else:
+            key = up if up in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + up
         if len(_environ_key) < 4096:
             _environ_key[name] = key
     return key
