@@ -209,7 +209,7 @@ class Exchange:
     # worker side
     status: Optional[str] = None
     code = 200
-    headers: list = []            # replaced, never mutated
+    headers: Any = []             # replaced, never mutated
     length: Optional[int] = None  # the app's Content-Length
     plain_headers: Optional[list] = None  # headers without it (when the body matches it)
     headers_sent = False

@@ -16,11 +16,50 @@ refuses.
 import logging
 import queue
 import threading
-from typing import List
+from collections import deque
+from typing import Any, List
+
+try:
+    import _queue  # noqa: F401  (CPython: SimpleQueue in C)
+    _C_QUEUE = True
+except ImportError:  # PyPy: queue.SimpleQueue is Python on a Condition-based Semaphore
+    _C_QUEUE = False
 
 log = logging.getLogger("powpow.wsgi")
 
 _STOP = None
+
+
+class LockQueue:
+    """A job queue for interpreters without a C ``SimpleQueue`` (PyPy): a deque and
+    one plain lock per idle worker, released by ``put`` -- a lock acquire/release
+    pair per hand-off instead of a ``threading.Semaphore`` (a Condition, a new
+    waiter lock per wait)."""
+
+    def __init__(self) -> None:
+        self._jobs: deque = deque()
+        self._idle: List[threading.Lock] = []
+        self._mutex = threading.Lock()
+        self._local = threading.local()
+
+    def put(self, job) -> None:
+        with self._mutex:
+            self._jobs.append(job)
+            waiter = self._idle.pop() if self._idle else None
+        if waiter is not None:
+            waiter.release()
+
+    def get(self):
+        lock = getattr(self._local, "lock", None)
+        if lock is None:
+            lock = self._local.lock = threading.Lock()
+            lock.acquire()
+        while True:
+            with self._mutex:
+                if self._jobs:
+                    return self._jobs.popleft()
+                self._idle.append(lock)
+            lock.acquire()  # until put() hands this worker a job
 
 
 class ThreadPool:
@@ -31,7 +70,7 @@ class ThreadPool:
             raise ValueError("a thread pool needs at least one thread, got %r" % (size,))
         self.size = size
         self.name = name
-        self._jobs: "queue.SimpleQueue" = queue.SimpleQueue()
+        self._jobs: Any = queue.SimpleQueue() if _C_QUEUE else LockQueue()
         self._threads: List[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
