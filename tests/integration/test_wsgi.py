@@ -529,3 +529,40 @@ def test_unix_socket(tmp_path):
     env = json.loads(body)
     assert head.startswith(b"HTTP/1.1 200") and env["PATH_INFO"] == "/unix"
     assert env["SERVER_NAME"] == "example.test" and env["REMOTE_ADDR"] is None
+
+
+@pytest.mark.parametrize("bad", ["none", "str", "bytes", "str-list", "no-start"])
+def test_bad_return_values_are_500_and_the_server_lives_on(bad):
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/ok":
+            start_response("200 OK", [("Content-Length", "2")])
+            return [b"ok"]
+        if bad != "no-start":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+        return {"none": None, "str": "text", "bytes": b"bytes", "str-list": ["a", "b"], "no-start": [b"x"]}[bad]
+    with wsgi_server(app) as srv:
+        assert get(srv.port, "/bad")[0] == 500
+        assert get(srv.port, "/ok")[2] == b"ok"
+
+
+def test_idle_keep_alive_connection_closes_after_timeout():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+    with wsgi_server(app, timeout_keep_alive=0.3) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            head, body = read_response(s)
+            assert body == b"ok"
+            t0 = time.monotonic()
+            assert read_until_close(s, 5) == b""  # closed by the server, not by our timeout
+            assert 0.2 < time.monotonic() - t0 < 3
+
+
+def test_custom_options_reach_the_http_server():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+    with wsgi_server(app, max_body=10) as srv:
+        assert get(srv.port, "/", "POST", body=b"x" * 11)[0] == 413
+        assert get(srv.port, "/", "POST", body=b"x" * 10)[0] == 200
