@@ -206,26 +206,35 @@ class Server:
         sa = conn.sock_address
         if pa.__class__ is tuple:
             ip = conn.get_client_ip()
-            return (ip, pa[1], sa[0] if sa.__class__ is tuple else "", sa[1] if sa.__class__ is tuple else 0,
+            return (ip, pa[1], sa[0] if sa.__class__ is tuple else "", str(sa[1]) if sa.__class__ is tuple else "0",
                     getattr(conn, "tls", None) is not None, False)
-        return (None, 0, "", 0, getattr(conn, "tls", None) is not None, True)
+        return (None, 0, "", "0", getattr(conn, "tls", None) is not None, True)
 
     # -- environ (worker thread) ------------------------------------------------------------
 
     def _environ(self, ex) -> dict:
         req = ex.req
-        env: Dict[str, Any] = self._base.copy()
-        env["REQUEST_METHOD"] = req.method
-        raw = req.raw_path
+        target = req.target
+        if target[:1] == "/":  # origin-form: split once
+            raw, _, query = target.partition("?")
+        else:  # '*', absolute- or authority-form
+            raw, query = req.raw_path, req.query
         path = path_info(raw) if "%" in raw else raw
         root = self.root_path
         if root and (path == root or path.startswith(root + "/")):
             path = path[len(root):]
-        env["PATH_INFO"] = path
-        env["QUERY_STRING"] = req.query
-        env["SERVER_PROTOCOL"] = "HTTP/1.1" if req.version == "1.1" else "HTTP/1.0"
-        env["wsgi.input"] = ex.input
         ip, rport, sname, sport, tls, unix = ex.conn_info
+        # one dict display, then the constant keys: cheaper than a store per key
+        env: Dict[str, Any] = {
+            "REQUEST_METHOD": req.method,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "SERVER_PROTOCOL": "HTTP/1.1" if req.version == "1.1" else "HTTP/1.0",
+            "wsgi.input": ex.input,
+            "SERVER_NAME": sname,
+            "SERVER_PORT": sport,
+        }
+        env.update(self._base)
         headers = req.headers
         # Headers' own lookups, inlined: one slice and decode per field
         names = headers._names
@@ -269,9 +278,6 @@ class Server:
             host = env.get("HTTP_HOST", "localhost")
             env["SERVER_NAME"] = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             env["SERVER_PORT"] = "443" if scheme == "https" else "80"
-        else:
-            env["SERVER_NAME"] = sname
-            env["SERVER_PORT"] = str(sport)
         return env
 
     # -- running and stopping -------------------------------------------------------------------

@@ -566,3 +566,51 @@ def test_custom_options_reach_the_http_server():
     with wsgi_server(app, max_body=10) as srv:
         assert get(srv.port, "/", "POST", body=b"x" * 11)[0] == 413
         assert get(srv.port, "/", "POST", body=b"x" * 10)[0] == 200
+
+
+SERVE_SCRIPT = r'''
+import os, sys
+import powpow.wsgi
+
+def app(environ, start_response):
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+powpow.wsgi.serve(app, "127.0.0.1", int(sys.argv[1]), workers=int(sys.argv[2]), threads=2)
+print("served", flush=True)
+'''
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_blocks_until_sigterm_and_exits_cleanly(workers, tmp_path):
+    import signal
+    import subprocess
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    script = tmp_path / "serve_app.py"
+    script.write_text(SERVE_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(port), str(workers)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        pids = set()
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not pids:
+            try:
+                pids.add(get(port, "/")[2])
+            except OSError:
+                time.sleep(0.1)
+        assert pids, "server never answered"
+        for _ in range(20):
+            pids.add(get(port, "/")[2])
+        assert all(p.isdigit() for p in pids)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out.strip() == "served"
