@@ -46,6 +46,7 @@ import os
 import signal
 import sys
 import threading
+from collections import deque
 from typing import Any, Callable, Dict, Optional
 
 from ..errors import LoopError
@@ -105,6 +106,11 @@ class Server:
         self.limit_concurrency = limit_concurrency
         self._limit = limit_concurrency if limit_concurrency is not None else max(1000, threads * 100)
         self._inflight = 0
+        # One exchange at a time per connection: pipelined requests wait for the
+        # answer before theirs (answers leave in order anyway, and a later
+        # answer streamed early would pile up in memory behind the earlier one).
+        # session -> the requests waiting behind the running one.
+        self._serial: Dict[Any, deque] = {}
         self._trust: Optional[ProxyTrust] = None
         if proxy_headers:
             allow = forwarded_allow_ips
@@ -184,7 +190,14 @@ class Server:
         self._inflight += 1
         ex = Exchange(self, req, res, res._session.conn)
         if not self.inline:
-            self._get_pool().submit(ex)
+            session = res._session
+            waiting = self._serial.get(session)
+            if waiting is None:
+                self._serial[session] = deque()  # this connection has an exchange running
+                self._get_pool().submit(ex)
+            else:
+                ex.queued = True  # a pipelined request: after the one before it (see _release)
+                waiting.append(ex)
         elif req.content_length or req.chunked:
             inp = ex.input
             inp._high = UNLIMITED_BODY  # read the whole body first: the app may not block the loop
@@ -197,9 +210,31 @@ class Server:
             ex.run()
 
     def _release(self, ex) -> None:
-        if not ex.released:
-            ex.released = True
-            self._inflight -= 1
+        """``ex`` has handed its response over (or its client left): free its slot and
+        start the next pipelined request of the same connection, if any."""
+        if ex.released:
+            return
+        ex.released = True
+        self._inflight -= 1
+        if self.inline:
+            return
+        session = ex.res._session
+        waiting = self._serial.get(session)
+        if waiting is None:
+            return
+        if ex.queued:  # never started: its client left
+            try:
+                waiting.remove(ex)
+            except ValueError:
+                pass
+            return
+        while waiting:
+            nxt = waiting.popleft()
+            if not nxt.released:
+                nxt.queued = False
+                self._get_pool().submit(nxt)
+                return
+        del self._serial[session]
 
     def _conn_info(self, conn):
         pa = conn.peer_address

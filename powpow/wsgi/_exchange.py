@@ -206,6 +206,7 @@ class Exchange:
     # (this runs on the loop thread once per request).
     gone = False
     released = False
+    queued = False  # waiting behind an earlier pipelined request of its connection
     # worker side
     status: Optional[str] = None
     code = 200
@@ -539,14 +540,38 @@ class Exchange:
             return
         res = self.res
         wrote = 0
-        ok = True
+        # Everything the worker queued since the last run leaves in one write
+        # (a chatty generator's small chunks too): the session collects while
+        # in_batch, as it does for one read's answers, and flushes below.
+        session = res._session
+        was = session.in_batch
+        session.in_batch = True
+        try:
+            wrote = self._run_ops(ops, res)
+        finally:
+            session.in_batch = was
+        if not was:
+            session.flush()
+        cond = self._cond
+        if cond is not None:
+            blocked = not self.gone and not res.ended and not session.writable
+            if blocked:
+                res.on_drain = self._loop_drained
+            with cond:
+                self._queued -= wrote
+                self._blocked = blocked
+                if self._waiting:
+                    cond.notify()
+
+    def _run_ops(self, ops, res) -> int:
+        wrote = 0
         while ops:
             kind, arg = ops.popleft()
             if kind is _DATA:
                 wrote += len(arg)
                 if not self.gone and not res.ended:
                     try:
-                        ok = res.write(arg)
+                        res.write(arg)
                     except Exception as exc:
                         log.error("WSGI response body could not be written (%s %s)", self.req.method,
                                   self.req.target, exc_info=exc)
@@ -591,16 +616,7 @@ class Exchange:
             elif kind is _CLOSE_AFTER:
                 self._loop_abort()
                 self._after()
-        cond = self._cond
-        if cond is not None:
-            blocked = not ok and not self.gone and not res.ended
-            if blocked:
-                res.on_drain = self._loop_drained
-            with cond:
-                self._queued -= wrote
-                self._blocked = blocked
-                if self._waiting:
-                    cond.notify()
+        return wrote
 
     def _loop_drained(self) -> None:
         cond = self._cond

@@ -614,3 +614,28 @@ def test_serve_blocks_until_sigterm_and_exits_cleanly(workers, tmp_path):
             proc.wait()
     assert proc.returncode == 0, err
     assert out.strip() == "served"
+
+
+def test_pipelined_requests_run_one_at_a_time_per_connection():
+    events = []
+
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        events.append("start " + path)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def gen():
+            if path == "/first":
+                time.sleep(0.3)
+            for _ in range(64):
+                yield path.encode() * 1000
+            events.append("end " + path)
+        return gen()
+    with wsgi_server(app, threads=4) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = read_until_close(s)
+    # the second app starts only once the first answer is out: its body never piles up behind it
+    assert events == ["start /first", "end /first", "start /second", "end /second"]
+    assert data.index(b"/first") < data.index(b"/second") and data.count(b"HTTP/1.1 200") == 2
