@@ -14,6 +14,8 @@ backpressure, and a streamed response body waits for the client
 (``STREAM_HIGH``).  Requests beyond what the threads take queue in front of
 them, up to ``limit_concurrency`` (default: ``threads * 100``, at least 1000)
 requests in flight; past that the answer is ``503`` with ``Retry-After: 1``.
+A connection runs one exchange at a time (``_serial``): a pipelined request
+starts when the answer before it has been handed over.
 
 Why the thread hop: a WSGI application blocks (database calls, files,
 ``time.sleep``); running it on the loop would stall every connection.  The
