@@ -8,8 +8,11 @@ from powpow.wsgi import Server
 
 
 @contextlib.contextmanager
-def wsgi_server(app, **options):
-    """``Server(app)`` on 127.0.0.1:0, run() in a thread; graceful shutdown at the end."""
+def wsgi_server(app, check_released=True, **options):
+    """``Server(app)`` on 127.0.0.1:0, run() in a thread; graceful shutdown at the end.
+
+    ``check_released``: every request's slot was given back (nothing left in flight,
+    no per-connection queue left behind)."""
     options.setdefault("access_log", False)
     srv = Server(app, "127.0.0.1", 0, **options).listen()
     errors = []
@@ -29,6 +32,9 @@ def wsgi_server(app, **options):
         th.join(15)
         assert not th.is_alive(), "server did not stop"
         assert not errors, errors
+        if check_released:
+            assert srv.in_flight == 0, srv.in_flight
+            assert not srv._serial, srv._serial
 
 
 def read_until_close(sock, timeout: float = 10.0) -> bytes:

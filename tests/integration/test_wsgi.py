@@ -472,7 +472,7 @@ def test_graceful_shutdown_is_bounded():
         return [b""]
     srv_box = []
     t0 = time.monotonic()
-    with wsgi_server(app, timeout_graceful_shutdown=0.5) as srv:
+    with wsgi_server(app, check_released=False, timeout_graceful_shutdown=0.5) as srv:
         srv_box.append(srv)
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
