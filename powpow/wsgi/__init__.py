@@ -23,10 +23,10 @@ hop costs one queue put/get and one ``post`` (an eventfd write when the loop
 sleeps) per request, and a list body goes back in a single post (head and
 body in one write).  ``inline=True`` (or ``threads=0``) runs the application
 on the loop thread instead: fastest for tiny CPU-only apps, but any blocking
-call then stalls the whole server, request bodies are buffered in memory
-before the app runs, and a streamed body is queued up to the connection's
-cap (``WriteQueueFull`` past it) rather than pausing the app.  Explicit and
-off by default.
+call then stalls the whole server, and request bodies are buffered in memory
+before the app runs; a streamed body is pulled while the client keeps up
+(``Exchange._inline_pump``: a burst per loop turn, paused until on_drain).
+Explicit and off by default.
 
 Environ
 -------
@@ -191,25 +191,20 @@ class Server:
             return
         self._inflight += 1
         ex = Exchange(self, req, res, res._session.conn)
-        if not self.inline:
-            session = res._session
-            waiting = self._serial.get(session)
-            if waiting is None:
-                self._serial[session] = deque()  # this connection has an exchange running
-                self._get_pool().submit(ex)
-            else:
-                ex.queued = True  # a pipelined request: after the one before it (see _release)
-                waiting.append(ex)
-        elif req.content_length or req.chunked:
-            inp = ex.input
-            inp._high = UNLIMITED_BODY  # read the whole body first: the app may not block the loop
-
-            def body_done() -> None:
-                inp.end()
-                ex.run()
-            req.on_end(body_done)
+        session = res._session
+        waiting = self._serial.get(session)
+        if waiting is None:
+            self._serial[session] = deque()  # this connection has an exchange running
+            self._start(ex)
         else:
-            ex.run()
+            ex.queued = True  # a pipelined request: after the one before it (see _release)
+            waiting.append(ex)
+
+    def _start(self, ex) -> None:
+        if not self.inline:
+            self._get_pool().submit(ex)
+        else:
+            ex.start_inline()
 
     def _release(self, ex) -> None:
         """``ex`` has handed its response over (or its client left): free its slot and
@@ -218,8 +213,6 @@ class Server:
             return
         ex.released = True
         self._inflight -= 1
-        if self.inline:
-            return
         session = ex.res._session
         waiting = self._serial.get(session)
         if waiting is None:
@@ -234,7 +227,10 @@ class Server:
             nxt = waiting.popleft()
             if not nxt.released:
                 nxt.queued = False
-                self._get_pool().submit(nxt)
+                if self.inline:
+                    ex.loop.defer_call(nxt.start_inline)  # not from inside the previous answer's code
+                else:
+                    self._get_pool().submit(nxt)
                 return
         del self._serial[session]
 

@@ -39,7 +39,9 @@ from urllib.parse import unquote_to_bytes
 
 from ..errors import LoopError
 from ..http.response import check_header
-from ._input import EMPTY_INPUT, WsgiInput
+from ._input import EMPTY_INPUT, HIGH_WATER, WsgiInput
+
+UNLIMITED_BODY = 1 << 62
 
 log = logging.getLogger("powpow.wsgi")
 
@@ -235,7 +237,9 @@ class Exchange:
         self.loop = res.loop
         self.conn_info = server._conn_info(conn)
         if req.content_length or req.chunked:
-            inp = self.input = WsgiInput(self)
+            # inline: the app may not wait for the body on the loop thread, so it
+            # runs once the body is in (never paused: it is read whole first)
+            inp = self.input = WsgiInput(self, UNLIMITED_BODY if server.inline else HIGH_WATER)
             req.on_body(inp.feed)
             req.on_end(inp.end)
             if req.expect_continue and not server.inline:
@@ -273,6 +277,8 @@ class Exchange:
         if cond is not None:
             with cond:
                 cond.notify_all()
+        if self._iter is not None:  # inline stream waiting for on_drain: end it (close())
+            self.loop.defer_call(self._inline_pump)
         self.server._release(self)
 
     # -- the application call (worker thread) ----------------------------------------
@@ -285,6 +291,13 @@ class Exchange:
         try:
             environ = self.server._environ(self)
             result = self.server.app(environ, self.start_response)
+            if self.server.inline and result.__class__ is not list and result.__class__ is not tuple \
+                    and result.__class__ is not FileWrapper:
+                # a stream on the loop thread: pulled while the client keeps up (_inline_pump)
+                self._iter = iter(result)
+                self._result, result = result, None
+                self._inline_pump()
+                return
             self._consume(result)
         except BaseException as exc:  # noqa: B036 - anything the app raises ends this exchange only
             self._failed(exc)
@@ -297,6 +310,61 @@ class Exchange:
                     except BaseException as exc:  # noqa: B036
                         log.error("WSGI iterable close() raised for %s %s", self.req.method, self.req.target,
                                   exc_info=exc)
+
+    # -- inline mode (loop thread) ------------------------------------------------------
+
+    _iter: Any = None
+    _result: Any = None
+    INLINE_BURST = 16  # chunks per turn before other connections get theirs
+
+    def start_inline(self) -> None:
+        inp = self.input
+        if inp is not EMPTY_INPUT and not inp.complete:
+            self.req.on_end(self._inline_body_done)
+        else:
+            self.run()
+
+    def _inline_body_done(self) -> None:
+        self.input.end()
+        self.run()
+
+    def _inline_pump(self) -> None:
+        """Pull the iterable on the loop thread while the connection takes it: a
+        slow client pauses it (until on_drain), a fast one shares the loop
+        (a burst per turn, then the rest in a deferred call)."""
+        res = self.res
+        it = self._iter
+        if it is None:
+            return  # finished (a late on_drain)
+        try:
+            for _ in range(self.INLINE_BURST):
+                if self.gone:
+                    break
+                try:
+                    chunk = next(it)
+                except StopIteration:
+                    self._end()
+                    break
+                if chunk.__class__ is not bytes:
+                    raise TypeError("WSGI application yielded %s, not bytes" % type(chunk).__name__)
+                if chunk:
+                    self._send(chunk)
+                if not self.gone and not res.ended and not res._session.writable:
+                    res.on_drain = self._inline_pump
+                    return
+            else:
+                self.loop.defer_call(self._inline_pump)
+                return
+        except BaseException as exc:  # noqa: B036 - as in run()
+            self._failed(exc)
+        self._iter = None
+        result, self._result = self._result, None
+        close = getattr(result, "close", None)
+        if close is not None:
+            try:
+                close()
+            except BaseException as exc:  # noqa: B036
+                log.error("WSGI iterable close() raised for %s %s", self.req.method, self.req.target, exc_info=exc)
 
     def start_response(self, status, headers, exc_info=None):
         if exc_info is not None:

@@ -639,3 +639,44 @@ def test_pipelined_requests_run_one_at_a_time_per_connection():
     # the second app starts only once the first answer is out: its body never piles up behind it
     assert events == ["start /first", "end /first", "start /second", "end /second"]
     assert data.index(b"/first") < data.index(b"/second") and data.count(b"HTTP/1.1 200") == 2
+
+
+def test_inline_stream_pauses_for_a_slow_client_and_shares_the_loop():
+    produced = [0]
+    closed = threading.Event()
+    chunk = b"i" * (64 << 10)
+
+    class Stream:
+        def __iter__(self):
+            for _ in range(512):  # 32 MiB
+                produced[0] += len(chunk)
+                yield chunk
+
+        def close(self):
+            closed.set()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/ping":
+            start_response("200 OK", [("Content-Length", "4")])
+            return [b"pong"]
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return Stream()
+    with wsgi_server(app, inline=True) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=20) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            time.sleep(0.5)
+            # the loop is free for others while this stream waits for its client
+            assert get(srv.port, "/ping")[2] == b"pong"
+            assert produced[0] < 16 * (1 << 20), produced[0]
+            got = len(read_until_close(s, 20))
+        assert got > 32 * (1 << 20)  # the whole stream (plus head and chunk framing)
+        assert closed.wait(5)
+    with wsgi_server(app, inline=True) as srv:  # a client that leaves mid-stream: close() still runs
+        closed.clear()
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.recv(1000)
+        s.close()
+        assert closed.wait(10)
