@@ -54,7 +54,8 @@ from typing import Any, Callable, Dict, Optional
 from ..errors import LoopError
 from ..http.forwarded import ProxyTrust
 from ..http.server import HttpServer
-from ._exchange import STDERR, Exchange, FileWrapper, _environ_key, header_key, path_info
+from ._exchange import Exchange
+from ._rules import STDERR, FileWrapper, _environ_key, header_key, path_info
 from ._input import ClientDisconnected
 from ._pool import ThreadPool
 
