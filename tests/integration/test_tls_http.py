@@ -362,3 +362,49 @@ def test_thread_workers_serve_https_in_parallel(certs, tmp_path):
         proc.wait(15)
     assert not errors, errors
     assert results == [True] * 30
+
+
+def test_peer_closing_without_close_notify_over_http(certs):
+    """TCP FIN without close_notify: a request whose framing is complete is still answered; a
+    body cut short by it never reaches the handler (the framing says it is incomplete)."""
+    calls = []
+
+    def handler(req, res):
+        calls.append((req.path, bytes(req.body)))
+        res.send(b"got %d" % len(req.body))
+
+    def fin_without_notify(t):
+        dup = socket.socket(fileno=os.dup(t.fileno()))
+        dup.shutdown(socket.SHUT_WR)
+        dup.close()
+
+    def read_all(t):
+        data = b""
+        try:
+            while True:
+                b = t.recv(65536)
+                if not b:
+                    break
+                data += b
+        except (ssl.SSLError, ConnectionError):
+            pass  # the server's close_notify or reset after our truncated stream
+        return data
+
+    with serving(handler, ssl=certs.server_ctx()) as server:
+        ctx = certs.client_ctx()
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=5),
+                             server_hostname="localhost") as t:
+            t.sendall(b"POST /whole HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            fin_without_notify(t)
+            assert read_all(t).startswith(b"HTTP/1.1 200 OK")
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=5),
+                             server_hostname="localhost") as t:
+            t.sendall(b"POST /cut HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+            time.sleep(0.05)
+            fin_without_notify(t)
+            assert b"200 OK" not in read_all(t)
+        c = https(certs, server.port)  # the server serves on
+        c.request("GET", "/after")
+        assert c.getresponse().read() == b"got 0"
+        c.close()
+    assert calls == [("/whole", b"hello"), ("/after", b"")]
