@@ -12,7 +12,10 @@ hit all of them alike).  Servers are pinned to core 0, wrk (1 thread) to core 1
 connection per request (``Connection: close``: wrk reconnects, one handshake per
 request, 16 connections -- wrk keeps the TLS session across reconnects, so these
 are TLS 1.3 PSK resumptions with (EC)DHE, on every server alike; the count is
-printed); a 1 MiB static file (16 connections; powpow and nginx only).
+printed); full handshakes, one connection at a time (``openssl s_time -new -www /``:
+a C client on OpenSSL that never resumes, so each connection costs the server an
+ECDSA P-256 signature; latency-bound, read its server CPU per connection); a
+1 MiB static file (16 connections; powpow and nginx only).
 
 Besides req/s, the server's own CPU time per request (user+sys from /proc,
 microseconds) is reported: on a 2-core machine the client is often the
@@ -70,7 +73,7 @@ http {{
 }}
 """
 
-WORKLOADS = ("keepalive", "new-conn", "static-1MiB")
+WORKLOADS = ("keepalive", "new-conn", "full-handshake", "static-1MiB")
 
 
 def free_port() -> int:
@@ -102,6 +105,10 @@ def make_cert(tmp: str):
     return cert, key
 
 
+def _powpow_argv(py, hello, cert, key, static_dir):
+    return lambda p: [py, hello, str(p), cert, key, "static", static_dir]
+
+
 def servers(static_dir: str, tmp: str, cert: str, key: str):
     """name -> (argv(port), serves static files)."""
     sdir = os.path.join(HERE, "servers")
@@ -110,7 +117,7 @@ def servers(static_dir: str, tmp: str, cert: str, key: str):
     for name, venv in (("powpow-cpython", ".venv"), ("powpow-pypy", ".venv-pypy")):
         py = os.path.join(ROOT, venv, "bin", "python")
         if os.path.exists(py):
-            out[name] = ((lambda py: lambda p: [py, hello, str(p), cert, key, "static", static_dir])(py), True)
+            out[name] = (_powpow_argv(py, hello, cert, key, static_dir), True)
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if nginx:
         def nginx_cmd(p):
@@ -155,6 +162,21 @@ def wrk(url: str, conns: int, duration: int, headers=(), pid: int = 0):
         print("    wrk: %s" % (bad.group(0) if bad else out.strip()[-200:]), file=sys.stderr)
         return 0.0, 0.0
     return float(m.group(1)), (c1 - c0) * 1e6 / max(int(n.group(1)), 1)
+
+
+def s_time(port: int, duration: int, pid: int = 0):
+    """(connections/s, server CPU microseconds per connection): sequential full handshakes."""
+    cmd = ["taskset", "-c", "1", "openssl", "s_time", "-connect", "127.0.0.1:%d" % port, "-new", "-www", "/",
+           "-time", str(duration)]
+    c0 = cpu_seconds(pid) if pid else 0.0
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
+    c1 = cpu_seconds(pid) if pid else 0.0
+    m = re.search(r"(\d+) connections in ([\d.]+) real seconds", out)
+    if not m or not int(m.group(1)):
+        print("    s_time: %s" % out.strip()[-200:], file=sys.stderr)
+        return 0.0, 0.0
+    n = int(m.group(1))
+    return n / float(m.group(2)), (c1 - c0) * 1e6 / n
 
 
 def rss_kib(pid: int) -> int:
@@ -246,20 +268,26 @@ def main() -> None:
             st = base + ("/static/1m.bin" if name.startswith("nginx") else "/1m.bin")
             for wl, url, conns, headers in (("keepalive", base + "/", 64, ()),
                                             ("new-conn", base + "/", 16, ("Connection: close",)),
+                                            ("full-handshake", port, 1, ()),
                                             ("static-1MiB", st, 16, ())):
                 if wl in workloads and (static or wl != "static-1MiB"):
                     yield wl, url, conns, headers, proc.pid
 
         for name in running:  # warm-up (PyPy's JIT)
-            for wl, url, conns, headers, pid in plan(name):
-                wrk(url, conns, args.warmup, headers)
+            for wl, url, conns, headers, _pid in plan(name):
+                if wl == "full-handshake":
+                    s_time(url, args.warmup)
+                else:
+                    wrk(url, conns, args.warmup, headers)
         raw = {name: {} for name in running}
         for rep in range(args.reps):
             for wl in workloads:
                 for name in running:
                     for w, url, conns, headers, pid in plan(name):
                         if w == wl:
-                            raw[name].setdefault(wl, []).append(wrk(url, conns, args.duration, headers, pid))
+                            run = (s_time(url, args.duration, pid) if wl == "full-handshake" else
+                                   wrk(url, conns, args.duration, headers, pid))
+                            raw[name].setdefault(wl, []).append(run)
             print("rep %d: %s" % (rep + 1, "  ".join("%s %s=%.0f" % (n, wl, r[wl][-1][0])
                                                        for n, r in raw.items() for wl in r)), flush=True)
         results = {}
@@ -271,7 +299,7 @@ def main() -> None:
                 row[wl + " runs"] = [round(x[0]) for x in runs]
             results[name] = row
         if args.idle:
-            for name, (proc, port, static) in running.items():
+            for name, (proc, port, _static) in running.items():
                 results[name]["idle-KiB-per-conn"] = idle_rss(port, proc.pid, args.idle)
     finally:
         for proc, _, _ in running.values():

@@ -30,6 +30,10 @@ Invariants:
   (``on_ready``) hears of the transport only once the handshake succeeded,
   a failure goes to ``on_fail`` and never raises out of the loop.
   Renegotiation is refused (``OP_NO_RENEGOTIATION`` on server contexts).
+* ALPN (server side): the ClientHello's bytes are kept until our first flight
+  (at most ``_HELLO_MAX``); a client whose ALPN offer has nothing in common
+  with the context's list (``prepare_server_context(ctx, alpn)``) gets a
+  ``no_application_protocol`` alert instead of our flight, and the close.
 """
 import collections
 import errno
