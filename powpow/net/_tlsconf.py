@@ -85,7 +85,8 @@ def prepare_server_context(ctx: ssl.SSLContext, alpn=None) -> ssl.SSLContext:
         ctx.set_alpn_protocols(list(alpn))
         # remembered so that TlsTransport can refuse a client whose ALPN offer has nothing in
         # common (Python's ssl would go on without ALPN instead of failing the handshake)
-        ctx._powpow_alpn = frozenset(a.encode("ascii") if isinstance(a, str) else bytes(a) for a in alpn)
+        ctx._powpow_alpn = frozenset(  # type: ignore[attr-defined]
+            a.encode("ascii") if isinstance(a, str) else bytes(a) for a in alpn)
     return ctx
 
 

@@ -240,11 +240,13 @@ class TlsTransport:
         then wait for an HTTP/2 answer that never comes."""
         hello = self._hello
         self._hello = None
-        offered = client_hello_alpn(hello) if hello else None
-        if not offered or offered is _INCOMPLETE:
-            return False
+        if not hello or b"\x00\x10" not in hello:
+            return False  # no ALPN extension (type 16) can be in there: the common case, cheaply
         ours = getattr(self._ssl.context, "_powpow_alpn", None)
-        if not ours or any(p in ours for p in offered):
+        if not ours:
+            return False
+        offered = client_hello_alpn(hello)
+        if not offered or offered is _INCOMPLETE or any(p in ours for p in offered):
             return False
         self._handshake_failed(TlsError(
             "NO_APPLICATION_PROTOCOL: the client offers ALPN %s only, this server speaks %s"
