@@ -14,7 +14,8 @@ request, 16 connections -- wrk keeps the TLS session across reconnects, so these
 are TLS 1.3 PSK resumptions with (EC)DHE, on every server alike; the count is
 printed); full handshakes, one connection at a time (``openssl s_time -new -www /``:
 a C client on OpenSSL that never resumes, so each connection costs the server an
-ECDSA P-256 signature; latency-bound, read its server CPU per connection); a
+ECDSA P-256 signature; one connection at a time, its rate is latency-bound and
+depends on how each server closes (read the server CPU per connection); a
 1 MiB static file (16 connections; powpow and nginx only).
 
 Besides req/s, the server's own CPU time per request (user+sys from /proc,
@@ -294,6 +295,9 @@ def main() -> None:
         for name, r in raw.items():
             row = {}
             for wl, runs in r.items():
+                runs = [x for x in runs if x[0] > 0]  # a client that failed against this server
+                if not runs:
+                    continue
                 row[wl] = statistics.median(x[0] for x in runs)
                 row[wl + " cpu-us/req"] = statistics.median(x[1] for x in runs)
                 row[wl + " runs"] = [round(x[0]) for x in runs]
