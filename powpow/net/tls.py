@@ -305,8 +305,8 @@ class TlsTransport:
     # ------------------------------------------------------------ raw callbacks
 
     def _raw_data(self, raw, view) -> None:
-        if self._state == CLOSED:
-            return
+        if self._state != OPEN and (self._state == CLOSED or self._wr_shut):
+            return  # closing, our close_notify is out: nobody reads what comes now (the FIN ends it)
         self._in.write(view)
         if not self._hs_done:
             hello = self._hello
