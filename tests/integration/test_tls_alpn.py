@@ -68,7 +68,7 @@ def test_h2_only_client_gets_no_application_protocol_alert(certs, caplog):
         t0 = time.monotonic()
         with pytest.raises(ssl.SSLError, match="(?i)no.application.protocol"):
             _handshake(certs, port, ["h2"])
-        assert time.monotonic() - t0 < 3
+        assert time.monotonic() - t0 < 5  # refused at once; a hang would last the 10 s handshake timeout
         # the ClientHello trickling in a few bytes at a time: the same clean refusal
         ch = _hello_bytes(certs, ["h2"])
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
