@@ -33,6 +33,7 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 # a real Redis for the WebSocket pub/sub fan-out across processes (tests/integration/test_ws_redis.py)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing system packages: ${missing[*]}"
     SUDO=""
