@@ -579,12 +579,10 @@ def _injectable(mime: str) -> bool:
 
 def inject_into_html(page: bytes, snippet: bytes) -> bytes:
     """``page`` with ``snippet`` before its last ``</body>`` (or at its end)."""
-    last = None
-    for last in _BODY_END.finditer(page):
-        pass
-    if last is None:
+    ends = [m.start() for m in _BODY_END.finditer(page)]
+    if not ends:
         return page + snippet
-    return page[:last.start()] + snippet + page[last.start():]
+    return page[:ends[-1]] + snippet + page[ends[-1]:]
 
 
 def _read_all(fd: int, size: int) -> bytes:
