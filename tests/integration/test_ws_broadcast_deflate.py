@@ -6,7 +6,6 @@ without it share one plain frame.  ``shared_compressor=True`` makes every
 connection of a loop compress on one zlib stream whose messages are
 self-contained (``server_no_context_takeover`` is negotiated).
 """
-import contextlib
 import hashlib
 import os
 import socket
@@ -18,16 +17,10 @@ import pytest
 from powpow.ws import deflate as _deflate
 from powpow.ws.frames import OP_BINARY, OP_TEXT, FrameParser
 
-from ._ws import handshake, read_head, wait_for, ws_serving
+from ._ws import PyPeer, handshake, read_head, wait_for, ws_serving
 from .test_ws_broadcast import on_loop
 from .test_ws_node import PEER, ensure_ws
 
-websockets_sync = pytest.importorskip("websockets.sync.client")
-
-
-def py_client(stack, url):
-    """A websockets sync client with deflate, closed by ``stack``."""
-    return stack.enter_context(websockets_sync.connect(url, compression="deflate"))
 
 TAIL = b"\x00\x00\xff\xff"
 MESSAGES = ["short", "hello world " * 300, bytes(range(256)) * 40, "é" * 5000]
@@ -93,14 +86,14 @@ def digest(m):
 @pytest.mark.parametrize("shared", [True, False], ids=["shared_compressor", "own_compressors"])
 def test_broadcast_compresses_once_per_window_for_real_peers(shared):
     with ws_serving(on_message=lambda ws, d, t: ws.send(d), shared_compressor=shared, ping_interval=None) as srv, \
-            contextlib.ExitStack() as stack:
+            PyPeer() as peer:
         url = "ws://127.0.0.1:%d/" % srv.port
         raw12 = [RawClient(srv.port, b"permessage-deflate; client_max_window_bits") for _ in range(3)]
         raw10 = RawClient(srv.port, b"permessage-deflate; server_max_window_bits=10")
         plain = RawClient(srv.port)
         assert ("server_no_context_takeover" in raw12[0].head) == shared
         assert "server_max_window_bits=10" in raw10.head and "permessage-deflate" not in plain.head
-        py = py_client(stack, url)
+        py = peer.connect(url)
         node, node_ext = node_listen(url, len(MESSAGES) + 1)
         assert "permessage-deflate" in node_ext
         assert wait_for(lambda: srv.connection_count == 7)
@@ -126,7 +119,7 @@ def test_broadcast_compresses_once_per_window_for_real_peers(shared):
         assert decode(f10, zlib.decompressobj(-10)) == want
         fp = plain.frames(len(want))
         assert [f[0] for f in fp] == [0] * len(want) and decode(fp) == want
-        assert [py.recv(timeout=5) for _ in want] == want
+        assert [peer.recv(py) for _ in want] == want
         assert node_result(node) == [digest(m) for m in want]
         for c in raw12 + [raw10, plain]:
             c.close()
@@ -137,28 +130,28 @@ def test_publish_shares_compressed_frames_too():
         ws.subscribe("t")
 
     with ws_serving(on_open=on_open, shared_compressor=True, ping_interval=None) as srv, \
-            contextlib.ExitStack() as stack:
+            PyPeer() as peer:
         url = "ws://127.0.0.1:%d/" % srv.port
-        clients = [py_client(stack, url) for _ in range(20)]
+        clients = [peer.connect(url) for _ in range(20)]
         assert wait_for(lambda: srv.hub.subscribers("t") == 20)
         before = on_loop(srv, lambda: _deflate.shared_compressor(srv.loop, 12, 5, 6).messages)
         msg = os.urandom(64).hex() * 50
         assert on_loop(srv, lambda: srv.publish("t", msg)) == []
         assert on_loop(srv, lambda: _deflate.shared_compressor(srv.loop, 12, 5, 6).messages) == before + 1
-        assert all(c.recv(timeout=5) == msg for c in clients)
+        assert all(peer.recv(c) == msg for c in clients)
 
 
 def test_shared_compressor_for_direct_sends_and_memory():
     """Every socket's messages go through the loop's one compressor; no per-socket deflate state stays."""
     with ws_serving(on_message=lambda ws, d, t: ws.send(d), shared_compressor=True, ping_interval=None) as srv, \
-            contextlib.ExitStack() as stack:
+            PyPeer() as peer:
         url = "ws://127.0.0.1:%d/" % srv.port
-        clients = [py_client(stack, url) for _ in range(5)]
+        clients = [peer.connect(url) for _ in range(5)]
         msgs = ["m%d " % i * (50 + i * 37) for i in range(30)] + [os.urandom(3000), b"a" * 100_000]
         for c in clients:
             for m in msgs:
-                c.send(m)
-                assert c.recv(timeout=5) == m
+                peer.send(c, m)
+                assert peer.recv(c) == m
         codecs = on_loop(srv, lambda: [ws.protocol.deflate for ws in srv.clients])
         assert len(codecs) == 5 and len({id(d.shared) for d in codecs}) == 1
         assert all(d._c is None for d in codecs)
