@@ -27,7 +27,6 @@ import os
 import socket
 import statistics
 import subprocess
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -70,7 +69,7 @@ async def handler(ws):
         conns.discard(ws)
 async def main():
     async with serve(handler, "127.0.0.1", 0, compression="deflate" if comp else None, max_size=2 << 20,
-                     ping_interval=None, max_queue=None) as s:
+                     ping_interval=None, max_queue=None, backlog=2048) as s:
         print("PORT", s.sockets[0].getsockname()[1], flush=True)
         await asyncio.Future()
 if uvloop is not None:
@@ -103,7 +102,7 @@ class L(WSListener):
             for c in conns:
                 c.send(mt, p)
 async def main():
-    srv = await ws_create_server(lambda r: L(), "127.0.0.1", 0, max_frame_size=4 << 20)
+    srv = await ws_create_server(lambda r: L(), "127.0.0.1", 0, max_frame_size=4 << 20, backlog=2048)
     print("PORT", srv.sockets[0].getsockname()[1], flush=True)
     await srv.serve_forever()
 uvloop.install()
@@ -197,7 +196,7 @@ def scenario(name, srv, seconds):
     if name == "echo-8k":
         return load(["echo", url, 64, 8192, seconds], seconds + 60)
     if name == "bcast-100":
-        return load(["bcast", url, 1000, 100, seconds, 4], seconds + 90)
+        return load(["bcast", url, 1000, 100, seconds, 4], seconds + 45)
     if name == "rtt-1m":
         return load(["echo", url, 1, 1 << 20, seconds], seconds + 60)
     raise ValueError(name)
