@@ -139,7 +139,7 @@ def demo(args: argparse.Namespace) -> int:
 SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "site")
 
 
-def make_handler(root: str, listing: bool, cors, show_hidden: bool, builtin: bool):
+def make_handler(root: str, listing: bool, cors, show_hidden: bool, builtin: bool, livereload=None):
     from .http import cors_headers, serve_static
     from .poller import available
 
@@ -168,6 +168,13 @@ def make_handler(root: str, listing: bool, cors, show_hidden: bool, builtin: boo
                 return
         if builtin and req.path == "/_powpow/info":
             res.send(info_body(), headers=[("Content-Type", "application/json")])
+            return
+        if livereload is not None:  # --livereload: the WebSocket endpoint, and the script in HTML pages
+            if livereload.handle(req, res):
+                return
+            if not serve_static(req, res, root, listing=listing, show_hidden=show_hidden,
+                                inject_html=livereload.snippet):
+                res.send_error(404)
             return
         if not serve_static(req, res, root, listing=listing, show_hidden=show_hidden):
             res.send_error(404)
@@ -206,8 +213,16 @@ def serve(args: argparse.Namespace) -> int:
             print("powpow serve: cannot use certificate %s with key %s: %s"
                   % (args.certfile, args.keyfile or args.certfile, exc), file=sys.stderr)
             return 2
-    handler = make_handler(root, args.listing or builtin, cors, args.show_hidden, builtin)
-    server = HttpServer(handler, workers=args.workers, access_log=args.access_log,
+    if args.livereload and args.workers != 1:
+        print("powpow serve: --livereload needs --workers 1 (one watcher, one set of pages)", file=sys.stderr)
+        return 2
+    loop = livereload = None
+    if args.livereload:
+        from .ws.livereload import LiveReload
+        loop = Loop()
+        livereload = LiveReload(loop, root)
+    handler = make_handler(root, args.listing or builtin, cors, args.show_hidden, builtin, livereload)
+    server = HttpServer(handler, loop=loop, workers=args.workers, access_log=args.access_log,
                         worker_mode="thread" if args.worker_threads else "process",
                         keepalive_timeout=args.keepalive_timeout, header_timeout=args.header_timeout,
                         write_timeout=args.write_timeout, min_body_rate=args.min_body_rate,
@@ -219,7 +234,13 @@ def serve(args: argparse.Namespace) -> int:
           % ("the built-in demo site" if builtin else root, "https" if ctx is not None else "http", host, server.port,
              platform.python_implementation(), platform.python_version(), _ffi.NATIVE, args.workers),
           flush=True)
-    server.run()
+    try:
+        server.run()
+    finally:
+        if livereload is not None:
+            livereload.close()
+            loop.run_once(0)  # type: ignore[union-attr]
+            loop.close()  # type: ignore[union-attr]
     print("powpow: shut down cleanly", flush=True)
     return 0
 
@@ -254,6 +275,9 @@ def main(argv=None) -> int:
     s.add_argument("--ca-certs", metavar="CA", help="require client certificates signed by these CAs (mTLS)")
     s.add_argument("--trusted-proxy", action="append", metavar="IP",
                    help="honour X-Forwarded-For from this proxy address (repeatable)")
+    s.add_argument("--livereload", action="store_true",
+                   help="reload open HTML pages when a file under DIR changes (a script is injected into "
+                        "text/html pages; WebSocket endpoint /_powpow/livereload)")
     d = sub.add_parser("demo", help="TCP echo server + in-process clients on the powpow loop")
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=0, help="0 = any free port (default)")

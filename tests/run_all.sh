@@ -33,6 +33,8 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 # a real Redis for the WebSocket pub/sub fan-out across processes (tests/integration/test_ws_redis.py)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# a real browser as a WebSocket client and for live reload (tests/integration/test_ws_chromium.py)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
     log "installing system packages: ${missing[*]}"
     SUDO=""
@@ -112,6 +114,22 @@ for interp in cpython pypy; do
         summary+=("$interp/$mode: $([ $rc -eq 0 ] && echo passed || echo "FAILED (rc=$rc)")")
         [ $rc -eq 0 ] || status=1
     done
+done
+
+# ---------------------------------------------------------------- Autobahn|Testsuite (quick profile)
+# wstest (Python 2.7 from pyenv) against the echo server and as the server for our client, on each
+# interpreter, native.  No pyenv 2.7 -> setup fails and this step FAILS (it is never skipped).
+# The full 517-case run: tests/conformance/autobahn/run_full.sh (results in the README).
+for interp in cpython pypy; do
+    venv="$ROOT/.venv"; [ "$interp" = pypy ] && venv="$ROOT/.venv-pypy"
+    log "autobahn quick profile: $interp, native"
+    set +e
+    POWPOW_REQUIRE_NATIVE=1 python3 "$ROOT/tests/conformance/autobahn/run_autobahn.py" --profile quick \
+        --python "$venv/bin/python"
+    rc=$?
+    set -e
+    summary+=("autobahn $interp: $([ $rc -eq 0 ] && echo passed || echo "FAILED (rc=$rc)")")
+    [ $rc -eq 0 ] || status=1
 done
 
 log "summary"

@@ -131,7 +131,7 @@ class StaticOptions:
     start and end with ``/``.  ``index`` names are plain file names."""
 
     __slots__ = ("root", "prefix", "index", "listing", "show_hidden", "precompressed",
-                 "download", "cache_control", "_root_slash")
+                 "download", "cache_control", "inject_html", "_root_slash")
 
     def __init__(
         self,
@@ -143,6 +143,7 @@ class StaticOptions:
         precompressed: bool = True,
         download: bool = False,
         cache_control: Optional[str] = None,
+        inject_html: Optional[bytes] = None,
     ) -> None:
         real = os.path.realpath(os.fspath(root))
         if not os.path.isdir(real):
@@ -165,6 +166,8 @@ class StaticOptions:
         self.precompressed = precompressed
         self.download = download
         self.cache_control = cache_control
+        # live reload: bytes put into every text/html page (see _plan_injected)
+        self.inject_html = inject_html
         self._root_slash = real if real.endswith(os.sep) else real + os.sep
 
     def __repr__(self) -> str:
@@ -450,7 +453,7 @@ def _plan_regular(
     method: str, get_header: GetHeader, real: str, name: str,
     gz: Optional[str], download: bool,
     cache_control: Optional[str], content_type: Optional[str] = None,
-    root: Optional[str] = None,
+    root: Optional[str] = None, inject: Optional[bytes] = None,
 ) -> StaticResponse:
     """A regular file ``real`` (already confined to ``root``, if any) whose URL name
     is ``name``.  Opens it (``_open_regular``) and plans from its ``fstat``.
@@ -459,6 +462,10 @@ def _plan_regular(
     here by Accept-Encoding (if it cannot be opened, the plain file is served)."""
     fd = None
     coding = None
+    if inject is not None and _injectable(content_type or content_type_for(name)):
+        gz = None  # the page is rewritten: a precompressed sibling cannot be
+    else:
+        inject = None
     if gz is not None and accepts_gzip(get_header("accept-encoding")):
         try:
             fd, st = _open_regular(gz, root)
@@ -471,6 +478,10 @@ def _plan_regular(
         fd, st = _open_regular(real, root)
     plan = None
     try:
+        if inject is not None and st.st_size <= MAX_INJECT_SIZE:
+            plan = _plan_injected(method, get_header, fd, real, st, name, inject, download, cache_control,
+                                  content_type)
+            return plan
         plan = _plan_open(method, get_header, fd, real, st, name, gz is not None, coding,
                           download, cache_control, content_type)
         return plan
@@ -539,6 +550,83 @@ def _plan_open(
         raise _open_error(e, real) from None
 
 
+# -- HTML injection (live reload) --------------------------------------------------
+#
+# ``StaticOptions(inject_html=b"<script>...</script>")``: every text/html page
+# (by content type, so index files and .htm too) is served with those bytes
+# inserted before its last ``</body>`` (anywhere in the case), or appended when
+# there is none.  The answer stays exact HTTP:
+# * Content-Length is the file's size plus the snippet's (HEAD says the same
+#   number without reading the file; a file that changes between the stat
+#   and the read gets the length of what was read);
+# * the ETag carries a suffix derived from the snippet ("-i" + 8 hex digits of
+#   its CRC-32), so a cache never mixes injected and plain copies, and the
+#   conditional requests (If-None-Match, If-Modified-Since, If-Match...) are
+#   evaluated against that tag;
+# * ranges are not offered (``Accept-Ranges: none``; a Range header gets the
+#   whole page, as RFC 9110 14.2 allows), and a precompressed .gz sibling is
+#   not used;
+# * pages over MAX_INJECT_SIZE are sent as they are (no copy in memory).
+# Other content types are untouched.
+
+MAX_INJECT_SIZE = 8 << 20
+_BODY_END = re.compile(rb"</body\s*>", re.IGNORECASE)
+
+
+def _injectable(mime: str) -> bool:
+    return mime.split(";", 1)[0].strip().lower() == "text/html"
+
+
+def inject_into_html(page: bytes, snippet: bytes) -> bytes:
+    """``page`` with ``snippet`` before its last ``</body>`` (or at its end)."""
+    ends = [m.start() for m in _BODY_END.finditer(page)]
+    if not ends:
+        return page + snippet
+    return page[:ends[-1]] + snippet + page[ends[-1]:]
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    chunks = []
+    pos = 0
+    while pos < size:
+        b = os.pread(fd, min(size - pos, 1 << 20), pos)
+        if not b:
+            break
+        chunks.append(b)
+        pos += len(b)
+    return b"".join(chunks)
+
+
+def _plan_injected(
+    method: str, get_header: GetHeader, fd: int, real: str, st: os.stat_result, name: str,
+    inject: bytes, download: bool, cache_control: Optional[str], content_type: Optional[str],
+) -> StaticResponse:
+    import zlib
+    mime = content_type or content_type_for(name)
+    etag = _etag(st, "-i%08x" % (zlib.crc32(inject) & 0xFFFFFFFF))
+    last_modified = st.st_mtime_ns // 1_000_000_000
+    validators = [("ETag", etag), ("Last-Modified", http_date(last_modified))]
+    if cache_control is not None:
+        validators.append(("Cache-Control", cache_control))
+    verdict = evaluate_preconditions(method, get_header, etag, last_modified)
+    if verdict == 304:
+        return StaticResponse(304, validators, [], 0, "not modified", real)
+    if verdict == 412:
+        return _small(method, 412, "precondition failed", validators)
+    headers = [("Content-Type", mime), ("Accept-Ranges", "none")]
+    headers.extend(validators)
+    if download:
+        headers.append(("Content-Disposition", content_disposition(name)))
+    headers.append(_NOSNIFF)
+    if method != "GET":
+        return StaticResponse(200, headers, [], st.st_size + len(inject), "", real)
+    try:
+        body = inject_into_html(_read_all(fd, st.st_size), inject)
+    except OSError as e:
+        raise _open_error(e, real) from None
+    return StaticResponse(200, headers, [body], len(body), "", real)
+
+
 def _find_gz(requested: str, opts: StaticOptions) -> Optional[str]:
     """The real path of the ``.gz`` sibling of the requested path: a regular file
     inside the root."""
@@ -559,7 +647,7 @@ def _serve_path(method: str, get_header: GetHeader, requested: str, name: str,
     if not _stat.S_ISREG(st.st_mode):
         raise StaticError(404, "not a regular file")
     return _plan_regular(method, get_header, real, name, _find_gz(requested, opts),
-                         opts.download, opts.cache_control, None, opts.root)
+                         opts.download, opts.cache_control, None, opts.root, opts.inject_html)
 
 
 def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
@@ -606,7 +694,7 @@ def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
         if not _stat.S_ISREG(st.st_mode):
             raise StaticError(404, "not a regular file")
         return _plan_regular(method, get_header, real, names[-1], _find_gz(requested, opts),
-                             opts.download, opts.cache_control, None, opts.root)
+                             opts.download, opts.cache_control, None, opts.root, opts.inject_html)
     except StaticError as e:
         return _small(method, e.status, e.reason, e.headers)
 

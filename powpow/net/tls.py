@@ -30,6 +30,10 @@ Invariants:
   (``on_ready``) hears of the transport only once the handshake succeeded,
   a failure goes to ``on_fail`` and never raises out of the loop.
   Renegotiation is refused (``OP_NO_RENEGOTIATION`` on server contexts).
+* ALPN (server side): the ClientHello's bytes are kept until our first flight
+  (at most ``_HELLO_MAX``); a client whose ALPN offer has nothing in common
+  with the context's list (``prepare_server_context(ctx, alpn)``) gets a
+  ``no_application_protocol`` alert instead of our flight, and the close.
 """
 import collections
 import errno
@@ -40,7 +44,8 @@ import threading
 from typing import Any, Callable, Optional
 
 from ._filesend import FileChunk, open_chunk
-from ._tlsconf import OP_NO_RENEGOTIATION, TlsError, TlsInfo, prepare_server_context, server_context
+from ._tlsconf import (_INCOMPLETE, ALERT_NO_APPLICATION_PROTOCOL, OP_NO_RENEGOTIATION, TlsError, TlsInfo,
+                       client_hello_alpn, prepare_server_context, server_context)
 from .errors import ConnectionLost, WriteQueueFull
 
 __all__ = ["TlsTransport", "TlsInfo", "TlsError", "prepare_server_context", "server_context",
@@ -54,6 +59,7 @@ _CIPHER_HIGH = 256 << 10    # stop encrypting while the raw queue holds this muc
 _CIPHER_LOW = 64 << 10
 _DECRYPT_SIZE = 64 << 10    # one SSL_read yields at most one 16 KiB record; room for a few
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+_HELLO_MAX = 32 << 10       # ClientHello bytes kept for the ALPN check (a bigger one: OpenSSL decides)
 
 _local = threading.local()
 _PLAIN_HTTP = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC", b"PRI ")
@@ -82,7 +88,7 @@ class TlsTransport:
                  "on_drain", "on_eof", "context", "high_water", "low_water", "max_queued", "_plain",
                  "_plain_bytes", "_above_high", "_state", "_hs_done", "_announced", "_paused", "_read_deferred",
                  "_eof", "_shut_pending", "_wr_shut", "_hs_timer", "_on_ready", "_on_fail", "tls",
-                 "close_notify_received", "_first", "_first_bytes", "_sent", "_pumping", "__weakref__")
+                 "close_notify_received", "_first", "_first_bytes", "_sent", "_pumping", "_hello", "__weakref__")
 
     def __init__(self, raw, ctx: ssl.SSLContext, server_side: bool, server_hostname: Optional[str] = None,
                  handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
@@ -122,6 +128,8 @@ class TlsTransport:
         self._first_bytes = b""  # the peer's first bytes: plain HTTP to a TLS port is answered in words
         self._sent = 0  # bytes_sent of raw connections already closed (kept monotonic)
         self._pumping = False
+        # server side: the ClientHello's bytes until our first flight, for the ALPN check
+        self._hello: Optional[bytes] = b"" if server_side else None
         raw.set_write_buffer_limits(_CIPHER_HIGH, min(_CIPHER_LOW, self.low_water))
         raw.context = self
         raw.on_data = self._raw_data
@@ -198,11 +206,14 @@ class TlsTransport:
         try:
             self._ssl.do_handshake()
         except ssl.SSLWantReadError:
+            if self._hello is not None and self._out.pending and self._alpn_refused():
+                return
             self._flush_out()
             return
         except (ssl.SSLError, OSError, ValueError) as exc:
             self._handshake_failed(exc)
             return
+        self._hello = None
         self._hs_done = True
         self._cancel_hs_timer()
         self.tls = TlsInfo(self._ssl)
@@ -222,6 +233,28 @@ class TlsTransport:
         if self._in.pending and self._state != CLOSED:
             self._decrypt()  # application data that came with the handshake's last flight
 
+    def _alpn_refused(self) -> bool:
+        """Our first flight is ready: the ClientHello is complete.  A client whose ALPN offer
+        has nothing in common with ours is refused with a ``no_application_protocol`` alert
+        (RFC 7301) -- Python's ssl would carry on without ALPN, and an h2-only client would
+        then wait for an HTTP/2 answer that never comes."""
+        hello = self._hello
+        self._hello = None
+        if not hello or b"\x00\x10" not in hello:
+            return False  # no ALPN extension (type 16) can be in there: the common case, cheaply
+        ours = getattr(self._ssl.context, "_powpow_alpn", None)
+        if not ours:
+            return False
+        offered = client_hello_alpn(hello)
+        if not offered or offered is _INCOMPLETE or any(p in ours for p in offered):
+            return False
+        self._handshake_failed(TlsError(
+            "NO_APPLICATION_PROTOCOL: the client offers ALPN %s only, this server speaks %s"
+            % (", ".join(p.decode("ascii", "replace") for p in offered),
+               ", ".join(sorted(p.decode("ascii", "replace") for p in ours))),
+            "NO_APPLICATION_PROTOCOL"), "NO_APPLICATION_PROTOCOL")
+        return True
+
     def _handshake_failed(self, exc: BaseException, reason: str = "") -> None:
         raw = self._raw
         if not reason:
@@ -232,6 +265,7 @@ class TlsTransport:
                        str(reason))
         err.__cause__ = exc if isinstance(exc, BaseException) and exc is not err else None
         self._state = CLOSED
+        self._hello = None
         self._cancel_hs_timer()
         self._drop_plain()
         fail = self._on_fail
@@ -240,6 +274,9 @@ class TlsTransport:
             if reason == "HTTP_REQUEST" or (self.server_side and self._first_plain_http()):
                 self._out.read()
                 raw.write(_PLAIN_HTTP_ANSWER)  # what nginx does: say why, in words the client reads
+            elif reason == "NO_APPLICATION_PROTOCOL":
+                self._out.read()  # our ServerHello flight: replaced by the alert
+                raw.write(ALERT_NO_APPLICATION_PROTOCOL)
             else:
                 self._flush_out()  # the alert, so the peer learns why
             if reason == "timeout":
@@ -268,10 +305,13 @@ class TlsTransport:
     # ------------------------------------------------------------ raw callbacks
 
     def _raw_data(self, raw, view) -> None:
-        if self._state == CLOSED:
-            return
+        if self._state != OPEN and (self._state == CLOSED or self._wr_shut):
+            return  # closing, our close_notify is out: nobody reads what comes now (the FIN ends it)
         self._in.write(view)
         if not self._hs_done:
+            hello = self._hello
+            if hello is not None:
+                self._hello = hello + view if len(hello) + len(view) <= _HELLO_MAX else None
             if self._first:
                 self._first = False
                 if self.server_side:
@@ -323,10 +363,14 @@ class TlsTransport:
 
     def _decrypt(self) -> None:
         buf, view = _decrypt_buffer()
-        read: Any = self._ssl.read  # read(len, buffer) -> int
+        sslobj = self._ssl
+        read: Any = sslobj.read  # read(len, buffer) -> int
+        inbio = self._in
         size = len(buf)
         n: int
         while self._state != CLOSED and not self._paused and not self._eof:
+            if not inbio.pending and not sslobj.pending():
+                break  # nothing left to decrypt: skip the SSLWantReadError (~10 us) a read would raise
             try:
                 n = read(size, buf)
             except ssl.SSLWantReadError:

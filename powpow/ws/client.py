@@ -65,7 +65,7 @@ class _Opening:
         self.on_error = on_error
         self.subprotocols = list(subprotocols or ())
         self.options = options
-        self.dopts = _deflate.options_from(options.compression)
+        self.dopts = _deflate.options_from(options.compression, options.shared_compressor)
         host, port, self.path, self.host_header = parse_url(url)
         self.key = new_key()
         self.extra_headers = headers
@@ -127,6 +127,8 @@ class _Opening:
             return
         self.loop.cancel_timer(self.timer)
         o = self.options
+        if codec is not None and self.dopts is not None and self.dopts.shared:
+            codec.use_shared(self.loop)
         proto = Protocol(True, o.max_message_size, o.max_frame_size, o.max_fragments, codec)
         ws = self.ws = WebSocket(conn, proto, self.handlers, o, request=resp, subprotocol=chosen)
         ws._call(self.handlers.on_open)

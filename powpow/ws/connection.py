@@ -45,7 +45,8 @@ class WsOptions:
                  close_timeout: float = 5.0, ping_interval: Optional[float] = 20.0,
                  ping_timeout: Optional[float] = 20.0, idle_timeout: Optional[float] = None,
                  high_water: int = 256 << 10, low_water: int = 64 << 10, max_buffered: int = 4 << 20,
-                 compression: Any = "deflate", slow_consumer: str = "drop") -> None:
+                 compression: Any = "deflate", slow_consumer: str = "drop",
+                 shared_compressor: bool = False) -> None:
         if slow_consumer not in ("drop", "close"):
             raise ValueError("slow_consumer must be 'drop' or 'close'")
         self.max_message_size = max_message_size
@@ -61,10 +62,12 @@ class WsOptions:
         self.max_buffered = max_buffered
         self.compression = compression
         self.slow_consumer = slow_consumer
+        # one compressor per loop for every connection (no context takeover on our side); see deflate.py
+        self.shared_compressor = shared_compressor
 
     NAMES = ("max_message_size", "max_frame_size", "max_fragments", "handshake_timeout", "close_timeout",
              "ping_interval", "ping_timeout", "idle_timeout", "high_water", "low_water", "max_buffered",
-             "compression", "slow_consumer")
+             "compression", "slow_consumer", "shared_compressor")
 
     @classmethod
     def pick(cls, kwargs: Dict[str, Any]) -> "WsOptions":

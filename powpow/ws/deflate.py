@@ -16,10 +16,22 @@ peer limited to 8 could not inflate, so an offer that would make our
 compressor use 8 is declined (server) or failed (client).  Inflating always
 uses at least 9, which reads any 8-bit stream.
 
+Shared compressor (``shared_compressor=True``, broadcast-heavy servers):
+one raw-deflate stream per loop and per (window bits, memLevel, level)
+compresses the messages of every connection on that loop.  Each message
+ends with ``Z_FULL_FLUSH``, which byte-aligns the output and forgets the
+history, so each message is a self-contained deflate stream: valid for any
+peer, which is why such connections negotiate
+``server_no_context_takeover`` (RFC 7692 7.1.1.1 lets a server add it
+unasked).  Cost: one zlib state per loop instead of none-or-one per
+connection, and no zlib allocation per message.  ``broadcast`` uses the
+same object to compress a message once for every recipient.
+
 Inflate bombs: ``inflate`` never produces more than ``cap + 1`` bytes
 (``max_length``), so a tiny frame that would expand to gigabytes costs at
 most the message limit before it is refused with 1009.
 """
+import weakref
 import zlib
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -42,11 +54,13 @@ class DeflateOptions:
     ``peer_max_window_bits``: ask the peer to compress with at most this
     window (server: ``client_max_window_bits``, client: ``server_max_window_bits``),
     which bounds our inflate memory.  ``level``: zlib level.
+    ``shared``: compress with one shared compressor per loop (implies
+    ``no_context_takeover``; see the module docstring).
     """
 
     def __init__(self, window_bits: int = 12, mem_level: int = 5, threshold: int = 128,
                  no_context_takeover: bool = False, peer_max_window_bits: Optional[int] = None,
-                 level: int = 6) -> None:
+                 level: int = 6, shared: bool = False) -> None:
         if not 9 <= window_bits <= 15:
             raise ValueError("window_bits must be 9..15")
         if peer_max_window_bits is not None and not 8 <= peer_max_window_bits <= 15:
@@ -57,24 +71,68 @@ class DeflateOptions:
         self.no_context_takeover = no_context_takeover
         self.peer_max_window_bits = peer_max_window_bits
         self.level = level
+        self.shared = shared
+        if shared:
+            self.no_context_takeover = True
 
 
-def options_from(compression) -> Optional[DeflateOptions]:
-    """``"deflate"`` -> defaults, None -> off, a ``DeflateOptions`` as is."""
+def options_from(compression, shared: bool = False) -> Optional[DeflateOptions]:
+    """``"deflate"`` -> defaults, None -> off, a ``DeflateOptions`` as is (``shared``: a copy with shared=True)."""
     if compression is None:
         return None
     if isinstance(compression, DeflateOptions):
+        if shared and not compression.shared:
+            o = DeflateOptions(compression.window_bits, compression.mem_level, compression.threshold, True,
+                               compression.peer_max_window_bits, compression.level, True)
+            return o
         return compression
     if compression == "deflate":
-        return DeflateOptions()
+        return DeflateOptions(shared=shared)
     raise ValueError("compression must be 'deflate', None or a DeflateOptions, got %r" % (compression,))
+
+
+class SharedCompressor:
+    """One deflate stream whose messages are independent (``Z_FULL_FLUSH``); see the module docstring."""
+
+    __slots__ = ("bits", "mem_level", "level", "messages", "_c", "__weakref__")
+
+    def __init__(self, bits: int, mem_level: int, level: int) -> None:
+        self.bits = bits
+        self.mem_level = mem_level
+        self.level = level
+        self.messages = 0  # messages compressed (tests and stats)
+        self._c = zlib.compressobj(level, zlib.DEFLATED, -bits, mem_level)
+
+    def compress(self, data) -> bytes:
+        c = self._c
+        out = c.compress(data) + c.flush(zlib.Z_FULL_FLUSH)
+        self.messages += 1
+        if out.endswith(_TAIL):
+            out = out[:-4]
+        return out or b"\x00"
+
+
+_shared: "weakref.WeakKeyDictionary[Any, Dict[Tuple[int, int, int], SharedCompressor]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def shared_compressor(loop, bits: int, mem_level: int, level: int) -> SharedCompressor:
+    """The loop's compressor for these parameters (made on first use, gone with the loop)."""
+    per_loop = _shared.get(loop)
+    if per_loop is None:
+        per_loop = _shared[loop] = {}
+    key = (bits, mem_level, level)
+    c = per_loop.get(key)
+    if c is None:
+        c = per_loop[key] = SharedCompressor(bits, mem_level, level)
+    return c
 
 
 class PerMessageDeflate:
     """The negotiated codec of one connection (lazy zlib objects, see the module docstring)."""
 
     __slots__ = ("compress_no_context", "compress_bits", "inflate_no_context", "inflate_bits",
-                 "mem_level", "level", "threshold", "_c", "_d")
+                 "mem_level", "level", "threshold", "shared", "_c", "_d")
 
     def __init__(self, compress_no_context: bool, compress_bits: int, inflate_no_context: bool,
                  inflate_bits: int, options: DeflateOptions) -> None:
@@ -85,10 +143,19 @@ class PerMessageDeflate:
         self.mem_level = options.mem_level
         self.level = options.level
         self.threshold = options.threshold
+        self.shared: Optional[SharedCompressor] = None  # set by the I/O layer (it knows the loop)
         self._c: Any = None
         self._d: Any = None
 
+    def use_shared(self, loop) -> None:
+        """Compress with the loop's shared compressor (needs ``compress_no_context``)."""
+        if not self.compress_no_context:
+            raise ValueError("a shared compressor needs no context takeover on our side")
+        self.shared = shared_compressor(loop, self.compress_bits, self.mem_level, self.level)
+
     def compress(self, data) -> bytes:
+        if self.shared is not None:
+            return self.shared.compress(data)
         c = self._c
         if c is None:
             c = zlib.compressobj(self.level, zlib.DEFLATED, -self.compress_bits, self.mem_level)

@@ -12,10 +12,13 @@ instead of calling ``upgrade``.
 (``handshake_timeout`` is its header timeout), plus graceful shutdown:
 close 1001 to every open WebSocket, wait at most ``grace`` seconds, stop.
 
-Broadcast and topics frame a message once (one ``bytes``, uncompressed:
-RSV1 clear is valid whatever was negotiated) and queue that same object on
-every recipient; a recipient over ``max_buffered`` is skipped (or closed,
-``slow_consumer="close"``) and reported as failed.
+Broadcast and topics frame a message once per group of recipients and
+queue that same object on every member: one uncompressed frame for the
+sockets without permessage-deflate (or a message under their threshold),
+one compressed frame per window size for the others (compressed once, on
+the loop's shared compressor: see ``deflate``); a recipient over
+``max_buffered`` is skipped (or closed, ``slow_consumer="close"``) and
+reported as failed.
 """
 import logging
 import signal
@@ -33,26 +36,75 @@ log = logging.getLogger("powpow.ws")
 
 
 def encode_frame(message) -> bytes:
-    """A whole unmasked server frame for ``message`` (str -> text, bytes -> binary)."""
+    """A whole unmasked, uncompressed server frame for ``message`` (str -> text, bytes -> binary)."""
     if isinstance(message, str):
         payload = message.encode("utf-8")
         return frame_header(OP_TEXT, len(payload)) + payload
     return frame_header(OP_BINARY, len(message)) + bytes(message)
 
 
+class _Frames:
+    """The frames of one broadcast message: made on first need, one per compression group, then shared."""
+
+    __slots__ = ("message", "opcode", "payload", "plain", "compressed", "compressions")
+
+    def __init__(self, message) -> None:
+        self.message = message
+        if isinstance(message, str):
+            self.opcode, self.payload = OP_TEXT, message.encode("utf-8")
+        else:
+            self.opcode, self.payload = OP_BINARY, bytes(message)
+        self.plain: Optional[bytes] = None
+        self.compressed: Dict[tuple, bytes] = {}
+        self.compressions = 0
+
+    def for_socket(self, ws: WebSocket) -> Optional[bytes]:
+        """The shared frame this socket can take; None for a client-role socket (it masks: no sharing)."""
+        proto = ws.protocol
+        if proto.client:
+            return None
+        d = proto.deflate
+        payload = self.payload
+        if d is None or len(payload) < d.threshold:
+            frame = self.plain
+            if frame is None:
+                frame = self.plain = frame_header(self.opcode, len(payload)) + payload
+            return frame
+        # Every socket that negotiated permessage-deflate with the same window (the
+        # peer may have limited it) takes the same compressed bytes: the shared
+        # compressor's output is a self-contained deflate stream.
+        key = (d.compress_bits, d.mem_level, d.level)
+        frame = self.compressed.get(key)
+        if frame is None:
+            comp = _deflate.shared_compressor(ws.loop, *key).compress(payload)
+            self.compressions += 1
+            frame = self.compressed[key] = frame_header(self.opcode, len(comp), True, True) + comp
+        if d.shared is None:
+            # A socket with its own compressor and context takeover: the peer's window now
+            # holds this message, which our compressor did not see; it restarts empty.
+            d._c = None
+        return frame
+
+
 def broadcast(clients: Iterable[WebSocket], message, deadline: Optional[float] = None,
               on_late: Optional[Callable[[List[WebSocket]], object]] = None) -> List[WebSocket]:
-    """Send ``message`` to every client with one shared frame; returns the clients that failed now.
+    """Send ``message`` to every client, framing (and compressing) it once per group; the clients that failed now.
 
-    With ``deadline`` (seconds): a client that has not taken the whole frame
-    by then (its transport's ``bytes_sent`` has not passed the frame's end)
-    is closed with 1013 (try again later) and reported to ``on_late(list)``.
+    Recipients without permessage-deflate (or for a message under their
+    compression threshold) share one uncompressed frame; those with it share
+    one compressed frame per window size (compressed once, on the loop's
+    shared compressor).  With ``deadline`` (seconds): a client that has not
+    taken the whole frame by then (its transport's ``bytes_sent`` has not
+    passed the frame's end) is closed with 1013 (try again later) and
+    reported to ``on_late(list)``.
     """
-    frame = encode_frame(message)
+    frames = _Frames(message)
     failed = []
     waiting = []
     for ws in clients:
-        if ws.send_frame_bytes(frame) == SendStatus.DROPPED:
+        frame = frames.for_socket(ws)
+        status = ws.send(message) if frame is None else ws.send_frame_bytes(frame)
+        if status == SendStatus.DROPPED:
             failed.append(ws)
         elif deadline is not None:
             t = ws.transport
@@ -146,7 +198,7 @@ def upgrade(req, res, on_message: Optional[Callable] = None, on_open: Optional[C
             out.append(("Sec-WebSocket-Protocol", p))
             break
     codec = None
-    dopts = _deflate.options_from(opts.compression)
+    dopts = _deflate.options_from(opts.compression, opts.shared_compressor)
     if dopts is not None:
         ext_values = req.headers.get_all("sec-websocket-extensions")
         if ext_values:
@@ -160,6 +212,8 @@ def upgrade(req, res, on_message: Optional[Callable] = None, on_open: Optional[C
         conn, rest = res.upgrade(out)
     except ConnectionLost:
         return None
+    if codec is not None and dopts is not None and dopts.shared:
+        codec.use_shared(conn.loop)
     proto = Protocol(False, opts.max_message_size, opts.max_frame_size, opts.max_fragments, codec)
     ws = WebSocket(conn, proto, Handlers(on_open, on_message, on_close, on_ping, on_pong, on_drain), opts,
                    request=req, subprotocol=chosen, hub=hub)
@@ -171,20 +225,58 @@ def upgrade(req, res, on_message: Optional[Callable] = None, on_open: Optional[C
     return ws
 
 
+class _HandshakeGate(HttpServer):
+    """The HTTP side of a ``WsServer``: counts connections that have not upgraded yet.
+
+    A connection is "in flight" from its accept (after TLS, for wss) until it
+    upgrades or closes.  Beyond ``max_handshakes`` a new one is answered
+    ``503 Service Unavailable`` with ``Retry-After: 1`` and closed after that
+    answer has left; it never reaches the handler.
+    """
+
+    ws_server: "WsServer"
+
+    def _on_accept(self, conn) -> None:
+        ws = self.ws_server
+        if ws.max_handshakes is not None and len(ws.handshaking) >= ws.max_handshakes:
+            ws.refused_handshakes += 1
+            self._on_overload(conn)
+            conn.close_after_drain()
+            return
+        ws.handshaking.add(conn)
+        HttpServer._on_accept(self, conn)
+
+    def _on_close(self, conn, exc) -> None:
+        self.ws_server.handshaking.discard(conn)
+        HttpServer._on_close(self, conn, exc)
+
+
 class WsServer:
     """A standalone WebSocket server: every request is a handshake (see the module docstring).
 
     ``WsServer(on_message=..., on_open=..., on_close=..., subprotocols=(), loop=None,
-    max_connections=10000, **ws options)``; ``listen(port, host)``, ``listen_unix(path)``,
-    ``run()`` (SIGINT/SIGTERM: graceful), ``shutdown(grace=5.0)``, ``publish(topic, message)``,
-    ``clients`` (the open WebSockets), ``port``, ``close()``.
+    max_connections=10000, max_handshakes=1024, **ws options)``; ``listen(port, host)``,
+    ``listen_unix(path)``, ``run()`` (SIGINT/SIGTERM: graceful), ``shutdown(grace=5.0)``,
+    ``publish(topic, message)``, ``clients`` (the open WebSockets), ``port``, ``close()``.
+
+    ``max_handshakes``: connections accepted but not yet upgraded (reading or
+    answering their HTTP request, each bounded by ``handshake_timeout``) at
+    most; one more is answered 503 and closed (``refused_handshakes`` counts
+    them).  None: no cap beyond ``max_connections``.  ``handshaking`` is the
+    set of those connections.
     """
 
     def __init__(self, on_message: Optional[Callable] = None, on_open: Optional[Callable] = None,
                  on_close: Optional[Callable] = None, on_ping: Optional[Callable] = None,
                  on_pong: Optional[Callable] = None, on_drain: Optional[Callable] = None,
-                 subprotocols=(), loop=None, max_connections: int = 10000, redis=None,
-                 redis_prefix: str = "powpow:", ssl=None, **options) -> None:
+                 subprotocols=(), loop=None, max_connections: int = 10000,
+                 max_handshakes: Optional[int] = 1024, redis=None, redis_prefix: str = "powpow:", ssl=None,
+                 **options) -> None:
+        if max_handshakes is not None and max_handshakes < 1:
+            raise ValueError("max_handshakes must be >= 1 or None")
+        self.max_handshakes = max_handshakes
+        self.handshaking: Set[Any] = set()
+        self.refused_handshakes = 0
         self.redis = redis  # None, "host:port", or (host, port): publish across processes
         self.redis_prefix = redis_prefix
         self.options = WsOptions.pick(options)
@@ -199,10 +291,11 @@ class WsServer:
         self._draining = False
         self._timers: list = []
         # ssl: an ssl.SSLContext for wss:// (the TLS handshake has the same timeout)
-        self.http = HttpServer(self._handle, loop=loop, max_connections=max_connections, max_body=0,
+        self.http = _HandshakeGate(self._handle, loop=loop, max_connections=max_connections, max_body=0,
                                header_timeout=self.options.handshake_timeout,
                                keepalive_timeout=self.options.handshake_timeout, ssl=ssl,
                                handshake_timeout=self.options.handshake_timeout)
+        self.http.ws_server = self
 
     @property
     def loop(self):
@@ -243,8 +336,10 @@ class WsServer:
             return
         ws = upgrade(req, res, subprotocols=self.subprotocols, hub=self.hub, _options=self.options,
                      **self.handlers)
-        if ws is not None and not ws.closed:
-            self.clients.add(ws)
+        if ws is not None:
+            self.handshaking.discard(ws.transport)  # upgraded: no longer a handshake in flight
+            if not ws.closed:
+                self.clients.add(ws)
 
     def _on_close(self, ws, code, reason) -> None:
         self.clients.discard(ws)

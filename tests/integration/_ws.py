@@ -83,6 +83,54 @@ def read_until_closed(s, timeout=5.0):
     return data, "open"
 
 
+class PyPeer:
+    """The ``websockets`` library's asyncio client, stepped from the test thread (no threads of its own).
+
+    Its sync client runs a thread per connection, and PyPy 3.9's ``Thread.join``
+    can fail under load ("cannot release un-acquired lock"); this one only
+    runs while a call waits on it.
+    """
+
+    def __init__(self):
+        import asyncio
+        self.asyncio = asyncio
+        self.loop = asyncio.new_event_loop()
+        self.conns = []
+
+    def run(self, coro, timeout=10.0):
+        return self.loop.run_until_complete(self.asyncio.wait_for(coro, timeout))
+
+    def connect(self, url, **kw):
+        from websockets.asyncio.client import connect
+        kw.setdefault("compression", "deflate")
+        kw.setdefault("ping_interval", None)
+        kw.setdefault("max_size", 2 << 20)
+        c = self.run(connect(url, **kw))
+        self.conns.append(c)
+        return c
+
+    def send(self, c, message):
+        self.run(c.send(message))
+
+    def recv(self, c, timeout=5.0):
+        return self.run(c.recv(), timeout)
+
+    def close(self):
+        for c in self.conns:
+            try:
+                self.run(c.close(), 5)
+            except Exception:
+                pass
+        self.conns = []
+        self.loop.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def wait_for(pred, timeout=5.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:

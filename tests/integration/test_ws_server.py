@@ -10,7 +10,7 @@ import powpow
 from powpow.ws import SendStatus, WsClosed, connect_sync, upgrade
 from powpow.ws.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameParser, build_frame, close_payload
 
-from ._ws import handshake, http_serving, read_head, read_until_closed, wait_for, ws_serving
+from ._ws import PyPeer, handshake, http_serving, read_head, read_until_closed, wait_for, ws_serving
 
 M = b"\x01\x02\x03\x04"
 
@@ -86,23 +86,21 @@ def test_handler_refuses_with_any_status():
 
 @pytest.mark.parametrize("compression", ["deflate", None])
 def test_websockets_library_as_client(compression):
-    from websockets.sync.client import connect
-
     opened = queue.Queue()
     with ws_serving(on_message=echo, subprotocols=("superchat", "chat"),
-                    on_open=lambda ws: opened.put(ws.subprotocol), compression=compression) as srv:
-        with connect("ws://127.0.0.1:%d/x" % srv.port, subprotocols=["chat", "superchat"],
-                     compression="deflate", max_size=2 << 20) as w:
-            assert w.subprotocol == "superchat" and opened.get(timeout=2) == "superchat"
-            ext = w.response.headers.get("Sec-WebSocket-Extensions")
-            assert (ext is not None) == (compression is not None)
-            for msg in ["", "é" * 10, "x" * 70000, b"", b"\x00\xff" * 40000, bytes(range(256)) * 3000]:
-                w.send(msg)
-                assert w.recv() == msg
-            w.send(["frag", "mented ", "text"])  # a fragmented message
-            assert w.recv() == "fragmented text"
-            w.close(4000, "done")
-            assert w.close_code == 4000
+                    on_open=lambda ws: opened.put(ws.subprotocol), compression=compression) as srv, \
+            PyPeer() as peer:
+        w = peer.connect("ws://127.0.0.1:%d/x" % srv.port, subprotocols=["chat", "superchat"])
+        assert w.subprotocol == "superchat" and opened.get(timeout=2) == "superchat"
+        ext = w.response.headers.get("Sec-WebSocket-Extensions")
+        assert (ext is not None) == (compression is not None)
+        for msg in ["", "é" * 10, "x" * 70000, b"", b"\x00\xff" * 40000, bytes(range(256)) * 3000]:
+            peer.send(w, msg)
+            assert peer.recv(w) == msg
+        peer.send(w, ["frag", "mented ", "text"])  # a fragmented message
+        assert peer.recv(w) == "fragmented text"
+        peer.run(w.close(4000, "done"))
+        assert w.close_code == 4000
 
 
 def test_on_close_gets_the_peer_code_and_callbacks_order():

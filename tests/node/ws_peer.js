@@ -1,6 +1,8 @@
 // Node `ws` as a peer for powpow's WebSocket tests.
 //   node ws_peer.js client URL COMPRESS N   -> echo test against a server; prints "ok <n> <ext>"
 //   node ws_peer.js server COMPRESS          -> echo server on 127.0.0.1:0; prints "port <p>"
+//   node ws_peer.js listen URL COMPRESS N    -> prints "open <ext>", then "msg <t|b> <len> <sha1>" for
+//                                               each of N messages, then closes (1000) and exits
 const WebSocket = require('ws');
 const [mode, a, b, c] = process.argv.slice(2);
 
@@ -31,6 +33,19 @@ if (mode === 'client') {
     console.log('ok ' + i + ' ' + (ws.extensions || '-') + ' ' + code);
     process.exit(i === msgs.length && code === 1000 ? 0 : 1);
   });
+  ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
+} else if (mode === 'listen') {
+  const crypto = require('crypto');
+  const ws = new WebSocket(a, { perMessageDeflate: b === '1' });
+  let left = parseInt(c, 10);
+  ws.on('open', () => console.log('open ' + (ws.extensions || '-')));
+  ws.on('message', (data, isBinary) => {
+    const buf = Buffer.isBuffer(data) ? data : Buffer.concat(data);
+    console.log('msg ' + (isBinary ? 'b' : 't') + ' ' + buf.length + ' ' +
+                crypto.createHash('sha1').update(buf).digest('hex'));
+    if (--left === 0) ws.close(1000);
+  });
+  ws.on('close', () => process.exit(left === 0 ? 0 : 1));
   ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
 } else {
   const wss = new WebSocket.Server({ host: '127.0.0.1', port: 0, perMessageDeflate: a === '1' }, () => {

@@ -1,0 +1,399 @@
+"""WSGI (PEP 3333) server on powpow's HTTP server: ``powpow.wsgi.serve(app)``.
+
+Shape
+-----
+The HTTP server runs in streaming mode: ``Server._handle`` is called on the
+loop thread as soon as a request head is in.  It creates an ``Exchange``
+(``_exchange.py``) and hands it to a bounded pool of worker threads
+(``_pool.py``, ``threads`` of them), where the blocking application runs.
+The loop never runs application code (unless ``inline=True``, see below), so
+one slow view never stalls the other connections.  Everything the worker
+does to the response goes back to the loop with ``Loop.post``; the request
+body streams the other way through ``wsgi.input`` (``_input.py``) with
+backpressure, and a streamed response body waits for the client
+(``STREAM_HIGH``).  Requests beyond what the threads take queue in front of
+them, up to ``limit_concurrency`` (default: ``threads * 100``, at least 1000)
+requests in flight; past that the answer is ``503`` with ``Retry-After: 1``.
+A connection runs one exchange at a time (``_serial``): a pipelined request
+starts when the answer before it has been handed over.
+
+Why the thread hop: a WSGI application blocks (database calls, files,
+``time.sleep``); running it on the loop would stall every connection.  The
+hop costs one queue put/get and one ``post`` (an eventfd write when the loop
+sleeps) per request, and a list body goes back in a single post (head and
+body in one write).  ``inline=True`` (or ``threads=0``) runs the application
+on the loop thread instead: fastest for tiny CPU-only apps, but any blocking
+call then stalls the whole server, and request bodies are buffered in memory
+before the app runs; a streamed body is pulled while the client keeps up
+(``Exchange._inline_pump``: a burst per loop turn, paused until on_drain).
+Explicit and off by default.
+
+Environ
+-------
+PEP 3333 with the CGI names: ``SCRIPT_NAME`` is ``root_path`` (removed from
+the front of ``PATH_INFO`` when the path starts with it), ``PATH_INFO`` is the
+percent-decoded path's bytes as latin-1, ``QUERY_STRING`` as sent,
+``CONTENT_TYPE``/``CONTENT_LENGTH`` when the request has them, ``HTTP_*`` for
+every other header (repeated fields joined with ``,``; ``Cookie`` with ``;``;
+header names containing ``_`` are dropped, as nginx does, so ``X_Forwarded``
+cannot pose as ``X-Forwarded``), ``SERVER_NAME``/``SERVER_PORT`` of the local
+socket, ``REMOTE_ADDR``/``REMOTE_PORT``, ``wsgi.url_scheme`` (``https`` over
+TLS; ``X-Forwarded-Proto`` and ``X-Forwarded-For`` from
+``forwarded_allow_ips`` peers when ``proxy_headers``), ``wsgi.multithread``
+True, ``wsgi.errors`` (stderr), ``wsgi.input_terminated`` True, and
+``wsgi.file_wrapper`` (sent with ``sendfile``).
+"""
+import logging
+import os
+import signal
+import sys
+import threading
+from collections import deque
+from typing import Any, Callable, Dict, Optional
+
+from ..errors import LoopError
+from ..http.forwarded import ProxyTrust
+from ..http.server import HttpServer
+from ._exchange import Exchange
+from ._rules import STDERR, FileWrapper, _environ_key, header_key, path_info
+from ._input import ClientDisconnected
+from ._pool import ThreadPool
+
+__all__ = ["Server", "serve", "FileWrapper", "ClientDisconnected"]
+
+log = logging.getLogger("powpow.wsgi")
+
+SERVER_SOFTWARE = "powpow"
+DEFAULT_GRACE = 10.0
+UNLIMITED_BODY = 1 << 62
+
+_REFUSED = b"503 Service Unavailable\n"
+_REFUSED_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1"), ("Connection", "close")]
+
+
+def _discard(chunk) -> None:
+    pass
+
+
+class Server:
+    """A WSGI server: ``Server(app, host, port, ...).listen()``, then ``run()`` (blocks).
+
+    ``listen()`` returns the server (``.port`` is the bound port, also with
+    ``port=0``); ``run()`` serves until SIGINT/SIGTERM (graceful: stop
+    accepting, let requests finish within ``timeout_graceful_shutdown``; a
+    second signal stops at once) or ``shutdown()`` (any thread).
+    Options: see ``serve``.
+    """
+
+    def __init__(self, app: Callable, host: str = "127.0.0.1", port: int = 8000, *,
+                 uds: Optional[str] = None, workers: int = 1, root_path: str = "",
+                 proxy_headers: bool = True, forwarded_allow_ips: Optional[str] = None,
+                 log_level: Optional[str] = "info", access_log: bool = True,
+                 timeout_keep_alive: float = 5.0, timeout_graceful_shutdown: Optional[float] = None,
+                 limit_concurrency: Optional[int] = None, ssl_certfile: Optional[str] = None,
+                 ssl_keyfile: Optional[str] = None, ssl: Any = None, threads: int = 10,
+                 inline: bool = False, max_body: Optional[int] = None, loop=None,
+                 **http_options: Any) -> None:
+        if threads < 0:
+            raise ValueError("threads must be >= 0, got %r" % (threads,))
+        self.app = app
+        self.host = host
+        self.uds = uds
+        self.threads = threads
+        self.inline = inline or threads == 0
+        self.root_path = root_path.rstrip("/")
+        self.log_level = log_level
+        self.grace = DEFAULT_GRACE if timeout_graceful_shutdown is None else float(timeout_graceful_shutdown)
+        if limit_concurrency is not None and limit_concurrency < 1:
+            raise ValueError("limit_concurrency must be >= 1, got %r" % (limit_concurrency,))
+        self.limit_concurrency = limit_concurrency
+        self._limit = limit_concurrency if limit_concurrency is not None else max(1000, threads * 100)
+        self._inflight = 0
+        # One exchange at a time per connection: pipelined requests wait for the
+        # answer before theirs (answers leave in order anyway, and a later
+        # answer streamed early would pile up in memory behind the earlier one).
+        # session -> the requests waiting behind the running one.
+        self._serial: Dict[Any, deque] = {}
+        self._trust: Optional[ProxyTrust] = None
+        if proxy_headers:
+            allow = forwarded_allow_ips
+            if allow is None:
+                allow = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+            entries = [a.strip() for a in allow.split(",") if a.strip()]
+            if "*" in entries:
+                entries = ["0.0.0.0/0", "::/0", "unix"]
+            self._trust = ProxyTrust(entries, header="x-forwarded-for") if entries else None
+        ctx = ssl
+        if ctx is None and ssl_certfile:
+            from ..net.tls import server_context
+            ctx = server_context(ssl_certfile, ssl_keyfile)
+        self.ssl = ctx
+        self.http = HttpServer(self._handle, loop=loop, streaming=True, workers=workers, access_log=access_log,
+                               keepalive_timeout=timeout_keep_alive, grace_period=self.grace, ssl=ctx,
+                               max_body=UNLIMITED_BODY if max_body is None else max_body, **http_options)
+        self._port = port
+        self._pool: Optional[ThreadPool] = None
+        self._pool_pid = 0
+        self._stopping = False
+        self._forced = False
+        self._base: Dict[str, Any] = {
+            "wsgi.version": (1, 0),
+            "wsgi.errors": STDERR,
+            "wsgi.multithread": not self.inline,
+            "wsgi.multiprocess": workers > 1,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+            "wsgi.input_terminated": True,
+            "SERVER_SOFTWARE": SERVER_SOFTWARE,
+            "SCRIPT_NAME": self.root_path,
+        }
+
+    # -- setup ----------------------------------------------------------------------
+
+    def listen(self) -> "Server":
+        """Bind (TCP ``host:port``, or the unix socket ``uds``); returns self."""
+        if self.uds:
+            self.http.listen_unix(self.uds)
+        else:
+            self.http.listen(self._port, self.host)
+        return self
+
+    @property
+    def port(self) -> Optional[int]:
+        """The bound TCP port (None before ``listen()`` or with ``uds``)."""
+        return self.http.port
+
+    @property
+    def loop(self):
+        return self.http.loop
+
+    @property
+    def in_flight(self) -> int:
+        """Requests accepted and not answered yet (loop thread's view)."""
+        return self._inflight
+
+    def _get_pool(self) -> ThreadPool:
+        pool = self._pool
+        pid = os.getpid()
+        if pool is None or self._pool_pid != pid:  # a forked worker makes its own threads
+            pool = self._pool = ThreadPool(self.threads)
+            self._pool_pid = pid
+        return pool
+
+    # -- per request (loop thread) -----------------------------------------------------------
+
+    def _handle(self, req, res) -> None:
+        if self._inflight >= self._limit:
+            if req.content_length or req.chunked:
+                req.on_body(_discard)
+            log.warning("%d requests in flight (limit %d): 503 for %s %s", self._inflight, self._limit,
+                        req.method, req.target)
+            res.send(_REFUSED, 503, _REFUSED_HEADERS)
+            return
+        self._inflight += 1
+        ex = Exchange(self, req, res, res._session.conn)
+        session = res._session
+        waiting = self._serial.get(session)
+        if waiting is None:
+            self._serial[session] = deque()  # this connection has an exchange running
+            self._start(ex)
+        else:
+            ex.queued = True  # a pipelined request: after the one before it (see _release)
+            waiting.append(ex)
+
+    def _start(self, ex) -> None:
+        if not self.inline:
+            self._get_pool().submit(ex)
+        else:
+            ex.start_inline()
+
+    def _release(self, ex) -> None:
+        """``ex`` has handed its response over (or its client left): free its slot and
+        start the next pipelined request of the same connection, if any."""
+        if ex.released:
+            return
+        ex.released = True
+        self._inflight -= 1
+        session = ex.res._session
+        waiting = self._serial.get(session)
+        if waiting is None:
+            return
+        if ex.queued:  # never started: its client left
+            try:
+                waiting.remove(ex)
+            except ValueError:
+                pass
+            return
+        while waiting:
+            nxt = waiting.popleft()
+            if not nxt.released:
+                nxt.queued = False
+                if self.inline:
+                    ex.loop.defer_call(nxt.start_inline)  # not from inside the previous answer's code
+                else:
+                    self._get_pool().submit(nxt)
+                return
+        del self._serial[session]
+
+    def _conn_info(self, conn):
+        pa = conn.peer_address
+        sa = conn.sock_address
+        if pa.__class__ is tuple:
+            ip = conn.get_client_ip()
+            return (ip, pa[1], sa[0] if sa.__class__ is tuple else "", str(sa[1]) if sa.__class__ is tuple else "0",
+                    getattr(conn, "tls", None) is not None, False)
+        return (None, 0, "", "0", getattr(conn, "tls", None) is not None, True)
+
+    # -- environ (worker thread) ------------------------------------------------------------
+
+    def _environ(self, ex) -> dict:
+        req = ex.req
+        target = req.target
+        if target[:1] == "/":  # origin-form: split once
+            raw, _, query = target.partition("?")
+        else:  # '*', absolute- or authority-form
+            raw, query = req.raw_path, req.query
+        path = path_info(raw) if "%" in raw else raw
+        root = self.root_path
+        if root and (path == root or path.startswith(root + "/")):
+            path = path[len(root):]
+        ip, rport, sname, sport, tls, unix = ex.conn_info
+        # one dict display, then the constant keys: cheaper than a store per key
+        env: Dict[str, Any] = {
+            "REQUEST_METHOD": req.method,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "SERVER_PROTOCOL": "HTTP/1.1" if req.version == "1.1" else "HTTP/1.0",
+            "wsgi.input": ex.input,
+            "SERVER_NAME": sname,
+            "SERVER_PORT": sport,
+        }
+        env.update(self._base)
+        headers = req.headers
+        # Headers' own lookups, inlined: one slice and decode per field
+        names = headers._names
+        ends = headers._ends
+        buf = headers._buf
+        keys = _environ_key
+        start = headers._h0
+        for i in range(len(names)):
+            end = ends[i]
+            name = names[i]
+            key = keys.get(name)
+            if key is None:
+                key = header_key(name)
+            if key:  # "" for names with "_" (see the module docstring)
+                v = buf[buf.find(b":", start, end) + 1 : end].strip(b" \t").decode("latin-1")
+                old = env.get(key)
+                if old is None:
+                    env[key] = v
+                else:
+                    env[key] = old + ("; " if key == "HTTP_COOKIE" else ",") + v
+            start = end + 2
+        scheme = "https" if tls else "http"
+        trust = self._trust
+        if trust is not None and ("HTTP_X_FORWARDED_FOR" in env or "HTTP_X_FORWARDED_PROTO" in env) \
+                and trust.trusts(ip, unix):
+            fwd = trust.client_ip(ip, unix, headers)
+            if fwd != ip:
+                ip, rport = fwd, 0
+            proto = env.get("HTTP_X_FORWARDED_PROTO")
+            if proto:
+                proto = proto.split(",")[-1].strip().lower()
+                if proto in ("http", "https"):
+                    scheme = proto
+                elif proto in ("ws", "wss"):
+                    scheme = "https" if proto == "wss" else "http"
+        env["wsgi.url_scheme"] = scheme
+        if ip is not None:
+            env["REMOTE_ADDR"] = ip
+            env["REMOTE_PORT"] = str(rport)
+        if unix:
+            host = env.get("HTTP_HOST", "localhost")
+            env["SERVER_NAME"] = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            env["SERVER_PORT"] = "443" if scheme == "https" else "80"
+        return env
+
+    # -- running and stopping -------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until SIGINT/SIGTERM or ``shutdown()``; blocks.  Calls ``listen()`` if not done yet."""
+        http = self.http
+        if http.port is None and not http._listen_args and not http._unix_socks and http._tcp is None:
+            self.listen()
+        if http.workers > 1:
+            http.run()  # forked workers; each runs HttpServer.run with its own signals
+            return
+        loop = http._ensure_loop()
+        signals = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal(sig, self._on_signal)
+                signals.append(sig)
+        try:
+            loop.run()
+        finally:
+            for sig in signals:
+                loop.remove_signal(sig)
+            http.close()
+            pool = self._pool
+            if pool is not None:
+                self._pool = None
+                # threads get a moment to run close(); a forced stop (second signal) waits less
+                if not pool.shutdown(timeout=0.2 if self._forced else 1.0):
+                    log.warning("WSGI threads still busy after shutdown; leaving them (daemon threads)")
+
+    def _on_signal(self, signum: int) -> None:
+        self._begin_shutdown()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown, from any thread (a second call stops at once)."""
+        loop = self.http.loop
+        if loop is None:
+            return
+        try:
+            loop.post(self._begin_shutdown)
+        except LoopError:
+            pass  # already stopped
+
+    def _begin_shutdown(self) -> None:
+        if self._stopping:
+            log.info("second stop request: closing every connection now")
+            self._forced = True
+            self.http._finish_drain()
+            return
+        self._stopping = True
+        self.http.shutdown(self.grace)
+
+    def close(self) -> None:
+        """Release the listener and connections without serving (after ``listen()`` without ``run()``)."""
+        self.http.close()
+        if self._pool is not None:
+            self._pool.shutdown(timeout=0)
+            self._pool = None
+
+
+def serve(app: Callable, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+    """Serve the WSGI ``app`` until SIGINT/SIGTERM (blocking).
+
+    Options (shared with ``powpow.asgi.serve``): ``uds``, ``workers``,
+    ``root_path``, ``proxy_headers=True``, ``forwarded_allow_ips`` (comma list of
+    addresses/CIDRs or ``*``; default env ``FORWARDED_ALLOW_IPS`` or
+    ``127.0.0.1``), ``log_level="info"``, ``access_log=True``,
+    ``timeout_keep_alive=5``, ``timeout_graceful_shutdown`` (None: 10 s),
+    ``limit_concurrency`` (requests in flight; more get 503), ``ssl_certfile``,
+    ``ssl_keyfile``, ``ssl`` (an ``ssl.SSLContext``, wins).  WSGI only:
+    ``threads=10`` (the worker pool), ``inline=False`` (run the app on the
+    loop thread: see the module docstring), ``max_body`` (None: unlimited;
+    bodies stream to the app anyway).
+    """
+    level = options.get("log_level", "info")
+    if level:
+        lvl = getattr(logging, str(level).upper(), None)
+        if isinstance(lvl, int):
+            if not logging.getLogger().handlers:
+                logging.basicConfig(level=lvl, format="%(levelname)s: %(message)s", stream=sys.stderr)
+            logging.getLogger("powpow").setLevel(lvl)
+    server = Server(app, host, port, **options)
+    server.listen()
+    server.run()
