@@ -126,11 +126,24 @@ def test_starlette_routes_body_websocket_and_lifespan_state():
 # ---------------------------------------------------------------- Django
 
 def test_django_view_and_static_file():
+    """Served by ``python -m powpow asgi django_app:app`` in a subprocess: Django's settings are
+    process-wide, and the WSGI tests configure their own."""
     pytest.importorskip("django")
     httpx = pytest.importorskip("httpx")
-    mod = load("django_app")
-    with asgi_server(mod.app, lifespan="off") as srv:
-        with httpx.Client(base_url="http://127.0.0.1:%d" % srv.port, timeout=10) as c:
+    import re
+    import signal
+    proc = subprocess.Popen([sys.executable, "-m", "powpow", "asgi", "django_app:app", "--app-dir", APPS,
+                             "--port", "0", "--lifespan", "off", "--no-access-log"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        base = None
+        for _ in range(20):
+            m = re.search(r"serving \S+ at (http://\S+)/ ", proc.stdout.readline())
+            if m:
+                base = m.group(1)
+                break
+        assert base, proc.stderr.read() if proc.poll() is not None else "no banner"
+        with httpx.Client(base_url=base, timeout=10) as c:
             r = c.get("/hello/world", params={"q": "1"})
             assert r.status_code == 200
             assert r.json() == {"hello": "world", "method": "GET", "q": "1", "secure": False}
@@ -142,3 +155,11 @@ def test_django_view_and_static_file():
             r = c.post("/upload", content=b"u" * 300000)
             assert r.text == "got 300000 bytes"
             assert c.get("/nope").status_code == 404
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0
