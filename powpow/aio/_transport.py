@@ -11,14 +11,16 @@ Invariants:
   in one ``writev``, when the loop flushes at the end of the iteration
   (``EventLoop._flush_writes``); ``get_write_buffer_size`` counts both the
   collected buffers and what the kernel has not taken yet.
-* Flow control is asyncio's: ``pause_writing`` above the high mark (64 KiB),
-  ``resume_writing`` at the low mark (16 KiB), from the Connection's
-  ``on_drain``.  Like asyncio there is no hard cap: a protocol that ignores
+* Flow control is asyncio's: ``pause_writing`` when what the kernel did not
+  take is above the high mark (64 KiB; checked when the buffers are written,
+  at the flush or at once when a write crosses the mark), ``resume_writing``
+  at the low mark (16 KiB), from the Connection's ``on_drain``.  Like asyncio there is no hard cap: a protocol that ignores
   ``pause_writing`` buffers without bound.
 * ``connection_lost`` runs exactly once, via ``call_soon``, after the socket
   is closed (the Connection's ``on_close``).
 """
 import asyncio
+import os
 import socket
 import sys
 from typing import Any, List, Optional
@@ -49,6 +51,7 @@ def _server_attach(server, transport, attach: bool) -> None:
 class StreamTransport(_FlowControlMixin):
     # _FlowControlMixin: asyncio's sendfile fallback requires it (its own fields are overridden here)
     _sendfile_compatible = _SendfileMode.TRY_NATIVE
+    _start_tls_compatible = True  # loop.start_tls stacks asyncio's SSLProtocol on this transport
 
     def __init__(self, loop, sock, protocol, waiter, extra, server) -> None:
         super().__init__(extra, loop)
@@ -60,6 +63,8 @@ class StreamTransport(_FlowControlMixin):
         self._lost = False
         self._eof_pending = False
         self._eof_sent = False
+        self._eof_held = False
+        self._eof_due = False
         self._queued_flush = False
         self._protocol_paused = False
         self._wbuf: List[bytes] = []
@@ -151,8 +156,20 @@ class StreamTransport(_FlowControlMixin):
             self._fatal(exc, "Fatal error: protocol.data_received() call failed.")
 
     def _on_eof(self, conn) -> None:
-        if self._closing:
+        # as a selector transport, whose next recv() sees the EOF: eof_received comes one iteration after
+        # the data that arrived with it (protocols and tests rely on the transport staying open till then)
+        if not self._closing:
+            self._eof_due = True
+            self._loop.call_soon(self._deliver_eof)
+
+    def _deliver_eof(self) -> None:
+        # not after close()/abort(); but yes when the Connection closed itself (EOF after our write_eof)
+        if not self._eof_due or self._protocol is None:
             return
+        if not self._reading and not self._lost:  # paused: the EOF waits for resume_reading, as data would
+            self._eof_held = True
+            return
+        self._eof_due = False
         try:
             keep_open = self._protocol.eof_received()
         except (SystemExit, KeyboardInterrupt):
@@ -160,7 +177,7 @@ class StreamTransport(_FlowControlMixin):
         except BaseException as exc:
             self._fatal(exc, "Fatal error: protocol.eof_received() call failed.")
             return
-        if not keep_open:
+        if not keep_open and not self._closing:
             self.close()
 
     def _on_drain(self, conn) -> None:
@@ -182,6 +199,12 @@ class StreamTransport(_FlowControlMixin):
                                                    "protocol": self._protocol})
 
     def _on_close(self, conn, exc) -> None:
+        if isinstance(exc, OSError) and exc.errno and type(exc).__module__.startswith("powpow"):
+            # asyncio's protocols see the builtin error (ConnectionResetError, BrokenPipeError...), as from
+            # a selector transport: code catches ConnectionError, not powpow's ConnectionLost
+            err = OSError(exc.errno, os.strerror(exc.errno))
+            err.__cause__ = exc
+            exc = err
         fut = self._sendfile_fut
         if fut is not None and not fut.done():
             fut.set_exception(ConnectionError("Connection closed by peer" if exc is None else str(exc)))
@@ -209,6 +232,7 @@ class StreamTransport(_FlowControlMixin):
         self._force_close(exc)
 
     def _force_close(self, exc) -> None:
+        self._eof_due = False
         self._closing = True
         self._wbuf = []
         self._wsize = 0
@@ -242,8 +266,10 @@ class StreamTransport(_FlowControlMixin):
         if not self._queued_flush:
             self._queued_flush = True
             self._loop._flushq.append(self)
-        if not self._protocol_paused and self._wsize + self._conn.queued_bytes > self._high:
-            self._pause_protocol()
+        if self._wsize + self._conn.queued_bytes > self._high:
+            # past the high mark: write now (asyncio's rule: pause_writing only for what the kernel did not
+            # take), the rest of this iteration's writes still leave together at the flush
+            self._flush()
 
     def writelines(self, list_of_data) -> None:
         for d in list_of_data:
@@ -269,6 +295,9 @@ class StreamTransport(_FlowControlMixin):
                     self._on_drain(conn)
                 else:
                     conn._above_high = True  # make the Connection report its drain at the low mark
+            elif conn.queued_bytes > self._high:
+                conn._above_high = True
+                self._pause_protocol()
         if self._eof_pending and not conn.closed:
             self._eof_pending = False
             self._eof_sent = True
@@ -360,6 +389,9 @@ class StreamTransport(_FlowControlMixin):
             return
         self._reading = True
         self._conn.resume_reading()
+        if self._eof_held:
+            self._eof_held = False
+            self._loop.call_soon(self._deliver_eof)
 
     def is_closing(self) -> bool:
         return self._closing
@@ -367,6 +399,7 @@ class StreamTransport(_FlowControlMixin):
     def close(self) -> None:
         if self._closing:
             return
+        self._eof_due = False
         self._closing = True
         conn = self._conn
         if not conn.closed:

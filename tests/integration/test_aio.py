@@ -562,18 +562,6 @@ def test_subprocess_and_pipes(lp):
     lp.run(main())
 
 
-def test_start_tls_not_implemented_message(lp):
-    if lp.kind != "powpow":
-        return
-    import ssl
-    ctx = ssl.create_default_context()
-
-    async def main():
-        with pytest.raises(NotImplementedError, match="TLS"):
-            await asyncio.open_connection("127.0.0.1", 1, ssl=ctx)
-    lp.run(main())
-
-
 def test_run_and_policy():
     async def main():
         return type(asyncio.get_running_loop())
