@@ -150,6 +150,10 @@ class EventLoop(base_events.BaseEventLoop):
         t._context = _copy_context() if context is None else context
         t._when = now_ns * 1e-9 + delay
         t._scheduled = True
+        if delay <= 0:  # due now: runs in the next iteration, as asyncio's (never waits for a wheel tick)
+            t.slot = DUE
+            self._due.append(t)
+            return t
         t.slot = _PENDING
         self._tpending.append(t)  # into the wheel at the next iteration's start: see _insert_pending
         return t

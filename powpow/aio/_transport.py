@@ -20,6 +20,7 @@ Invariants:
   is closed (the Connection's ``on_close``).
 """
 import asyncio
+import contextvars
 import os
 import socket
 import sys
@@ -72,6 +73,9 @@ class StreamTransport(_FlowControlMixin):
         self._high = _HIGH
         self._low = _HIGH // 4
         self._conn_lost_writes = 0
+        # as asyncio, whose transports run their I/O callbacks in handles made when the transport was:
+        # protocol callbacks see the context of whoever created the server or the connection
+        self._ctx = contextvars.copy_context()
         self._set_proto(protocol)
         self._extra.setdefault("socket", _TSock(sock) if _TSock is not None else sock)
         try:
@@ -93,7 +97,7 @@ class StreamTransport(_FlowControlMixin):
             pl.buffers.release(rbuf)
             raise
         conn.on_eof = self._on_eof
-        conn.on_drain = self._on_drain
+        conn.on_drain = self._on_drain_top
         conn.pause_reading()
         self._reading = True
         if sock.family != socket.AF_UNIX and sock.type == socket.SOCK_STREAM:
@@ -103,7 +107,7 @@ class StreamTransport(_FlowControlMixin):
                 pass
         if server is not None:
             _server_attach(server, self, True)
-        loop.call_soon(self._connection_made, waiter)
+        loop.call_soon(self._connection_made, waiter, context=self._ctx)
 
     def _set_proto(self, protocol) -> None:
         self._protocol = protocol
@@ -136,19 +140,20 @@ class StreamTransport(_FlowControlMixin):
         if self._closing:
             return
         proto = self._protocol
+        run = self._ctx.run
         try:
             if not self._buffered:
-                proto.data_received(bytes(view))
+                run(proto.data_received, bytes(view))
                 return
             pos, total = 0, len(view)
             while pos < total:
-                buf = proto.get_buffer(total - pos)
+                buf = run(proto.get_buffer, total - pos)
                 n = len(buf)
                 if not n:
                     raise RuntimeError("get_buffer() returned an empty buffer")
                 n = min(n, total - pos)
                 memoryview(buf)[:n] = view[pos:pos + n]
-                proto.buffer_updated(n)
+                run(proto.buffer_updated, n)
                 pos += n
         except (SystemExit, KeyboardInterrupt):
             raise
@@ -160,7 +165,7 @@ class StreamTransport(_FlowControlMixin):
         # the data that arrived with it (protocols and tests rely on the transport staying open till then)
         if not self._closing:
             self._eof_due = True
-            self._loop.call_soon(self._deliver_eof)
+            self._loop.call_soon(self._deliver_eof, context=self._ctx)
 
     def _deliver_eof(self) -> None:
         # not after close()/abort(); but yes when the Connection closed itself (EOF after our write_eof)
@@ -179,6 +184,10 @@ class StreamTransport(_FlowControlMixin):
             return
         if not keep_open and not self._closing:
             self.close()
+
+    def _on_drain_top(self, conn) -> None:
+        """The Connection's on_drain (from the loop, never nested): run in the transport's context."""
+        self._ctx.run(self._on_drain, conn)
 
     def _on_drain(self, conn) -> None:
         fut = self._sendfile_fut
@@ -212,7 +221,7 @@ class StreamTransport(_FlowControlMixin):
         self._lost = True
         self._wbuf = []
         self._wsize = 0
-        self._loop.call_soon(self._connection_lost, exc)
+        self._loop.call_soon(self._connection_lost, exc, context=self._ctx)
 
     def _connection_lost(self, exc) -> None:
         try:
@@ -391,7 +400,7 @@ class StreamTransport(_FlowControlMixin):
         self._conn.resume_reading()
         if self._eof_held:
             self._eof_held = False
-            self._loop.call_soon(self._deliver_eof)
+            self._loop.call_soon(self._deliver_eof, context=self._ctx)
 
     def is_closing(self) -> bool:
         return self._closing

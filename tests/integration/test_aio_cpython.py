@@ -1,7 +1,9 @@
 """CPython's own asyncio loop tests against powpow.aio, through their create_event_loop() hook.
 
 Runs the mixins of the running interpreter's ``test.test_asyncio`` (CPython
-ships them; PyPy 3.9's package lacks ``test/test_asyncio``, so there this file
+ships them; PyPy 3.9's ``test`` package lacks ``support`` and ``test_asyncio``,
+so there they are imported, copy-free, from CPython 3.9's Lib/test -- pyenv's
+install or $POWPOW_CPYTHON_TEST_DIR -- and where neither exists this file
 collects nothing and says so in ``NOT_AVAILABLE``): ``test_events``
 (``UnixEventLoopTestsMixin`` = ``EventLoopTestsMixin`` + unix cases, and
 ``SubprocessTestsMixin``), ``test_sock_lowlevel`` (``BaseSockTestsMixin``),
@@ -17,9 +19,34 @@ no selector): ``test_timeout_rounding`` (reads ``loop._selector``) and
 ``test_internal_fds`` (needs a BaseSelectorEventLoop; it skips itself
 otherwise); and one known failure, ``KNOWN_FAILING`` (see there).
 """
+import glob
+import os
+import sys
 import unittest
 
 import powpow.aio
+
+
+def _borrow_cpython_tests() -> None:
+    """PyPy ships no test.support / test.test_asyncio: borrow the same-version CPython's (pyenv's
+    Lib/test, or $POWPOW_CPYTHON_TEST_DIR) by extending the ``test`` package's path; nothing is copied."""
+    try:
+        import test.test_asyncio  # noqa: F401
+        return
+    except ImportError:
+        pass
+    import test
+    v = sys.version_info
+    dirs = [os.environ.get("POWPOW_CPYTHON_TEST_DIR", "")]
+    dirs += sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/%d.%d.*/lib/python%d.%d/test"
+                                                % (v[0], v[1], v[0], v[1]))), reverse=True)
+    for d in dirs:
+        if d and os.path.isdir(os.path.join(d, "test_asyncio")):
+            test.__path__.append(d)  # type: ignore[attr-defined]
+            return
+
+
+_borrow_cpython_tests()
 
 try:
     from test.test_asyncio import test_buffered_proto as _tbp
@@ -37,6 +64,7 @@ try:
 except ImportError as exc:  # PyPy 3.9: no test/test_asyncio in its stdlib
     NOT_AVAILABLE = "test.test_asyncio not importable here: %s" % (exc,)
 
+_PURE_PY_RUNNING_LOOP = sys.implementation.name == "pypy"
 WHITE_BOX = ("test_timeout_rounding", "test_internal_fds")  # read loop._selector / BaseSelectorEventLoop internals
 
 
@@ -54,8 +82,15 @@ def _make(name, *mixins):
     def create_event_loop(self):
         return powpow.aio.new_event_loop()
 
+    def setUp(self):
+        super(cls, self).setUp()
+        if _PURE_PY_RUNNING_LOOP and hasattr(self, "_get_running_loop"):
+            # 3.9's utils.TestCase stubs events._get_running_loop (to catch implicit loops); CPython's C
+            # get_running_loop ignores the stub, PyPy's pure-Python one obeys it and sees no loop at all
+            self.unpatch_get_running_loop()
+
     cls = type(name, mixins + (_tu.TestCase,), {"create_event_loop": create_event_loop,
-                                                "new_loop": create_event_loop})
+                                                "new_loop": create_event_loop, "setUp": setUp})
     for attr in dir(cls):
         if attr.startswith("test") and _excluded(attr):
             setattr(cls, attr, None)  # not callable: the loader leaves it out

@@ -186,10 +186,14 @@ def test_tls_handshake_timeout(lp, certs):
     lp.run(main())
 
 
-@pytest.mark.skipif(not HAS_SHUTDOWN_TIMEOUT, reason="ssl_shutdown_timeout is asyncio 3.11+ API")
 def test_tls_shutdown_timeout_argument(lp, certs):
+    """ssl_shutdown_timeout= is asyncio 3.11+ API: accepted there, a TypeError before (as stock asyncio)."""
     async def main():
         loop = asyncio.get_running_loop()
+        if not HAS_SHUTDOWN_TIMEOUT:
+            with pytest.raises(TypeError):
+                await loop.create_server(Echo, "127.0.0.1", 0, ssl=_server_ctx(certs), ssl_shutdown_timeout=2.0)
+            return
         srv = await loop.create_server(Echo, "127.0.0.1", 0, ssl=_server_ctx(certs), ssl_handshake_timeout=5.0,
                                        ssl_shutdown_timeout=2.0)
         port = srv.sockets[0].getsockname()[1]
