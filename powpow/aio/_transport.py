@@ -66,6 +66,7 @@ class StreamTransport(_FlowControlMixin):
         self._eof_sent = False
         self._eof_held = False
         self._eof_due = False
+        self._drain_close = False  # closing: waiting for the Connection's queue to empty (_finish_close)
         self._queued_flush = False
         self._protocol_paused = False
         self._wbuf: List[bytes] = []
@@ -190,6 +191,15 @@ class StreamTransport(_FlowControlMixin):
         self._ctx.run(self._on_drain, conn)
 
     def _on_drain(self, conn) -> None:
+        self._on_drain_inner(conn)
+        if self._drain_close and not self._lost and not self._queued_flush and not conn.closed:
+            if conn.output_pending:
+                conn._above_high = True  # written meanwhile (resume_writing): tell us again when out
+            else:
+                self._drain_close = False
+                conn.close_after_drain()  # FIN now, then read-and-discard until the peer's FIN (no RST)
+
+    def _on_drain_inner(self, conn) -> None:
         fut = self._sendfile_fut
         if fut is not None:
             if conn.output_pending:
@@ -263,7 +273,9 @@ class StreamTransport(_FlowControlMixin):
             raise RuntimeError("unable to write; sendfile is in progress")
         if not data:
             return
-        if self._closing:
+        if self._closing and (self._lost or not (self._queued_flush or self._drain_close)):
+            # as asyncio: after close() a write is still taken while earlier output is being sent (TLS
+            # writes its close_notify from resume_writing then); once the buffer was empty it is dropped
             self._conn_lost_writes += 1
             if self._conn_lost_writes >= 5:
                 asyncio.log.logger.warning("socket.send() raised exception.")
@@ -421,7 +433,11 @@ class StreamTransport(_FlowControlMixin):
         if conn.closed:
             return
         if conn.output_pending:
-            conn.close_after_drain()  # linger 0: the socket closes once the queue is out
+            # keep the Connection open (write() still allowed, as asyncio) until its queue is empty: the
+            # Connection reports that drain (low mark 0) and _on_drain comes back here
+            self._drain_close = True
+            conn.set_write_buffer_limits(max(conn.high_water, 1), 0)
+            conn._above_high = True
         else:
             conn.close()
 
