@@ -24,6 +24,12 @@ One iteration (``_run_once``):
 
 Timers read ``self.time()`` (``time.monotonic()``, asyncio's clock); the wheel
 is on the same clock and rounds up, so a timer never fires before ``when``.
+``call_later``/``call_at`` only append the new handle to a batch that the next
+iteration inserts into the wheel before anything reads it (step 2): a timer
+cancelled in the iteration that made it never touches the wheel; a delay <= 0
+goes straight to the due list (next iteration, as asyncio).  What a stream
+transport's inline protocol callback schedules with ``call_soon`` waits for the
+next iteration, as after asyncio's ``_read_ready`` handles (two ready deques).
 """
 import asyncio
 import collections

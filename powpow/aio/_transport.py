@@ -14,10 +14,20 @@ Invariants:
 * Flow control is asyncio's: ``pause_writing`` when what the kernel did not
   take is above the high mark (64 KiB; checked when the buffers are written,
   at the flush or at once when a write crosses the mark), ``resume_writing``
-  at the low mark (16 KiB), from the Connection's ``on_drain``.  Like asyncio there is no hard cap: a protocol that ignores
+  at the low mark (16 KiB), from the Connection's ``on_drain``.  Like asyncio
+  there is no hard cap: a protocol that ignores
   ``pause_writing`` buffers without bound.
 * ``connection_lost`` runs exactly once, via ``call_soon``, after the socket
   is closed (the Connection's ``on_close``).
+* As asyncio's selector transport: ``close()`` with output still queued keeps
+  taking ``write()`` until that output is out (TLS sends close_notify from
+  ``resume_writing``), then FIN; ``eof_received`` comes one iteration after
+  the data that arrived with the EOF; protocol callbacks run in a copy of the
+  context the transport was created in; protocols see builtin ``OSError``s
+  (``ConnectionResetError``...), never powpow's own error classes.
+* TLS (``ssl=``, ``start_tls``) is asyncio's ``sslproto.SSLProtocol`` stacked
+  on this transport (``EventLoop._make_ssl_transport``): records take the
+  same write path.
 """
 import asyncio
 import contextvars

@@ -11,7 +11,20 @@ import tempfile
 
 import pytest
 
-from .test_aio import lp  # noqa: F401  (the fixture: one powpow.aio and one stock asyncio loop)
+from .test_aio import _Loop
+
+
+@pytest.fixture(params=["powpow", "asyncio"])
+def lp(request):
+    """As test_aio.py's: one powpow.aio and one stock asyncio loop; teardown fails on handler calls."""
+    w = _Loop(request.param)
+    yield w
+    loop = w.loop
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+    assert not w.calls, "unexpected exception-handler calls: %r" % (w.calls,)
 
 HAS_SHUTDOWN_TIMEOUT = sys.version_info >= (3, 11)
 
