@@ -11,7 +11,10 @@
 #      uvicorn's "auto"/"asyncio" loop factories and asyncio.new_event_loop() all give powpow.aio loops.
 # Prints both summary lines.  Three tests assert the loop's class (test_loop_auto,
 # test_asyncio_run__default_loop_factory, test_get_loop_factory[asyncio-...]): they fail by design on a
-# swapped loop.  tests/benchmarks (pytest-codspeed) are left out.  uvloop is installed as uvicorn's
+# swapped loop.  tests/benchmarks (pytest-codspeed) are left out.
+# PyPy 3.9: current uvicorn needs Python >= 3.10 (its _types.py uses `X | None` at runtime), so pass an
+# older version (the newest pip picks for 3.9 is 0.39.0); trustme's cryptography needs a Rust build there
+# (and crates.io), so its TLS tests skip.  Not run on PyPy for the figures in perf/README.md.  uvloop is installed as uvicorn's
 # "standard" extra wants, but the plugin replaces the "auto" factory, so powpow.aio runs everything.
 set -euo pipefail
 PY=${1:-python3}
