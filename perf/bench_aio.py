@@ -2,6 +2,10 @@
 protocol echo (in-process clients; perf/tcp_load.c is the external load client for bench_tcp).
 
     .venv/bin/python perf/bench_aio.py          # plain timing, medians of 5 runs; figures are indicative
+    PY perf/bench_aio.py --echo [SECONDS]       # protocol echo, external C load client (perf/tcp_load.c):
+                                                # server per loop kind (powpow.aio, asyncio, uvloop if
+                                                # importable) pinned to core 0, load pinned to core 1,
+                                                # 64 connections x 100 B ping-pong, 3 interleaved rounds
 """
 import asyncio
 import os
@@ -87,7 +91,65 @@ def run(name, fn, reps=5):
     return out
 
 
+def _serve(kind: str) -> None:
+    """Child process: an Echo server on the given loop kind; prints its port, runs until stdin closes."""
+    if kind == "uvloop":
+        import uvloop
+        loop = uvloop.new_event_loop()
+    elif kind == "asyncio":
+        loop = asyncio.new_event_loop()
+    else:
+        loop = powpow.aio.new_event_loop()
+    srv = loop.run_until_complete(loop.create_server(Echo, "127.0.0.1", 0, backlog=1024))
+    print(srv.sockets[0].getsockname()[1], flush=True)
+    loop.add_reader(sys.stdin.fileno(), loop.stop)
+    loop.run_forever()
+
+
+def echo_external(seconds: float = 5.0, rounds: int = 3) -> None:
+    import subprocess
+    import tempfile
+    here = os.path.dirname(os.path.abspath(__file__))
+    tmp = tempfile.mkdtemp()
+    binary = os.path.join(tmp, "tcp_load")
+    subprocess.run(["cc", "-O2", "-o", binary, os.path.join(here, "tcp_load.c")], check=True)
+    kinds = ["powpow.aio", "asyncio"]
+    try:
+        import uvloop  # noqa: F401
+        kinds.append("uvloop")
+    except ImportError:
+        pass
+    if os.environ.get("BENCH_KINDS"):  # e.g. BENCH_KINDS=powpow.aio for an A/B of two checkouts
+        kinds = os.environ["BENCH_KINDS"].split(",")
+    res: dict = {k: [] for k in kinds}
+    for _ in range(rounds):
+        for kind in kinds:
+            srv = subprocess.Popen(["taskset", "-c", "0", sys.executable, os.path.abspath(__file__), "--serve", kind],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            try:
+                port = srv.stdout.readline().strip()
+                out = subprocess.run(["taskset", "-c", "1", binary, "pingpong", "127.0.0.1", port, "64", "100",
+                                      str(seconds)], capture_output=True, text=True, timeout=seconds + 30).stdout
+                n, secs = out.split()[1], out.split()[3]
+                res[kind].append(int(n) / float(secs))
+            finally:
+                srv.stdin.close()
+                srv.wait(10)
+    impl = "%s %s" % (sys.implementation.name, ".".join(map(str, sys.version_info[:3])))
+    med = {k: statistics.median(v) for k, v in res.items()}
+    line = ", ".join("%s %.0f" % (k, med[k]) for k in kinds)
+    print("%s protocol echo, tcp_load 64 conns x 100 B, %d x %.0f s, medians (round trips/s): %s"
+          % (impl, rounds, seconds, line))
+    if "asyncio" in med:
+        print("  powpow.aio / asyncio = %.2fx%s" % (med["powpow.aio"] / med["asyncio"],
+              ", powpow.aio / uvloop = %.2fx" % (med["powpow.aio"] / med["uvloop"]) if "uvloop" in med else ""))
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--serve":
+        return _serve(sys.argv[2])
+    if len(sys.argv) > 1 and sys.argv[1] == "--echo":
+        return echo_external(float(sys.argv[2]) if len(sys.argv) > 2 else 5.0)
     impl = "%s %s" % (sys.implementation.name, ".".join(map(str, sys.version_info[:3])))
     t = run("timers", bench_timers)
     print("%s call_later+cancel, %d pending: powpow.aio %.0f ns, asyncio %.0f ns per timer -> %.2fx"

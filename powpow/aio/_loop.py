@@ -24,8 +24,16 @@ One iteration (``_run_once``):
 
 Timers read ``self.time()`` (``time.monotonic()``, asyncio's clock); the wheel
 is on the same clock and rounds up, so a timer never fires before ``when``.
+``call_later``/``call_at`` only append the new handle to a batch that the next
+iteration inserts into the wheel before anything reads it (step 2): a timer
+cancelled in the iteration that made it never touches the wheel; a delay <= 0
+goes straight to the due list (next iteration, as asyncio).  What a stream
+transport's inline protocol callback schedules with ``call_soon`` waits for the
+next iteration, as after asyncio's ``_read_ready`` handles (two ready deques).
 """
 import asyncio
+import collections
+import contextvars
 import errno
 import logging
 import math
@@ -35,7 +43,7 @@ import signal
 import socket
 import threading
 import time
-from asyncio import base_events, events
+from asyncio import base_events, events, sslproto, unix_events
 from typing import Any, Dict, List, Optional
 
 from ..errors import LoopError
@@ -51,14 +59,39 @@ _READ, _WRITE, _ERROR, _HUP = 0x001, 0x004, 0x008, 0x010
 _NS_PER_MS = 1000000
 _MAX_FULL_REPOLLS = 4
 _monotonic_ns = time.monotonic_ns
+_Handle = events.Handle
 _when_key = operator.attrgetter("_when")
 _NUMERIC = socket.AI_NUMERICHOST
+_PENDING = -100  # _Timer.slot: made, not yet inserted into the wheel (see _insert_pending)
+_SSL_SHUTDOWN_TIMEOUT = "ssl_shutdown_timeout" in sslproto.SSLProtocol.__init__.__code__.co_varnames
 
 
 class _Timer(events.TimerHandle):
-    """A TimerHandle that is itself the wheel entry (one object per timer, no callback cycle)."""
+    """A TimerHandle that is itself the wheel entry (one object per timer, no callback cycle).
+
+    ``cancel`` takes it out of the wheel at once (O(1)): no cancelled-count bookkeeping, no heap to
+    rebuild.  Everything else (``when``, ``cancelled``, repr, ordering, ``_run``) is asyncio's.
+    """
 
     __slots__ = ("deadline", "callback", "interval", "slot", "pos")
+
+    def cancel(self) -> None:
+        if not self._cancelled:
+            self._cancelled = True
+            loop = self._loop
+            if self._scheduled:
+                self._scheduled = False
+                if self.slot != _PENDING:  # a pending one is dropped when the iteration inserts the batch
+                    loop._wheel.cancel(self)
+            if loop._debug:
+                self._repr = repr(self)  # as Handle.cancel: keep the callback in the repr
+            self._callback = None
+            self._args = None
+
+
+_new = object.__new__
+_copy_context = contextvars.copy_context
+_ceil = math.ceil
 
 
 def _ms_until(delay: float) -> int:
@@ -74,28 +107,82 @@ class EventLoop(base_events.BaseEventLoop):
         super().__init__()
         self._pl = Loop(backend=backend, exception_handler=self._pl_exception)
         self._wheel = self._pl._wheel
+        self._t0 = self._pl._t0
+        self._tpending: List[_Timer] = []  # timers made since the iteration began, not in the wheel yet
         self._due: List[_Timer] = []
         self._flushq: List[StreamTransport] = []
         self._fdh: Dict[int, List[Any]] = {}  # fd -> [reader handle, writer handle]
         self._signal_handlers: Dict[int, events.Handle] = {}
         self._full_repolls = 0
+        self._unix_server_sockets: Dict[Any, int] = {}
+        self._spare: Any = collections.deque()  # the ready deque of the next iteration while I/O dispatches
+        self._cur: Any = self._ready  # where I/O handles go: the ready deque of the running iteration
 
     def _pl_exception(self, exc: BaseException, callback) -> None:
         self.call_exception_handler({"message": "Exception in callback %r" % (callback,), "exception": exc})
 
     # ------------------------------------------------------------ timers
 
+    def call_soon(self, callback, *args, context=None):
+        if self._debug or self._closed:  # asyncio's own checks and source traceback
+            return super().call_soon(callback, *args, context=context)
+        # the fast path: asyncio's Handle, its fields set here (no __init__ frame, no get_debug() call)
+        h = _new(_Handle)
+        h._callback = callback
+        h._args = args
+        h._cancelled = False
+        h._loop = self
+        h._repr = None
+        h._source_traceback = None
+        h._context = _copy_context() if context is None else context
+        self._ready.append(h)
+        return h
+
     def call_later(self, delay, callback, *args, context=None):
         if delay is None:
             raise TypeError("delay must not be None")
+        if self._debug or self._closed:
+            now_ns = _monotonic_ns()
+            return self._schedule(now_ns * 1e-9 + delay, _ms_until(delay), now_ns, callback, args, context)
+        # the fast path (the hot one of servers: timeouts set and cancelled): one object, one wheel insert
         now_ns = _monotonic_ns()
-        return self._schedule(now_ns * 1e-9 + delay, _ms_until(delay), now_ns, callback, args, context)
+        t = _new(_Timer)
+        t._callback = callback
+        t._args = args
+        t._cancelled = False
+        t._loop = self
+        t._repr = None
+        t._source_traceback = None
+        t._context = _copy_context() if context is None else context
+        t._when = now_ns * 1e-9 + delay
+        t._scheduled = True
+        if delay <= 0:  # due now: runs in the next iteration, as asyncio's (never waits for a wheel tick)
+            t.slot = DUE
+            self._due.append(t)
+            return t
+        t.slot = _PENDING
+        self._tpending.append(t)  # into the wheel at the next iteration's start: see _insert_pending
+        return t
 
     def call_at(self, when, callback, *args, context=None):
         if when is None:
             raise TypeError("when cannot be None")
-        now_ns = _monotonic_ns()
-        return self._schedule(when, _ms_until(when - now_ns * 1e-9), now_ns, callback, args, context)
+        if self._debug or self._closed:
+            now_ns = _monotonic_ns()
+            return self._schedule(when, _ms_until(when - now_ns * 1e-9), now_ns, callback, args, context)
+        t = _new(_Timer)  # the fast path, as call_later's (no clock read needed)
+        t._callback = callback
+        t._args = args
+        t._cancelled = False
+        t._loop = self
+        t._repr = None
+        t._source_traceback = None
+        t._context = _copy_context() if context is None else context
+        t._when = when
+        t._scheduled = True
+        t.slot = _PENDING
+        self._tpending.append(t)
+        return t
 
     def _schedule(self, when, ms: int, now_ns: int, callback, args, context) -> _Timer:
         self._check_closed()
@@ -116,7 +203,22 @@ class EventLoop(base_events.BaseEventLoop):
     def _timer_handle_cancelled(self, handle) -> None:
         if handle._scheduled:
             handle._scheduled = False
-            self._wheel.cancel(handle)
+            if handle.slot != _PENDING:
+                self._wheel.cancel(handle)
+
+    def _insert_pending(self) -> None:
+        """Put the timers made since the last iteration into the wheel (those cancelled meanwhile never go)."""
+        pend = self._tpending
+        self._tpending = []
+        t0 = self._t0
+        insert = self._wheel.insert
+        for t in pend:
+            if t._scheduled:
+                # the wheel's tick: the first 1 ms tick at or after `when` (never early)
+                t.deadline = _ceil((t._when * 1e9 - t0) * 1e-6)
+                t.interval = 0
+                t.callback = None
+                insert(t)
 
     def _expire(self, now: int) -> None:
         due = self._wheel.expire(now)
@@ -176,6 +278,8 @@ class EventLoop(base_events.BaseEventLoop):
                     cb()
                 except Exception as exc:
                     self._pl_exception(exc, cb)
+        if self._tpending:
+            self._insert_pending()
         wheel = self._wheel
         if wheel._count:
             self._expire(pl._update_now())
@@ -194,15 +298,23 @@ class EventLoop(base_events.BaseEventLoop):
         evs = pl._poller.poll(timeout, cap)
         n = len(evs)
         if n:
+            # Stream transports call their protocols right here; what those callbacks call_soon() waits
+            # for the next iteration (as after asyncio's _read_ready handles), so it goes to a second deque
+            # while add_reader/add_writer handles and signals join this iteration's (self._cur).
+            self._cur = ready
+            nxt = self._ready = self._spare
             by_token = pl._by_token
-            for i in range(0, n, 2):
-                w = by_token.get(evs[i])
-                if w is None:
-                    continue
-                try:
-                    w.callback(w.fd, evs[i + 1])
-                except Exception as exc:
-                    self._pl_exception(exc, w.callback)
+            try:
+                for i in range(0, n, 2):
+                    w = by_token.get(evs[i])
+                    if w is None:
+                        continue
+                    try:
+                        w.callback(w.fd, evs[i + 1])
+                    except Exception as exc:
+                        self._pl_exception(exc, w.callback)
+            finally:
+                self._cur = nxt
             if n >= 2 * cap:
                 if cap < 65536:
                     pl._capacity = cap * 2
@@ -219,20 +331,31 @@ class EventLoop(base_events.BaseEventLoop):
                 due.sort(key=_when_key)
             ready.extend(due)
             due.clear()
+        if ready is not self._ready:  # I/O was dispatched: run all of `ready`, new handles are in the other deque
+            self._spare = ready
+            ntodo = -1
+        else:
+            ntodo = len(ready)
         if self._debug:
-            self._run_ready_debug(len(ready))
+            self._run_ready_debug(ready, ntodo)
+        elif ntodo < 0:
+            popleft = ready.popleft
+            while ready:
+                h = popleft()
+                if not h._cancelled:
+                    h._run()
         else:
             popleft = ready.popleft
-            for _ in range(len(ready)):
+            for _ in range(ntodo):
                 h = popleft()
                 if not h._cancelled:
                     h._run()
         if self._flushq:
             self._flush_writes()
 
-    def _run_ready_debug(self, ntodo: int) -> None:
-        ready = self._ready
-        for _ in range(ntodo):
+    def _run_ready_debug(self, ready, ntodo: int) -> None:
+        while ntodo and ready:
+            ntodo -= 1
             h = ready.popleft()
             if h._cancelled:
                 continue
@@ -264,6 +387,7 @@ class EventLoop(base_events.BaseEventLoop):
             self._pl.unregister(fd)
         self._fdh.clear()
         self._due.clear()
+        self._tpending.clear()
         self._pl.close()
 
     # ------------------------------------------------------------ readers and writers
@@ -278,13 +402,13 @@ class EventLoop(base_events.BaseEventLoop):
                 pair[0] = None
                 self._update_fd(fd, pair)
             else:
-                self._ready.append(r)
+                self._cur.append(r)
         if w is not None and ev & (_WRITE | _ERROR | _HUP):
             if w._cancelled:
                 pair[1] = None
                 self._update_fd(fd, pair)
             else:
-                self._ready.append(w)
+                self._cur.append(w)
 
     def _update_fd(self, fd: int, pair) -> None:
         mask = (_READ if pair[0] is not None else 0) | (_WRITE if pair[1] is not None else 0)
@@ -503,30 +627,24 @@ class EventLoop(base_events.BaseEventLoop):
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
         return StreamTransport(self, sock, protocol, waiter, extra, server)
 
-    async def create_connection(self, protocol_factory, host=None, port=None, *, ssl=None, **kw):
-        if ssl:
-            self._make_ssl_transport()
-        return await super().create_connection(protocol_factory, host, port, **kw)
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *, server_side=False,
+                            server_hostname=None, extra=None, server=None, ssl_handshake_timeout=None,
+                            ssl_shutdown_timeout=None):
+        """TLS: asyncio's ``sslproto.SSLProtocol`` (ssl.MemoryBIO) stacked on powpow's StreamTransport.
 
-    async def create_server(self, protocol_factory, host=None, port=None, *, ssl=None, **kw):
-        if ssl is not None:
-            self._make_ssl_transport()
-        return await super().create_server(protocol_factory, host, port, **kw)
-
-    async def connect_accepted_socket(self, protocol_factory, sock, *, ssl=None, **kw):
-        if ssl is not None:
-            self._make_ssl_transport()
-        return await super().connect_accepted_socket(protocol_factory, sock, **kw)
+        The record layer's output goes through ``StreamTransport.write``, so TLS records of one loop
+        iteration still leave in one ``writev`` (powpow's write path, not asyncio's selector transport).
+        """
+        kw = {}
+        if _SSL_SHUTDOWN_TIMEOUT:
+            kw["ssl_shutdown_timeout"] = ssl_shutdown_timeout
+        ssl_protocol = sslproto.SSLProtocol(self, protocol, sslcontext, waiter, server_side, server_hostname,
+                                            ssl_handshake_timeout=ssl_handshake_timeout, **kw)
+        StreamTransport(self, rawsock, ssl_protocol, None, extra, server)
+        return ssl_protocol._app_transport
 
     async def _sendfile_native(self, transp, file, offset, count):
         return await transp._sendfile(file, offset, count)
-
-    def _make_ssl_transport(self, *args, **kwargs):
-        raise NotImplementedError("powpow.aio: ssl= is not supported yet (TLS transports belong to powpow's TLS "
-                                  "issue); use a plain connection or stock asyncio for TLS")
-
-    async def start_tls(self, *args, **kwargs):
-        self._make_ssl_transport()
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         from ._dgram import DatagramTransport
@@ -534,15 +652,23 @@ class EventLoop(base_events.BaseEventLoop):
 
     def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100,
                        ssl_handshake_timeout=None, ssl_shutdown_timeout=None):
-        if sslcontext is not None:
-            self._make_ssl_transport()
-        self._add_io(sock.fileno(), 0, self._accept_ready, (protocol_factory, sock, server, backlog))
+        self._add_io(sock.fileno(), 0, self._accept_ready,
+                     (protocol_factory, sock, sslcontext, server, backlog, ssl_handshake_timeout,
+                      ssl_shutdown_timeout))
 
     def _stop_serving(self, sock) -> None:
         self._remove_io(sock.fileno(), 0)
+        ino = self._unix_server_sockets.pop(sock, None)  # 3.13+: create_unix_server(cleanup_socket=True)
+        if ino is not None:
+            try:
+                path = sock.getsockname()
+                if os.stat(path).st_ino == ino:
+                    os.unlink(path)
+            except (OSError, TypeError):
+                pass
         sock.close()
 
-    def _accept_ready(self, protocol_factory, sock, server, backlog) -> None:
+    def _accept_ready(self, protocol_factory, sock, sslcontext, server, backlog, hs_timeout, sd_timeout) -> None:
         for _ in range(backlog):
             try:
                 conn, addr = sock.accept()
@@ -553,10 +679,15 @@ class EventLoop(base_events.BaseEventLoop):
                     self.call_exception_handler({"message": "socket.accept() out of system resource",
                                                  "exception": exc, "socket": sock})
                     self._remove_io(sock.fileno(), 0)
-                    self.call_later(1.0, self._start_serving, protocol_factory, sock, None, server, backlog)
+                    self.call_later(1.0, self._start_serving, protocol_factory, sock, sslcontext, server, backlog,
+                                    hs_timeout, sd_timeout)
                     return
                 raise
             conn.setblocking(False)
+            if sslcontext:
+                self.create_task(self._accept_tls(protocol_factory, conn, addr, sslcontext, server, hs_timeout,
+                                                  sd_timeout))
+                continue
             try:
                 protocol = protocol_factory()
                 StreamTransport(self, conn, protocol, None, {"peername": addr}, server)
@@ -567,63 +698,37 @@ class EventLoop(base_events.BaseEventLoop):
                 self.call_exception_handler({"message": "Error on transport creation for incoming connection",
                                              "exception": exc})
 
-    async def create_unix_connection(self, protocol_factory, path=None, *, ssl=None, sock=None,
-                                     server_hostname=None, ssl_handshake_timeout=None, **kw):
-        if ssl is not None:
-            self._make_ssl_transport()
-        if path is not None:
-            if sock is not None:
-                raise ValueError("path and sock can not be specified at the same time")
-            path = os.fspath(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0)
+    async def _accept_tls(self, protocol_factory, conn, addr, sslcontext, server, hs_timeout, sd_timeout):
+        """A TLS connection accepted by a server: the handshake runs before the protocol sees it."""
+        protocol = transport = None
+        try:
+            protocol = protocol_factory()
+            waiter = self.create_future()
+            transport = self._make_ssl_transport(conn, protocol, sslcontext, waiter, server_side=True,
+                                                 extra={"peername": addr}, server=server,
+                                                 ssl_handshake_timeout=hs_timeout, ssl_shutdown_timeout=sd_timeout)
             try:
-                sock.setblocking(False)
-                await self.sock_connect(sock, path)
+                await waiter
             except BaseException:
-                sock.close()
+                transport.close()
                 raise
-        else:
-            if sock is None:
-                raise ValueError("no path and sock were specified")
-            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
-                raise ValueError("A UNIX Domain Stream Socket was expected, got %r" % (sock,))
-            sock.setblocking(False)
-        return await self._create_connection_transport(sock, protocol_factory, None, None)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if transport is None:
+                conn.close()
+            if self._debug:  # as asyncio: a failed handshake is the client's problem, logged in debug only
+                ctx = {"message": "Error on transport creation for incoming connection", "exception": exc}
+                if protocol is not None:
+                    ctx["protocol"] = protocol
+                if transport is not None:
+                    ctx["transport"] = transport
+                self.call_exception_handler(ctx)
 
-    async def create_unix_server(self, protocol_factory, path=None, *, sock=None, backlog=100, ssl=None,
-                                 ssl_handshake_timeout=None, start_serving=True, **kw):
-        if ssl is not None:
-            self._make_ssl_transport()
-        if path is not None:
-            if sock is not None:
-                raise ValueError("path and sock can not be specified at the same time")
-            path = os.fspath(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            if path[0] not in (0, "\x00"):
-                try:
-                    import stat
-                    if stat.S_ISSOCK(os.stat(path).st_mode):
-                        os.remove(path)
-                except FileNotFoundError:
-                    pass
-            try:
-                sock.bind(path)
-            except OSError as exc:
-                sock.close()
-                if exc.errno == errno.EADDRINUSE:
-                    raise OSError(errno.EADDRINUSE, "Address %r is already in use" % (path,)) from None
-                raise
-        else:
-            if sock is None:
-                raise ValueError("path was not specified, and no sock specified")
-            if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
-                raise ValueError("A UNIX Domain Stream Socket was expected, got %r" % (sock,))
-        sock.setblocking(False)
-        server = base_events.Server(self, [sock], protocol_factory, None, backlog, ssl_handshake_timeout)
-        if start_serving:
-            server._start_serving()
-            await asyncio.sleep(0)
-        return server
+    # the unix-socket entry points are asyncio's own (path/abstract-socket handling, ssl= checks); they
+    # only call sock_connect, _create_connection_transport and Server -> _start_serving, all powpow's
+    create_unix_connection = unix_events._UnixSelectorEventLoop.create_unix_connection
+    create_unix_server = unix_events._UnixSelectorEventLoop.create_unix_server
 
     # ------------------------------------------------------------ signals
 
@@ -653,7 +758,7 @@ class EventLoop(base_events.BaseEventLoop):
     def _on_signal(self, sig: int) -> None:
         h = self._signal_handlers.get(sig)
         if h is not None and not h._cancelled:
-            self._ready.append(h)
+            self._cur.append(h)
 
     def remove_signal_handler(self, sig) -> bool:
         if not isinstance(sig, int):

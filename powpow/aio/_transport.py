@@ -11,14 +11,27 @@ Invariants:
   in one ``writev``, when the loop flushes at the end of the iteration
   (``EventLoop._flush_writes``); ``get_write_buffer_size`` counts both the
   collected buffers and what the kernel has not taken yet.
-* Flow control is asyncio's: ``pause_writing`` above the high mark (64 KiB),
-  ``resume_writing`` at the low mark (16 KiB), from the Connection's
-  ``on_drain``.  Like asyncio there is no hard cap: a protocol that ignores
+* Flow control is asyncio's: ``pause_writing`` when what the kernel did not
+  take is above the high mark (64 KiB; checked when the buffers are written,
+  at the flush or at once when a write crosses the mark), ``resume_writing``
+  at the low mark (16 KiB), from the Connection's ``on_drain``.  Like asyncio
+  there is no hard cap: a protocol that ignores
   ``pause_writing`` buffers without bound.
 * ``connection_lost`` runs exactly once, via ``call_soon``, after the socket
   is closed (the Connection's ``on_close``).
+* As asyncio's selector transport: ``close()`` with output still queued keeps
+  taking ``write()`` until that output is out (TLS sends close_notify from
+  ``resume_writing``), then FIN; ``eof_received`` comes one iteration after
+  the data that arrived with the EOF; protocol callbacks run in a copy of the
+  context the transport was created in; protocols see builtin ``OSError``s
+  (``ConnectionResetError``...), never powpow's own error classes.
+* TLS (``ssl=``, ``start_tls``) is asyncio's ``sslproto.SSLProtocol`` stacked
+  on this transport (``EventLoop._make_ssl_transport``): records take the
+  same write path.
 """
 import asyncio
+import contextvars
+import os
 import socket
 import sys
 from typing import Any, List, Optional
@@ -49,6 +62,7 @@ def _server_attach(server, transport, attach: bool) -> None:
 class StreamTransport(_FlowControlMixin):
     # _FlowControlMixin: asyncio's sendfile fallback requires it (its own fields are overridden here)
     _sendfile_compatible = _SendfileMode.TRY_NATIVE
+    _start_tls_compatible = True  # loop.start_tls stacks asyncio's SSLProtocol on this transport
 
     def __init__(self, loop, sock, protocol, waiter, extra, server) -> None:
         super().__init__(extra, loop)
@@ -60,6 +74,9 @@ class StreamTransport(_FlowControlMixin):
         self._lost = False
         self._eof_pending = False
         self._eof_sent = False
+        self._eof_held = False
+        self._eof_due = False
+        self._drain_close = False  # closing: waiting for the Connection's queue to empty (_finish_close)
         self._queued_flush = False
         self._protocol_paused = False
         self._wbuf: List[bytes] = []
@@ -67,6 +84,9 @@ class StreamTransport(_FlowControlMixin):
         self._high = _HIGH
         self._low = _HIGH // 4
         self._conn_lost_writes = 0
+        # as asyncio, whose transports run their I/O callbacks in handles made when the transport was:
+        # protocol callbacks see the context of whoever created the server or the connection
+        self._ctx = contextvars.copy_context()
         self._set_proto(protocol)
         self._extra.setdefault("socket", _TSock(sock) if _TSock is not None else sock)
         try:
@@ -88,7 +108,7 @@ class StreamTransport(_FlowControlMixin):
             pl.buffers.release(rbuf)
             raise
         conn.on_eof = self._on_eof
-        conn.on_drain = self._on_drain
+        conn.on_drain = self._on_drain_top
         conn.pause_reading()
         self._reading = True
         if sock.family != socket.AF_UNIX and sock.type == socket.SOCK_STREAM:
@@ -98,7 +118,7 @@ class StreamTransport(_FlowControlMixin):
                 pass
         if server is not None:
             _server_attach(server, self, True)
-        loop.call_soon(self._connection_made, waiter)
+        loop.call_soon(self._connection_made, waiter, context=self._ctx)
 
     def _set_proto(self, protocol) -> None:
         self._protocol = protocol
@@ -131,19 +151,20 @@ class StreamTransport(_FlowControlMixin):
         if self._closing:
             return
         proto = self._protocol
+        run = self._ctx.run
         try:
             if not self._buffered:
-                proto.data_received(bytes(view))
+                run(proto.data_received, bytes(view))
                 return
             pos, total = 0, len(view)
             while pos < total:
-                buf = proto.get_buffer(total - pos)
+                buf = run(proto.get_buffer, total - pos)
                 n = len(buf)
                 if not n:
                     raise RuntimeError("get_buffer() returned an empty buffer")
                 n = min(n, total - pos)
                 memoryview(buf)[:n] = view[pos:pos + n]
-                proto.buffer_updated(n)
+                run(proto.buffer_updated, n)
                 pos += n
         except (SystemExit, KeyboardInterrupt):
             raise
@@ -151,8 +172,20 @@ class StreamTransport(_FlowControlMixin):
             self._fatal(exc, "Fatal error: protocol.data_received() call failed.")
 
     def _on_eof(self, conn) -> None:
-        if self._closing:
+        # as a selector transport, whose next recv() sees the EOF: eof_received comes one iteration after
+        # the data that arrived with it (protocols and tests rely on the transport staying open till then)
+        if not self._closing:
+            self._eof_due = True
+            self._loop.call_soon(self._deliver_eof, context=self._ctx)
+
+    def _deliver_eof(self) -> None:
+        # not after close()/abort(); but yes when the Connection closed itself (EOF after our write_eof)
+        if not self._eof_due or self._protocol is None:
             return
+        if not self._reading and not self._lost:  # paused: the EOF waits for resume_reading, as data would
+            self._eof_held = True
+            return
+        self._eof_due = False
         try:
             keep_open = self._protocol.eof_received()
         except (SystemExit, KeyboardInterrupt):
@@ -160,10 +193,23 @@ class StreamTransport(_FlowControlMixin):
         except BaseException as exc:
             self._fatal(exc, "Fatal error: protocol.eof_received() call failed.")
             return
-        if not keep_open:
+        if not keep_open and not self._closing:
             self.close()
 
+    def _on_drain_top(self, conn) -> None:
+        """The Connection's on_drain (from the loop, never nested): run in the transport's context."""
+        self._ctx.run(self._on_drain, conn)
+
     def _on_drain(self, conn) -> None:
+        self._on_drain_inner(conn)
+        if self._drain_close and not self._lost and not self._queued_flush and not conn.closed:
+            if conn.output_pending:
+                conn._above_high = True  # written meanwhile (resume_writing): tell us again when out
+            else:
+                self._drain_close = False
+                conn.close_after_drain()  # FIN now, then read-and-discard until the peer's FIN (no RST)
+
+    def _on_drain_inner(self, conn) -> None:
         fut = self._sendfile_fut
         if fut is not None:
             if conn.output_pending:
@@ -182,6 +228,12 @@ class StreamTransport(_FlowControlMixin):
                                                    "protocol": self._protocol})
 
     def _on_close(self, conn, exc) -> None:
+        if isinstance(exc, OSError) and exc.errno and type(exc).__module__.startswith("powpow"):
+            # asyncio's protocols see the builtin error (ConnectionResetError, BrokenPipeError...), as from
+            # a selector transport: code catches ConnectionError, not powpow's ConnectionLost
+            err = OSError(exc.errno, os.strerror(exc.errno))
+            err.__cause__ = exc
+            exc = err
         fut = self._sendfile_fut
         if fut is not None and not fut.done():
             fut.set_exception(ConnectionError("Connection closed by peer" if exc is None else str(exc)))
@@ -189,7 +241,7 @@ class StreamTransport(_FlowControlMixin):
         self._lost = True
         self._wbuf = []
         self._wsize = 0
-        self._loop.call_soon(self._connection_lost, exc)
+        self._loop.call_soon(self._connection_lost, exc, context=self._ctx)
 
     def _connection_lost(self, exc) -> None:
         try:
@@ -209,6 +261,7 @@ class StreamTransport(_FlowControlMixin):
         self._force_close(exc)
 
     def _force_close(self, exc) -> None:
+        self._eof_due = False
         self._closing = True
         self._wbuf = []
         self._wsize = 0
@@ -230,7 +283,9 @@ class StreamTransport(_FlowControlMixin):
             raise RuntimeError("unable to write; sendfile is in progress")
         if not data:
             return
-        if self._closing:
+        if self._closing and (self._lost or not (self._queued_flush or self._drain_close)):
+            # as asyncio: after close() a write is still taken while earlier output is being sent (TLS
+            # writes its close_notify from resume_writing then); once the buffer was empty it is dropped
             self._conn_lost_writes += 1
             if self._conn_lost_writes >= 5:
                 asyncio.log.logger.warning("socket.send() raised exception.")
@@ -242,8 +297,10 @@ class StreamTransport(_FlowControlMixin):
         if not self._queued_flush:
             self._queued_flush = True
             self._loop._flushq.append(self)
-        if not self._protocol_paused and self._wsize + self._conn.queued_bytes > self._high:
-            self._pause_protocol()
+        if self._wsize + self._conn.queued_bytes > self._high:
+            # past the high mark: write now (asyncio's rule: pause_writing only for what the kernel did not
+            # take), the rest of this iteration's writes still leave together at the flush
+            self._flush()
 
     def writelines(self, list_of_data) -> None:
         for d in list_of_data:
@@ -269,6 +326,9 @@ class StreamTransport(_FlowControlMixin):
                     self._on_drain(conn)
                 else:
                     conn._above_high = True  # make the Connection report its drain at the low mark
+            elif conn.queued_bytes > self._high:
+                conn._above_high = True
+                self._pause_protocol()
         if self._eof_pending and not conn.closed:
             self._eof_pending = False
             self._eof_sent = True
@@ -360,6 +420,9 @@ class StreamTransport(_FlowControlMixin):
             return
         self._reading = True
         self._conn.resume_reading()
+        if self._eof_held:
+            self._eof_held = False
+            self._loop.call_soon(self._deliver_eof, context=self._ctx)
 
     def is_closing(self) -> bool:
         return self._closing
@@ -367,6 +430,7 @@ class StreamTransport(_FlowControlMixin):
     def close(self) -> None:
         if self._closing:
             return
+        self._eof_due = False
         self._closing = True
         conn = self._conn
         if not conn.closed:
@@ -379,7 +443,11 @@ class StreamTransport(_FlowControlMixin):
         if conn.closed:
             return
         if conn.output_pending:
-            conn.close_after_drain()  # linger 0: the socket closes once the queue is out
+            # keep the Connection open (write() still allowed, as asyncio) until its queue is empty: the
+            # Connection reports that drain (low mark 0) and _on_drain comes back here
+            self._drain_close = True
+            conn.set_write_buffer_limits(max(conn.high_water, 1), 0)
+            conn._above_high = True
         else:
             conn.close()
 

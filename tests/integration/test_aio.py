@@ -562,18 +562,6 @@ def test_subprocess_and_pipes(lp):
     lp.run(main())
 
 
-def test_start_tls_not_implemented_message(lp):
-    if lp.kind != "powpow":
-        return
-    import ssl
-    ctx = ssl.create_default_context()
-
-    async def main():
-        with pytest.raises(NotImplementedError, match="TLS"):
-            await asyncio.open_connection("127.0.0.1", 1, ssl=ctx)
-    lp.run(main())
-
-
 def test_run_and_policy():
     async def main():
         return type(asyncio.get_running_loop())
@@ -613,3 +601,52 @@ def test_echo_to_sock_client_nothing_else_pending(lp):
         srv.close()
         await srv.wait_closed()
     lp.run(main())
+
+
+def test_protocol_callbacks_see_the_server_creators_context(lp):
+    """As asyncio (uvicorn's test_contextvars_preserved_by_default relies on it): a server's protocol
+    callbacks, and tasks they create, run in a copy of the context create_server was called in."""
+    var = contextvars.ContextVar("where", default="missing")
+    seen = []
+
+    class P(asyncio.Protocol):
+        def connection_made(self, t):
+            seen.append(("made", var.get()))
+            self.t = t
+
+        def data_received(self, data):
+            seen.append(("data", var.get()))
+            asyncio.get_running_loop().create_task(self.reply())
+
+        async def reply(self):
+            self.t.write(var.get().encode())
+            self.t.close()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        var.set("server-creator")
+        srv = await loop.create_server(P, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        var.set("client")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"x")
+        assert await reader.read() == b"server-creator"
+        writer.close()
+        srv.close()
+        await srv.wait_closed()
+    lp.run(main())
+    assert seen == [("made", "server-creator"), ("data", "server-creator")]
+
+
+def test_call_later_zero_runs_in_the_first_iteration(lp):
+    """call_later(0) is due at once: it runs in the loop's next iteration, not after a 1 ms wheel tick
+    (uvicorn's zero-delay websocket close timer relies on it)."""
+    loop = lp.loop
+    fired = []
+    loop.call_later(0, fired.append, 1)
+    loop.call_later(-1, fired.append, 2)
+    h = loop.call_later(0, fired.append, 3)
+    h.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert fired == [2, 1]
