@@ -36,7 +36,7 @@ Layout and invariants
   (The original library looked only at the lowest non-empty level: a 300 ms
   timer next to a 450 ms one could fire late.)
 """
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 __all__ = ["Timer", "TimerWheel", "WHEEL_SPAN_MS"]
 
@@ -60,6 +60,7 @@ class Timer:
     slot: int
     pos: int
     remaining: int
+    callback: Any  # the callable; None once spent or cancelled (see GC_FREE)
 
     def __init__(self, deadline: int, callback: Callable[[], object], interval: int = 0) -> None:
         # `slot`/`pos` are set by TimerWheel.insert and `remaining` only by a
@@ -103,7 +104,7 @@ def _gc_free_timers() -> bool:
         return False
     import gc
 
-    return not gc.is_tracked(Timer(0, None))
+    return not gc.is_tracked(Timer(0, _gc_free_timers))
 
 
 # True when Timer instances are not tracked by CPython's cyclic GC (see above).
