@@ -102,7 +102,7 @@ int64_t pp_scan_lines(const char *buf, int64_t start, int64_t end,
                       int64_t line_begin, uint32_t *out, int max_out);
 /* scan_lines of a head + colon offset of every field line + names signature (pp_scan.c) */
 int64_t pp_scan_head(const char *b, int64_t start, int64_t end, uint32_t *out, int max_out,
-                     uint32_t *colons, char *sig, int64_t sig_cap, int64_t last_len);
+                     uint32_t *colons, char *sig, int64_t sig_cap, const char *last, int64_t last_len);
 
 /* CPython: instances of this class (id(cls)) are not tracked by the cyclic GC (pp_cpy.c) */
 int pp_gc_untrack_type(intptr_t type_addr);

@@ -145,12 +145,11 @@ int64_t pp_scan_lines(const char *b, int64_t start, int64_t end,
      name each followed by ':' (a name never contains ':', so equal signatures
      mean equal name sequences) and colons[0] = len.  Not set when the
      signature would not fit in sig_cap bytes.
-   PP_HEAD_SAME (bit 62): PP_HEAD_SIG, and the signature equals the last_len
-     bytes at sig + sig_cap (where the caller keeps the signature it validated
-     last; last_len < 0: none).
-   sig must have room for 2 * sig_cap bytes, colons[] for max_out entries. */
+   PP_HEAD_SAME (bit 62): PP_HEAD_SIG, and the signature equals last[0..last_len)
+     (the signature the caller validated last; last_len < 0: none).
+   sig must have room for sig_cap bytes, colons[] for max_out entries. */
 int64_t pp_scan_head(const char *b, int64_t start, int64_t end, uint32_t *out, int max_out,
-                     uint32_t *colons, char *sig, int64_t sig_cap, int64_t last_len) {
+                     uint32_t *colons, char *sig, int64_t sig_cap, const char *last, int64_t last_len) {
     int64_t r = pp_scan_lines(b, start, end, start, out, max_out);
     int n = (int)(r & 0xFFFFFFFF);
     if ((r >> 32) != 0 || n < 2 || out[n - 1] != out[n - 2] + 2) return r;
@@ -168,6 +167,6 @@ int64_t pp_scan_head(const char *b, int64_t start, int64_t end, uint32_t *out, i
     }
     colons[0] = (uint32_t)len;
     r |= PP_HEAD_SIG;
-    if (len == last_len && memcmp(sig, sig + sig_cap, (size_t)len) == 0) r |= PP_HEAD_SAME;
+    if (len == last_len && memcmp(sig, last, (size_t)len) == 0) r |= PP_HEAD_SAME;
     return r;
 }

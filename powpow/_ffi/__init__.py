@@ -11,7 +11,7 @@ fast path has exactly one pure twin beside it:
   modules (``powpow.poller.epoll`` ...) that wrap syscalls; they follow the shim
   contract: negative return = ``-errno``.
 * The scanner: ``find_crlf``, ``find_double_crlf``, ``scan_lines``,
-  ``new_line_offsets``, ``scan_head`` (with ``HeadScratch`` and ``unpack_lines``)
+  ``new_line_offsets``, ``scan_head`` (with ``head_scratch`` and ``unpack_lines``)
   -- same signatures and results in both modes.
 * WebSocket masking: ``ws_mask(data, key, phase=0) -> bytearray`` (SSE2 C, or
   the ``bytes.translate`` twin in ``_wsmask``).
@@ -19,6 +19,7 @@ fast path has exactly one pure twin beside it:
 import os
 import struct as _struct
 import sys
+import threading
 from typing import Any, Optional
 
 ffi: Any = None
@@ -100,7 +101,7 @@ if NATIVE:
             # arrays rather than one: none is a "large buffer" pinned by the parser.
             lines = bytearray(4 * capacity)
             cols = bytearray(4 * capacity)
-            self.mem = bytearray(2 * HEAD_SIG_CAP)  # the signature, then the last one validated
+            self.mem = bytearray(HEAD_SIG_CAP)  # the names signature
             self.out = ffi.from_buffer("uint32_t[]", lines)
             # unpack_lines(n, linebuf): out[:n] as a sequence of ints (struct on
             # CPython; on PyPy ffi.unpack of the cdata, which its JIT makes cheap)
@@ -115,10 +116,13 @@ if NATIVE:
     # (a cap of 0), so the parser takes its per-line loop as before.
     _sig_cap = HEAD_SIG_CAP if _direct is bytes else 0
 
-    def scan_head(buf, start: int, end: int, sc, last_len: int) -> int:
+    _NULL = ffi.NULL
+
+    def scan_head(buf, start: int, end: int, sc, last) -> int:
         """``scan_lines`` of a request head plus its field names, in one C call; see below."""
         return _scan_head(buf if type(buf) is _direct else _from_buffer(buf), start, end, sc.out, sc.cap,
-                          sc._colons, sc._sig, _sig_cap, last_len)
+                          sc._colons, sc._sig, _sig_cap, _NULL if last is None else last,
+                          -1 if last is None else len(last))
 
     _pp_ws_mask = lib.pp_ws_mask
 
@@ -168,12 +172,12 @@ else:
 
         def __init__(self, capacity: int) -> None:
             self.cap = capacity
-            self.mem = bytearray(2 * HEAD_SIG_CAP)
+            self.mem = bytearray(HEAD_SIG_CAP)
             self.linebuf = self.out = _array.array("I", bytes(4 * capacity))
             self.cols = _array.array("I", bytes(4 * capacity))
 
-    def scan_head(buf, start: int, end: int, sc, last_len: int) -> int:
-        return _scan_head_pure(buf, start, end, sc.out, sc.cols, sc.mem, HEAD_SIG_CAP, last_len)
+    def scan_head(buf, start: int, end: int, sc, last) -> int:
+        return _scan_head_pure(buf, start, end, sc.out, sc.cols, sc.mem, HEAD_SIG_CAP, last)
 
     ws_mask = _wsmask.ws_mask
 
@@ -195,6 +199,27 @@ with ``line_begin`` set to the start of the unfinished line.
 HEAD_SIG = _scan.HEAD_SIG
 HEAD_SAME = _scan.HEAD_SAME
 
+_local = threading.local()
+
+
+def head_scratch(capacity: int):
+    """This thread's ``HeadScratch`` of ``capacity`` lines.
+
+    Scratch memory is per thread, not per parser: a parser holds no scan
+    memory between reads (an idle keep-alive connection costs nothing here),
+    and two threads never share one (cffi calls run without the GIL).  Only
+    use its contents before anything else on the thread may scan a head.
+    """
+    try:
+        return _local.scratch[capacity]
+    except AttributeError:
+        _local.scratch = {}
+    except KeyError:
+        pass
+    sc = _local.scratch[capacity] = HeadScratch(capacity)
+    return sc
+
+
 _unpackers: dict = {}
 
 
@@ -215,8 +240,8 @@ if NATIVE and sys.implementation.name != "cpython":
 
 scan_head.__doc__ = """One call per request head: ``scan_lines`` plus the field names.
 
-``scan_head(buf, start, end, sc, last_len) -> r`` with ``sc`` a
-``HeadScratch(capacity)``.  ``r & 0xFFFFFFFF`` is ``n`` and
+``scan_head(buf, start, end, sc, last) -> r`` with ``sc`` a
+``HeadScratch(capacity)`` (``head_scratch(capacity)``: this thread's).  ``r & 0xFFFFFFFF`` is ``n`` and
 ``((r >> 32) & 0x1FFFFFFF) - 1`` is ``bad``, exactly as ``scan_lines(buf,
 start, end, sc.out)`` (offsets in ``sc.out``; ``unpack_lines(n, sc.linebuf)``
 reads them as a tuple).  Flags:
@@ -227,9 +252,8 @@ reads them as a tuple).  Flags:
   signature -- every field name's raw bytes followed by ``:`` -- is
   ``sc.mem[:sc.cols[0]]`` (no name contains a colon: equal signatures mean
   equal name sequences).  Not set if the signature exceeds ``HEAD_SIG_CAP``.
-* ``HEAD_SAME``: ``HEAD_SIG`` and the signature equals
-  ``sc.mem[HEAD_SIG_CAP:HEAD_SIG_CAP + last_len]``, where the caller keeps
-  the signature it validated last (``last_len < 0``: none).
+* ``HEAD_SAME``: ``HEAD_SIG`` and the signature equals ``last`` (bytes: the
+  signature the caller validated last, or None).
 
 Nothing is validated beyond what ``scan_lines`` checks: the parser validates
 the names once per new signature.  Native (C) and pure results are identical.

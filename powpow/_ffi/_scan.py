@@ -108,11 +108,11 @@ HEAD_SIG = 1 << 61
 HEAD_SAME = 1 << 62
 
 
-def scan_head(buf, start: int, end: int, out, colons, mem, sig_cap: int, last_len: int) -> int:
+def scan_head(buf, start: int, end: int, out, colons, mem, sig_cap: int, last) -> int:
     """Pure twin of ``pp_scan_head`` (src/pp_scan.c): same return value, same writes.
 
-    ``mem`` is a bytearray: the signature goes to ``mem[:sig_cap]``, the one
-    validated last is ``mem[sig_cap:sig_cap + last_len]``.
+    ``mem`` is a bytearray of at least ``sig_cap`` bytes that receives the
+    signature; ``last`` (bytes or None) is the signature validated last.
     """
     n, bad = scan_lines(buf, start, end, out, start)
     r = n | ((bad + 1) << 32)
@@ -137,6 +137,6 @@ def scan_head(buf, start: int, end: int, out, colons, mem, sig_cap: int, last_le
     mem[:size] = sig
     colons[0] = size
     r |= HEAD_SIG
-    if size == last_len and mem[sig_cap : sig_cap + size] == sig:
+    if last is not None and last == sig:
         r |= HEAD_SAME
     return r

@@ -127,7 +127,7 @@ stopped, so dripping input costs O(n), never O(n^2).
 from typing import Any, Callable, List, Optional
 
 from powpow.errors import ParseError
-from powpow._ffi import HEAD_SIG_CAP, HeadScratch, new_line_offsets, scan_head
+from powpow._ffi import head_scratch, new_line_offsets, scan_head
 from powpow._ffi import unpack_lines as _unpack_lines
 
 from ._body import SpooledBody
@@ -170,7 +170,7 @@ _UPGRADED, _CLOSED, _FAILED = 6, 7, 8
 _new = object.__new__
 
 # Names signatures (see powpow._ffi.scan_head) of validated header sections ->
-# (names list, ((line index, SPECIAL code), ...)).  Shared by all parsers,
+# (names list, ((line index, SPECIAL code), ...), the signature itself).  Shared by all parsers,
 # bounded; holds only sequences of names that passed validation.  The names
 # lists are shared by every Headers built from them and never mutated.
 _SIGS: dict = {}
@@ -202,7 +202,7 @@ class RequestParser:
     # attributes cost ~1.5 KiB per idle keep-alive connection on CPython.
     __slots__ = ("_after_switch", "_buf", "_crlf", "_decline_pending", "_declined", "_error", "_head_cap",
                  "_held", "_idle", "_in_cb", "_memo", "_no_callbacks", "_out", "_out1", "_pos", "_remaining",
-                 "_req", "_rest", "_resume", "_sc", "_sigent", "_siglen", "_sink", "_state", "_switch_req",
+                 "_req", "_rest", "_resume", "_sc", "_sc_cap", "_sigent", "_lastsig", "_sink", "_state", "_switch_req",
                  "_total", "max_body",
                  "max_chunk_line", "max_header_size", "max_headers", "max_pipeline", "max_request_line",
                  "on_body", "on_headers", "on_message_complete", "spool_dir", "spool_threshold")
@@ -236,12 +236,14 @@ class RequestParser:
         self.max_pipeline = max_pipeline
         # a head can be at most this long: request line, CRLF, fields, blank line
         self._head_cap = max_request_line + max_header_size + 4
-        # scan_head's memory; its line offsets array is also the slow paths' `_out`
-        self._sc = sc = HeadScratch(max_headers + 2)
+        # scan_head's memory: this thread's (re-fetched by each feed, shared by
+        # the parsers of a thread); its line offsets array is the slow paths' `_out`
+        self._sc_cap = max_headers + 2
+        self._sc = sc = head_scratch(self._sc_cap)
         self._out = sc.out
         self._out1 = new_line_offsets(1)
-        # the names signature validated last (kept in sc.mem after HEAD_SIG_CAP) and its entry
-        self._siglen = -1
+        # the names signature validated last on this connection, and its _SIGS entry
+        self._lastsig: Optional[bytes] = None
         self._sigent: Optional[tuple] = None
         self._buf: Any = b""  # bytes, or a bytearray this parser owns
         self._pos = 0
@@ -361,11 +363,14 @@ class RequestParser:
 
     def feed(self, data=b"") -> List[Request]:
         """Parse ``data`` (bytes-like); return the requests it completed, in order."""
+        sc = head_scratch(self._sc_cap)
+        if sc is not self._sc:  # fed from another thread than last time
+            self._sc = sc
+            self._out = sc.out
         if self._idle and data.__class__ is bytes and data:
             # Fast path: nothing pending and a whole head at the start of data.
             end = len(data)
-            sc = self._sc
-            r = scan_head(data, 0, end if end < self._head_cap else self._head_cap, sc, self._siglen)
+            r = scan_head(data, 0, end if end < self._head_cap else self._head_cap, sc, self._lastsig)
             n = r & 0xFFFFFFFF
             # a complete head with names (r >> 61) or without a forbidden byte (r >> 32 == 0)
             lines = _unpack_lines(n, sc.linebuf) if r >> 61 else sc.out if r >> 32 == 0 else None
@@ -457,7 +462,7 @@ class RequestParser:
                 r = 0
                 if self._resume is None and buf[pos] != 13:
                     lim = pos + self._head_cap
-                    r = scan_head(buf, pos, end if end < lim else lim, sc, self._siglen)
+                    r = scan_head(buf, pos, end if end < lim else lim, sc, self._lastsig)
                     n = r & 0xFFFFFFFF
                     if r >> 61:
                         lines = _unpack_lines(n, sc.linebuf)
@@ -716,12 +721,10 @@ class RequestParser:
             ent = self._sigent
         elif r >> 61:
             sc = self._sc
-            siglen = sc.cols[0]
-            sig = bytes(sc.mem[:siglen])
+            sig = bytes(sc.mem[: sc.cols[0]])
             ent = _SIGS.get(sig)
             if ent is not None:
-                sc.mem[HEAD_SIG_CAP : HEAD_SIG_CAP + siglen] = sig
-                self._siglen = siglen
+                self._lastsig = ent[2]  # the dict's key: nothing more held per connection
                 self._sigent = ent
         else:
             ent = None
@@ -729,7 +732,7 @@ class RequestParser:
             # A sequence of field names seen (and validated) before: the names
             # list is shared, and only the framing fields are looked at --
             # no per-line Python work (issue 13).
-            names, layout = ent
+            names, layout, _ = ent
             ends = lines[1 : n - 1]  # a tuple whenever r has HEAD_SIG
             if layout:
                 colons = self._sc.cols
@@ -780,12 +783,10 @@ class RequestParser:
                 s = e + 2
             if sig is not None:
                 # every name validated: later heads with these names skip the loop
-                ent = (names, tuple(lay))
+                ent = (names, tuple(lay), sig)
                 if len(_SIGS) < _SIGS_MAX:
                     _SIGS[sig] = ent
-                siglen = len(sig)
-                self._sc.mem[HEAD_SIG_CAP : HEAD_SIG_CAP + siglen] = sig
-                self._siglen = siglen
+                self._lastsig = sig
                 self._sigent = ent
         if v11 and specials is None and nhost == 1:
             hv = buf[hc + 1 : he]

@@ -320,9 +320,9 @@ def c_scan_head(mod, buf, start, end, cap, sig_cap, last):
     f, lib = mod.ffi, mod.lib
     out = f.new("uint32_t[]", cap)
     colons = f.new("uint32_t[]", cap)
-    sig = f.new("char[]", 2 * sig_cap + 1)
-    f.memmove(sig + sig_cap, last, len(last))
-    r = lib.pp_scan_head(f.from_buffer(buf), start, end, out, cap, colons, sig, sig_cap, len(last))
+    sig = f.new("char[]", sig_cap + 1)
+    r = lib.pp_scan_head(f.from_buffer(buf), start, end, out, cap, colons, sig, sig_cap,
+                         f.NULL if last is None else last, -1 if last is None else len(last))
     n = r & 0xFFFFFFFF
     got = [r, list(out[0:n])]
     if r >> 61:
@@ -334,9 +334,8 @@ def c_scan_head(mod, buf, start, end, cap, sig_cap, last):
 def py_scan_head(buf, start, end, cap, sig_cap, last):
     out = array.array("I", bytes(4 * cap))
     colons = array.array("I", bytes(4 * cap))
-    mem = bytearray(2 * sig_cap + 1)
-    mem[sig_cap : sig_cap + len(last)] = last
-    r = _scan.scan_head(buf, start, end, out, colons, mem, sig_cap, len(last))
+    mem = bytearray(sig_cap + 1)
+    r = _scan.scan_head(buf, start, end, out, colons, mem, sig_cap, last)
     n = r & 0xFFFFFFFF
     got = [r, list(out[:n])]
     if r >> 61:
@@ -344,7 +343,7 @@ def py_scan_head(buf, start, end, cap, sig_cap, last):
     return got
 
 
-def assert_same_head(buf, start, end, cap=16, sig_cap=64, last=b""):
+def assert_same_head(buf, start, end, cap=16, sig_cap=64, last=None):
     want = py_scan_head(buf, start, end, cap, sig_cap, last)
     for mod in (sse, nosse):
         assert c_scan_head(mod, buf, start, end, cap, sig_cap, last) == want, (buf, start, end, cap, sig_cap)
@@ -393,15 +392,16 @@ def test_scan_head_random_seeded():
             i = r.randrange(len(buf))
             buf = buf[:i] + bytes([r.choice(ALPHABET)]) + buf[i + 1 :]
         end = r.randrange(len(buf) // 2, len(buf) + 1)
-        last = r.choice([b"", b"Host:", b"Host:a:"])
+        last = r.choice([None, b"", b"Host:", b"Host:a:"])
         assert_same_head(buf, 0, end, cap=r.choice([2, 4, 16]), sig_cap=r.choice([0, 5, 64]), last=last)
 
 
 def test_scan_head_public_twins_agree():
     """powpow._ffi.scan_head as the parser uses it, in either mode."""
     head = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: c=1\r\n\r\n"
-    sc = _ffi.HeadScratch(8)
-    r = _ffi.scan_head(head, 0, len(head), sc, -1)
+    sc = _ffi.head_scratch(8)
+    assert _ffi.head_scratch(8) is sc and _ffi.head_scratch(9) is not sc
+    r = _ffi.scan_head(head, 0, len(head), sc, None)
     n = r & 0xFFFFFFFF
     assert list(_ffi.unpack_lines(n, sc.linebuf)) == [14, 23, 36, 38]
     if r >> 61:  # not made on PyPy's native path (see _ffi)
