@@ -231,7 +231,7 @@ def interleaved(args) -> None:
                 continue
             procs[name] = (proc, "http://127.0.0.1:%d/" % port)
         runs: dict = {n: {"keepalive": [], "pipelined": []} for n in procs}
-        for name, (_, url) in procs.items():  # warm-up (and PyPy's JIT)
+        for _, url in procs.values():  # warm-up (and PyPy's JIT)
             wrk(url, 64, 2, None)
             wrk(url, 64, 2, pipeline)
         for rep in range(args.reps):
