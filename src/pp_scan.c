@@ -136,20 +136,23 @@ int64_t pp_scan_lines(const char *b, int64_t start, int64_t end,
 
 /* pp_scan_head: pp_scan_lines over a request head, plus what the parser needs
    from each field line, in the same call (issue 13: one C call per head).
-   out[] and every stopping rule are exactly pp_scan_lines' (line_begin = start);
-   the return value is pp_scan_lines' (n | (bad + 1) << 32) plus two flags:
-   PP_HEAD_SIG (bit 61): the scan found a complete head (no forbidden byte, the
+   out[] and every stopping rule are exactly pp_scan_lines' (line_begin = start;
+   max_out is clamped below 2**28); the return value is pp_scan_lines'
+   (n | (bad + 1) << 32) plus two flags in bits 28 and 29, so that a clean head
+   returns a value below 2**30 (one digit of a Python int: cheap to test):
+   PP_HEAD_SIG (bit 28): the scan found a complete head (no forbidden byte, the
      last two CRs adjacent) and every field line has a colon; then for every
      field line i (1 <= i < n-1, the line ending at out[i]) colons[i] is the
      offset of its first ':', sig[0..len) holds the raw bytes of every field
      name each followed by ':' (a name never contains ':', so equal signatures
      mean equal name sequences) and colons[0] = len.  Not set when the
      signature would not fit in sig_cap bytes.
-   PP_HEAD_SAME (bit 62): PP_HEAD_SIG, and the signature equals last[0..last_len)
+   PP_HEAD_SAME (bit 29): PP_HEAD_SIG, and the signature equals last[0..last_len)
      (the signature the caller validated last; last_len < 0: none).
    sig must have room for sig_cap bytes, colons[] for max_out entries. */
 int64_t pp_scan_head(const char *b, int64_t start, int64_t end, uint32_t *out, int max_out,
                      uint32_t *colons, char *sig, int64_t sig_cap, const char *last, int64_t last_len) {
+    if (max_out > PP_HEAD_MAX_OUT) max_out = PP_HEAD_MAX_OUT;
     int64_t r = pp_scan_lines(b, start, end, start, out, max_out);
     int n = (int)(r & 0xFFFFFFFF);
     if ((r >> 32) != 0 || n < 2 || out[n - 1] != out[n - 2] + 2) return r;

@@ -241,10 +241,11 @@ if NATIVE and sys.implementation.name != "cpython":
 scan_head.__doc__ = """One call per request head: ``scan_lines`` plus the field names.
 
 ``scan_head(buf, start, end, sc, last) -> r`` with ``sc`` a
-``HeadScratch(capacity)`` (``head_scratch(capacity)``: this thread's).  ``r & 0xFFFFFFFF`` is ``n`` and
-``((r >> 32) & 0x1FFFFFFF) - 1`` is ``bad``, exactly as ``scan_lines(buf,
+``HeadScratch(capacity)`` (``head_scratch(capacity)``: this thread's).
+``r & 0xFFFFFFF`` is ``n`` and ``(r >> 32) - 1`` is ``bad``, exactly as ``scan_lines(buf,
 start, end, sc.out)`` (offsets in ``sc.out``; ``unpack_lines(n, sc.linebuf)``
-reads them as a tuple).  Flags:
+reads them as a tuple).  Flags (bits 28 and 29: ``r >> 28`` is 1 or 3 with a
+signature, 0 for a scan without a forbidden byte and without a signature):
 
 * ``HEAD_SIG``: the head is complete (no forbidden byte, ends with an empty
   line) and every field line has a colon.  Then ``sc.cols[i]`` is the offset

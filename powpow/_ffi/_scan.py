@@ -104,8 +104,9 @@ def scan_lines(buf, start: int, end: int, out, line_begin: int):
 
 
 
-HEAD_SIG = 1 << 61
-HEAD_SAME = 1 << 62
+HEAD_SIG = 1 << 28
+HEAD_SAME = 1 << 29
+HEAD_MAX_OUT = (1 << 28) - 1
 
 
 def scan_head(buf, start: int, end: int, out, colons, mem, sig_cap: int, last) -> int:
@@ -114,6 +115,8 @@ def scan_head(buf, start: int, end: int, out, colons, mem, sig_cap: int, last) -
     ``mem`` is a bytearray of at least ``sig_cap`` bytes that receives the
     signature; ``last`` (bytes or None) is the signature validated last.
     """
+    if len(out) > HEAD_MAX_OUT:
+        out = memoryview(out)[:HEAD_MAX_OUT]  # pragma: no cover - 2**28 lines
     n, bad = scan_lines(buf, start, end, out, start)
     r = n | ((bad + 1) << 32)
     if bad >= 0 or n < 2 or out[n - 1] != out[n - 2] + 2:

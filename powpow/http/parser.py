@@ -127,6 +127,7 @@ stopped, so dripping input costs O(n), never O(n^2).
 from typing import Any, Callable, List, Optional
 
 from powpow.errors import ParseError
+from powpow._ffi import _local as _tls
 from powpow._ffi import head_scratch, new_line_offsets, scan_head
 from powpow._ffi import unpack_lines as _unpack_lines
 
@@ -363,7 +364,10 @@ class RequestParser:
 
     def feed(self, data=b"") -> List[Request]:
         """Parse ``data`` (bytes-like); return the requests it completed, in order."""
-        sc = head_scratch(self._sc_cap)
+        try:
+            sc = _tls.scratch[self._sc_cap]
+        except (AttributeError, KeyError):
+            sc = head_scratch(self._sc_cap)
         if sc is not self._sc:  # fed from another thread than last time
             self._sc = sc
             self._out = sc.out
@@ -371,9 +375,10 @@ class RequestParser:
             # Fast path: nothing pending and a whole head at the start of data.
             end = len(data)
             r = scan_head(data, 0, end if end < self._head_cap else self._head_cap, sc, self._lastsig)
-            n = r & 0xFFFFFFFF
-            # a complete head with names (r >> 61) or without a forbidden byte (r >> 32 == 0)
-            lines = _unpack_lines(n, sc.linebuf) if r >> 61 else sc.out if r >> 32 == 0 else None
+            n = r & 0xFFFFFFF
+            f = r >> 28
+            # a complete head with a names signature (f & 1) or without a forbidden byte (f == 0)
+            lines = _unpack_lines(n, sc.linebuf) if f & 1 else sc.out if f == 0 else None
             if (lines is not None and n >= 2 and lines[n - 1] == lines[n - 2] + 2 and data[0] != 13
                     and lines[0] <= self.max_request_line
                     and lines[n - 1] - lines[0] - 2 <= self.max_header_size):
@@ -463,16 +468,16 @@ class RequestParser:
                 if self._resume is None and buf[pos] != 13:
                     lim = pos + self._head_cap
                     r = scan_head(buf, pos, end if end < lim else lim, sc, self._lastsig)
-                    n = r & 0xFFFFFFFF
-                    if r >> 61:
+                    n = r & 0xFFFFFFF
+                    if r >> 28 & 1:
                         lines = _unpack_lines(n, sc.linebuf)
                     else:
                         lines = out
-                    if (r >> 32 & 0x1FFFFFFF == 0 and n >= 2 and lines[n - 1] == lines[n - 2] + 2
+                    if (r >> 32 == 0 and n >= 2 and lines[n - 1] == lines[n - 2] + 2
                             and lines[0] - pos <= max_rl and lines[n - 1] - lines[0] - 2 <= max_hs):
                         pass
                     else:
-                        bad = (r >> 32 & 0x1FFFFFFF) - 1
+                        bad = (r >> 32) - 1
                         r = 0
                         lines, n, pos = self._head_slow(buf, pos, end, n, bad)
                         if lines is None:
@@ -717,9 +722,10 @@ class RequestParser:
         hc = he = 0
         specials = None
         sig = None
-        if r >> 62:  # the same field names as the last head validated here
+        f = r >> 28
+        if f == 3:  # HEAD_SAME: the same field names as the last head validated here
             ent = self._sigent
-        elif r >> 61:
+        elif f == 1:  # HEAD_SIG
             sc = self._sc
             sig = bytes(sc.mem[: sc.cols[0]])
             ent = _SIGS.get(sig)
