@@ -102,10 +102,14 @@ if NATIVE:
             lines = bytearray(4 * capacity)
             cols = bytearray(4 * capacity)
             self.mem = bytearray(HEAD_SIG_CAP)  # the names signature
-            self.out = ffi.from_buffer("uint32_t[]", lines)
             # unpack_lines(n, linebuf): out[:n] as a sequence of ints (struct on
-            # CPython; on PyPy ffi.unpack of the cdata, which its JIT makes cheap)
-            self.linebuf = lines if _direct is bytes else self.out
+            # CPython; on PyPy ffi.unpack of a plain cdata array, which its JIT
+            # indexes faster than a from_buffer view)
+            if _direct is bytes:
+                self.out = ffi.from_buffer("uint32_t[]", lines)
+                self.linebuf = lines
+            else:
+                self.out = self.linebuf = ffi.new("uint32_t[]", capacity)
             self.cols = memoryview(cols).cast("I")
             self._colons = ffi.from_buffer("uint32_t[]", cols)
             self._sig = ffi.from_buffer("char[]", self.mem)
