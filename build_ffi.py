@@ -2,7 +2,7 @@
 
 The C lives in ``src/``: ``powpow.h`` (constants, prototypes), ``pp_sys.c``
 (syscall shims), ``pp_scan.c`` (the CRLF scanner), ``pp_ws.c`` (WebSocket
-masking).  It compiles with
+masking), ``pp_cpy.c`` (CPython only: GC-free Timer instances).  It compiles with
 ``-Wall -Wextra`` without a warning; ``tests/native`` builds a separate,
 test-only module from the same ``pp_scan.c`` that also exposes the scalar
 scanner and a guard-page allocator -- neither ships in ``_native``.
@@ -28,7 +28,7 @@ import cffi
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "src")
-SOURCES = ["pp_sys.c", "pp_scan.c", "pp_ws.c"]
+SOURCES = ["pp_sys.c", "pp_scan.c", "pp_ws.c", "pp_cpy.c"]
 CFLAGS = ["-O2", "-std=gnu99", "-Wall", "-Wextra"]
 
 CDEF = r"""
@@ -100,6 +100,12 @@ int64_t pp_find_crlf(const char *buf, int64_t start, int64_t end);
 int64_t pp_find_double_crlf(const char *buf, int64_t start, int64_t end);
 int64_t pp_scan_lines(const char *buf, int64_t start, int64_t end,
                       int64_t line_begin, uint32_t *out, int max_out);
+/* scan_lines of a head + colon offset of every field line + names signature (pp_scan.c) */
+int64_t pp_scan_head(const char *b, int64_t start, int64_t end, uint32_t *out, int max_out,
+                     uint32_t *colons, char *sig, int64_t sig_cap, const char *last, int64_t last_len);
+
+/* CPython: instances of this class (id(cls)) are not tracked by the cyclic GC (pp_cpy.c) */
+int pp_gc_untrack_type(intptr_t type_addr);
 
 /* WebSocket: dst[i] = src[i] ^ key[(i + phase) % 4]; src == dst allowed */
 void pp_ws_mask(const char *src, char *dst, int64_t n, const unsigned char *key, int64_t phase);

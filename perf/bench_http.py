@@ -150,7 +150,15 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", default="", help="comma-separated server names")
+    ap.add_argument("--interleave", action="store_true",
+                    help="start the chosen servers together and alternate them within each repetition "
+                         "(keep-alive and pipelined only): a noisy machine then slows every server alike")
+    ap.add_argument("--workers", default="", help="with --interleave: also powpow-cpython with these worker "
+                    "counts (comma-separated, e.g. 1,2; not pinned: the workers share the machine)")
     args = ap.parse_args()
+    if args.interleave:
+        interleaved(args)
+        return
     tmp = tempfile.mkdtemp(prefix="powpow-bench-")
     static_dir = os.path.join(tmp, "static")
     os.mkdir(static_dir)
@@ -196,6 +204,54 @@ def main() -> None:
         print("| %s | %s | %s | %s |" % (name, *("%.0f" % row[k] if k in row else "-"
                                                for k in ("keepalive", "pipelined", "static-1MiB"))))
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def interleaved(args) -> None:
+    """Every chosen server up at once; per repetition, each server's keep-alive then pipelined run."""
+    tmp = tempfile.mkdtemp(prefix="powpow-bench-")
+    static_dir = os.path.join(tmp, "static")
+    os.mkdir(static_dir)
+    pipeline = os.path.join(HERE, "pipeline.lua")
+    chosen = {n: a for n, a in servers(static_dir, tmp).items() if not args.only or n in args.only.split(",")}
+    main_py = os.path.join(ROOT, ".venv", "bin", "python")
+    hello = os.path.join(HERE, "servers", "powpow_hello.py")
+    for w in [int(x) for x in args.workers.split(",") if x]:
+        chosen["powpow-cpython-workers%d" % w] = (
+            lambda p, w=w: ["env", "POWPOW_BENCH_WORKERS=%d" % w, main_py, hello, str(p)])
+    procs = {}
+    try:
+        for name, argv in chosen.items():
+            port = free_port()
+            pin = [] if "-workers" in name else ["taskset", "-c", "0"]
+            proc = subprocess.Popen(pin + argv(port), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp)
+            if not wait_port(port, proc):
+                print("%-26s did not start" % name)
+                proc.kill()
+                proc.wait()
+                continue
+            procs[name] = (proc, "http://127.0.0.1:%d/" % port)
+        runs: dict = {n: {"keepalive": [], "pipelined": []} for n in procs}
+        for _, url in procs.values():  # warm-up (and PyPy's JIT)
+            wrk(url, 64, 2, None)
+            wrk(url, 64, 2, pipeline)
+        for rep in range(args.reps):
+            for name, (_, url) in procs.items():
+                runs[name]["keepalive"].append(wrk(url, 64, args.duration, None))
+                runs[name]["pipelined"].append(wrk(url, 64, args.duration, pipeline))
+            print("rep %d: %s" % (rep + 1, "  ".join("%s %.0f/%.0f" % (n, r["keepalive"][-1], r["pipelined"][-1])
+                                                     for n, r in runs.items())), flush=True)
+    finally:
+        for proc, _ in procs.values():
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\n| server | keep-alive req/s (median) | pipelined x16 req/s (median) |\n|---|---|---|")
+    for name, r in runs.items():
+        print("| %s | %.0f | %.0f |" % (name, statistics.median(r["keepalive"]), statistics.median(r["pipelined"])))
 
 
 if __name__ == "__main__":

@@ -168,12 +168,14 @@ class Loop:
     def cancel_timer(self, tid: TimerId) -> bool:
         """Cancel a pending (or paused) timer; False if it already fired or was cancelled."""
         if self._wheel.cancel(tid):
+            tid.callback = None  # a spent timer keeps nothing alive (timers.GC_FREE)
             return True
         if tid.slot == PAUSED:
             self._paused -= 1
         elif tid.slot != FIRING and tid.slot != DUE:
             return False
         tid.slot = INACTIVE
+        tid.callback = None
         return True
 
     def pause_timer(self, tid: TimerId) -> bool:
@@ -219,10 +221,11 @@ class Loop:
             if t.interval:
                 t.slot = FIRING
                 self._firing += 1
+                cb = t.callback
                 try:
-                    t.callback()
+                    cb()
                 except Exception as exc:
-                    self._exception_handler(exc, t.callback)
+                    self._exception_handler(exc, cb)
                 self._firing -= 1
                 if t.slot == FIRING:
                     # next tick on the grid strictly after now: no drift, no burst
@@ -231,10 +234,12 @@ class Loop:
                     wheel.insert(t)
             else:
                 t.slot = INACTIVE
+                cb = t.callback
+                t.callback = None  # a spent timer keeps nothing alive (timers.GC_FREE)
                 try:
-                    t.callback()
+                    cb()
                 except Exception as exc:
-                    self._exception_handler(exc, t.callback)
+                    self._exception_handler(exc, cb)
 
     # ------------------------------------------------------------ callbacks
 
@@ -600,6 +605,9 @@ class Loop:
             os.close(self._wake_w)
         self._by_fd.clear()
         self._by_token.clear()
+        for t in self._wheel.timers():
+            if t.__class__ is Timer:
+                t.callback = None  # break timer <-> owner cycles (timers.GC_FREE)
         self._deferred = []
         self._posted.clear()
         self._idle.clear()

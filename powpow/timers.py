@@ -36,7 +36,7 @@ Layout and invariants
   (The original library looked only at the lowest non-empty level: a 300 ms
   timer next to a 450 ms one could fire late.)
 """
-from typing import Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 __all__ = ["Timer", "TimerWheel", "WHEEL_SPAN_MS"]
 
@@ -60,6 +60,7 @@ class Timer:
     slot: int
     pos: int
     remaining: int
+    callback: Any  # the callable; None once spent or cancelled (see GC_FREE)
 
     def __init__(self, deadline: int, callback: Callable[[], object], interval: int = 0) -> None:
         # `slot`/`pos` are set by TimerWheel.insert and `remaining` only by a
@@ -76,6 +77,46 @@ class Timer:
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return "<Timer deadline=%d interval=%d slot=%d>" % (self.deadline, self.interval, self.slot)
 
+
+def _gc_free_timers() -> bool:
+    """CPython with the native module: make ``Timer`` instances invisible to the cyclic GC.
+
+    A million pending timers are a million tracked objects; every full
+    collection walks them all, and while they are being created CPython runs
+    several, so the cost per timer grew with the number pending (1.7x from 10k
+    to 1M, issue 13).  With the GC flag cleared (``src/pp_cpy.c``) a Timer
+    costs the collector nothing.  The price: a reference cycle through a Timer
+    is never collected, so the loop breaks the usual one (an object holding
+    its timer whose callback is a method of that object) by dropping the
+    callback when a one-shot timer fires, when a timer is cancelled and when
+    the loop closes.  A *paused* timer dropped by its owner while still
+    referring to it is the one case left to refcounting alone.
+    Off on PyPy (its GC does not walk old objects that way), in pure mode, and
+    on CPython versions the type surgery was not checked against.
+    """
+    import sys
+
+    if sys.implementation.name != "cpython" or not (3, 9) <= sys.version_info[:2] <= (3, 13):
+        return False
+    from powpow._ffi import lib
+
+    if lib is None or lib.pp_gc_untrack_type(id(Timer)) != 0:
+        return False
+    import gc
+
+    return not gc.is_tracked(Timer(0, _gc_free_timers))
+
+
+# True when Timer instances are not tracked by CPython's cyclic GC (see above).
+GC_FREE = _gc_free_timers()
+
+if GC_FREE:
+    def _no_subclass(cls, **kwargs):
+        # the C deallocator of a GC-free Timer releases Timer's own slots only
+        raise TypeError("powpow.timers.Timer cannot be subclassed")
+
+    Timer.__init_subclass__ = classmethod(_no_subclass)  # type: ignore[assignment]
+    del _no_subclass
 
 _COMPACT_MIN_HOLES = 64
 

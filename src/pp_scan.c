@@ -133,3 +133,43 @@ int64_t pp_scan_lines(const char *b, int64_t start, int64_t end,
     return pp_scan_lines_scalar(b, start, end, line_begin, out, max_out);
 #endif
 }
+
+/* pp_scan_head: pp_scan_lines over a request head, plus what the parser needs
+   from each field line, in the same call (issue 13: one C call per head).
+   out[] and every stopping rule are exactly pp_scan_lines' (line_begin = start;
+   max_out is clamped below 2**28); the return value is pp_scan_lines'
+   (n | (bad + 1) << 32) plus two flags in bits 28 and 29, so that a clean head
+   returns a value below 2**30 (one digit of a Python int: cheap to test):
+   PP_HEAD_SIG (bit 28): the scan found a complete head (no forbidden byte, the
+     last two CRs adjacent) and every field line has a colon; then for every
+     field line i (1 <= i < n-1, the line ending at out[i]) colons[i] is the
+     offset of its first ':', sig[0..len) holds the raw bytes of every field
+     name each followed by ':' (a name never contains ':', so equal signatures
+     mean equal name sequences) and colons[0] = len.  Not set when the
+     signature would not fit in sig_cap bytes.
+   PP_HEAD_SAME (bit 29): PP_HEAD_SIG, and the signature equals last[0..last_len)
+     (the signature the caller validated last; last_len < 0: none).
+   sig must have room for sig_cap bytes, colons[] for max_out entries. */
+int64_t pp_scan_head(const char *b, int64_t start, int64_t end, uint32_t *out, int max_out,
+                     uint32_t *colons, char *sig, int64_t sig_cap, const char *last, int64_t last_len) {
+    if (max_out > PP_HEAD_MAX_OUT) max_out = PP_HEAD_MAX_OUT;
+    int64_t r = pp_scan_lines(b, start, end, start, out, max_out);
+    int n = (int)(r & 0xFFFFFFFF);
+    if ((r >> 32) != 0 || n < 2 || out[n - 1] != out[n - 2] + 2) return r;
+    int64_t len = 0;
+    for (int i = 1; i < n - 1; i++) {
+        int64_t s = (int64_t)out[i - 1] + 2, e = out[i];
+        const char *c = memchr(b + s, ':', (size_t)(e - s));
+        if (c == NULL) return r;
+        int64_t nl = c - (b + s);
+        if (len + nl + 1 > sig_cap) return r;
+        memcpy(sig + len, b + s, (size_t)nl);
+        len += nl;
+        sig[len++] = ':';
+        colons[i] = (uint32_t)(c - b);
+    }
+    colons[0] = (uint32_t)len;
+    r |= PP_HEAD_SIG;
+    if (len == last_len && memcmp(sig, last, (size_t)len) == 0) r |= PP_HEAD_SAME;
+    return r;
+}

@@ -1,4 +1,5 @@
 """powpow hello world (13-byte body) for perf/bench_http.py: PORT [static DIR]."""
+import os
 import sys
 
 import powpow
@@ -21,7 +22,9 @@ def main():
                 res.send(b"Hello, World!", headers=HEADERS)
             elif not powpow.serve_static(req, res, root):
                 res.send_error(404)
-    server = powpow.HttpServer(handler, max_connections=20000, keepalive_timeout=60)
+    # POWPOW_BENCH_WORKERS: worker processes (perf/bench_http.py --workers)
+    workers = int(os.environ.get("POWPOW_BENCH_WORKERS", "1"))
+    server = powpow.HttpServer(handler, max_connections=20000, keepalive_timeout=60, workers=workers)
     server.listen(port, "127.0.0.1")
     print("ready %d" % server.port, flush=True)
     server.run()

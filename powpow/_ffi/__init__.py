@@ -11,12 +11,15 @@ fast path has exactly one pure twin beside it:
   modules (``powpow.poller.epoll`` ...) that wrap syscalls; they follow the shim
   contract: negative return = ``-errno``.
 * The scanner: ``find_crlf``, ``find_double_crlf``, ``scan_lines``,
-  ``new_line_offsets`` -- same signatures and results in both modes.
+  ``new_line_offsets``, ``scan_head`` (with ``head_scratch`` and ``unpack_lines``)
+  -- same signatures and results in both modes.
 * WebSocket masking: ``ws_mask(data, key, phase=0) -> bytearray`` (SSE2 C, or
   the ``bytes.translate`` twin in ``_wsmask``).
 """
 import os
+import struct as _struct
 import sys
+import threading
 from typing import Any, Optional
 
 ffi: Any = None
@@ -43,6 +46,9 @@ from . import _scan  # noqa: E402
 from . import _wsmask  # noqa: E402
 
 HAVE_NUMPY = _scan.HAVE_NUMPY
+# Longest names signature scan_head builds (the names of a typical browser
+# request take ~150 bytes); a longer one is simply not made.
+HEAD_SIG_CAP = 480
 
 if NATIVE:
     HAVE_SSE2 = bool(lib.PP_HAVE_SSE2)
@@ -80,6 +86,47 @@ if NATIVE:
     def new_line_offsets(capacity: int):
         """A reusable offsets array for ``scan_lines`` (allocate once per parser)."""
         return ffi.new("uint32_t[]", capacity)
+
+    _scan_head = lib.pp_scan_head
+
+    class HeadScratch:
+        """Per-parser memory for ``scan_head``: offsets, colons, names signatures."""
+
+        __slots__ = ("cap", "mem", "linebuf", "cols", "out", "_colons", "_sig", "_cols")
+
+        def __init__(self, capacity: int) -> None:
+            self.cap = capacity
+            # C writes through cdata views of these bytes; Python reads them with
+            # struct (the cheapest way to get n ints out on CPython).  Three small
+            # arrays rather than one: none is a "large buffer" pinned by the parser.
+            lines = bytearray(4 * capacity)
+            cols = bytearray(4 * capacity)
+            self.mem = bytearray(HEAD_SIG_CAP)  # the names signature
+            # unpack_lines(n, linebuf): out[:n] as a sequence of ints (struct on
+            # CPython; on PyPy ffi.unpack of a plain cdata array, which its JIT
+            # indexes faster than a from_buffer view)
+            if _direct is bytes:
+                self.out = ffi.from_buffer("uint32_t[]", lines)
+                self.linebuf = lines
+            else:
+                self.out = self.linebuf = ffi.new("uint32_t[]", capacity)
+            self.cols = memoryview(cols).cast("I")
+            self._colons = ffi.from_buffer("uint32_t[]", cols)
+            self._sig = ffi.from_buffer("char[]", self.mem)
+            self._cols = cols
+
+    # On PyPy the JIT makes the parser's per-line loop cheap and the signature
+    # path measured slower (issue 13): there the signature is never made
+    # (a cap of 0), so the parser takes its per-line loop as before.
+    _sig_cap = HEAD_SIG_CAP if _direct is bytes else 0
+
+    _NULL = ffi.NULL
+
+    def scan_head(buf, start: int, end: int, sc, last) -> int:
+        """``scan_lines`` of a request head plus its field names, in one C call; see below."""
+        return _scan_head(buf if type(buf) is _direct else _from_buffer(buf), start, end, sc.out, sc.cap,
+                          sc._colons, sc._sig, _sig_cap, _NULL if last is None else last,
+                          -1 if last is None else len(last))
 
     _pp_ws_mask = lib.pp_ws_mask
 
@@ -120,6 +167,22 @@ else:
         """A reusable offsets array for ``scan_lines`` (allocate once per parser)."""
         return _array.array("I", bytes(4 * capacity))
 
+    _scan_head_pure = _scan.scan_head
+
+    class HeadScratch:  # type: ignore[no-redef]
+        """Per-parser memory for ``scan_head``: offsets, colons, names signatures."""
+
+        __slots__ = ("cap", "mem", "linebuf", "cols", "out")
+
+        def __init__(self, capacity: int) -> None:
+            self.cap = capacity
+            self.mem = bytearray(HEAD_SIG_CAP)
+            self.linebuf = self.out = _array.array("I", bytes(4 * capacity))
+            self.cols = _array.array("I", bytes(4 * capacity))
+
+    def scan_head(buf, start: int, end: int, sc, last) -> int:
+        return _scan_head_pure(buf, start, end, sc.out, sc.cols, sc.mem, HEAD_SIG_CAP, last)
+
     ws_mask = _wsmask.ws_mask
 
 
@@ -134,4 +197,69 @@ HTAB, DEL, a CR not followed by LF, an LF not preceded by CR.  A CR in the last
 byte is left pending (not forbidden) since its LF may still arrive.  To resume
 an incomplete scan, call again from where it stopped (the pending CR, if any)
 with ``line_begin`` set to the start of the unfinished line.
+"""
+
+
+HEAD_SIG = _scan.HEAD_SIG
+HEAD_SAME = _scan.HEAD_SAME
+
+_local = threading.local()
+
+
+def head_scratch(capacity: int):
+    """This thread's ``HeadScratch`` of ``capacity`` lines.
+
+    Scratch memory is per thread, not per parser: a parser holds no scan
+    memory between reads (an idle keep-alive connection costs nothing here),
+    and two threads never share one (cffi calls run without the GIL).  Only
+    use its contents before anything else on the thread may scan a head.
+    """
+    try:
+        return _local.scratch[capacity]
+    except AttributeError:
+        _local.scratch = {}
+    except KeyError:
+        pass
+    sc = _local.scratch[capacity] = HeadScratch(capacity)
+    return sc
+
+
+_unpackers: dict = {}
+
+
+def unpack_lines(n: int, linebuf):
+    """The first ``n`` offsets of a ``HeadScratch`` (``sc.linebuf``): a tuple or list of ints."""
+    u = _unpackers.get(n)
+    if u is None:
+        u = _unpackers[n] = _struct.Struct("=%dI" % n).unpack_from
+    return u(linebuf)
+
+
+if NATIVE and sys.implementation.name != "cpython":
+    def unpack_lines(n: int, linebuf):  # noqa: F811  (PyPy: linebuf is the cdata array)
+        """The first ``n`` offsets of a ``HeadScratch`` (``sc.linebuf``): a tuple or list of ints."""
+        return _ffi_unpack(linebuf, n)
+
+    _ffi_unpack = ffi.unpack
+
+scan_head.__doc__ = """One call per request head: ``scan_lines`` plus the field names.
+
+``scan_head(buf, start, end, sc, last) -> r`` with ``sc`` a
+``HeadScratch(capacity)`` (``head_scratch(capacity)``: this thread's).
+``r & 0xFFFFFFF`` is ``n`` and ``(r >> 32) - 1`` is ``bad``, exactly as ``scan_lines(buf,
+start, end, sc.out)`` (offsets in ``sc.out``; ``unpack_lines(n, sc.linebuf)``
+reads them as a tuple).  Flags (bits 28 and 29: ``r >> 28`` is 1 or 3 with a
+signature, 0 for a scan without a forbidden byte and without a signature):
+
+* ``HEAD_SIG``: the head is complete (no forbidden byte, ends with an empty
+  line) and every field line has a colon.  Then ``sc.cols[i]`` is the offset
+  of the first colon of field line ``i`` (``1 <= i < n - 1``), and the names
+  signature -- every field name's raw bytes followed by ``:`` -- is
+  ``sc.mem[:sc.cols[0]]`` (no name contains a colon: equal signatures mean
+  equal name sequences).  Not set if the signature exceeds ``HEAD_SIG_CAP``.
+* ``HEAD_SAME``: ``HEAD_SIG`` and the signature equals ``last`` (bytes: the
+  signature the caller validated last, or None).
+
+Nothing is validated beyond what ``scan_lines`` checks: the parser validates
+the names once per new signature.  Native (C) and pure results are identical.
 """

@@ -101,3 +101,45 @@ def scan_lines(buf, start: int, end: int, out, line_begin: int):
     if end - start >= NUMPY_MIN_SPAN and HAVE_NUMPY:
         return scan_lines_numpy(buf, start, end, out, line_begin)
     return scan_lines_find(buf, start, end, out, line_begin)
+
+
+
+HEAD_SIG = 1 << 28
+HEAD_SAME = 1 << 29
+HEAD_MAX_OUT = (1 << 28) - 1
+
+
+def scan_head(buf, start: int, end: int, out, colons, mem, sig_cap: int, last) -> int:
+    """Pure twin of ``pp_scan_head`` (src/pp_scan.c): same return value, same writes.
+
+    ``mem`` is a bytearray of at least ``sig_cap`` bytes that receives the
+    signature; ``last`` (bytes or None) is the signature validated last.
+    """
+    if len(out) > HEAD_MAX_OUT:
+        out = memoryview(out)[:HEAD_MAX_OUT]  # pragma: no cover - 2**28 lines
+    n, bad = scan_lines(buf, start, end, out, start)
+    r = n | ((bad + 1) << 32)
+    if bad >= 0 or n < 2 or out[n - 1] != out[n - 2] + 2:
+        return r
+    parts = []
+    find = buf.find
+    size = 0
+    s = out[0] + 2
+    for i in range(1, n - 1):
+        e = out[i]
+        c = find(b":", s, e)
+        if c < 0:
+            return r
+        size += c - s + 1
+        if size > sig_cap:
+            return r
+        parts.append(buf[s:c])
+        colons[i] = c
+        s = e + 2
+    sig = b":".join(parts) + b":" if parts else b""
+    mem[:size] = sig
+    colons[0] = size
+    r |= HEAD_SIG
+    if last is not None and last == sig:
+        r |= HEAD_SAME
+    return r

@@ -118,7 +118,7 @@ modules import from here (``scan_block``, ``_fields``, the limits) stay here.
 
 How it stays fast and linear
 ----------------------------
-The head is found by one call of the (SSE2) ``scan_lines`` scanner, which returns
+The head is found by one call of the (SSE2) ``scan_head`` scanner, which returns
 the offset of every CRLF and the first forbidden byte; the parser then touches
 each line once (``find(b":")``, a dict lookup in a cache of validated names).  A
 head that arrives in pieces is scanned incrementally: the scan resumes where it
@@ -127,7 +127,9 @@ stopped, so dripping input costs O(n), never O(n^2).
 from typing import Any, Callable, List, Optional
 
 from powpow.errors import ParseError
-from powpow._ffi import new_line_offsets, scan_lines
+from powpow._ffi import _local as _tls
+from powpow._ffi import head_scratch, new_line_offsets, scan_head
+from powpow._ffi import unpack_lines as _unpack_lines
 
 from ._body import SpooledBody
 from ._chunked import expect_crlf, parse_chunk_size
@@ -168,6 +170,13 @@ _UPGRADED, _CLOSED, _FAILED = 6, 7, 8
 
 _new = object.__new__
 
+# Names signatures (see powpow._ffi.scan_head) of validated header sections ->
+# (names list, ((line index, SPECIAL code), ...), the signature itself).  Shared by all parsers,
+# bounded; holds only sequences of names that passed validation.  The names
+# lists are shared by every Headers built from them and never mutated.
+_SIGS: dict = {}
+_SIGS_MAX = 1024
+
 
 def _memo_headers(memo) -> Headers:
     """Headers over the memo's own copy of the header block.
@@ -194,7 +203,8 @@ class RequestParser:
     # attributes cost ~1.5 KiB per idle keep-alive connection on CPython.
     __slots__ = ("_after_switch", "_buf", "_crlf", "_decline_pending", "_declined", "_error", "_head_cap",
                  "_held", "_idle", "_in_cb", "_memo", "_no_callbacks", "_out", "_out1", "_pos", "_remaining",
-                 "_req", "_rest", "_resume", "_sink", "_state", "_switch_req", "_total", "max_body",
+                 "_req", "_rest", "_resume", "_sc", "_sc_cap", "_sigent", "_lastsig", "_sink", "_state", "_switch_req",
+                 "_total", "max_body",
                  "max_chunk_line", "max_header_size", "max_headers", "max_pipeline", "max_request_line",
                  "on_body", "on_headers", "on_message_complete", "spool_dir", "spool_threshold")
 
@@ -227,8 +237,15 @@ class RequestParser:
         self.max_pipeline = max_pipeline
         # a head can be at most this long: request line, CRLF, fields, blank line
         self._head_cap = max_request_line + max_header_size + 4
-        self._out = new_line_offsets(max_headers + 2)
+        # scan_head's memory: this thread's (re-fetched by each feed, shared by
+        # the parsers of a thread); its line offsets array is the slow paths' `_out`
+        self._sc_cap = max_headers + 2
+        self._sc = sc = head_scratch(self._sc_cap)
+        self._out = sc.out
         self._out1 = new_line_offsets(1)
+        # the names signature validated last on this connection, and its _SIGS entry
+        self._lastsig: Optional[bytes] = None
+        self._sigent: Optional[tuple] = None
         self._buf: Any = b""  # bytes, or a bytearray this parser owns
         self._pos = 0
         self._state = _HEAD
@@ -347,18 +364,28 @@ class RequestParser:
 
     def feed(self, data=b"") -> List[Request]:
         """Parse ``data`` (bytes-like); return the requests it completed, in order."""
+        try:
+            sc = _tls.scratch[self._sc_cap]
+        except (AttributeError, KeyError):
+            sc = head_scratch(self._sc_cap)
+        if sc is not self._sc:  # fed from another thread than last time
+            self._sc = sc
+            self._out = sc.out
         if self._idle and data.__class__ is bytes and data:
             # Fast path: nothing pending and a whole head at the start of data.
-            out = self._out
             end = len(data)
-            n, bad = scan_lines(data, 0, end if end < self._head_cap else self._head_cap, out)
-            if (bad < 0 and n >= 2 and out[n - 1] == out[n - 2] + 2 and data[0] != 13
-                    and out[0] <= self.max_request_line
-                    and out[n - 1] - out[0] - 2 <= self.max_header_size):
+            r = scan_head(data, 0, end if end < self._head_cap else self._head_cap, sc, self._lastsig)
+            n = r & 0xFFFFFFF
+            f = r >> 28
+            # a complete head with a names signature (f & 1) or without a forbidden byte (f == 0)
+            lines = _unpack_lines(n, sc.linebuf) if f & 1 else sc.out if f == 0 else None
+            if (lines is not None and n >= 2 and lines[n - 1] == lines[n - 2] + 2 and data[0] != 13
+                    and lines[0] <= self.max_request_line
+                    and lines[n - 1] - lines[0] - 2 <= self.max_header_size):
                 done: List[Request] = []
                 try:
-                    req = self._build(data, 0, out, n)
-                    pos = out[n - 1] + 2
+                    req = self._build(data, 0, lines, n, r)
+                    pos = lines[n - 1] + 2
                     if pos == end and not req._special and self._no_callbacks:
                         return [req]
                     pos, state = self._start_message(req, data, pos, end, done)
@@ -427,6 +454,7 @@ class RequestParser:
     def _run(self, buf, pos: int, state: int, done: List[Request]) -> List[Request]:
         end = len(buf)
         out = self._out
+        sc = self._sc
         max_rl = self.max_request_line
         max_hs = self.max_header_size
         cap = self.max_pipeline
@@ -436,13 +464,21 @@ class RequestParser:
                 if cap and len(done) >= cap:
                     held = True
                     break
+                r = 0
                 if self._resume is None and buf[pos] != 13:
                     lim = pos + self._head_cap
-                    n, bad = scan_lines(buf, pos, end if end < lim else lim, out)
-                    if (bad < 0 and n >= 2 and out[n - 1] == out[n - 2] + 2
-                            and out[0] - pos <= max_rl and out[n - 1] - out[0] - 2 <= max_hs):
-                        lines = out
+                    r = scan_head(buf, pos, end if end < lim else lim, sc, self._lastsig)
+                    n = r & 0xFFFFFFF
+                    if r >> 28 & 1:
+                        lines = _unpack_lines(n, sc.linebuf)
                     else:
+                        lines = out
+                    if (r >> 32 == 0 and n >= 2 and lines[n - 1] == lines[n - 2] + 2
+                            and lines[0] - pos <= max_rl and lines[n - 1] - lines[0] - 2 <= max_hs):
+                        pass
+                    else:
+                        bad = (r >> 32) - 1
+                        r = 0
                         lines, n, pos = self._head_slow(buf, pos, end, n, bad)
                         if lines is None:
                             break
@@ -452,7 +488,7 @@ class RequestParser:
                         break
                 if buf.__class__ is bytearray:
                     buf = bytes(buf)  # freeze: the request will point into it
-                req = self._build(buf, pos, lines, n)
+                req = self._build(buf, pos, lines, n, r)
                 pos, state = self._start_message(req, buf, lines[n - 1] + 2, end, done)
             elif state == _BODY:
                 rem = self._remaining
@@ -636,7 +672,7 @@ class RequestParser:
             what, 431, n, bad)
         return None if lines is None else (lines, total)
 
-    def _build(self, buf, pos: int, lines, n: int) -> Request:
+    def _build(self, buf, pos: int, lines, n: int, r: int = 0) -> Request:
         """Turn a complete head (CR offsets in lines[:n]) into a Request; validate it.
 
         The hot path of the parser: every operation here runs once per request
@@ -682,38 +718,82 @@ class RequestParser:
                 (req.content_length, req.chunked, req.keep_alive, req.expect_continue,
                  req.upgrade, req._conn_close, req._special) = framing
             return req
-        names: List[str] = []
-        ends: List[int] = []
-        find = buf.find
-        names_get = _NAMES.get
-        special_get = _SPECIAL.get
-        add_name = names.append
-        add_end = ends.append
         nhost = 0
         hc = he = 0
         specials = None
-        s = h0
-        for i in range(1, n - 1):
-            e = lines[i]
-            c = find(b":", s, e)
-            k = names_get(buf[s:c])
-            if k is None:
-                k = _new_name(buf, s, c)
-            add_name(k)
-            add_end(e)
-            code = special_get(k)
-            if code is not None:
-                if code == 1:
-                    nhost += 1
-                    hc = c
-                    he = e
-                elif code == 4 and v11 and buf[c + 1 : e] == b" keep-alive":
-                    pass  # the default in HTTP/1.1; only HTTP/1.0 needs to see it
-                elif specials is None:
-                    specials = [code, c, e]
-                else:
-                    specials += (code, c, e)
-            s = e + 2
+        sig = None
+        f = r >> 28
+        if f == 3:  # HEAD_SAME: the same field names as the last head validated here
+            ent = self._sigent
+        elif f == 1:  # HEAD_SIG
+            sc = self._sc
+            sig = bytes(sc.mem[: sc.cols[0]])
+            ent = _SIGS.get(sig)
+            if ent is not None:
+                self._lastsig = ent[2]  # the dict's key: nothing more held per connection
+                self._sigent = ent
+        else:
+            ent = None
+        if ent is not None:
+            # A sequence of field names seen (and validated) before: the names
+            # list is shared, and only the framing fields are looked at --
+            # no per-line Python work (issue 13).
+            names, layout, _ = ent
+            ends = lines[1 : n - 1]  # a tuple whenever r has HEAD_SIG
+            if layout:
+                colons = self._sc.cols
+                for i, code in layout:
+                    c = colons[i]
+                    e = lines[i]
+                    if code == 1:
+                        nhost += 1
+                        hc = c
+                        he = e
+                    elif code == 4 and v11 and e - c == 12 and buf.startswith(b" keep-alive", c + 1):
+                        pass  # the default in HTTP/1.1; only HTTP/1.0 needs to see it
+                    elif specials is None:
+                        specials = [code, c, e]
+                    else:
+                        specials += (code, c, e)
+        else:
+            names = []
+            ends = []
+            lay: List[tuple] = []
+            find = buf.find
+            names_get = _NAMES.get
+            special_get = _SPECIAL.get
+            add_name = names.append
+            add_end = ends.append
+            s = h0
+            for i in range(1, n - 1):
+                e = lines[i]
+                c = find(b":", s, e)
+                k = names_get(buf[s:c])
+                if k is None:
+                    k = _new_name(buf, s, c)
+                add_name(k)
+                add_end(e)
+                code = special_get(k)
+                if code is not None:
+                    lay.append((i, code))
+                    if code == 1:
+                        nhost += 1
+                        hc = c
+                        he = e
+                    elif code == 4 and v11 and buf[c + 1 : e] == b" keep-alive":
+                        pass  # the default in HTTP/1.1; only HTTP/1.0 needs to see it
+                    elif specials is None:
+                        specials = [code, c, e]
+                    else:
+                        specials += (code, c, e)
+                s = e + 2
+            if sig is not None:
+                # every name validated: later heads with these names skip the loop
+                ent = (names, tuple(lay), sig)
+                if len(_SIGS) < _SIGS_MAX:
+                    _SIGS[sig] = ent
+                self._lastsig = sig
+                self._sigent = ent
         if v11 and specials is None and nhost == 1:
             hv = buf[hc + 1 : he]
             if hv in _HOSTS_OK:  # the common case: nothing more to decide

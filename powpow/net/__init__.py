@@ -13,15 +13,47 @@
 The syscalls themselves live in ``powpow._ffi._sock`` (native shims with pure
 twins), so everything here runs the same with ``POWPOW_PURE=1``.
 """
-from .client import Connector, connect, connect_unix
-from .errors import ConnectError, ConnectionLost, ConnectionTimeout, DatagramTruncated, NetError, WriteQueueFull
-from .tcp import Connection, TcpServer
-from .tls import TlsError, TlsInfo, TlsTransport, server_context
-from .transport import Transport
-from .udp import UdpEndpoint, bind_udp, connect_udp
+# Loaded on first use (PEP 562): importing one submodule (``powpow.net.errors``
+# from the HTTP server, say) must not pull ``tls`` and its ``ssl`` import, the
+# resolver client or UDP along.
+_LAZY = {
+    "Connector": ".client", "connect": ".client", "connect_unix": ".client",
+    "ConnectError": ".errors", "ConnectionLost": ".errors", "ConnectionTimeout": ".errors",
+    "DatagramTruncated": ".errors", "NetError": ".errors", "WriteQueueFull": ".errors",
+    "Connection": ".connection", "TcpServer": ".listener",
+    "TlsError": ".tls", "TlsInfo": ".tls", "TlsTransport": ".tls", "server_context": ".tls",
+    "Transport": ".transport",
+    "UdpEndpoint": ".udp", "bind_udp": ".udp", "connect_udp": ".udp",
+}
+
+TYPE_CHECKING = False  # mypy treats this name as True
+if TYPE_CHECKING:
+    from .client import Connector, connect, connect_unix
+    from .errors import (ConnectError, ConnectionLost, ConnectionTimeout, DatagramTruncated, NetError,
+                         WriteQueueFull)
+    from .tcp import Connection, TcpServer
+    from .tls import TlsError, TlsInfo, TlsTransport, server_context
+    from .transport import Transport
+    from .udp import UdpEndpoint, bind_udp, connect_udp
 
 __all__ = [
     "Transport", "Connection", "TcpServer", "Connector", "connect", "connect_unix",
     "UdpEndpoint", "bind_udp", "connect_udp", "TlsTransport", "TlsInfo", "TlsError", "server_context",
     "NetError", "ConnectError", "ConnectionLost", "ConnectionTimeout", "DatagramTruncated", "WriteQueueFull",
 ]
+
+
+def __getattr__(name: str):
+    try:
+        mod = _LAZY[name]
+    except KeyError:
+        raise AttributeError("module 'powpow.net' has no attribute %r" % (name,)) from None
+    import importlib
+
+    value = getattr(importlib.import_module(mod, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -29,6 +29,8 @@ int64_t pp_find_crlf_scalar(const char *buf, int64_t start, int64_t end);
 int64_t pp_find_double_crlf_scalar(const char *buf, int64_t start, int64_t end);
 int64_t pp_scan_lines_scalar(const char *buf, int64_t start, int64_t end,
                              int64_t line_begin, uint32_t *out, int max_out);
+int64_t pp_scan_head(const char *b, int64_t start, int64_t end, uint32_t *out, int max_out,
+                     uint32_t *colons, char *sig, int64_t sig_cap, const char *last, int64_t last_len);
 char *pp_guarded_alloc(size_t n);
 void pp_guarded_free(char *p, size_t n);
 """

@@ -3,6 +3,7 @@ import glob
 import os
 import subprocess
 import sys
+import sysconfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -12,10 +13,11 @@ def test_c_sources_compile_without_warnings():
     cc = os.environ.get("CC", "cc")
     sources = sorted(glob.glob(os.path.join(ROOT, "src", "*.c")))
     assert len(sources) >= 2
+    py_include = ["-I", sysconfig.get_paths()["include"]]  # pp_cpy.c uses the C API
     for extra in ([], ["-DPP_NO_SSE2"]):
         for src in sources:
             r = subprocess.run([cc, "-std=gnu99", "-O2", "-Wall", "-Wextra", "-Werror", "-fsyntax-only"] + extra
-                               + [src], capture_output=True, text=True, timeout=60)
+                               + py_include + [src], capture_output=True, text=True, timeout=60)
             assert r.returncode == 0 and not r.stderr, (src, extra, r.stderr)
 
 

@@ -312,3 +312,97 @@ def test_native_flag_matches_mode():
     assert _ffi.NATIVE is (not pure and shipped is not None)
     if _ffi.NATIVE:
         assert _ffi.HAVE_SSE2 == bool(shipped.lib.PP_HAVE_SSE2)
+
+
+# --- scan_head: scan_lines + colons + names signature (issue 13) -------------
+
+def c_scan_head(mod, buf, start, end, cap, sig_cap, last):
+    f, lib = mod.ffi, mod.lib
+    out = f.new("uint32_t[]", cap)
+    colons = f.new("uint32_t[]", cap)
+    sig = f.new("char[]", sig_cap + 1)
+    r = lib.pp_scan_head(f.from_buffer(buf), start, end, out, cap, colons, sig, sig_cap,
+                         f.NULL if last is None else last, -1 if last is None else len(last))
+    n = r & 0xFFFFFFF
+    got = [r, list(out[0:n])]
+    if r >> 28 & 1:
+        k = colons[0]
+        got += [f.buffer(sig, k)[:], list(colons[1 : n - 1])]
+    return got
+
+
+def py_scan_head(buf, start, end, cap, sig_cap, last):
+    out = array.array("I", bytes(4 * cap))
+    colons = array.array("I", bytes(4 * cap))
+    mem = bytearray(sig_cap + 1)
+    r = _scan.scan_head(buf, start, end, out, colons, mem, sig_cap, last)
+    n = r & 0xFFFFFFF
+    got = [r, list(out[:n])]
+    if r >> 28 & 1:
+        got += [bytes(mem[: colons[0]]), list(colons[1 : n - 1])]
+    return got
+
+
+def assert_same_head(buf, start, end, cap=16, sig_cap=64, last=None):
+    want = py_scan_head(buf, start, end, cap, sig_cap, last)
+    for mod in (sse, nosse):
+        assert c_scan_head(mod, buf, start, end, cap, sig_cap, last) == want, (buf, start, end, cap, sig_cap)
+    # and scan_lines' part is exactly scan_lines
+    n, bad, offs = py_scan(_scan.scan_lines_find, buf, start, end, cap, start)
+    assert want[0] & ~(3 << 28) == n | ((bad + 1) << 32) and want[1] == offs
+    return want
+
+
+def test_scan_head_typical_request():
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Y:  z:w\r\n\r\nbody"
+    r, lines, sig, colons = assert_same_head(head, 0, len(head))
+    assert r >> 28 == 1 and lines == [14, 23, 34, 36]
+    assert sig == b"Host:X-Y:" and colons == [20, 28]
+    # the same names as the signature validated last: HEAD_SAME
+    assert assert_same_head(head, 0, len(head), last=b"Host:X-Y:")[0] >> 28 == 3
+    assert assert_same_head(head, 0, len(head), last=b"Host:X-Z:")[0] >> 28 == 1
+    assert assert_same_head(head, 0, len(head), last=b"Host:")[0] >> 28 == 1
+
+
+@pytest.mark.parametrize("head", [
+    b"GET / HTTP/1.1\r\nHost: a\r\n",                 # incomplete
+    b"GET / HTTP/1.1\r\nHost a\r\n\r\n",              # a line without colon
+    b"GET / HTTP/1.1\r\nHo\x01st: a\r\n\r\n",         # forbidden byte
+    b"GET / HTTP/1.1\r\nHost: a\r\nX\rY: b\r\n\r\n",   # bare CR
+])
+def test_scan_head_no_signature(head):
+    assert assert_same_head(head, 0, len(head))[0] >> 28 & 3 == 0
+
+
+def test_scan_head_signature_cap():
+    head = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%02d: v\r\n" % i for i in range(20)) + b"\r\n"
+    assert assert_same_head(head, 0, len(head), cap=32, sig_cap=100)[0] >> 28 == 1  # 20 * 5 bytes
+    assert assert_same_head(head, 0, len(head), cap=32, sig_cap=99)[0] >> 28 == 0
+    assert assert_same_head(head, 0, len(head), cap=8)[0] >> 28 == 0  # out full before the end
+
+
+def test_scan_head_random_seeded():
+    r = random.Random(13)
+    names = [b"Host", b"a", b"X-Y", b"", b" b", b"c "]
+    for _ in range(1500):
+        lines = [b"GET / HTTP/1.1"] + [r.choice(names) + r.choice([b":", b": v", b":v:w", b""])
+                                         for _ in range(r.randrange(0, 6))]
+        buf = b"\r\n".join(lines) + b"\r\n\r\n" + r.choice([b"", b"x", b"\r"])
+        if r.random() < 0.3:
+            i = r.randrange(len(buf))
+            buf = buf[:i] + bytes([r.choice(ALPHABET)]) + buf[i + 1 :]
+        end = r.randrange(len(buf) // 2, len(buf) + 1)
+        last = r.choice([None, b"", b"Host:", b"Host:a:"])
+        assert_same_head(buf, 0, end, cap=r.choice([2, 4, 16]), sig_cap=r.choice([0, 5, 64]), last=last)
+
+
+def test_scan_head_public_twins_agree():
+    """powpow._ffi.scan_head as the parser uses it, in either mode."""
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: c=1\r\n\r\n"
+    sc = _ffi.head_scratch(8)
+    assert _ffi.head_scratch(8) is sc and _ffi.head_scratch(9) is not sc
+    r = _ffi.scan_head(head, 0, len(head), sc, None)
+    n = r & 0xFFFFFFF
+    assert list(_ffi.unpack_lines(n, sc.linebuf)) == [14, 23, 36, 38]
+    if r >> 28 & 1:  # not made on PyPy's native path (see _ffi)
+        assert bytes(sc.mem[: sc.cols[0]]) == b"Host:Cookie:" and sc.cols[1] == 20

@@ -386,17 +386,27 @@ def test_bytearray_and_memoryview_input():
 
 # --- linear time -------------------------------------------------------------
 
+from powpow._ffi import scan_lines as _ffi_scan_lines  # noqa: E402
+
+
 def patch_scanner(monkeypatch, counting):
-    """Count every scan_lines call, in each parser module that scans."""
+    """Count every scan_lines call, in each parser module that scans (and scan_head's, in the parser)."""
     import importlib
-    for name in ("powpow.http.parser", "powpow.http._headblock", "powpow.http._chunked"):
+    for name in ("powpow.http._headblock", "powpow.http._chunked"):
         mod = importlib.import_module(name)
         monkeypatch.setattr(mod, "scan_lines", counting)
+    real_head = parser_mod.scan_head
+
+    def counting_head(buf, start, end, sc, last):
+        counting(buf, start, end, sc.out, start)  # the scan_lines part of scan_head, counted once
+        return real_head(buf, start, end, sc, last)
+
+    monkeypatch.setattr(parser_mod, "scan_head", counting_head)
 
 
 def test_dripping_input_is_scanned_linearly(monkeypatch):
     scanned = [0]
-    real = parser_mod.scan_lines
+    real = _ffi_scan_lines
 
     def counting(buf, start, end, out, line_begin=-1):
         scanned[0] += end - start
@@ -414,7 +424,7 @@ def test_dripping_input_is_scanned_linearly(monkeypatch):
 
 def test_dripping_chunked_body_is_linear(monkeypatch):
     scanned = [0]
-    real = parser_mod.scan_lines
+    real = _ffi_scan_lines
 
     def counting(buf, start, end, out, line_begin=-1):
         scanned[0] += end - start
@@ -514,3 +524,47 @@ def test_streaming_malformed_chunked_body_raises_400_from_feed(name, data):
     drip = streaming_outcome(data, [data[i:i + 1] for i in range(len(data))])  # byte by byte
     assert with_head[0] == later[0] == drip[0] == buffered == 400
     assert with_head == later == drip  # same message, same body bytes delivered before it
+
+
+def test_parsers_in_threads_and_reentrant_feeds():
+    """Scan memory is per thread (issue 13): parsers fed from several threads, and a
+    parser fed from inside another parser's callback, all see their own heads."""
+    import threading
+
+    def head(i, extra=b""):
+        return (b"GET /t%d HTTP/1.1\r\nHost: h%d\r\nX-A: %d\r\n%sCookie: c=%d\r\n\r\n"
+                % (i, i, i, extra, i))
+
+    errors = []
+
+    def worker(k):
+        p = RequestParser()
+        try:
+            for i in range(300):
+                extra = b"X-K: %d\r\n" % k if i % 3 else b""
+                (r,) = p.feed(head(i, extra))
+                assert r.path == "/t%d" % i and r.headers["host"] == "h%d" % i
+                assert r.headers["cookie"] == "c=%d" % i and r.headers["x-a"] == str(i)
+                assert r.headers.get("x-k") == (str(k) if i % 3 else None)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+
+    inner = RequestParser()
+    seen = []
+
+    def on_headers(req):
+        (r,) = inner.feed(head(7, b"Y-Inner: 1\r\n"))
+        seen.append((r.path, r.headers["y-inner"]))
+
+    outer = RequestParser(on_headers=on_headers)
+    got = outer.feed(head(1) + head(2, b"Z: z\r\n"))
+    assert [r.path for r in got] == ["/t1", "/t2"]
+    assert got[1].headers["z"] == "z" and got[1].headers["cookie"] == "c=2"
+    assert seen == [("/t7", "1"), ("/t7", "1")]

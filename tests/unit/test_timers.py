@@ -245,3 +245,63 @@ def test_reinserted_timer_fires_once():
     w.insert(t)  # same slot again: the old entry is a hole, not a second copy
     assert fire_all(w, 20) == ["t"]
     assert sorted(x.callback for x in w.timers()) == []
+
+
+def test_gc_free_timers_on_cpython_native():
+    """CPython + native: Timers are invisible to the cyclic GC (issue 13), and still free their slots."""
+    import gc
+    import sys
+
+    from powpow import timers
+    from powpow._ffi import NATIVE
+
+    expected = NATIVE and sys.implementation.name == "cpython"
+    assert timers.GC_FREE == expected
+    if not expected:
+        return
+    assert not gc.is_tracked(Timer(1, None))
+
+    class Payload:
+        pass
+
+    p = Payload()
+    base = sys.getrefcount(p)
+    ts = [Timer(i, p) for i in range(100)]
+    assert sys.getrefcount(p) == base + 100
+    del ts
+    assert sys.getrefcount(p) == base  # the C deallocator released every slot
+    with pytest.raises(TypeError):
+        type("Sub", (Timer,), {})
+
+
+def test_spent_timers_do_not_keep_their_owner_alive():
+    """Owner -> timer -> owner's method: collectable after the timer fired, was cancelled, or the loop closed."""
+    import gc
+    import weakref
+
+    from powpow import Loop
+
+    class Owner:
+        def __init__(self, loop, ms):
+            self.timer = loop.add_timer(ms, self.fire)
+
+        def fire(self):
+            pass
+
+    loop = Loop()
+    try:
+        fired = Owner(loop, 0)
+        cancelled = Owner(loop, 60000)
+        pending = Owner(loop, 60000)
+        refs = [weakref.ref(fired), weakref.ref(cancelled), weakref.ref(pending)]
+        loop.add_timer(5, loop.stop)
+        loop.run()
+        assert loop.cancel_timer(cancelled.timer)
+        del fired, cancelled
+        gc.collect()
+        assert refs[0]() is None and refs[1]() is None
+    finally:
+        loop.close()
+    del pending
+    gc.collect()
+    assert refs[2]() is None
