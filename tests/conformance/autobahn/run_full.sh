@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The FULL Autobahn|Testsuite (all 517 cases, both roles) on CPython and PyPy (native); the
-# minutes per interpreter; the counts go to tests/conformance/autobahn/results-<interp>.json and
-# the README records them (about 20 minutes per role on a quiet 2-core machine).  Usage: bash tests/conformance/autobahn/run_full.sh [cpython|pypy ...]
+# The FULL Autobahn|Testsuite (all 517 cases, both roles) on CPython and PyPy (native); the counts
+# go to tests/conformance/autobahn/results-<interp>.json and the README records them.  About 20
+# minutes per role and interpreter on a quiet 2-core machine (wstest's compression cases are slow).
+# Usage: bash tests/conformance/autobahn/run_full.sh [cpython|pypy ...]
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 status=0
