@@ -40,7 +40,6 @@ import math
 import operator
 import os
 import signal
-import socket
 import threading
 import time
 from asyncio import base_events, events, sslproto, unix_events
@@ -49,6 +48,7 @@ from typing import Any, Dict, List, Optional
 from ..errors import LoopError
 from ..loop import Loop, _fileno
 from ..timers import DUE, INACTIVE
+from ._sockops import SockOps
 from ._transport import StreamTransport
 
 __all__ = ["EventLoop"]
@@ -61,7 +61,6 @@ _MAX_FULL_REPOLLS = 4
 _monotonic_ns = time.monotonic_ns
 _Handle = events.Handle
 _when_key = operator.attrgetter("_when")
-_NUMERIC = socket.AI_NUMERICHOST
 _PENDING = -100  # _Timer.slot: made, not yet inserted into the wheel (see _insert_pending)
 _SSL_SHUTDOWN_TIMEOUT = "ssl_shutdown_timeout" in sslproto.SSLProtocol.__init__.__code__.co_varnames
 
@@ -100,7 +99,7 @@ def _ms_until(delay: float) -> int:
     return int(math.ceil(delay * 1000.0))
 
 
-class EventLoop(base_events.BaseEventLoop):
+class EventLoop(SockOps, base_events.BaseEventLoop):
     """An asyncio event loop on powpow's ``Loop`` (see the module docstring)."""
 
     def __init__(self, backend: Optional[str] = None) -> None:
@@ -475,153 +474,6 @@ class EventLoop(base_events.BaseEventLoop):
     def remove_writer(self, fd) -> bool:
         return self._remove_io(fd, 1)
 
-    # ------------------------------------------------------------ low-level sockets
-
-    def _check_sock(self, sock) -> None:
-        if self._debug and sock.gettimeout() != 0:
-            raise ValueError("the socket must be non-blocking")
-
-    async def _sock_wait(self, sock, idx: int, op):
-        """Retry ``op()`` each time ``sock`` is ready (idx 0 read, 1 write) until it does not block."""
-        fut = self.create_future()
-        fd = sock.fileno()
-
-        def ready() -> None:
-            if fut.done():
-                return
-            try:
-                res = op()
-            except (BlockingIOError, InterruptedError):
-                return
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(res)
-
-        handle = self._add_io(fd, idx, ready, ())
-        try:
-            return await fut
-        finally:
-            pair = self._fdh.get(fd)
-            if pair is not None and pair[idx] is handle:  # a racing successor may own the fd now
-                self._remove_io(fd, idx)
-
-    async def sock_recv(self, sock, n):
-        self._check_sock(sock)
-        try:
-            return sock.recv(n)
-        except (BlockingIOError, InterruptedError):
-            pass
-        return await self._sock_wait(sock, 0, lambda: sock.recv(n))
-
-    async def sock_recv_into(self, sock, buf):
-        self._check_sock(sock)
-        try:
-            return sock.recv_into(buf)
-        except (BlockingIOError, InterruptedError):
-            pass
-        return await self._sock_wait(sock, 0, lambda: sock.recv_into(buf))
-
-    async def sock_recvfrom(self, sock, bufsize):
-        self._check_sock(sock)
-        try:
-            return sock.recvfrom(bufsize)
-        except (BlockingIOError, InterruptedError):
-            pass
-        return await self._sock_wait(sock, 0, lambda: sock.recvfrom(bufsize))
-
-    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
-        self._check_sock(sock)
-        try:
-            return sock.recvfrom_into(buf, nbytes)
-        except (BlockingIOError, InterruptedError):
-            pass
-        return await self._sock_wait(sock, 0, lambda: sock.recvfrom_into(buf, nbytes))
-
-    async def sock_sendto(self, sock, data, address):
-        self._check_sock(sock)
-        try:
-            return sock.sendto(data, address)
-        except (BlockingIOError, InterruptedError):
-            pass
-        return await self._sock_wait(sock, 1, lambda: sock.sendto(data, address))
-
-    async def sock_sendall(self, sock, data):
-        self._check_sock(sock)
-        try:
-            n = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        view = memoryview(data).cast("B")
-        if n == len(view):
-            return
-        pos = [n]
-
-        def more():
-            while True:
-                k = sock.send(view[pos[0]:])
-                pos[0] += k
-                if pos[0] >= len(view):
-                    return None
-                if k == 0:
-                    raise BlockingIOError
-
-        await self._sock_wait(sock, 1, more)
-
-    async def sock_connect(self, sock, address):
-        self._check_sock(sock)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            resolved = await self._ensure_resolved(address, family=sock.family, type=sock.type,
-                                                   proto=sock.proto, loop=self)
-            _, _, _, _, address = resolved[0]
-        try:
-            sock.connect(address)
-            return
-        except (BlockingIOError, InterruptedError):
-            pass
-
-        def check():
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err in (errno.EINPROGRESS, errno.EALREADY):
-                raise BlockingIOError
-            if err:
-                raise OSError(err, "Connect call failed %s" % (address,))
-
-        await self._sock_wait(sock, 1, check)
-
-    async def sock_accept(self, sock):
-        self._check_sock(sock)
-
-        def accept():
-            conn, addr = sock.accept()
-            conn.setblocking(False)
-            return conn, addr
-
-        try:
-            return accept()
-        except (BlockingIOError, InterruptedError):
-            pass
-        return await self._sock_wait(sock, 0, accept)
-
-    # ------------------------------------------------------------ name resolution
-
-    async def getaddrinfo(self, host, port, *, family=0, type=0, proto=0, flags=0):
-        if host is None or not isinstance(host, (str, bytes)) or _looks_numeric(host):
-            try:  # a numeric host (or None) never blocks: answer inline, no thread
-                return socket.getaddrinfo(host, port, family, type, proto, flags | _NUMERIC)
-            except socket.gaierror as exc:
-                if exc.errno != socket.EAI_NONAME:
-                    raise
-        return await super().getaddrinfo(host, port, family=family, type=type, proto=proto, flags=flags)
-
-    async def getnameinfo(self, sockaddr, flags=0):
-        want = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
-        if flags & want == want:
-            return socket.getnameinfo(sockaddr, flags)
-        return await super().getnameinfo(sockaddr, flags)
-
     # ------------------------------------------------------------ transports
 
     def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):
@@ -803,13 +655,3 @@ class EventLoop(base_events.BaseEventLoop):
         from ._subprocess import make_subprocess_transport
         return await make_subprocess_transport(self, protocol, args, shell, stdin, stdout, stderr, bufsize,
                                                extra, **kwargs)
-
-
-def _looks_numeric(host) -> bool:
-    if isinstance(host, bytes):
-        host = host.decode("ascii", "replace")
-    if not host:
-        return True
-    c = host[0]
-    return c.isdigit() or ":" in host
-
