@@ -28,18 +28,19 @@ perf/results/asgi.json.
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import _harness  # noqa: E402
+from _harness import free_port, wait_port  # noqa: E402
 SERVERS = os.path.join(HERE, "servers")
 PEERS_VENV = os.environ.get("POWPOW_PEERS_VENV", os.path.join(HERE, ".venv-peers"))
 PEERS_VENV_PYPY = os.environ.get("POWPOW_PEERS_VENV_PYPY", PEERS_VENV + "-pypy")
@@ -49,30 +50,6 @@ APPS = {
     "hello": ("asgi_hello:app", "/", b"Hello, World!"),
     "fastapi": ("asgi_fastapi:app", "/json", b'{"message":"Hello, World!"}'),
 }
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_ready(port: int, proc, path: str, timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
-                if s.recv(100).startswith(b"HTTP/1.1 200"):
-                    return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
 
 
 def _venv_python(venv: str, interp: str, packages) -> str:
@@ -126,50 +103,14 @@ def servers(app_name: str):
     return out
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its descendants (all threads).
-
-    On a loaded machine a server's share of core 0 depends on what else runs
-    there (and a multi-threaded server gets more of it: the scheduler shares
-    per thread), so besides req/s we report requests per CPU-second: the cost
-    of a request, whatever the neighbours do."""
-    stats = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            stats[int(d)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime + stime
-    total = 0
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        if p in stats:
-            total += stats[p][1]
-        todo.extend(c for c, (pp, _) in stats.items() if pp == p)
-    return total / _TICK
+def wait_ready(port: int, proc, path: str, timeout: float = 30.0) -> bool:
+    return wait_port(port, proc, timeout, path)
 
 
 def wrk(url: str, conns: int, duration: int, pid: int = 0):
     """(req/s, requests per CPU-second of the server process tree)."""
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, url]
-    cpu0 = tree_cpu(pid) if pid else 0.0
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
-    cpu = tree_cpu(pid) - cpu0 if pid else 0.0
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    n = re.search(r"(\d+) requests in", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
-    if errors:
-        print("    wrk reported: %s" % errors.group(0), file=sys.stderr)
-        return 0.0, 0.0  # errors are not throughput
-    rps = float(m.group(1)) if m else 0.0
-    per_cpu = int(n.group(1)) / cpu if n and cpu > 0 else 0.0
-    return rps, per_cpu
+    r = _harness.wrk(url, conns, duration, pid=pid)
+    return r.rps, r.req_per_cpu_s
 
 
 def bench_app(app_name: str, args) -> dict:

@@ -47,6 +47,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
+import _harness  # noqa: E402
+from _harness import free_port, tree_cpu, wait_port  # noqa: E402
+
 NGINX_CONF = """
 worker_processes 1;
 daemon off;
@@ -75,27 +78,6 @@ http {{
 """
 
 WORKLOADS = ("keepalive", "new-conn", "full-handshake", "static-1MiB")
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port: int, proc, timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.1)
-    return False
 
 
 def make_cert(tmp: str):
@@ -142,36 +124,19 @@ def servers(static_dir: str, tmp: str, cert: str, key: str):
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def wrk(url: str, conns: int, duration: int, headers=(), pid: int = 0):
-    """(req/s, server CPU microseconds per request) of one wrk run."""
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c%d" % conns, "-d%ds" % duration]
-    for h in headers:
-        cmd += ["-H", h]
-    c0 = cpu_seconds(pid) if pid else 0.0
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=duration + 60).stdout
-    c1 = cpu_seconds(pid) if pid else 0.0
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    n = re.search(r"(\d+) requests in", out)
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if bad or not m or not n:
-        print("    wrk: %s" % (bad.group(0) if bad else out.strip()[-200:]), file=sys.stderr)
-        return 0.0, 0.0
-    return float(m.group(1)), (c1 - c0) * 1e6 / max(int(n.group(1)), 1)
+    """(req/s, server CPU microseconds per request) of one wrk run (socket errors allowed: new-conn runs)."""
+    r = _harness.wrk(url, conns, duration, headers=headers, pid=pid, socket_errors_fail=False)
+    return r.rps, r.cpu_us_per_req
 
 
 def s_time(port: int, duration: int, pid: int = 0):
     """(connections/s, server CPU microseconds per connection): sequential full handshakes."""
     cmd = ["taskset", "-c", "1", "openssl", "s_time", "-connect", "127.0.0.1:%d" % port, "-new", "-www", "/",
            "-time", str(duration)]
-    c0 = cpu_seconds(pid) if pid else 0.0
+    c0 = tree_cpu(pid) if pid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
-    c1 = cpu_seconds(pid) if pid else 0.0
+    c1 = tree_cpu(pid) if pid else 0.0
     m = re.search(r"(\d+) connections in ([\d.]+) real seconds", out)
     if not m or not int(m.group(1)):
         print("    s_time: %s" % out.strip()[-200:], file=sys.stderr)
@@ -253,7 +218,7 @@ def main() -> None:
             port = free_port()
             proc = subprocess.Popen(["taskset", "-c", "0"] + argv(port), stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, cwd=tmp)
-            if not wait_port(port, proc):
+            if not wait_port(port, proc, 30.0):
                 why = proc.stderr.read().decode()[-300:] if proc.poll() is not None else "timeout"
                 print("%-18s did not start: %s" % (name, why))
                 proc.kill()

@@ -27,17 +27,18 @@ process with ten runnable threads a bigger share than one with one).
 import argparse
 import json
 import os
-import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import _harness  # noqa: E402
+from _harness import free_port, tree_cpu, wait_port  # noqa: E402
 PEERS = os.path.join(HERE, ".venv-peers", "bin", "python")
 PEERS_PYPY = os.path.join(HERE, ".venv-peers-pypy", "bin", "python")
 for base in (HERE, "/work/main/perf"):  # worktrees share the main checkout's peer venvs
@@ -73,62 +74,8 @@ WSGI(app).listen(int(sys.argv[1]), lambda config: None).run()
 '''
 
 
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port: int, proc, timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and all its descendants
-    (granian and gunicorn serve from child processes)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parent = {}
-    times = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % name) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parent[int(name)] = int(fields[1])
-        times[int(name)] = (int(fields[11]) + int(fields[12])) / tick
-    total = 0.0
-    for p in times:
-        q = p
-        while q and q != pid:
-            q = parent.get(q, 0)
-        if q == pid:
-            total += times[p]
-    return total
-
-
 def wrk(url: str, conns: int, duration: int) -> float:
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60).stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
-    if errors:
-        print("    wrk reported: %s" % errors.group(0), file=sys.stderr)
-        return 0.0  # errors are not throughput
-    return float(m.group(1)) if m else 0.0
+    return _harness.wrk(url, conns, duration).rps
 
 
 def servers(tmp: str):
