@@ -35,6 +35,18 @@ Layout and invariants
   than any deadline in it; waking there costs one cascade, not a late timer.
   (The original library looked only at the lowest non-empty level: a 300 ms
   timer next to a 450 ms one could fire late.)
+
+Cost at scale (issue 13; ``perf/bench_timers.py --phases``): the wheel's own
+work per timer does not grow with the number pending.  What grows is the
+memory system.  On CPython that was the cyclic GC (hence ``GC_FREE``).  On PyPy
+it is the nursery: a timer that outlives a minor collection is copied to the
+old generation -- two GC objects, the instance and its unboxed-int storage --
+and the old generation's new pages are faulted in; a benchmark with 10k timers
+created and dropped between two minor collections never pays that, one with a
+million does.  Layouts that keep Timer references out of the slots (integer
+handles in int lists, linked lists on int arrays) or shrink the Timer (shared
+int boxes, one object instead of two) were measured and none was faster: the
+Timer object handed out per timer is the floor.
 """
 from typing import Any, Callable, Iterator, List, Optional
 

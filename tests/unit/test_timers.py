@@ -305,3 +305,71 @@ def test_spent_timers_do_not_keep_their_owner_alive():
     del pending
     gc.collect()
     assert refs[2]() is None
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_random_model_with_reinsertion_and_due_batches(seed):
+    """The ordering rules under pause/resume-style re-insertion (issue 13 check).
+
+    Against a brute-force model: a batch is every live timer with deadline <= until, in
+    (deadline, order of its *latest* insertion) order, whatever levels it went through;
+    a cancelled-then-reinserted timer (also into the slot it left) fires once, at its
+    new place among ties; a handed-out timer is DUE and can no longer be cancelled by
+    the wheel (two-phase expiry: the caller decides); next_deadline is never past the
+    earliest live deadline and never before ``now``.
+    """
+    from powpow.timers import DUE
+
+    r = random.Random(1000 + seed)
+    w = TimerWheel(r.choice([0, 255, 65530, 2**24 - 7, r.randrange(0, 2**33)]))
+    live = {}  # timer -> deadline
+    order = {}  # timer -> sequence number of its latest insertion
+    parked = []  # cancelled or fired timers, candidates for re-insertion
+    seq = 0
+    for _ in range(1200):
+        now = w.now
+        op = r.random()
+        if op < 0.4:
+            d = now + r.choice([0, 1, 5, 255, 256, 300, 65536, r.randrange(1 << 18), r.randrange(1 << 33), -3])
+            t = w.add(d, seq)
+            live[t] = max(d, now) if d < now else d
+            order[t] = seq
+            seq += 1
+        elif op < 0.55 and live:
+            t = r.choice(list(live))
+            assert w.cancel(t)
+            assert not w.cancel(t)
+            del live[t]
+            parked.append(t)
+        elif op < 0.7 and parked:
+            t = parked.pop(r.randrange(len(parked)))
+            # often the very slot it left: same deadline, or one tying with another live timer
+            if live and r.random() < 0.5:
+                t.deadline = r.choice(list(live.values()))
+            elif r.random() < 0.5:
+                t.deadline = max(t.deadline, now)
+            else:
+                t.deadline = now + r.randrange(1 << 17)
+            w.insert(t)
+            live[t] = t.deadline
+            order[t] = seq
+            seq += 1
+        else:
+            nd = w.next_deadline()
+            if live:
+                assert now <= nd <= min(live.values())
+            else:
+                assert nd is None
+            until = now + r.choice([0, 1, 7, 256, 5000, 70000, (nd - now) if nd is not None else 3])
+            got = w.expire(until)
+            expected = sorted((t for t, d in live.items() if d <= until), key=lambda t: (live[t], order[t]))
+            assert got == expected
+            for t in got:
+                assert t.slot == DUE
+                assert not w.cancel(t)  # handed out: the caller's to run or drop
+                del live[t]
+                t.slot = INACTIVE  # what the loop does once it ran the callback
+                parked.append(t)
+            assert w.now == until + 1
+        assert len(w) == len(live)
+        assert set(w.timers()) == set(live)
