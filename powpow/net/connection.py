@@ -71,11 +71,17 @@ log = logging.getLogger("powpow.net")
 _MAX_READS_PER_EVENT = 16  # 1 MiB per wake-up, then let other fds have a turn
 DEFAULT_LINGER_MS = 5000
 
-# Native mode: the hottest call goes straight to the shim (no wrapper frame).
+# Native mode: the hottest call goes straight to the shim (no wrapper frame);
+# on CPython to a FASTCALL builtin (``_sock.FAST_IO``: cffi's per-call overhead
+# was a quarter of an echo round trip).
+_FAST_IO = _sock.FAST_IO
 _NATIVE_IO = _ffi.NATIVE
 if _NATIVE_IO:
     _pp_recv = _ffi.lib.pp_recv
 _recv_into = _sock.recv_into
+_recv_bytes = _sock.recv_bytes
+_fast_recv_into = _sock.fast_recv_into
+_fast_recv_bytes = _sock.fast_recv_bytes
 
 
 def edge_capable(loop: Loop) -> bool:
@@ -107,7 +113,7 @@ class Connection(_Writer):
                  "_rbuf", "_own_rbuf", "_queue", "_queued", "_corked", "_cork_ok", "_interest",
                  "_paused", "_read_deferred", "_shut_pending", "_wr_shut", "_eof", "_linger_timer",
                  "_above_high", "high_water", "low_water", "max_queued", "linger_ms",
-                 "_peer", "_sockname", "_ip", "_overflow", "peer_closed", "bytes_sent")
+                 "_peer", "_sockname", "_ip", "_overflow", "peer_closed", "bytes_sent", "data_as_bytes")
 
     loop: Loop  # None only while the object is pooled (after on_close)
     fd: int
@@ -123,6 +129,7 @@ class Connection(_Writer):
     linger_ms: int
     peer_closed: bool
     bytes_sent: int
+    data_as_bytes: bool
     _rbuf: Any
     _linger_timer: Any
     _ip: Optional[str]
@@ -169,6 +176,7 @@ class Connection(_Writer):
         self._overflow = False
         self.peer_closed = False
         self.bytes_sent = 0
+        self.data_as_bytes = False
 
     def _open(self, loop: Loop, fd: int, sock, family: int, owner, rbuf, own_rbuf: bool,
               on_data, on_close, cork: bool, high_water: int, low_water: int, max_queued: int,
@@ -354,25 +362,38 @@ class Connection(_Writer):
     def _read(self, events: int) -> None:
         rbuf = self._rbuf
         size = rbuf.size
-        view = rbuf.view
         gen = self._gen
-        sock = self._sock
         fd = self.fd
         hup = events & HUP
-        ptr = rbuf.ptr
+        as_bytes = self.data_as_bytes
         reads = 0
         while reads < _MAX_READS_PER_EVENT:
             reads += 1
-            if _NATIVE_IO:
-                n = _pp_recv(fd, ptr, size)
+            if as_bytes:
+                # on_data gets bytes of its own: one copy, made in the same call as the recv
+                if _FAST_IO:
+                    data = _fast_recv_bytes(fd, rbuf.data)
+                else:
+                    data = _recv_bytes(self._sock, fd, rbuf)
+                if type(data) is int:
+                    n = data
+                else:
+                    n = len(data)
             else:
-                n = _recv_into(sock, fd, rbuf)
+                if _FAST_IO:
+                    n = _fast_recv_into(fd, rbuf.data)
+                elif _NATIVE_IO:
+                    n = _pp_recv(fd, rbuf.ptr, size)
+                else:
+                    n = _recv_into(self._sock, fd, rbuf)
+                if n > 0:
+                    data = rbuf.view[:n]
             if n > 0:
                 if self._state == OPEN:
                     cb = self.on_data
                     if cb is not None:
                         try:
-                            cb(self, view[:n])
+                            cb(self, data)
                         except Exception as exc:
                             if self._gen == gen:
                                 self._teardown(exc)
