@@ -539,13 +539,14 @@ class Loop:
         events = self._poller.poll(timeout, cap)
         n = len(events)
         if n:
-            by_token = self._by_token
-            for i in range(0, n, 2):
-                w = by_token.get(events[i])
+            watcher = self._by_token.get
+            it = iter(events)
+            for token, ev in zip(it, it):
+                w = watcher(token)
                 if w is None:
                     continue  # unregistered (or fd reused) since the poll returned
                 try:
-                    w.callback(w.fd, events[i + 1])
+                    w.callback(w.fd, ev)
                 except Exception as exc:
                     handler(exc, w.callback)
             if n >= 2 * cap:

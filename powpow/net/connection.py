@@ -69,6 +69,10 @@ __all__ = ["Connection", "DEFAULT_HIGH_WATER", "DEFAULT_LOW_WATER", "DEFAULT_MAX
 log = logging.getLogger("powpow.net")
 
 _MAX_READS_PER_EVENT = 16  # 1 MiB per wake-up, then let other fds have a turn
+_READS_PER_EVENT = range(_MAX_READS_PER_EVENT)
+_NO_PRELUDE = 1 << 20  # above every poller bit (a one-digit int: compared fast): _read's call into _on_event
+_WRITE_ERROR = WRITE | ERROR
+_READ_HUP_ERROR = READ | HUP | ERROR
 DEFAULT_LINGER_MS = 5000
 
 # Native mode: the hottest call goes straight to the shim (no wrapper frame);
@@ -319,66 +323,40 @@ class Connection(_Writer):
     # ------------------------------------------------------------ events
 
     def _on_event(self, fd: int, events: int) -> None:
-        if events & (WRITE | ERROR) and self._queue:  # ERROR: the write fails and closes us
-            self._flush()
-            if self._state == CLOSED:
+        """The watcher callback, and the read loop itself (one frame per event on the hot path).
+
+        ``events`` with ``_NO_PRELUDE`` set is an internal call that reads at once
+        (``_read``): a deferred read, or a level-triggered hang-up while paused.
+        """
+        if events < _NO_PRELUDE:
+            if events & _WRITE_ERROR and self._queue:  # ERROR: the write fails and closes us
+                self._flush()
+                if self._state == CLOSED:
+                    return
+            if not events & _READ_HUP_ERROR or (self._eof and not events & ERROR):
                 return
-        if events & (READ | HUP | ERROR) and (not self._eof or events & ERROR):
-            if not self._paused:
-                if events & HUP:
-                    # The FIN is in (the data before it is read now).  Set here, not only at
-                    # EOF: on_data may pause reading before the EOF is reached, and the
-                    # edge of this FIN will not come again.
-                    self.peer_closed = True
-                self._read(events)
-            elif events & ERROR:
-                # Paused and reset by the peer: nothing can be sent or read any more.
+            if self._paused:
+                self._on_paused_event(events)
+                return
+            if events & HUP:
+                # The FIN is in (the data before it is read now).  Set here, not only at
+                # EOF: on_data may pause reading before the EOF is reached, and the
+                # edge of this FIN will not come again.
                 self.peer_closed = True
-                self._teardown(ConnectionLost(self._so_error() or errno.ECONNRESET, "connection with",
-                                              self._peer_str()))
-            elif events & HUP:
-                if not self.peer_closed:
-                    # Paused: the data before the FIN stays unread, but the owner can see
-                    # the hang-up (an HTTP server must not hold a CLOSE-WAIT socket forever).
-                    self.peer_closed = True
-                    if not self._edge:
-                        self._update_interest()  # drop POLLRDHUP: level-triggered repeats it
-                elif not self._edge:
-                    self._read(events)  # level-triggered POLLHUP would be reported forever
-
-    def _schedule_read(self) -> None:
-        if not self._read_deferred:
-            self._read_deferred = True
-            self.loop.defer_call(self._deferred_read)
-
-    def _deferred_read(self) -> None:
-        if self._read_deferred:
-            self._read_deferred = False
-            if self._state != CLOSED and not self._paused and not self._eof:
-                # Read until EAGAIN, not just until a short read: the edge of a FIN
-                # that arrived while paused was consumed then, and will not come again.
-                self._read(HUP)
-
-    def _read(self, events: int) -> None:
         rbuf = self._rbuf
         size = rbuf.size
         gen = self._gen
         fd = self.fd
         hup = events & HUP
         as_bytes = self.data_as_bytes
-        reads = 0
-        while reads < _MAX_READS_PER_EVENT:
-            reads += 1
+        for _ in _READS_PER_EVENT:
             if as_bytes:
                 # on_data gets bytes of its own: one copy, made in the same call as the recv
                 if _FAST_IO:
                     data = _fast_recv_bytes(fd, rbuf.data)
                 else:
                     data = _recv_bytes(self._sock, fd, rbuf)
-                if type(data) is int:
-                    n = data
-                else:
-                    n = len(data)
+                n = len(data) if type(data) is bytes else data
             else:
                 if _FAST_IO:
                     n = _fast_recv_into(fd, rbuf.data)
@@ -414,6 +392,39 @@ class Connection(_Writer):
             return
         if self._edge:
             self._schedule_read()
+
+    def _read(self, events: int) -> None:
+        """Read now (until a short read; with ``HUP`` in ``events``, until EAGAIN)."""
+        self._on_event(self.fd, events | _NO_PRELUDE)
+
+    def _on_paused_event(self, events: int) -> None:
+        if events & ERROR:
+            # Paused and reset by the peer: nothing can be sent or read any more.
+            self.peer_closed = True
+            self._teardown(ConnectionLost(self._so_error() or errno.ECONNRESET, "connection with",
+                                          self._peer_str()))
+        elif events & HUP:
+            if not self.peer_closed:
+                # Paused: the data before the FIN stays unread, but the owner can see
+                # the hang-up (an HTTP server must not hold a CLOSE-WAIT socket forever).
+                self.peer_closed = True
+                if not self._edge:
+                    self._update_interest()  # drop POLLRDHUP: level-triggered repeats it
+            elif not self._edge:
+                self._read(events)  # level-triggered POLLHUP would be reported forever
+
+    def _schedule_read(self) -> None:
+        if not self._read_deferred:
+            self._read_deferred = True
+            self.loop.defer_call(self._deferred_read)
+
+    def _deferred_read(self) -> None:
+        if self._read_deferred:
+            self._read_deferred = False
+            if self._state != CLOSED and not self._paused and not self._eof:
+                # Read until EAGAIN, not just until a short read: the edge of a FIN
+                # that arrived while paused was consumed then, and will not come again.
+                self._read(HUP)
 
     def _on_eof(self) -> None:
         if self._eof:
