@@ -15,6 +15,21 @@ is copied.  Reads are never started from inside user calls (``resume_reading``
 defers its read to the next iteration), so the shared buffer is never reused
 while a callback still holds a view of it.
 
+``conn.data_as_bytes = True`` (opt-in, per connection, reset when it is
+pooled) makes ``on_data`` receive ``bytes`` instead: a copy of its own, valid
+forever, made in the same native call as the ``recv``.  Use it when the
+consumer would copy anyway (a parser that keeps the data: ``bytes(data)`` of
+a bytes object is the same object, no second copy) or sends the data back
+(bytes go to ``send`` without a buffer export).  On CPython this is the
+cheaper mode (one call, no memoryview slice); on PyPy the view is free.
+
+Why the read loop lives in ``_on_event``: it is the watcher callback, and on
+CPython each Python frame on the per-event path costs; internal reads
+(``_read``: deferred, or a level-triggered hang-up while paused) enter it with
+``_NO_PRELUDE`` set.  On CPython the socket calls are FASTCALL builtins
+(``_sock.FAST_IO``, ``src/pp_cpyio.c``); ``perf/cg_tcp.py`` measures the
+instructions per echo round trip.
+
 Readiness is edge-triggered on epoll/kqueue (READ|WRITE registered once, no
 ``epoll_ctl`` per queue transition); on the level-triggered ``poll`` backend
 the interest set is updated instead.  A read shorter than the buffer means
