@@ -539,14 +539,13 @@ class Loop:
         events = self._poller.poll(timeout, cap)
         n = len(events)
         if n:
-            watcher = self._by_token.get
-            it = iter(events)
-            for token, ev in zip(it, it):
-                w = watcher(token)
+            by_token = self._by_token
+            for i in range(0, n, 2):
+                w = by_token.get(events[i])
                 if w is None:
                     continue  # unregistered (or fd reused) since the poll returned
                 try:
-                    w.callback(w.fd, ev)
+                    w.callback(w.fd, events[i + 1])
                 except Exception as exc:
                     handler(exc, w.callback)
             if n >= 2 * cap:
