@@ -2,7 +2,8 @@
 
 The C lives in ``src/``: ``powpow.h`` (constants, prototypes), ``pp_sys.c``
 (syscall shims), ``pp_scan.c`` (the CRLF scanner), ``pp_ws.c`` (WebSocket
-masking), ``pp_cpy.c`` (CPython only: GC-free Timer instances).  It compiles with
+masking), ``pp_cpy.c`` (CPython only: GC-free Timer instances), ``pp_cpyio.c`` (CPython
+only: the stream hot path's socket calls as FASTCALL builtins).  It compiles with
 ``-Wall -Wextra`` without a warning; ``tests/native`` builds a separate,
 test-only module from the same ``pp_scan.c`` that also exposes the scalar
 scanner and a guard-page allocator -- neither ships in ``_native``.
@@ -28,7 +29,7 @@ import cffi
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "src")
-SOURCES = ["pp_sys.c", "pp_scan.c", "pp_ws.c", "pp_cpy.c"]
+SOURCES = ["pp_sys.c", "pp_scan.c", "pp_ws.c", "pp_cpy.c", "pp_cpyio.c"]
 CFLAGS = ["-O2", "-std=gnu99", "-Wall", "-Wextra"]
 
 CDEF = r"""
@@ -106,6 +107,10 @@ int64_t pp_scan_head(const char *b, int64_t start, int64_t end, uint32_t *out, i
 
 /* CPython: instances of this class (id(cls)) are not tracked by the cyclic GC (pp_cpy.c) */
 int pp_gc_untrack_type(intptr_t type_addr);
+
+/* ---- I/O (issue 13): CPython-only FASTCALL socket builtins put into a dict (pp_cpyio.c) ---- */
+int pp_cpy_io_install(intptr_t dict_addr);
+/* ---- end of I/O block ---- */
 
 /* WebSocket: dst[i] = src[i] ^ key[(i + phase) % 4]; src == dst allowed */
 void pp_ws_mask(const char *src, char *dst, int64_t n, const unsigned char *key, int64_t phase);

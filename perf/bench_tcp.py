@@ -10,7 +10,10 @@
 The client (``perf/tcp_load.c``) is compiled here with ``cc`` into a temporary
 directory: a Python client would be the bottleneck.  Server pinned to CPU 0,
 client to CPU 1 (``taskset``).  Servers run under CPython (powpow, asyncio,
-uvloop if installed) and PyPy (powpow, asyncio) when ``.venv-pypy`` exists.
+uvloop if installed there or in ``--peers-python``, default
+``perf/.venv-peers/bin/python``) and PyPy (powpow, asyncio) when ``.venv-pypy`` exists.
+Instructions per round trip (deterministic, for A/B work on a busy machine):
+``perf/cg_tcp.py``.
 ``python perf/bench_tcp.py --serve KIND`` runs one echo server (used by the
 harness; prints its port).
 """
@@ -39,8 +42,14 @@ def serve_powpow() -> None:
         if not c.send(data):
             c.pause_reading()
 
+    # CPython: on_data gets bytes (Connection.data_as_bytes: the copy is made in the
+    # recv call, and sending bytes is the cheapest send); PyPy: the default
+    # memoryview, sent straight from the receive buffer (its JIT makes the view free).
+    as_bytes = sys.implementation.name == "cpython" and os.environ.get("POWPOW_BENCH_VIEW") is None
+
     def on_accept(c):
         c.on_drain = _resume
+        c.data_as_bytes = as_bytes
 
     srv = powpow.TcpServer(loop, on_accept=on_accept, on_data=on_data, max_connections=100000)
     srv.listen(0, "127.0.0.1", backlog=4096)
@@ -142,6 +151,8 @@ def main() -> None:
     ap.add_argument("--bulk-mib", type=int, default=1024)
     ap.add_argument("--bulk-reps", type=int, default=3)
     ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--peers-python", default=os.path.join(ROOT, "perf/.venv-peers/bin/python"),
+                    help="a python with uvloop, used for the uvloop server when .venv lacks it")
     a = ap.parse_args()
     if a.serve == "powpow":
         return serve_powpow()
@@ -160,8 +171,13 @@ def main() -> None:
             kinds = ["powpow", "asyncio"]
             if impl == "cpython" and subprocess.run([py, "-c", "import uvloop"], capture_output=True).returncode == 0:
                 kinds.append("uvloop")
+            uv_py = py
+            if impl == "cpython" and "uvloop" not in kinds and os.path.exists(a.peers_python) and subprocess.run(
+                    [a.peers_python, "-c", "import uvloop"], capture_output=True).returncode == 0:
+                kinds.append("uvloop")
+                uv_py = a.peers_python
             for kind in kinds:
-                results[(impl, kind)] = r = bench(py, kind, binary, a)
+                results[(impl, kind)] = r = bench(uv_py if kind == "uvloop" else py, kind, binary, a)
                 print("%-8s %-8s ping-pong %9.0f rt/s   bulk %7.1f MiB/s   idle %6.0f B/conn"
                       % (impl, kind, r["pingpong"], r.get("bulk", 0), r.get("idle_bytes", 0)), flush=True)
     finally:

@@ -69,6 +69,15 @@ if NATIVE:
         """Read into the pooled ``RecvBuffer`` ``rbuf`` (its preallocated pointer)."""
         return _pp_recv(fd, rbuf.ptr, rbuf.size)
 
+    def recv_bytes(sock, fd: int, rbuf):
+        """Read into ``rbuf`` and return what arrived as new bytes (b"" at EOF), or -errno."""
+        n = _pp_recv(fd, rbuf.ptr, rbuf.size)
+        if n < 0:
+            return n
+        return _ffi_buffer(rbuf.ptr, n)[:]
+
+    _ffi_buffer = ffi.buffer
+
     def send(sock, fd: int, data) -> int:
         if type(data) is bytes:
             return _pp_send(fd, data, len(data))
@@ -119,6 +128,13 @@ else:
     def recv_into(sock, fd: int, rbuf) -> int:
         try:
             return sock.recv_into(rbuf.view)
+        except OSError as exc:
+            return _err(exc)
+
+    def recv_bytes(sock, fd: int, rbuf):
+        """Read up to ``rbuf.size`` bytes and return them (b"" at EOF), or -errno."""
+        try:
+            return sock.recv(rbuf.size)
         except OSError as exc:
             return _err(exc)
 
@@ -173,6 +189,27 @@ else:
             return 0
         except OSError as exc:
             return _err(exc)
+
+
+# CPython with the native module: the three calls of the stream hot path as
+# METH_FASTCALL builtins (src/pp_cpyio.c), which skip cffi's per-call argument
+# tuple, converters and ``ffi.from_buffer``.  ``FAST_IO`` is False elsewhere;
+# then ``powpow.net`` uses ``recv_into``/``recv_bytes``/``send`` above.
+#   fast_send(fd, data) -> n or -errno            (any contiguous buffer)
+#   fast_recv_into(fd, buf) -> n or -errno        (buf: a writable buffer, e.g. rbuf.data)
+#   fast_recv_bytes(fd, buf) -> bytes or -errno   (reads into buf, returns a copy of what came)
+FAST_IO = False
+_fast: dict = {}
+if NATIVE and lib.pp_cpy_io_install(id(_fast)) == 0:
+    FAST_IO = True
+    fast_send = _fast["send"]
+    fast_recv_into = _fast["recv_into"]
+    fast_recv_bytes = _fast["recv_bytes"]
+else:
+    def fast_send(fd: int, data) -> int:  # pragma: no cover - only used when FAST_IO
+        raise NotImplementedError
+
+    fast_recv_into = fast_recv_bytes = fast_send
 
 
 def needs_socket_object() -> bool:

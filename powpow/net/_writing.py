@@ -53,6 +53,8 @@ DEFAULT_MAX_QUEUED = 32 << 20
 
 # Native mode: the hottest call goes straight to the shim (no wrapper frame);
 # the wrappers in _ffi._sock stay the single definition for everything else.
+_FAST_IO = _sock.FAST_IO  # CPython: FASTCALL builtins (src/pp_cpyio.c), any buffer without from_buffer
+_fast_send = _sock.fast_send
 _NATIVE_IO = _ffi.NATIVE
 if _NATIVE_IO:
     _pp_send = _ffi.lib.pp_send
@@ -151,7 +153,9 @@ class _Writer:
                 return False
             return self._enqueue(data if type(data) is bytes else bytes(data))
         ln = len(data)
-        if _NATIVE_IO:
+        if _FAST_IO:
+            n = _fast_send(self.fd, data)
+        elif _NATIVE_IO:
             n = _pp_send(self.fd, data if type(data) is bytes else _from_buffer(data), ln)
         else:
             n = _send(self._sock, self.fd, data)

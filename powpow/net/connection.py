@@ -15,6 +15,21 @@ is copied.  Reads are never started from inside user calls (``resume_reading``
 defers its read to the next iteration), so the shared buffer is never reused
 while a callback still holds a view of it.
 
+``conn.data_as_bytes = True`` (opt-in, per connection, reset when it is
+pooled) makes ``on_data`` receive ``bytes`` instead: a copy of its own, valid
+forever, made in the same native call as the ``recv``.  Use it when the
+consumer would copy anyway (a parser that keeps the data: ``bytes(data)`` of
+a bytes object is the same object, no second copy) or sends the data back
+(bytes go to ``send`` without a buffer export).  On CPython this is the
+cheaper mode (one call, no memoryview slice); on PyPy the view is free.
+
+Why the read loop lives in ``_on_event``: it is the watcher callback, and on
+CPython each Python frame on the per-event path costs; internal reads
+(``_read``: deferred, or a level-triggered hang-up while paused) enter it with
+``_NO_PRELUDE`` set.  On CPython the socket calls are FASTCALL builtins
+(``_sock.FAST_IO``, ``src/pp_cpyio.c``); ``perf/cg_tcp.py`` measures the
+instructions per echo round trip.
+
 Readiness is edge-triggered on epoll/kqueue (READ|WRITE registered once, no
 ``epoll_ctl`` per queue transition); on the level-triggered ``poll`` backend
 the interest set is updated instead.  A read shorter than the buffer means
@@ -69,13 +84,23 @@ __all__ = ["Connection", "DEFAULT_HIGH_WATER", "DEFAULT_LOW_WATER", "DEFAULT_MAX
 log = logging.getLogger("powpow.net")
 
 _MAX_READS_PER_EVENT = 16  # 1 MiB per wake-up, then let other fds have a turn
+_READS_PER_EVENT = range(_MAX_READS_PER_EVENT)
+_NO_PRELUDE = 1 << 20  # above every poller bit (a one-digit int: compared fast): _read's call into _on_event
+_WRITE_ERROR = WRITE | ERROR
+_READ_HUP_ERROR = READ | HUP | ERROR
 DEFAULT_LINGER_MS = 5000
 
-# Native mode: the hottest call goes straight to the shim (no wrapper frame).
+# Native mode: the hottest call goes straight to the shim (no wrapper frame);
+# on CPython to a FASTCALL builtin (``_sock.FAST_IO``: cffi's per-call overhead
+# was a quarter of an echo round trip).
+_FAST_IO = _sock.FAST_IO
 _NATIVE_IO = _ffi.NATIVE
 if _NATIVE_IO:
     _pp_recv = _ffi.lib.pp_recv
 _recv_into = _sock.recv_into
+_recv_bytes = _sock.recv_bytes
+_fast_recv_into = _sock.fast_recv_into
+_fast_recv_bytes = _sock.fast_recv_bytes
 
 
 def edge_capable(loop: Loop) -> bool:
@@ -107,7 +132,7 @@ class Connection(_Writer):
                  "_rbuf", "_own_rbuf", "_queue", "_queued", "_corked", "_cork_ok", "_interest",
                  "_paused", "_read_deferred", "_shut_pending", "_wr_shut", "_eof", "_linger_timer",
                  "_above_high", "high_water", "low_water", "max_queued", "linger_ms",
-                 "_peer", "_sockname", "_ip", "_overflow", "peer_closed", "bytes_sent")
+                 "_peer", "_sockname", "_ip", "_overflow", "peer_closed", "bytes_sent", "data_as_bytes")
 
     loop: Loop  # None only while the object is pooled (after on_close)
     fd: int
@@ -123,6 +148,7 @@ class Connection(_Writer):
     linger_ms: int
     peer_closed: bool
     bytes_sent: int
+    data_as_bytes: bool
     _rbuf: Any
     _linger_timer: Any
     _ip: Optional[str]
@@ -169,6 +195,7 @@ class Connection(_Writer):
         self._overflow = False
         self.peer_closed = False
         self.bytes_sent = 0
+        self.data_as_bytes = False
 
     def _open(self, loop: Loop, fd: int, sock, family: int, owner, rbuf, own_rbuf: bool,
               on_data, on_close, cork: bool, high_water: int, low_water: int, max_queued: int,
@@ -311,68 +338,55 @@ class Connection(_Writer):
     # ------------------------------------------------------------ events
 
     def _on_event(self, fd: int, events: int) -> None:
-        if events & (WRITE | ERROR) and self._queue:  # ERROR: the write fails and closes us
-            self._flush()
-            if self._state == CLOSED:
+        """The watcher callback, and the read loop itself (one frame per event on the hot path).
+
+        ``events`` with ``_NO_PRELUDE`` set is an internal call that reads at once
+        (``_read``): a deferred read, or a level-triggered hang-up while paused.
+        """
+        if events < _NO_PRELUDE:
+            if events & _WRITE_ERROR and self._queue:  # ERROR: the write fails and closes us
+                self._flush()
+                if self._state == CLOSED:
+                    return
+            if not events & _READ_HUP_ERROR or (self._eof and not events & ERROR):
                 return
-        if events & (READ | HUP | ERROR) and (not self._eof or events & ERROR):
-            if not self._paused:
-                if events & HUP:
-                    # The FIN is in (the data before it is read now).  Set here, not only at
-                    # EOF: on_data may pause reading before the EOF is reached, and the
-                    # edge of this FIN will not come again.
-                    self.peer_closed = True
-                self._read(events)
-            elif events & ERROR:
-                # Paused and reset by the peer: nothing can be sent or read any more.
+            if self._paused:
+                self._on_paused_event(events)
+                return
+            if events & HUP:
+                # The FIN is in (the data before it is read now).  Set here, not only at
+                # EOF: on_data may pause reading before the EOF is reached, and the
+                # edge of this FIN will not come again.
                 self.peer_closed = True
-                self._teardown(ConnectionLost(self._so_error() or errno.ECONNRESET, "connection with",
-                                              self._peer_str()))
-            elif events & HUP:
-                if not self.peer_closed:
-                    # Paused: the data before the FIN stays unread, but the owner can see
-                    # the hang-up (an HTTP server must not hold a CLOSE-WAIT socket forever).
-                    self.peer_closed = True
-                    if not self._edge:
-                        self._update_interest()  # drop POLLRDHUP: level-triggered repeats it
-                elif not self._edge:
-                    self._read(events)  # level-triggered POLLHUP would be reported forever
-
-    def _schedule_read(self) -> None:
-        if not self._read_deferred:
-            self._read_deferred = True
-            self.loop.defer_call(self._deferred_read)
-
-    def _deferred_read(self) -> None:
-        if self._read_deferred:
-            self._read_deferred = False
-            if self._state != CLOSED and not self._paused and not self._eof:
-                # Read until EAGAIN, not just until a short read: the edge of a FIN
-                # that arrived while paused was consumed then, and will not come again.
-                self._read(HUP)
-
-    def _read(self, events: int) -> None:
         rbuf = self._rbuf
         size = rbuf.size
-        view = rbuf.view
         gen = self._gen
-        sock = self._sock
         fd = self.fd
         hup = events & HUP
-        ptr = rbuf.ptr
-        reads = 0
-        while reads < _MAX_READS_PER_EVENT:
-            reads += 1
-            if _NATIVE_IO:
-                n = _pp_recv(fd, ptr, size)
+        as_bytes = self.data_as_bytes
+        for _ in _READS_PER_EVENT:
+            if as_bytes:
+                # on_data gets bytes of its own: one copy, made in the same call as the recv
+                if _FAST_IO:
+                    data = _fast_recv_bytes(fd, rbuf.data)
+                else:
+                    data = _recv_bytes(self._sock, fd, rbuf)
+                n = len(data) if type(data) is bytes else data
             else:
-                n = _recv_into(sock, fd, rbuf)
+                if _FAST_IO:
+                    n = _fast_recv_into(fd, rbuf.data)
+                elif _NATIVE_IO:
+                    n = _pp_recv(fd, rbuf.ptr, size)
+                else:
+                    n = _recv_into(self._sock, fd, rbuf)
+                if n > 0:
+                    data = rbuf.view[:n]
             if n > 0:
                 if self._state == OPEN:
                     cb = self.on_data
                     if cb is not None:
                         try:
-                            cb(self, view[:n])
+                            cb(self, data)
                         except Exception as exc:
                             if self._gen == gen:
                                 self._teardown(exc)
@@ -393,6 +407,39 @@ class Connection(_Writer):
             return
         if self._edge:
             self._schedule_read()
+
+    def _read(self, events: int) -> None:
+        """Read now (until a short read; with ``HUP`` in ``events``, until EAGAIN)."""
+        self._on_event(self.fd, events | _NO_PRELUDE)
+
+    def _on_paused_event(self, events: int) -> None:
+        if events & ERROR:
+            # Paused and reset by the peer: nothing can be sent or read any more.
+            self.peer_closed = True
+            self._teardown(ConnectionLost(self._so_error() or errno.ECONNRESET, "connection with",
+                                          self._peer_str()))
+        elif events & HUP:
+            if not self.peer_closed:
+                # Paused: the data before the FIN stays unread, but the owner can see
+                # the hang-up (an HTTP server must not hold a CLOSE-WAIT socket forever).
+                self.peer_closed = True
+                if not self._edge:
+                    self._update_interest()  # drop POLLRDHUP: level-triggered repeats it
+            elif not self._edge:
+                self._read(events)  # level-triggered POLLHUP would be reported forever
+
+    def _schedule_read(self) -> None:
+        if not self._read_deferred:
+            self._read_deferred = True
+            self.loop.defer_call(self._deferred_read)
+
+    def _deferred_read(self) -> None:
+        if self._read_deferred:
+            self._read_deferred = False
+            if self._state != CLOSED and not self._paused and not self._eof:
+                # Read until EAGAIN, not just until a short read: the edge of a FIN
+                # that arrived while paused was consumed then, and will not come again.
+                self._read(HUP)
 
     def _on_eof(self) -> None:
         if self._eof:

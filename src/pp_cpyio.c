@@ -1,0 +1,158 @@
+/* CPython-only: the socket calls of the stream hot path as METH_FASTCALL builtins.
+
+   Why: a cffi API-mode call with several arguments costs ~1000 instructions
+   on CPython 3.11 before the syscall (an argument tuple, PyArg_UnpackTuple,
+   one converter call per argument, errno save/restore), and passing anything
+   but bytes to a ``char *`` needs ``ffi.from_buffer`` (another ~1400).  A
+   FASTCALL builtin takes its arguments from the interpreter's stack and reads
+   any buffer with PyObject_GetBuffer.  Per echo round trip (perf/cg_tcp.py)
+   this and pp_alone below took powpow's server from ~12.9k to ~8.1k instructions
+   (CPython 3.11; asyncio: ~15.2k).  PyPy keeps the
+   cffi shims: its JIT calls them directly.
+
+   pp_cpy_io_install(addr): ``addr`` is ``id(d)`` of a dict; adds there
+
+     recv_into(fd, buf) -> n >= 0, or -errno     recv(2) into a writable buffer
+     recv_bytes(fd, buf) -> bytes, or -errno     recv(2) into the writable buffer
+                                                 ``buf`` (scratch), returned as a new
+                                                 bytes object (b"" at end of input)
+     send(fd, data) -> n >= 0, or -errno         send(2, MSG_NOSIGNAL) of any
+                                                 contiguous buffer
+
+   Same contract as the cffi shims in pp_sys.c (which these call): EINTR is
+   retried inside, EAGAIN is a value; the GIL is released around the syscall
+   when other threads exist (a buffer export keeps a bytearray from being
+   resized meanwhile), see pp_alone.  Returns
+   0, or -1 under PyPy (the caller then keeps the cffi path).  Their pure
+   twins are in powpow/_ffi/_sock.py. */
+#ifdef Py_LIMITED_API
+#  undef Py_LIMITED_API
+#endif
+#include <Python.h>
+#include "powpow.h"
+
+int pp_cpy_io_install(intptr_t addr);
+
+#ifndef PYPY_VERSION
+/* Only release the GIL when another thread could use it.  The socket is
+   non-blocking, so the call never waits; releasing and re-taking the GIL
+   (two mutexes and a condition variable) cost ~400 instructions per call,
+   a tenth of an echo round trip, for nothing in a single-threaded server.
+   The thread list only changes with the GIL held, which we hold here. */
+static int pp_alone(void) {
+    PyThreadState *ts = PyThreadState_Get();
+    return PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(ts)) == ts && PyThreadState_Next(ts) == NULL;
+}
+
+#define PP_SYSCALL(stmt) do { \
+        if (pp_alone()) { stmt; } \
+        else { Py_BEGIN_ALLOW_THREADS stmt; Py_END_ALLOW_THREADS } \
+    } while (0)
+
+static int pp_fd_arg(PyObject *o, int *fd) {
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "fd out of range");
+        return -1;
+    }
+    *fd = (int)v;
+    return 0;
+}
+
+static PyObject *pp_io_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    int fd;
+    int64_t r;
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "send(fd, data) takes 2 arguments");
+        return NULL;
+    }
+    if (pp_fd_arg(args[0], &fd) < 0) return NULL;
+    if (PyBytes_CheckExact(args[1])) {
+        const char *p = PyBytes_AS_STRING(args[1]);
+        size_t n = (size_t)PyBytes_GET_SIZE(args[1]);
+        PP_SYSCALL(r = pp_send(fd, p, n));
+    } else {
+        Py_buffer view;
+        if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) return NULL;
+        PP_SYSCALL(r = pp_send(fd, (const char *)view.buf, (size_t)view.len));
+        PyBuffer_Release(&view);
+    }
+    return PyLong_FromLongLong((long long)r);
+}
+
+static PyObject *pp_io_recv_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    int fd;
+    int64_t r;
+    Py_buffer view;
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "recv_into(fd, buf) takes 2 arguments");
+        return NULL;
+    }
+    if (pp_fd_arg(args[0], &fd) < 0) return NULL;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) return NULL;
+    PP_SYSCALL(r = pp_recv(fd, (char *)view.buf, (size_t)view.len));
+    PyBuffer_Release(&view);
+    return PyLong_FromLongLong((long long)r);
+}
+
+static PyObject *pp_io_recv_bytes(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    int fd;
+    int64_t r;
+    Py_buffer view;
+    PyObject *res;
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "recv_bytes(fd, buf) takes 2 arguments");
+        return NULL;
+    }
+    if (pp_fd_arg(args[0], &fd) < 0) return NULL;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE) < 0) return NULL;
+    PP_SYSCALL(r = pp_recv(fd, (char *)view.buf, (size_t)view.len));
+    /* A copy of what arrived (small reads come from pymalloc, cheaper than
+       allocating the full size and shrinking it as os.read does). */
+    if (r >= 0)
+        res = PyBytes_FromStringAndSize((const char *)view.buf, (Py_ssize_t)r);
+    else
+        res = PyLong_FromLongLong((long long)r);
+    PyBuffer_Release(&view);
+    return res;
+}
+
+static PyMethodDef pp_io_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))pp_io_send, METH_FASTCALL, "send(fd, data) -> n or -errno"},
+    {"recv_into", (PyCFunction)(void (*)(void))pp_io_recv_into, METH_FASTCALL, "recv_into(fd, buf) -> n or -errno"},
+    {"recv_bytes", (PyCFunction)(void (*)(void))pp_io_recv_bytes, METH_FASTCALL,
+     "recv_bytes(fd, buf) -> bytes or -errno"},
+    {NULL, NULL, 0, NULL},
+};
+#endif
+
+int pp_cpy_io_install(intptr_t addr) {
+#ifdef PYPY_VERSION
+    (void)addr;
+    return -1;
+#else
+    int r = 0;
+    PyGILState_STATE st = PyGILState_Ensure();  /* cffi calls run without the GIL */
+    PyObject *d = (PyObject *)addr;
+    if (!PyDict_Check(d)) {
+        r = -1;
+    } else {
+        for (PyMethodDef *m = pp_io_methods; m->ml_name != NULL; m++) {
+            PyObject *f = PyCFunction_NewEx(m, NULL, NULL);
+            if (f == NULL || PyDict_SetItemString(d, m->ml_name, f) < 0) {
+                Py_XDECREF(f);
+                PyErr_Clear();
+                r = -1;
+                break;
+            }
+            Py_DECREF(f);
+        }
+    }
+    PyGILState_Release(st);
+    return r;
+#endif
+}

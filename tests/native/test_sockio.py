@@ -1,0 +1,143 @@
+"""The stream hot path's socket calls: FASTCALL builtins (CPython, src/pp_cpyio.c) vs their twins.
+
+``_sock.fast_send`` / ``fast_recv_into`` / ``fast_recv_bytes`` must give what
+``_sock.send`` / ``recv_into`` / ``recv_bytes`` give (the cffi shims natively,
+the socket methods in pure mode): the same byte counts, bytes and ``-errno``
+values, on random sizes and buffer types, with and without another thread
+alive (the builtins keep the GIL only when no other thread exists).  In the
+modes without the builtins the twins are checked against the socket module.
+"""
+import errno
+import random
+import socket
+import sys
+import threading
+
+import pytest
+
+import powpow
+from powpow.buffers import RecvBuffer
+from powpow._ffi import _sock
+
+
+def _pair():
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+def _twin_send(sock, data):
+    return _sock.send(sock, sock.fileno(), data)
+
+
+def _twin_recv_bytes(sock, rbuf):
+    return _sock.recv_bytes(sock, sock.fileno(), rbuf)
+
+
+def _twin_recv_into(sock, rbuf):
+    return _sock.recv_into(sock, sock.fileno(), rbuf)
+
+
+def _paths():
+    paths = [("twin", _twin_send, _twin_recv_bytes, _twin_recv_into)]
+    if _sock.FAST_IO:
+        paths.append(("fast",
+                      lambda s, d: _sock.fast_send(s.fileno(), d),
+                      lambda s, rb: _sock.fast_recv_bytes(s.fileno(), rb.data),
+                      lambda s, rb: _sock.fast_recv_into(s.fileno(), rb.data)))
+    return paths
+
+
+def _exchange(send, recv_bytes, recv_into, seed):
+    """A fixed random script of sends and receives; returns everything observed."""
+    rnd = random.Random(seed)
+    a, b = _pair()
+    rbuf = RecvBuffer(rnd.choice([1, 7, 100, 4096, 65536]))
+    log = []
+    try:
+        for _ in range(60):
+            size = rnd.choice([0, 1, 5, 100, 1000, 70000])
+            data = bytes(rnd.getrandbits(8) for _ in range(min(size, 300))) * (size // 300 + 1)
+            data = data[:size]
+            kind = rnd.choice(["bytes", "bytearray", "memoryview", "slice"])
+            if kind == "bytearray":
+                data = bytearray(data)
+            elif kind == "memoryview":
+                data = memoryview(data)
+            elif kind == "slice":
+                data = memoryview(b"??" + bytes(data))[2:]
+            log.append(("send", send(a, data)))
+            for _ in range(rnd.randint(0, 3)):
+                if rnd.random() < 0.5:
+                    r = recv_bytes(b, rbuf)
+                    assert type(r) in (bytes, int)
+                    log.append(("bytes", r))
+                else:
+                    n = recv_into(b, rbuf)
+                    log.append(("into", n, bytes(rbuf.data[:n]) if n > 0 else b""))
+        a.close()
+        for _ in range(200):  # drain to EOF
+            r = recv_bytes(b, rbuf)
+            log.append(("bytes", r))
+            if r == b"" or r == -errno.EAGAIN:
+                break
+        log.append(("send after close", send(b, b"x") in (-errno.EPIPE, -errno.ECONNRESET)))
+    finally:
+        a.close()
+        b.close()
+    return log
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("other_thread", [False, True])
+def test_fast_calls_match_their_twins(seed, other_thread):
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    if other_thread:
+        t.start()
+    try:
+        logs = {name: _exchange(s, rb, ri, seed) for name, s, rb, ri in _paths()}
+    finally:
+        stop.set()
+    base = logs.pop("twin")
+    assert any(e[0] == "bytes" and type(e[1]) is bytes and e[1] for e in base)  # the script did move data
+    for name, log in logs.items():
+        assert log == base, name
+
+
+def test_twins_match_the_socket_module():
+    a, b = _pair()
+    rbuf = RecvBuffer(64)
+    try:
+        assert _twin_recv_bytes(b, rbuf) == -errno.EAGAIN
+        assert _twin_recv_into(b, rbuf) == -errno.EAGAIN
+        assert _twin_send(a, b"x" * 100) == 100
+        assert _twin_recv_bytes(b, rbuf) == b"x" * 64  # at most the buffer's size
+        assert _twin_recv_into(b, rbuf) == 36 and bytes(rbuf.data[:36]) == b"x" * 36
+        a.close()
+        assert _twin_recv_bytes(b, rbuf) == b""
+    finally:
+        a.close()
+        b.close()
+
+
+def test_fast_calls_exist_on_cpython_native_and_check_arguments():
+    assert _sock.FAST_IO == (powpow.NATIVE and sys.implementation.name == "cpython")
+    if not _sock.FAST_IO:
+        return  # PyPy and pure mode: the twins above are the path (compared with the socket module)
+    a, b = _pair()
+    try:
+        with pytest.raises(TypeError):
+            _sock.fast_send(a.fileno(), "text")
+        with pytest.raises((TypeError, BufferError)):
+            _sock.fast_recv_into(b.fileno(), b"read-only")
+        with pytest.raises(TypeError):
+            _sock.fast_send(a.fileno())
+        with pytest.raises(OverflowError):
+            _sock.fast_send(1 << 40, b"x")
+        assert _sock.fast_send(-1, b"x") == -errno.EBADF
+        assert _sock.fast_recv_bytes(-1, bytearray(8)) == -errno.EBADF
+    finally:
+        a.close()
+        b.close()
