@@ -463,36 +463,39 @@ class Session:
                 close_segments(res._segments)
             pending.clear()
             return
-        out = []
+        out: list = []
         close = False
-        while pending:
-            res = pending[0]
-            if res._segments:
-                out.extend(res._segments)
-                res._segments.clear()
+        done = 0
+        for res in pending:  # (a pipelined batch: once per answer)
+            segs = res._segments
+            if segs:
+                out += segs
+                segs.clear()
             if not res.ended:
                 break
-            del pending[0]
+            done += 1
             req = res.request
             if req.body_size:
                 req.close()
             if res._close:
                 close = True
-            elif res._upgrade is not None:
+                break
+            if res._upgrade is not None:
                 # An Upgrade/CONNECT request answered normally (the handler did
                 # not take the connection): CONNECT closes; Upgrade goes on as HTTP.
                 self.upgrade_req = None
                 decline = getattr(self.parser, "decline_upgrade", None)
                 if req.method == "CONNECT" or decline is None:
                     close = True
-                else:
-                    decline()
-                    self.held = True  # parse what the client sent behind it
-            if close:
-                for later in pending:
-                    later._lost()
-                pending.clear()
-                break
+                    break
+                decline()
+                self.held = True  # parse what the client sent behind it
+        if done:
+            del pending[:done]
+        if close:
+            for later in pending:
+                later._lost()
+            pending.clear()
         if out:
             self._write(out)
         if close:

@@ -293,6 +293,11 @@ class Response:
         self._segments: list = []
         self._close = not request.keep_alive
         self._head_only = request.method == "HEAD"
+        # Read on every request: as instance attributes their reads are
+        # specialised by CPython 3.11+ (a class-level default is a dict lookup).
+        self.status = 200
+        self.ended = False
+        self._upgrade = None
 
     @property
     def _proto(self):  # the name tests and older code used
