@@ -129,7 +129,8 @@ def calls(path: str) -> dict:
     st = pstats.Stats(path)
     os.unlink(path)
     out = {}
-    for (fn, line, name), (cc, nc, tt, ct, callers) in st.stats.items():
+    for (fn, line, name), row in st.stats.items():
+        nc = row[1]
         out["%s:%d(%s)" % (os.path.basename(fn), line, name) if line else name] = nc
     return out
 

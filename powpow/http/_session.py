@@ -175,7 +175,7 @@ class Session:
                         if req is self.upgrade_req:
                             res._upgrade = _UP_ASKED  # type: ignore[assignment]
                         pending.append(res)
-                        req.response = res
+                        req.response = res  # type: ignore[assignment]  # (declared None in _message)
                         try:
                             handler(req, res)
                         except Exception as exc:

@@ -208,7 +208,7 @@ def _plain_head(headers, date: bytes, length: int) -> Optional[bytes]:
         for pair in headers:
             if pair.__class__ is not tuple:
                 return None
-        snapshot = list(headers)
+        snapshot: Optional[list] = list(headers)
     else:
         block = b""
         snapshot = None if headers is None else []  # a list of its own: the handler's may grow
