@@ -431,6 +431,8 @@ class Response:
                 else:
                     head = _plain_head(headers, date, n)
                 if head is not None:
+                    if status is not None:
+                        self.status = status  # (an HTTPStatus stays what the handler gave)
                     self._sent_head = True
                     if n < 16384:
                         self._segments.append(head + body)  # one small copy beats a second segment
