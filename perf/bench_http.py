@@ -155,6 +155,9 @@ def main() -> None:
                          "(keep-alive and pipelined only): a noisy machine then slows every server alike")
     ap.add_argument("--workers", default="", help="with --interleave: also powpow-cpython with these worker "
                     "counts (comma-separated, e.g. 1,2; not pinned: the workers share the machine)")
+    ap.add_argument("--base", default="", help="with --interleave: also powpow-cpython-base / powpow-pypy-base, "
+                    "the powpow package of this checkout (e.g. a `git archive` of main with its native "
+                    "module copied in) run by the same interpreters: a same-run A/B of a change")
     args = ap.parse_args()
     if args.interleave:
         interleaved(args)
@@ -215,6 +218,10 @@ def interleaved(args) -> None:
     chosen = {n: a for n, a in servers(static_dir, tmp).items() if not args.only or n in args.only.split(",")}
     main_py = os.path.join(ROOT, ".venv", "bin", "python")
     hello = os.path.join(HERE, "servers", "powpow_hello.py")
+    if args.base:
+        base = os.path.abspath(args.base)
+        for name in [n for n in chosen if n in ("powpow-cpython", "powpow-pypy")]:
+            chosen[name + "-base"] = (lambda p, argv=chosen[name]: ["env", "PYTHONPATH=" + base] + argv(p))
     for w in [int(x) for x in args.workers.split(",") if x]:
         chosen["powpow-cpython-workers%d" % w] = (
             lambda p, w=w: ["env", "POWPOW_BENCH_WORKERS=%d" % w, main_py, hello, str(p)])

@@ -38,7 +38,7 @@ from typing import List, Optional
 from ..errors import ParseError
 from ..net.errors import ConnectionLost
 from ._message import Request
-from .parser import RequestParser
+from .parser import _FAILED, RequestParser
 from .response import _UNPARSED, _UP_ASKED, Response, _FileSeg, close_segments
 
 log = logging.getLogger("powpow.http")
@@ -165,9 +165,22 @@ class Session:
                         if req.response is None:
                             self._dispatch(req)
                 else:
+                    # _dispatch(), inlined: this loop runs once per request
+                    handler = self.server.handler
+                    pending = self.pending
                     for req in reqs:
-                        self._dispatch(req)
-                if parser.failed:  # good requests came first; now answer the bad one
+                        if self.state >= DETACHED:
+                            break  # an earlier handler of this read took the connection (or it is gone)
+                        res = Response(self, req)
+                        if req is self.upgrade_req:
+                            res._upgrade = _UP_ASKED  # type: ignore[assignment]
+                        pending.append(res)
+                        req.response = res  # type: ignore[assignment]  # (declared None in _message)
+                        try:
+                            handler(req, res)
+                        except Exception as exc:
+                            self._handler_failed(req, exc)
+                if parser._state == _FAILED:  # good requests came first; now answer the bad one
                     try:
                         parser.feed(b"")
                     except ParseError as exc:
@@ -180,7 +193,7 @@ class Session:
         state = self.state
         if state >= CLOSING:
             return
-        cur = parser.current
+        cur = parser._req  # parser.current (an attribute read: once per read)
         if cur is not None:
             # a body is arriving -- also while its handler already runs
             # (streaming): the body deadlines apply either way
@@ -418,17 +431,10 @@ class Session:
 
     def flush(self) -> None:
         """Move finished output, in request order, to the transport."""
-        if self.in_batch:
+        if self.in_batch or self.state >= DETACHED:
             return
         pending = self.pending
         conn = self.conn
-        if self.state >= DETACHED:
-            return
-        if conn.closed:
-            for res in pending:
-                close_segments(res._segments)
-            pending.clear()
-            return
         if len(pending) == 1:
             # Fast path (keep-alive, one request per read): one finished answer
             # in one piece goes straight out.
@@ -437,42 +443,59 @@ class Session:
             if (res.ended and len(segs) == 1 and not res._close and res._upgrade is None
                     and segs[0].__class__ is bytes):
                 if not conn.write(segs[0]):
+                    if conn.closed:  # (asked only now: a property, and rarely true)
+                        segs.clear()
+                        pending.clear()
+                        return
                     self._blocked()
                 del pending[0]
                 if res.request.body_size:
                     res.request.close()  # a spooled body file goes now, not at GC
-                self._drained()
+                # _drained(), inlined for the common case
+                if self.state == IDLE:
+                    self.since = self.loop.now_ms()  # keep-alive starts
+                if (self.want_continue or self.held or self.eof or self.write_blocked or self.closing
+                        or conn.reading_paused):
+                    self._drained_more()
                 return
-        out = []
+        if conn.closed:
+            for res in pending:
+                close_segments(res._segments)
+            pending.clear()
+            return
+        out: list = []
         close = False
-        while pending:
-            res = pending[0]
-            if res._segments:
-                out.extend(res._segments)
-                res._segments.clear()
+        done = 0
+        for res in pending:  # (a pipelined batch: once per answer)
+            segs = res._segments
+            if segs:
+                out += segs
+                segs.clear()
             if not res.ended:
                 break
-            del pending[0]
+            done += 1
             req = res.request
             if req.body_size:
                 req.close()
             if res._close:
                 close = True
-            elif res._upgrade is not None:
+                break
+            if res._upgrade is not None:
                 # An Upgrade/CONNECT request answered normally (the handler did
                 # not take the connection): CONNECT closes; Upgrade goes on as HTTP.
                 self.upgrade_req = None
                 decline = getattr(self.parser, "decline_upgrade", None)
                 if req.method == "CONNECT" or decline is None:
                     close = True
-                else:
-                    decline()
-                    self.held = True  # parse what the client sent behind it
-            if close:
-                for later in pending:
-                    later._lost()
-                pending.clear()
-                break
+                    break
+                decline()
+                self.held = True  # parse what the client sent behind it
+        if done:
+            del pending[:done]
+        if close:
+            for later in pending:
+                later._lost()
+            pending.clear()
         if out:
             self._write(out)
         if close:
@@ -490,6 +513,9 @@ class Session:
         """Every answer is handed over: read (or parse) the next requests; keep-alive starts."""
         if self.state == IDLE:
             self.since = self.loop.now_ms()  # keep-alive starts (HEAD/BODY keep their clocks)
+        self._drained_more()
+
+    def _drained_more(self) -> None:
         if self.want_continue:
             cur = self.parser.current
             if cur is not None:

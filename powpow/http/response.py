@@ -177,6 +177,44 @@ def _encode_block(headers):
 
 
 _SERVER = b"Server: powpow\r\n"
+
+# The last plain head (status 200, HTTP/1.1 keep-alive, Content-Length, no
+# framing headers from the handler) that ``Response.send`` built:
+# (the handler's header list, a shallow copy of it, the Date line, the body
+# length, the head).  A handler that answers with the same list object, the
+# same content and body length within the same second reuses the head without
+# building anything; one tuple, read and replaced whole (threads need no lock).
+_last_head: tuple = (0, None, None, -1, b"")
+
+
+def _plain_head(headers, date: bytes, length: int) -> Optional[bytes]:
+    """The head ``Response._build_head`` would build for a 200 on a kept-alive
+    HTTP/1.1 connection; None if ``headers`` name framing headers (then the
+    general path applies them).  Remembered in ``_last_head`` when ``headers``
+    is None or a list of tuples (immutable pairs: an equal copy stays equal)."""
+    global _last_head
+    if headers:
+        key = tuple(headers)
+        try:
+            block = _header_blocks.get(key)
+        except TypeError:  # unhashable pairs (lists): the general path
+            return None
+        if block is None:
+            block = _encode_block(headers)
+            if len(_header_blocks) < 512:
+                _header_blocks[key] = block
+        if block.__class__ is not bytes:
+            return None  # Content-Length / Transfer-Encoding / Connection from the handler
+        for pair in headers:
+            if pair.__class__ is not tuple:
+                return None
+        snapshot: Optional[list] = list(headers)
+    else:
+        block = b""
+        snapshot = None if headers is None else []  # a list of its own: the handler's may grow
+    head = b"".join((_STATUS_200, date, _SERVER, block, b"Content-Length: %d\r\n\r\n" % length))
+    _last_head = (headers, snapshot, date, length, head)
+    return head
 _UP_ASKED = 1  # Response._upgrade: the request asked to switch (Upgrade/CONNECT)
 
 
@@ -255,6 +293,11 @@ class Response:
         self._segments: list = []
         self._close = not request.keep_alive
         self._head_only = request.method == "HEAD"
+        # Read on every request: as instance attributes their reads are
+        # specialised by CPython 3.11+ (a class-level default is a dict lookup).
+        self.status = 200
+        self.ended = False
+        self._upgrade = None
 
     @property
     def _proto(self):  # the name tests and older code used
@@ -373,6 +416,36 @@ class Response:
 
         ``headers``: pairs or a mapping.  A ``bytes`` body of any size arrives
         whole: it is queued by reference and streamed as the socket drains."""
+        if (body.__class__ is bytes and (status is None or status == 200) and self.status == 200
+                and not self._close and not self._headers and not self._head_only and not self.ended
+                and (headers is None or headers.__class__ is list)):
+            # The common answer (200, an HTTP/1.1 keep-alive GET/POST, the same
+            # header list as last time): its head comes whole from _last_head.
+            session = self._session
+            if not session.closing and self.request.version == "1.1":
+                n = len(body)
+                date = session.date.header
+                last = _last_head
+                if last[0] is headers and last[2] is date and last[3] == n and last[1] == headers:
+                    head = last[4]
+                else:
+                    head = _plain_head(headers, date, n)
+                if head is not None:
+                    if status is not None:
+                        self.status = status  # (an HTTPStatus stays what the handler gave)
+                    self._sent_head = True
+                    if n < 16384:
+                        self._segments.append(head + body)  # one small copy beats a second segment
+                    else:
+                        self._segments.append(head)
+                        self._segments.append(body)
+                    # _finish(), inlined
+                    self.ended = True
+                    if session.server.access_log:
+                        session.server._log_access(session, self)
+                    if not session.in_batch:
+                        session.flush()
+                    return
         if self.ended:
             raise RuntimeError("response already ended")
         if status is not None:
