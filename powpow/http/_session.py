@@ -602,6 +602,8 @@ class Session:
         conn.on_drain = None
         if hasattr(conn, "on_eof"):
             conn.on_eof = None
+        if getattr(conn, "data_as_bytes", False):
+            conn.data_as_bytes = False  # the new owner gets the transport's default (memoryviews)
         if conn.reading_paused:
             conn.resume_reading()  # data flows to the new owner's on_data from the next iteration
         return conn, rest

@@ -75,6 +75,7 @@ import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from ..loop import Loop
+from ..net.connection import Connection
 from ..net.tcp import TcpServer
 from ._session import BODY, GONE, Session
 from .parser import MAX_BODY, MAX_HEADER_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
@@ -243,6 +244,8 @@ class HttpServer:
         conn.context = session
         conn.on_data = session.on_data
         conn.on_eof = session.on_eof
+        if conn.__class__ is Connection:
+            conn.data_as_bytes = True  # the parser wants bytes: made in the recv call (no view, no second copy)
 
     def _on_close(self, conn, exc) -> None:
         session = conn.context

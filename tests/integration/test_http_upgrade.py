@@ -184,3 +184,26 @@ def test_connect_tunnel_taken_by_the_handler():
             assert head.startswith(b"HTTP/1.1 200 ") and b"Content-Length" not in head
             assert b"Transfer-Encoding" not in head
             assert after == b"tunnel:hello"
+
+
+def test_new_owner_gets_the_transports_default_memoryviews():
+    """The HTTP server reads plain TCP as bytes (``data_as_bytes``, issue 13); after the
+    handover the new owner gets what a fresh connection delivers: memoryviews."""
+    kinds = []
+
+    def handler(req, res):
+        conn, rest = res.upgrade([("Upgrade", "echo")])
+
+        def on_data(c, data):
+            kinds.append(type(data))
+            c.send(bytes(data).upper())
+
+        conn.on_data = on_data
+
+    with serving(handler) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+            assert recv_until(s, b"\r\n\r\n").startswith(b"HTTP/1.1 101 ")
+            s.sendall(b"abc")
+            assert recv_until(s, b"ABC").endswith(b"ABC")
+    assert kinds and all(k is memoryview for k in kinds)
