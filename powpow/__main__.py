@@ -13,7 +13,6 @@ interval printing throughput, SIGINT/SIGTERM handled on the loop thread.
 """
 import argparse
 import errno
-import json
 import os
 import platform
 import signal
@@ -143,18 +142,19 @@ def make_handler(root: str, listing: bool, cors, show_hidden: bool, builtin: boo
     from .http import cors_headers, serve_static
     from .poller import available
 
-    info = json.dumps({
+    info = {
         "server": "powpow",
         "implementation": platform.python_implementation(),
         "python": platform.python_version(),
         "native": _ffi.NATIVE,
         "poller": available()[0],
         "pid": os.getpid(),
-    })
+    }
 
     def info_body() -> bytes:
+        import json  # on the first /_powpow/info request, not at start-up
         import threading
-        doc = json.loads(info)
+        doc = dict(info)
         doc["threads"] = threading.active_count()
         return json.dumps(doc).encode()
 
@@ -183,8 +183,6 @@ def make_handler(root: str, listing: bool, cors, show_hidden: bool, builtin: boo
 
 
 def serve(args: argparse.Namespace) -> int:
-    import logging
-
     from .http import CorsOptions, HttpServer
 
     builtin = args.dir is None
@@ -197,6 +195,8 @@ def serve(args: argparse.Namespace) -> int:
         cors = CorsOptions(allow_origins=tuple(args.cors_origin or ["*"]),
                            allow_methods=("GET", "HEAD", "OPTIONS"))
     if args.access_log:
+        import logging
+
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     ctx = None
     if args.certfile or args.keyfile or args.ca_certs:

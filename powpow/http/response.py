@@ -17,18 +17,17 @@ Transfer-Encoding may only be ``chunked`` and its Connection only ``close``,
 ``keep-alive`` (or ``upgrade`` on a 101).  HTTP/1.0 clients never get chunked:
 a streamed body of unknown length is delimited by the close.
 """
-import email.utils
 import http
-import json as _json
-import logging
 import os
 import time
 from typing import Callable, Iterable, List, Optional, Tuple
 
+from .._log import get_logger
 from ..errors import PowpowError
 from ..net.errors import WriteQueueFull
+from ._dates import http_date
 
-log = logging.getLogger("powpow.http")
+log = get_logger("powpow.http")
 
 __all__ = ["Response", "HeaderValueError", "status_line", "reason", "DateCache", "encode_headers",
            "NO_BODY_STATUS"]
@@ -104,7 +103,7 @@ class DateCache:
         now = int(time.time())
         if now != self.second:
             self.second = now
-            self.header = ("Date: %s\r\n" % email.utils.formatdate(now, usegmt=True)).encode("ascii")
+            self.header = ("Date: %s\r\n" % http_date(now)).encode("ascii")
         return self.header
 
 
@@ -408,6 +407,8 @@ class Response:
 
     def json(self, obj, status: int = 200, headers=None) -> None:
         """Send ``obj`` as JSON (``application/json``, UTF-8) and end the response."""
+        import json as _json  # ~2 ms to import; most servers never call json()
+
         body = _json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         hs = [("Content-Type", "application/json")]
         if headers:
