@@ -18,6 +18,7 @@ mistake the handler asked about: ``args`` past ``MAX_QUERY_FIELDS`` fields and
 import os
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
+from powpow import _lazy
 from powpow.errors import ParseError
 
 from .cookies import parse_cookie_header
@@ -166,8 +167,7 @@ class QueryArgs:
             return _EMPTY_ARGS
         if query.count("&") >= max_fields:
             raise ParseError(400, "more than %d fields in the query string" % max_fields)
-        from urllib.parse import parse_qsl  # loaded on first use: ~2 ms at import (ipaddress...)
-        return cls(parse_qsl(query, keep_blank_values=True))
+        return cls(_lazy.parse_qsl(query, keep_blank_values=True))
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         return self._first.get(name, default)
@@ -214,8 +214,7 @@ def _decode_path(raw: str) -> str:
     """Percent-decode a path as UTF-8; never raises (invalid bytes become U+FFFD)."""
     if "%" not in raw:
         return raw
-    from urllib.parse import unquote
-    return unquote(raw, encoding="utf-8", errors="replace")
+    return _lazy.unquote(raw, encoding="utf-8", errors="replace")
 
 
 class Request:
@@ -365,9 +364,8 @@ class Request:
         data = self.body
         if not data:
             raise ParseError(400, "expected a JSON body, got an empty body")
-        import json as _json
         try:
-            return _json.loads(data)
+            return _lazy.json_loads(data)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
             raise ParseError(400, "invalid JSON body: %s" % (str(exc)[:200],)) from None
 

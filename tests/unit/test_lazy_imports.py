@@ -87,6 +87,31 @@ def test_cold_paths_still_load_what_they_need():
     assert {"urllib.parse", "email.utils", "datetime", "tempfile"} <= loaded
 
 
+def test_lazy_stdlib_functions_give_the_stdlib_results():
+    """``powpow._lazy``: each stub imports the real function on its first call; same results throughout."""
+    import json
+    from urllib.parse import parse_qsl, unquote
+
+    from powpow import _lazy
+
+    rng = random.Random(5)
+    objs = [{"message": "Hello, World!"}, [1, 2.5, None, True, "é\u2028", {"a": [float("nan"), 1e300]}],
+            "x" * 3, {str(i): i for i in range(20)}, [], {}]
+    for _ in range(200):
+        objs.append({"k%d" % rng.randrange(9): [rng.random(), rng.randrange(-9, 9), chr(rng.randrange(32, 0x3000))]})
+    for _ in range(2):  # the stub, then the function it put in its place
+        for o in objs:
+            assert _lazy.json_dumps_compact(o) == json.dumps(o, ensure_ascii=False, separators=(",", ":"))
+            text = json.dumps(o)
+            assert repr(_lazy.json_loads(text)) == repr(json.loads(text))
+        for q in ["a=1&b=2", "a&b=&=c", "x=%41%zz+y", "", "é=ü&a=1;b=2"]:
+            assert _lazy.parse_qsl(q, keep_blank_values=True) == parse_qsl(q, keep_blank_values=True)
+        for raw in ["/a%20b", "/%e9%zz", "/%C3%A9", "/%"]:
+            assert (_lazy.unquote(raw, encoding="utf-8", errors="replace")
+                    == unquote(raw, encoding="utf-8", errors="replace"))
+    assert _lazy.parse_qsl is parse_qsl and _lazy.unquote is unquote and _lazy.json_loads is json.loads
+
+
 def test_date_header_text_matches_email_utils():
     """The Date header is written by ``_dates.http_date`` instead of ``email.utils.formatdate``."""
     rng = random.Random(13)
