@@ -179,3 +179,13 @@ def test_lazy_logger_without_descriptors_prints_like_unconfigured_logging():
     assert r.returncode == 0, r.stderr
     assert r.stderr.splitlines() == ["cannot open 'f': answering 503", "handler raised", "ValueError: boom",
                                      "now imported"]
+
+
+@pytest.mark.parametrize("argv", [["serve", "--bogus"], ["demo", "--bogus"], ["wsgi", "--bogus", "m:app"]])
+def test_command_line_top_level_errors_list_every_command(argv):
+    """``python -m powpow CMD`` builds only CMD's parser; a top-level error still shows the full usage."""
+    r = subprocess.run([sys.executable, "-m", "powpow"] + argv, capture_output=True, text=True, timeout=60,
+                       cwd=ROOT)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == ["usage: python -m powpow [-h] {serve,demo,asgi,wsgi} ...",
+                                     "python -m powpow: error: unrecognized arguments: --bogus"]
