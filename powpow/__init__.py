@@ -128,9 +128,9 @@ def __getattr__(name: str):
         mod, attr = _LAZY[name]
     except KeyError:
         raise AttributeError("module 'powpow' has no attribute %r" % (name,)) from None
-    import importlib
-
-    module = importlib.import_module(mod, __name__)
+    # __import__ rather than importlib.import_module: the importlib package (and
+    # warnings) is not loaded at start-up; a non-empty fromlist returns the leaf.
+    module = __import__(mod[1:], globals(), None, ["__name__"], 1)
     value = module if attr is None else getattr(module, attr)
     globals()[name] = value  # later lookups skip this function
     return value

@@ -13,12 +13,12 @@ interval printing throughput, SIGINT/SIGTERM handled on the loop thread.
 """
 import argparse
 import errno
-import json
 import os
 import platform
 import signal
 import socket
 import sys
+from typing import Optional
 
 from . import _ffi
 from .loop import Events, Loop
@@ -143,18 +143,19 @@ def make_handler(root: str, listing: bool, cors, show_hidden: bool, builtin: boo
     from .http import cors_headers, serve_static
     from .poller import available
 
-    info = json.dumps({
+    info = {
         "server": "powpow",
         "implementation": platform.python_implementation(),
         "python": platform.python_version(),
         "native": _ffi.NATIVE,
         "poller": available()[0],
         "pid": os.getpid(),
-    })
+    }
 
     def info_body() -> bytes:
+        import json  # on the first /_powpow/info request, not at start-up
         import threading
-        doc = json.loads(info)
+        doc = dict(info)
         doc["threads"] = threading.active_count()
         return json.dumps(doc).encode()
 
@@ -183,8 +184,6 @@ def make_handler(root: str, listing: bool, cors, show_hidden: bool, builtin: boo
 
 
 def serve(args: argparse.Namespace) -> int:
-    import logging
-
     from .http import CorsOptions, HttpServer
 
     builtin = args.dir is None
@@ -197,6 +196,8 @@ def serve(args: argparse.Namespace) -> int:
         cors = CorsOptions(allow_origins=tuple(args.cors_origin or ["*"]),
                            allow_methods=("GET", "HEAD", "OPTIONS"))
     if args.access_log:
+        import logging
+
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     ctx = None
     if args.certfile or args.keyfile or args.ca_certs:
@@ -245,9 +246,7 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m powpow", description="powpow: fast network servers.")
-    sub = parser.add_subparsers(dest="command")
+def _add_serve_arguments(sub) -> None:
     s = sub.add_parser("serve", help="serve a directory over HTTP (default command)",
                        description="Serve DIR (default: a built-in demo site) over HTTP/1.1.")
     s.add_argument("dir", nargs="?", default=None, help="directory to serve (default: built-in demo site)")
@@ -278,25 +277,58 @@ def main(argv=None) -> int:
     s.add_argument("--livereload", action="store_true",
                    help="reload open HTML pages when a file under DIR changes (a script is injected into "
                         "text/html pages; WebSocket endpoint /_powpow/livereload)")
+
+
+def _add_demo_arguments(sub) -> None:
     d = sub.add_parser("demo", help="TCP echo server + in-process clients on the powpow loop")
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=0, help="0 = any free port (default)")
     d.add_argument("--clients", type=int, default=16)
     d.add_argument("--size", type=int, default=100, help="message size in bytes")
     d.add_argument("--seconds", type=int, default=5, help="stop after N seconds (0 = until Ctrl-C)")
-    from . import _appcli
-    for kind, what in (("asgi", "an ASGI 3 application (FastAPI, Starlette, Django...)"),
-                       ("wsgi", "a WSGI application (Flask, Django...)")):
-        a = sub.add_parser(kind, help="serve %s" % what,
-                           description="Serve %s, e.g. python -m powpow %s main:app" % (what, kind))
-        _appcli.add_arguments(a, kind)
+
+
+def _parser(command: Optional[str]) -> argparse.ArgumentParser:
+    """The command line parser, with only ``command``'s sub-parser (all of them for None)."""
+    parser = argparse.ArgumentParser(prog="python -m powpow", description="powpow: fast network servers.")
+    sub = parser.add_subparsers(dest="command")
+    if command in (None, "serve"):
+        _add_serve_arguments(sub)
+    if command in (None, "demo"):
+        _add_demo_arguments(sub)
+    if command in (None, "asgi", "wsgi"):
+        from . import _appcli
+        for kind, what in (("asgi", "an ASGI 3 application (FastAPI, Starlette, Django...)"),
+                           ("wsgi", "a WSGI application (Flask, Django...)")):
+            if command in (None, kind):
+                a = sub.add_parser(kind, help="serve %s" % what,
+                                   description="Serve %s, e.g. python -m powpow %s main:app" % (what, kind))
+                _appcli.add_arguments(a, kind)
+    return parser
+
+
+def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ("serve", "demo", "asgi", "wsgi", "-h", "--help"):
         argv.insert(0, "serve")  # the main job is the default
+    # Only the sub-command asked for gets its parser (all of them for the top-level --help):
+    # argparse spends ~1 ms per option building help formatters and looking up translations,
+    # the better part of a `serve` start-up.  The messages and help of a sub-command are the same.
+    command = argv[0] if argv[0] in ("serve", "demo", "asgi", "wsgi") else None
+    parser = _parser(command)
+    if command is not None:
+        # an error of the top-level parser ("unrecognized arguments") shows its usage, with
+        # every sub-command: let the full parser say it
+        def full_error(message):
+            _parser(None).parse_args(argv)  # exits with this very message
+            raise SystemExit(2)
+
+        parser.error = full_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args)
     if args.command in ("asgi", "wsgi"):
+        from . import _appcli
         return _appcli.main(args.command, args, argv)
     return serve(args)
 

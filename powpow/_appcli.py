@@ -22,7 +22,6 @@ import importlib
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -196,6 +195,8 @@ def _strip_reload(argv: List[str]) -> List[str]:
 
 def _supervise(kind: str, argv: List[str], args: argparse.Namespace) -> int:
     """Run the server as a child; restart it when a .py file changes."""
+    import subprocess  # only --reload needs it: not on every ``python -m powpow`` start
+
     from .extras.filewatch import FileWatcher
     from .loop import Loop
 

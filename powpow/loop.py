@@ -37,13 +37,13 @@ later and by every child process (``subprocess`` does not reset it on Python
 ``add_signal_handler``, this needs the main thread.
 """
 import collections
-import logging
 import os
 import signal
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from ._log import get_logger
 from . import _ffi
 from . import poller as _poller
 from .buffers import BufferPool
@@ -53,7 +53,7 @@ from .timers import DUE, FIRING, INACTIVE, PAUSED, Timer, TimerWheel
 
 __all__ = ["Loop", "Events", "TimerId", "Watcher"]
 
-log = logging.getLogger("powpow")
+log = get_logger("powpow")
 
 TimerId = Timer
 Callback = Callable[[], object]

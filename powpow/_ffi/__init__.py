@@ -45,7 +45,6 @@ NATIVE = lib is not None
 from . import _scan  # noqa: E402
 from . import _wsmask  # noqa: E402
 
-HAVE_NUMPY = _scan.HAVE_NUMPY
 # Longest names signature scan_head builds (the names of a typical browser
 # request take ~150 bytes); a longer one is simply not made.
 HEAD_SIG_CAP = 480
@@ -263,3 +262,10 @@ signature, 0 for a scan without a forbidden byte and without a signature):
 Nothing is validated beyond what ``scan_lines`` checks: the parser validates
 the names once per new signature.  Native (C) and pure results are identical.
 """
+
+
+def __getattr__(name: str):
+    # HAVE_NUMPY: looked for on first read (see _scan), not at import
+    if name == "HAVE_NUMPY":
+        return _scan.HAVE_NUMPY
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

@@ -15,11 +15,28 @@ numpy is optional, and imported only when the vectorised twin is first chosen
 than the rest of ``import powpow``, and the native scanner never needs it.
 """
 import re
-from importlib.util import find_spec
 
 _np = None
-HAVE_NUMPY = find_spec("numpy") is not None  # looks for it without importing it
+# Whether numpy is installed: looked for (without importing it) the first time
+# a span is large enough to want it, or ``HAVE_NUMPY`` is read (PEP 562
+# ``__getattr__`` below) -- not at import: ``importlib.util`` and the search
+# along ``sys.path`` are work that the native scanner never needs.
+_have_numpy = None
 NUMPY_MIN_SPAN = 4096
+
+
+def _look_for_numpy() -> bool:
+    global _have_numpy
+    from importlib.util import find_spec
+
+    _have_numpy = find_spec("numpy") is not None
+    return _have_numpy
+
+
+def __getattr__(name: str):
+    if name == "HAVE_NUMPY":
+        return _have_numpy if _have_numpy is not None else _look_for_numpy()
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
 
 
 def _load_numpy():
@@ -98,7 +115,7 @@ def scan_lines_numpy(buf, start: int, end: int, out, line_begin: int):
 
 
 def scan_lines(buf, start: int, end: int, out, line_begin: int):
-    if end - start >= NUMPY_MIN_SPAN and HAVE_NUMPY:
+    if end - start >= NUMPY_MIN_SPAN and (_have_numpy if _have_numpy is not None else _look_for_numpy()):
         return scan_lines_numpy(buf, start, end, out, line_begin)
     return scan_lines_find(buf, start, end, out, line_begin)
 

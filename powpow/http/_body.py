@@ -19,7 +19,6 @@ Also used by the multipart parser for file parts.
 """
 import os
 import sys
-import tempfile
 from typing import IO, List, Optional
 
 # Linux's O_TMPFILE (with O_DIRECTORY, as the kernel defines it).  PyPy 3.9's
@@ -33,6 +32,8 @@ def open_spool_file(directory: Optional[str] = None, prefix: str = "powpow-body-
 
     ``prefix`` only names the file for the instant it exists on systems without
     ``O_TMPFILE``."""
+    import tempfile  # ~3 ms (shutil, random...): only once a body is spooled
+
     if _O_TMPFILE:
         try:
             fd = os.open(directory or tempfile.gettempdir(),

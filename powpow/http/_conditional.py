@@ -18,26 +18,15 @@ Why no clock: the module stays pure.  §13.1.3 lets an origin ignore an
 If-Modified-Since later than its own clock; we do not (the mtime comparison
 is already correct for every date a well-behaved cache sends).
 """
-import calendar
 import re
-import time
 from typing import Callable, List, Optional, Tuple
+
+from ._dates import MONTHS, http_date
 
 __all__ = ["http_date", "parse_http_date", "parse_etag_list", "evaluate_preconditions",
            "if_range_allows"]
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
-           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTH_NUMBER = {m: i + 1 for i, m in enumerate(_MONTHS)}
-
-
-def http_date(seconds: float) -> str:
-    """IMF-fixdate (RFC 9110 §5.6.7), e.g. ``Sun, 06 Nov 1994 08:49:37 GMT``."""
-    t = time.gmtime(seconds)
-    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % (
-        _DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year,
-        t.tm_hour, t.tm_min, t.tm_sec)
+_MONTH_NUMBER = {m: i + 1 for i, m in enumerate(MONTHS)}
 
 
 # The three forms a recipient MUST accept (§5.6.7): IMF-fixdate, RFC 850, asctime.
@@ -72,6 +61,8 @@ def parse_http_date(value: str) -> Optional[int]:
     d, h, mi, s = int(day), int(hh), int(mm), int(ss)
     if not (1 <= d <= 31 and h < 24 and mi < 60 and s < 61):
         return None
+    import calendar  # with locale: only when a date field is present
+
     return calendar.timegm((int(year), month, d, h, mi, min(s, 59), 0, 0, 0))
 
 

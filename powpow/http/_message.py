@@ -15,11 +15,10 @@ Handler conveniences (``path`` decoded, ``raw_path``, ``args``, ``cookies``,
 mistake the handler asked about: ``args`` past ``MAX_QUERY_FIELDS`` fields and
 ``json()`` on a bad body raise ``ParseError(400)``, which the server answers.
 """
-import json as _json
 import os
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
-from urllib.parse import parse_qsl, unquote
 
+from powpow import _lazy
 from powpow.errors import ParseError
 
 from .cookies import parse_cookie_header
@@ -168,7 +167,7 @@ class QueryArgs:
             return _EMPTY_ARGS
         if query.count("&") >= max_fields:
             raise ParseError(400, "more than %d fields in the query string" % max_fields)
-        return cls(parse_qsl(query, keep_blank_values=True))
+        return cls(_lazy.parse_qsl(query, keep_blank_values=True))
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         return self._first.get(name, default)
@@ -215,7 +214,7 @@ def _decode_path(raw: str) -> str:
     """Percent-decode a path as UTF-8; never raises (invalid bytes become U+FFFD)."""
     if "%" not in raw:
         return raw
-    return unquote(raw, encoding="utf-8", errors="replace")
+    return _lazy.unquote(raw, encoding="utf-8", errors="replace")
 
 
 class Request:
@@ -366,7 +365,7 @@ class Request:
         if not data:
             raise ParseError(400, "expected a JSON body, got an empty body")
         try:
-            return _json.loads(data)
+            return _lazy.json_loads(data)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
             raise ParseError(400, "invalid JSON body: %s" % (str(exc)[:200],)) from None
 

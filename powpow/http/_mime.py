@@ -21,8 +21,7 @@ Invariants:
 Why a dict lookup: this runs once per static request; a lower-cased suffix and
 one dict lookup cost well under a microsecond.
 """
-import mimetypes
-from typing import Dict
+from typing import Dict, Optional
 
 __all__ = ["content_type_for", "WEB_TYPES", "DEFAULT_TYPE"]
 
@@ -71,10 +70,23 @@ _TEXTUAL_APPLICATION = frozenset((
     "application/ecmascript", "application/x-javascript", "image/svg+xml",
 ))
 
-# Built-in table only (see module docstring); strict types first.
-_STDLIB = mimetypes.MimeTypes()
-_STDLIB_TYPES: Dict[str, str] = dict(_STDLIB.types_map[0])
-_STDLIB_TYPES.update(_STDLIB.types_map[1])
+# Built-in table only (see module docstring); strict types first.  Built the
+# first time an extension is not in WEB_TYPES: ``mimetypes.MimeTypes()`` fills
+# a dozen maps from ~250 entries, a cost a server that never meets such a
+# name should not pay at start-up.
+_STDLIB_TYPES: Optional[Dict[str, str]] = None
+
+
+def _stdlib_types() -> Dict[str, str]:
+    global _STDLIB_TYPES
+    if _STDLIB_TYPES is None:
+        import mimetypes
+
+        table = mimetypes.MimeTypes()
+        types = dict(table.types_map[0])
+        types.update(table.types_map[1])
+        _STDLIB_TYPES = types
+    return _STDLIB_TYPES
 
 
 def _with_charset(mime: str) -> str:
@@ -96,7 +108,7 @@ def content_type_for(name: str) -> str:
     ext = name[dot:].lower()
     hit = _CACHE.get(ext)
     if hit is None:
-        mime = WEB_TYPES.get(ext) or _STDLIB_TYPES.get(ext) or DEFAULT_TYPE
+        mime = WEB_TYPES.get(ext) or _stdlib_types().get(ext) or DEFAULT_TYPE
         hit = _with_charset(mime)
         if len(_CACHE) < 4096:  # bounded: extensions come from request paths
             _CACHE[ext] = hit

@@ -31,7 +31,6 @@ Policy where the RFC leaves room (each one a test case):
 """
 import os
 import re
-import secrets
 from typing import List, Optional, Tuple, Union
 
 __all__ = ["FilePart", "FileRange", "MAX_RANGES", "MAX_OVERLAP_FACTOR", "parse_range",
@@ -182,6 +181,8 @@ def multipart_byteranges(
     hex digits: the odds that it occurs in the file are 2**-128, so it is not
     searched for."""
     if boundary is None:
+        import secrets  # with hmac and hashlib (OpenSSL): only for multi-range answers
+
         boundary = secrets.token_hex(16)
     parts: List[Union[bytes, FilePart]] = []
     length = 0

@@ -32,16 +32,16 @@ response's ``ended``, ``_segments``, ``_close``, ``_upgrade``, ``on_drain``
 and calls ``_lost()`` / ``_reset()``.
 """
 import errno
-import logging
 from typing import List, Optional
 
+from .._log import get_logger
 from ..errors import ParseError
 from ..net.errors import ConnectionLost
 from ._message import Request
 from .parser import _FAILED, RequestParser
 from .response import _UNPARSED, _UP_ASKED, Response, _FileSeg, close_segments
 
-log = logging.getLogger("powpow.http")
+log = get_logger("powpow.http")
 
 IDLE, HEAD, BODY, CLOSING, DETACHED, GONE = range(6)
 STATE_NAMES = ("idle", "head", "body", "closing", "detached", "gone")

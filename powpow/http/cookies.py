@@ -15,10 +15,12 @@ wild: ``parse_cookie_header`` never raises; malformed pairs are skipped, the
 first value of a name wins (RFC 6265 5.4 orders the most specific first), and
 surrounding double quotes are removed.
 """
-import datetime
 import re
-from email.utils import formatdate
 from typing import Dict, Optional, Union
+
+TYPE_CHECKING = False  # mypy treats this name as True
+if TYPE_CHECKING:
+    import datetime
 
 __all__ = ["format_set_cookie", "parse_cookie_header"]
 
@@ -32,7 +34,9 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
 _DOMAIN = re.compile(r"\.?" + _LABEL + r"(?:\." + _LABEL + r")*")
 _SAMESITE = {"strict": "Strict", "lax": "Lax", "none": "None"}
 
-Expires = Union[datetime.datetime, int, float]
+# datetime and email.utils (~10 ms together) load only when a cookie carries
+# Max-Age as a timedelta or an Expires: the Cookie reader needs neither.
+Expires = Union["datetime.datetime", int, float]
 
 
 def _error(message: str) -> ValueError:
@@ -45,7 +49,7 @@ def format_set_cookie(
     name: str,
     value: str,
     *,
-    max_age: Optional[Union[int, datetime.timedelta]] = None,
+    max_age: Optional[Union[int, "datetime.timedelta"]] = None,
     expires: Optional[Expires] = None,
     path: Optional[str] = "/",
     domain: Optional[str] = None,
@@ -76,8 +80,10 @@ def format_set_cookie(
                      % (value[:100],))
     parts = [name + "=" + value]
     if max_age is not None:
-        if isinstance(max_age, datetime.timedelta):
-            max_age = int(max_age.total_seconds())
+        if not isinstance(max_age, int):
+            import datetime
+            if isinstance(max_age, datetime.timedelta):
+                max_age = int(max_age.total_seconds())
         if isinstance(max_age, bool) or not isinstance(max_age, int):
             raise _error("max_age must be an int number of seconds, got %r" % (max_age,))
         if max_age < 0:
@@ -113,6 +119,9 @@ def format_set_cookie(
 
 
 def _http_date(when: Expires) -> str:
+    import datetime
+    from email.utils import formatdate
+
     if isinstance(when, datetime.datetime):
         if when.tzinfo is None:
             when = when.replace(tzinfo=datetime.timezone.utc)

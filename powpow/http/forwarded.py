@@ -33,13 +33,18 @@ same host).  An invalid entry raises ``ValueError`` at construction.
 
 Addresses come back normalised by ``ipaddress`` (``str(ip_address(x))``).
 """
-import ipaddress
 from typing import Dict, Iterable, List, Optional, Tuple, Union
+
+# ipaddress is imported where it is used: the server imports this module, and
+# most servers trust no proxy (then no address is ever parsed here).
+TYPE_CHECKING = False  # mypy treats this name as True
+if TYPE_CHECKING:
+    import ipaddress
 
 __all__ = ["ProxyTrust", "parse_node", "forwarded_for_values"]
 
-_Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
-_Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+_Address = Union["ipaddress.IPv4Address", "ipaddress.IPv6Address"]
+_Network = Union["ipaddress.IPv4Network", "ipaddress.IPv6Network"]
 
 _HEADER_MODES = ("auto", "forwarded", "x-forwarded-for")
 _CACHE_MAX = 1024
@@ -55,6 +60,8 @@ def _address(text: str) -> Optional[_Address]:
         text = text.split("%", 1)[0]
         if ":" not in text:
             return None
+    import ipaddress
+
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
@@ -202,6 +209,8 @@ class ProxyTrust:
             raise ValueError("header must be one of %s, not %r" % (", ".join(_HEADER_MODES), header))
         self.header = header
         self.trust_unix = False
+        import ipaddress
+
         networks: List[_Network] = []
         for entry in trusted:
             if not isinstance(entry, str):

@@ -17,18 +17,18 @@ Transfer-Encoding may only be ``chunked`` and its Connection only ``close``,
 ``keep-alive`` (or ``upgrade`` on a 101).  HTTP/1.0 clients never get chunked:
 a streamed body of unknown length is delimited by the close.
 """
-import email.utils
 import http
-import json as _json
-import logging
 import os
 import time
 from typing import Callable, Iterable, List, Optional, Tuple
 
+from .. import _lazy
+from .._log import get_logger
 from ..errors import PowpowError
 from ..net.errors import WriteQueueFull
+from ._dates import http_date
 
-log = logging.getLogger("powpow.http")
+log = get_logger("powpow.http")
 
 __all__ = ["Response", "HeaderValueError", "status_line", "reason", "DateCache", "encode_headers",
            "NO_BODY_STATUS"]
@@ -104,7 +104,7 @@ class DateCache:
         now = int(time.time())
         if now != self.second:
             self.second = now
-            self.header = ("Date: %s\r\n" % email.utils.formatdate(now, usegmt=True)).encode("ascii")
+            self.header = ("Date: %s\r\n" % http_date(now)).encode("ascii")
         return self.header
 
 
@@ -481,7 +481,7 @@ class Response:
 
     def json(self, obj, status: int = 200, headers=None) -> None:
         """Send ``obj`` as JSON (``application/json``, UTF-8) and end the response."""
-        body = _json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        body = _lazy.json_dumps_compact(obj).encode("utf-8")
         hs = [("Content-Type", "application/json")]
         if headers:
             hs += list(headers.items()) if hasattr(headers, "items") else list(headers)

@@ -67,13 +67,13 @@ the responses to the good requests before it.  An exception in a handler is
 logged; a 500 goes out if nothing was sent yet; the connection is closed
 after what precedes it has been delivered.  Other connections never notice.
 """
-import logging
 import os
 import signal
 import socket
 import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+from .._log import get_logger
 from ..loop import Loop
 from ..net.connection import Connection
 from ..net.tcp import TcpServer
@@ -84,8 +84,8 @@ from .forwarded import ProxyTrust
 
 __all__ = ["HttpServer", "Response", "HeaderValueError"]
 
-log = logging.getLogger("powpow.http")
-access_log = logging.getLogger("powpow.access")
+log = get_logger("powpow.http")
+access_log = get_logger("powpow.access")
 
 # Defaults (seconds); each one is a server option.
 HEADER_TIMEOUT = 10.0    # nginx client_header_timeout is 60 s; 10 s stops slowloris sooner
@@ -420,7 +420,14 @@ def serve_static(req, res, root, prefix: str = "/", index: Sequence[str] = ("ind
     options go to ``StaticOptions`` (``show_hidden``, ``precompressed``,
     ``download``, ``cache_control``).
     """
-    from .static import StaticOptions, plan_static
+    try:
+        from .static import StaticOptions, plan_static
+    except OSError as exc:  # first call with no descriptor left to read the module (EMFILE): as for a file
+        log.warning("static: cannot load the static file planner (%s): answering 503", exc)
+        res.send(b"503 Service Unavailable\n", status=503, headers=[
+            ("Content-Type", "text/plain; charset=utf-8"), ("X-Content-Type-Options", "nosniff"),
+            ("Retry-After", "1")])
+        return True
     key = (os.fspath(root), prefix, tuple(index), listing, tuple(sorted(options.items())))
     opts = _static_options.get(key)
     if opts is None:

@@ -59,15 +59,13 @@ Errors: ``StaticError(status, reason)`` is raised inside and converted once, in
 functions raise.
 """
 import errno
-import html
-import logging
 import os
 import re
 import stat as _stat
 import time
 from typing import Callable, List, Optional, Sequence, Tuple, Union
-from urllib.parse import quote
 
+from powpow._log import get_logger
 from powpow.errors import PowpowError
 
 from ._conditional import evaluate_preconditions, http_date, if_range_allows
@@ -79,7 +77,7 @@ __all__ = [
     "StaticError", "content_disposition", "accepts_gzip", "MAX_LISTING_ENTRIES",
 ]
 
-log = logging.getLogger("powpow.http")
+log = get_logger("powpow.http")
 
 GetHeader = Callable[[str], Optional[str]]
 Part = Union[bytes, FilePart]
@@ -437,6 +435,8 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     ``"`` ``\\`` ``%`` (some browsers percent-decode it), becomes ``_``; the
     ``filename*`` form carries the exact name percent-encoded."""
     fallback = "".join(c if " " <= c < "\x7f" and c not in '"\\%' else "_" for c in filename)
+    from urllib.parse import quote  # (and ipaddress): for downloads and listings only
+
     exact = quote(filename.encode("utf-8", "surrogateescape"), safe=_ATTR_CHAR)
     return "%s; filename=\"%s\"; filename*=UTF-8''%s" % (disposition, fallback, exact)
 
@@ -737,11 +737,15 @@ def _redirect(method: str, raw_target_path: str) -> StaticResponse:
 
 def _display(name: str) -> str:
     """A file name as text: undecodable bytes become U+FFFD, then HTML-escaped."""
+    import html  # (with html.entities): listings only
+
     return html.escape(os.fsencode(name).decode("utf-8", "replace"), quote=True)
 
 
 def _plan_listing(method: str, real_dir: str, url_path: str, has_parent: bool,
                   opts: StaticOptions) -> StaticResponse:
+    from urllib.parse import quote
+
     rows: List[Tuple[bool, str, int, float]] = []
     truncated = False
     try:

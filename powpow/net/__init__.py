@@ -48,9 +48,7 @@ def __getattr__(name: str):
         mod = _LAZY[name]
     except KeyError:
         raise AttributeError("module 'powpow.net' has no attribute %r" % (name,)) from None
-    import importlib
-
-    value = getattr(importlib.import_module(mod, __name__), name)
+    value = getattr(__import__(mod[1:], globals(), None, ["__name__"], 1), name)  # as in powpow/__init__.py
     globals()[name] = value
     return value
 

@@ -31,17 +31,17 @@ Write path, in order of cost:
 """
 import collections
 import errno
-import logging
 import os
 from typing import TYPE_CHECKING, Any, Optional
 
+from .._log import get_logger
 from .. import _ffi
 from .._ffi import _sock
 from ._filesend import FileChunk, open_chunk
 from ._filesend import flush_file as _flush_file
 from .errors import WriteQueueFull
 
-log = logging.getLogger("powpow.net")
+log = get_logger("powpow.net")
 
 READ, WRITE, ERROR, HUP, RDHUP = 0x001, 0x004, 0x008, 0x010, 0x2000
 OPEN, CLOSING, CLOSED = 0, 1, 2

@@ -64,11 +64,11 @@ releases the fd, watcher, queue and timer, calls ``on_close(conn, exc)``
 use a ``Connection`` after its ``on_close`` has returned.
 """
 import errno
-import logging
 import os
 import socket
 from typing import Any, Callable, Optional
 
+from .._log import get_logger
 from .. import _ffi
 from .._ffi import _sock
 from ..loop import Loop
@@ -81,7 +81,7 @@ from .errors import ConnectionLost
 __all__ = ["Connection", "DEFAULT_HIGH_WATER", "DEFAULT_LOW_WATER", "DEFAULT_MAX_QUEUED", "DEFAULT_LINGER_MS",
            "edge_capable", "report"]
 
-log = logging.getLogger("powpow.net")
+log = get_logger("powpow.net")
 
 _MAX_READS_PER_EVENT = 16  # 1 MiB per wake-up, then let other fds have a turn
 _READS_PER_EVENT = range(_MAX_READS_PER_EVENT)

@@ -17,11 +17,11 @@ releases the fd, watcher, queue and timer, calls ``on_close(conn, exc)``
 use a ``Connection`` after its ``on_close`` has returned.
 """
 import errno
-import logging
 import os
 import socket
 from typing import Any, Callable, Dict, List, Optional, Set
 
+from .._log import get_logger
 from .._ffi import _sock
 from ..loop import Loop
 from . import addr as _addr
@@ -30,7 +30,7 @@ from .connection import (DEFAULT_HIGH_WATER, DEFAULT_LINGER_MS, DEFAULT_LOW_WATE
 
 __all__ = ["TcpServer"]
 
-log = logging.getLogger("powpow.net")
+log = get_logger("powpow.net")
 
 READ = 0x001
 EAGAIN = errno.EAGAIN
