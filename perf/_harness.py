@@ -14,6 +14,34 @@ from typing import NamedTuple, Optional, Sequence
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
+# One nginx worker as a peer: hello at / and static files under /static/.
+# format(): tmp (its prefix, logs and temp paths), port, static (a folder), tls
+# ("" for plain HTTP, or TLS_LINES formatted with cert and key).
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+master_process off;
+error_log {tmp}/error.log warn;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    sendfile on;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port}{tls};
+        location = / {{ default_type text/plain; return 200 "Hello, World!"; }}
+        location /static/ {{ alias {static}/; }}
+    }}
+}}
+"""
+TLS_LINES = " ssl;\n        ssl_certificate {cert};\n        ssl_certificate_key {key};\n        ssl_protocols TLSv1.3"
+
 
 def free_port() -> int:
     s = socket.socket()

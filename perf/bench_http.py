@@ -16,65 +16,22 @@ printed as a markdown table and saved to
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+import _harness  # noqa: E402
+from _harness import NGINX_CONF, free_port, wait_port  # noqa: E402
 PEERS_VENV = os.path.join(HERE, ".venv-peers")
 PEER_PACKAGES = ["uvicorn", "httptools", "uvloop", "socketify", "granian"]
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-master_process off;
-error_log {tmp}/error.log warn;
-pid {tmp}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    sendfile on;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location = / {{ default_type text/plain; return 200 "Hello, World!"; }}
-        location /static/ {{ alias {static}/; }}
-    }}
-}}
-"""
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port: int, proc, timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.1)
-    return False
 
 
 def peers_python():
@@ -114,7 +71,7 @@ def servers(static_dir: str, tmp: str):
         def nginx_cmd(p):
             conf = os.path.join(tmp, "nginx-%d.conf" % p)
             with open(conf, "w") as f:
-                f.write(NGINX_CONF.format(tmp=tmp, port=p, static=static_dir))
+                f.write(NGINX_CONF.format(tmp=tmp, port=p, static=static_dir, tls=""))
             return [nginx, "-c", conf, "-p", tmp]
         out["nginx-1worker"] = nginx_cmd
     py = peers_python()
@@ -133,17 +90,7 @@ def servers(static_dir: str, tmp: str):
 
 
 def wrk(url: str, conns: int, duration: int, script=None) -> float:
-    cmd = ["taskset", "-c", "1", "wrk", "-t1", "-c%d" % conns, "-d%ds" % duration]
-    if script:
-        cmd += ["-s", script]
-    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=duration + 60).stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
-    if errors:
-        print("    wrk reported: %s" % errors.group(0), file=sys.stderr)
-        return 0.0  # errors are not throughput
-    return float(m.group(1)) if m else 0.0
-
+    return _harness.wrk(url, conns, duration, script).rps
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

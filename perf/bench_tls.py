@@ -48,34 +48,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 import _harness  # noqa: E402
-from _harness import free_port, tree_cpu, wait_port  # noqa: E402
+from _harness import NGINX_CONF, TLS_LINES, free_port, tree_cpu, wait_port  # noqa: E402
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-master_process off;
-error_log {tmp}/error.log warn;
-pid {tmp}/nginx.pid;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    sendfile on;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.3;
-        location = / {{ default_type text/plain; return 200 "Hello, World!"; }}
-        location /static/ {{ alias {static}/; }}
-    }}
-}}
-"""
 
 WORKLOADS = ("keepalive", "new-conn", "full-handshake", "static-1MiB")
 
@@ -106,7 +80,7 @@ def servers(static_dir: str, tmp: str, cert: str, key: str):
         def nginx_cmd(p):
             conf = os.path.join(tmp, "nginx-%d.conf" % p)
             with open(conf, "w") as f:
-                f.write(NGINX_CONF.format(tmp=tmp, port=p, static=static_dir, cert=cert, key=key))
+                f.write(NGINX_CONF.format(tmp=tmp, port=p, static=static_dir, tls=TLS_LINES.format(cert=cert, key=key)))
             return [nginx, "-c", conf, "-p", tmp]
         out["nginx-1worker"] = (nginx_cmd, True)
     peers = os.path.join(HERE, ".venv-peers", "bin", "python")
