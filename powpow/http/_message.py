@@ -90,9 +90,10 @@ class Headers:
     def _memo(self) -> dict:
         """A dict for callers to memoise what they derive from these headers."""
         try:
-            return self._memo_d
+            return self._memo_d  # type: ignore[has-type]
         except AttributeError:
-            d = self._memo_d = {}
+            d: dict = {}
+            self._memo_d = d
             return d
 
     def _value(self, k: int) -> str:

@@ -32,7 +32,7 @@ def test_adapter_attributes():
         h = req.headers
         buf, s = h._buf, h._h0
         got = []
-        for k, e in enumerate(h._ends):
+        for e in h._ends:
             got.append(buf[s:e])
             s = e + 2
         assert got[0] == b"Host: a.example" and got[4] == b"Empty:   " and len(got) == len(h._names) == 5
