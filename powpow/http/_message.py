@@ -121,12 +121,10 @@ class Headers:
         return v
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._index
+        return isinstance(name, str) and name.lower() in self._names
 
     def get_all(self, name: str) -> List[str]:
         key = name.lower()
-        if key not in self._index:
-            return []
         return [self._value(k) for k, n in enumerate(self._names) if n == key]
 
     def __len__(self) -> int:
@@ -154,6 +152,23 @@ class Headers:
 
     def __repr__(self) -> str:
         return "Headers(%r)" % (self.items(),)
+
+
+class _ScanHeaders(Headers):
+    """Headers without a shared name index (``_index`` is None): the parser's
+    per-line path, taken where names signatures are not made (PyPy, whose JIT
+    runs this list scan faster than it builds a dict per request)."""
+
+    __slots__ = ()
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        key = name.lower()
+        names = self._names
+        if key not in names:
+            return default
+        k = names.index(key)
+        lines = self._lines
+        return self._buf[lines[k] + len(key) + 3 : lines[k + 1]].strip(b" \t").decode("latin-1")
 
 
 class _SharedHeaders(Headers):

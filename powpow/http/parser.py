@@ -157,7 +157,7 @@ from ._grammar import (
 )
 from ._headblock import parse_fields as _fields
 from ._headblock import scan_block
-from ._message import Headers, Request, _SharedHeaders, name_index
+from ._message import Headers, Request, _ScanHeaders, _SharedHeaders, name_index
 
 __all__ = [
     "RequestParser", "ParseError", "Request", "Headers",
@@ -193,7 +193,8 @@ def _memo_headers(memo) -> Headers:
     hdrs._buf = memo[0]
     hdrs._lines = [e - h0 for e in memo[4][: len(names) + 1]]
     hdrs._names = names
-    hdrs._index = memo[6]
+    index = memo[6]
+    hdrs._index = index if index is not None else name_index(names)
     hdrs._memo_d = {}
     return hdrs
 
@@ -815,12 +816,12 @@ class RequestParser:
                 self._lastsig = sig
                 self._sigent = ent
             else:
-                index = name_index(names)
+                index = None  # _ScanHeaders
             lines = ends
         if v11 and specials is None and nhost == 1:
             hv = buf[hc + 1 : he]
             if hv in _HOSTS_OK:  # the common case: nothing more to decide
-                hdrs = _new(Headers)
+                hdrs = _new(Headers if index is not None else _ScanHeaders)
                 hdrs._buf = buf
                 hdrs._lines = lines
                 hdrs._names = names
@@ -850,7 +851,7 @@ class RequestParser:
              req.upgrade, req._conn_close, req._special) = framing
             if not v11:
                 req.version = "1.0"
-        hdrs = _new(Headers)
+        hdrs = _new(Headers if index is not None else _ScanHeaders)
         hdrs._buf = buf
         hdrs._lines = lines
         hdrs._names = names

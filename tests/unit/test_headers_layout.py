@@ -54,3 +54,15 @@ def test_path_without_and_with_query():
     assert (a.path, a.raw_path, a.query) == ("/a b", "/a%20b", "")
     assert (b.path, b.raw_path, b.query) == ("/a b", "/a%20b", "q=1")
     assert (c.path, c.query) == ("*", "")
+
+
+def test_headers_without_a_signature():
+    # names too long for a names signature: the parser's per-line path (as on PyPy)
+    names = [b"X-Long-Header-Name-%03d" % i for i in range(30)]
+    head = b"GET / HTTP/1.1\r\nHost: h\r\n" + b"".join(n + b": v%d\r\n" % i for i, n in enumerate(names)) + b"\r\n"
+    p = RequestParser()
+    for _ in range(3):  # new, then the identical-head memo
+        h = p.feed(head)[0].headers
+        assert h.get("host") == "h" and h.get("X-LONG-HEADER-NAME-029") == "v29" and h.get("x") is None
+        assert "x-long-header-name-001" in h and h.get_all("x-long-header-name-002") == ["v2"]
+        assert h.raw[30] == (b"X-Long-Header-Name-029", b"v29") and len(h) == 31
