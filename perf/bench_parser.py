@@ -84,8 +84,27 @@ def bench_powpow_pipelined(loops):
     return (pyperf.perf_counter() - t0) / DEPTH
 
 
+def _import_httptools():
+    """httptools from this interpreter, else from perf/.venv-peers (the peers venv of
+    perf/bench_http.py) when it was made by the same Python version."""
+    try:
+        import httptools
+    except ImportError:
+        import glob
+        import os
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        tag = "python%d.%d" % sys.version_info[:2]
+        site = glob.glob(os.path.join(here, ".venv-peers", "lib", tag, "site-packages"))
+        if not site or sys.implementation.name != "cpython":
+            raise
+        sys.path.append(site[0])
+        import httptools
+    return httptools
+
+
 def make_httptools():
-    import httptools
+    httptools = _import_httptools()
 
     class Proto:
         __slots__ = ("url", "headers", "done")

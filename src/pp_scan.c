@@ -149,7 +149,41 @@ int64_t pp_scan_lines(const char *b, int64_t start, int64_t end,
      signature would not fit in sig_cap bytes.
    PP_HEAD_SAME (bit 29): PP_HEAD_SIG, and the signature equals last[0..last_len)
      (the signature the caller validated last; last_len < 0: none).
+   With PP_HEAD_SIG, colons[n-1] (the blank line's slot) holds pp_request_line's
+   verdict on the request line [start, out[0]).
    sig must have room for sig_cap bytes, colons[] for max_out entries. */
+/* The request line's common case, checked in the same call (issue 13): returns
+   the method's code (1-9: GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH)
+   when the line starts with one of them and a SP, else 0; plus 16 when it ends
+   with " HTTP/1.1" or 32 with " HTTP/1.0" (after a non-empty target), plus 64
+   when that target is origin-form made only of VCHAR other than '#', plus 128
+   when it also has no '?' (no query: the path is the whole target).  Anything
+   else is left to the parser's slow path, which decides as before. */
+static uint32_t pp_request_line(const char *b, int64_t start, int64_t c0) {
+    static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT",
+                                          "OPTIONS", "TRACE", "PATCH"};
+    const char *sp = memchr(b + start, ' ', (size_t)(c0 - start));
+    if (sp == NULL) return 0;
+    size_t ml = (size_t)(sp - (b + start));
+    uint32_t code = 0;
+    for (uint32_t k = 0; k < 9; k++)
+        if (strlen(methods[k]) == ml && memcmp(methods[k], b + start, ml) == 0) { code = k + 1; break; }
+    if (code == 0) return 0;
+    int64_t ts = start + (int64_t)ml + 1, te = c0 - 9;
+    if (te <= ts) return code;
+    if (memcmp(b + te, " HTTP/1.1", 9) == 0) code |= 16;
+    else if (memcmp(b + te, " HTTP/1.0", 9) == 0) code |= 32;
+    else return code;
+    if (b[ts] != '/') return code;
+    uint32_t noquery = 128;
+    for (int64_t i = ts; i < te; i++) {
+        unsigned char c = (unsigned char)b[i];
+        if (c < 0x21 || c > 0x7e || c == '#') return code;
+        if (c == '?') noquery = 0;
+    }
+    return code | 64 | noquery;
+}
+
 int64_t pp_scan_head(const char *b, int64_t start, int64_t end, uint32_t *out, int max_out,
                      uint32_t *colons, char *sig, int64_t sig_cap, const char *last, int64_t last_len) {
     if (max_out > PP_HEAD_MAX_OUT) max_out = PP_HEAD_MAX_OUT;
@@ -169,6 +203,7 @@ int64_t pp_scan_head(const char *b, int64_t start, int64_t end, uint32_t *out, i
         colons[i] = (uint32_t)(c - b);
     }
     colons[0] = (uint32_t)len;
+    colons[n - 1] = pp_request_line(b, start, out[0]);
     r |= PP_HEAD_SIG;
     if (len == last_len && memcmp(sig, last, (size_t)len) == 0) r |= PP_HEAD_SAME;
     return r;

@@ -237,9 +237,21 @@ def unpack_lines(n: int, linebuf):
 if NATIVE and sys.implementation.name != "cpython":
     def unpack_lines(n: int, linebuf):  # noqa: F811  (PyPy: linebuf is the cdata array)
         """The first ``n`` offsets of a ``HeadScratch`` (``sc.linebuf``): a tuple or list of ints."""
-        return _ffi_unpack(linebuf, n)
+        u = _unpackers.get(n)
+        if u is None:
+            u = _unpackers[n] = _list_unpacker(n)
+        return u(linebuf)
 
     _ffi_unpack = ffi.unpack
+
+    def _list_unpacker(n: int):
+        def unpack(linebuf):
+            return _ffi_unpack(linebuf, n)
+        return unpack
+
+# ``line_unpackers[n](sc.linebuf)`` is ``unpack_lines(n, sc.linebuf)`` once that
+# has run for this ``n``: the parser indexes it inline (a Python call less per head).
+line_unpackers = _unpackers
 
 scan_head.__doc__ = """One call per request head: ``scan_lines`` plus the field names.
 

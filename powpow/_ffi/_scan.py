@@ -156,7 +156,39 @@ def scan_head(buf, start: int, end: int, out, colons, mem, sig_cap: int, last) -
     sig = b":".join(parts) + b":" if parts else b""
     mem[:size] = sig
     colons[0] = size
+    colons[n - 1] = request_line(buf, start, out[0])
     r |= HEAD_SIG
     if last is not None and last == sig:
         r |= HEAD_SAME
     return r
+
+
+REQUEST_METHODS = (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH")
+_METHOD_CODES = {m: k + 1 for k, m in enumerate(REQUEST_METHODS)}
+_NOT_TARGET = re.compile(rb"[^\x21-\x7e]|#")
+
+
+def request_line(buf, start: int, c0: int) -> int:
+    """Pure twin of ``pp_request_line`` (src/pp_scan.c): method code (1-9, the order
+    of ``REQUEST_METHODS``) | 16 (" HTTP/1.1") or 32 (" HTTP/1.0") | 64 (clean
+    origin-form target) | 128 (and no '?' in it), each only when the ones before it hold."""
+    sp = buf.find(b" ", start, c0)
+    if sp < 0:
+        return 0
+    code = _METHOD_CODES.get(bytes(buf[start:sp]), 0)
+    if code == 0:
+        return 0
+    ts = sp + 1
+    te = c0 - 9
+    if te <= ts:
+        return code
+    v = buf[te:c0]
+    if v == b" HTTP/1.1":
+        code |= 16
+    elif v == b" HTTP/1.0":
+        code |= 32
+    else:
+        return code
+    if buf[ts] != 47 or _NOT_TARGET.search(buf, ts, te) is not None:
+        return code
+    return code | (64 if buf.find(b"?", ts, te) >= 0 else 192)

@@ -49,6 +49,18 @@ for _m in ("GET", "POST", "HEAD", "DELETE", "OPTIONS", "CONNECT", "TRACE"):
     FIRST[ord(_m[0])] = (_m.encode() + b" ", _m, len(_m) + 1)
 del _m
 
+# pp_request_line's verdict (powpow._ffi.scan_head) -> (method, target start
+# relative to the line, HTTP/1.1?) when the parser has nothing left to check:
+# a known method other than CONNECT, HTTP/1.1 or 1.0, a clean origin-form target
+# (the last item: the target has no query).
+RL_FAST: List[Optional[Tuple[str, int, bool, bool]]] = [None] * 256
+for _k, _m in enumerate(("GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH")):
+    if _m != "CONNECT":
+        for _nq in (0, 128):
+            RL_FAST[(_k + 1) | 16 | 64 | _nq] = (_m, len(_m) + 1, True, _nq != 0)
+            RL_FAST[(_k + 1) | 32 | 64 | _nq] = (_m, len(_m) + 1, False, _nq != 0)
+del _k, _m, _nq
+
 # Validated header names (raw bytes -> lowercased str).  A hit proves the name
 # is a token; shared by all parsers, bounded so hostile clients cannot grow it.
 NAMES: dict = {}

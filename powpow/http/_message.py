@@ -31,6 +31,18 @@ MAX_QUERY_FIELDS = 1000
 _MISSING = object()
 
 
+def name_index(names) -> dict:
+    """``{name: (k, skip)}`` for the first field of each name in ``names``: the
+    field's value starts ``skip`` bytes after the CR that ends line ``k`` (the
+    line before it; see ``Headers``).  The parser builds one per validated
+    sequence of names and shares it by every Headers with those names."""
+    index: dict = {}
+    for k, name in enumerate(names):
+        if name not in index:
+            index[name] = (k, len(name) + 3)  # CRLF, the name, the colon
+    return index
+
+
 class Headers:
     """Header (or trailer) fields of one message, in arrival order.
 
@@ -41,60 +53,65 @@ class Headers:
     SP/HTAB).  Values are ``str`` decoded as latin-1 (RFC 9110 5.5: field
     values are octets; obs-text survives the round trip).
 
-    Immutable.  The parser shares one Headers between consecutive requests whose
-    header sections are byte-for-byte identical (see parser.py), so ``get``
-    memoises its answers per name.
+    Immutable.  Layout (issue 13: ``get`` is a dict lookup and one slice): ``_lines[0] + 2``
+    is where the first field line starts and ``_lines[k + 1]`` is the CR that ends
+    field line ``k`` (the parser passes its tuple of line offsets as is: the
+    request line's CR comes first); ``_names`` are the lowercased names
+    (raw names are tokens: same length); ``_index`` maps a name to
+    ``name_index``'s entry, shared between requests with the same names.  The
+    parser shares one Headers between consecutive requests whose header
+    sections are byte-for-byte identical (``_SharedHeaders``: its ``get``
+    memoises).
     """
 
-    __slots__ = ("_buf", "_h0", "_names", "_ends", "_memo")
+    __slots__ = ("_buf", "_lines", "_names", "_index", "_memo_d")
 
     def __init__(self, buf=b"", h0: int = 0, names: Optional[List[str]] = None,
                  ends: Optional[List[int]] = None) -> None:
         # ends[i] is the CR offset of field line i in buf; line i starts two
-        # bytes after ends[i-1] (line 0 at h0).  Colons are found on access.
+        # bytes after ends[i-1] (line 0 at h0).
         self._buf = buf
-        self._h0 = h0
-        self._names = names if names is not None else []
-        self._ends = ends if ends is not None else []
-        self._memo: dict = {}
+        self._names = names = names if names is not None else []
+        self._lines = [h0 - 2] + list(ends or ())
+        self._index = name_index(names)
 
-    def _span(self, i: int):
-        ends = self._ends
-        e = ends[i]
-        s = ends[i - 1] + 2 if i else self._h0
-        return s, self._buf.find(b":", s, e), e
+    # The layout older callers (ASGI, WSGI adapters) read: line k starts at
+    # _ends[k-1] + 2 (line 0 at _h0) and ends at the CR _ends[k].
+    @property
+    def _h0(self) -> int:
+        return self._lines[0] + 2
 
-    def _value(self, i: int) -> str:
-        s, c, e = self._span(i)
-        return self._buf[c + 1 : e].strip(b" \t").decode("latin-1")
+    @property
+    def _ends(self):
+        return self._lines[1 : len(self._names) + 1]
 
-    def _lookup(self, name: str):
-        key = name.lower()
-        names = self._names
-        if key in names:
-            return self._value(names.index(key))
-        return None
+    @property
+    def _memo(self) -> dict:
+        """A dict for callers to memoise what they derive from these headers."""
+        try:
+            return self._memo_d  # type: ignore[has-type]
+        except AttributeError:
+            d: dict = {}
+            self._memo_d = d
+            return d
+
+    def _value(self, k: int) -> str:
+        lines = self._lines
+        return self._buf[lines[k] + len(self._names[k]) + 3 : lines[k + 1]].strip(b" \t").decode("latin-1")
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         # One flat function: on CPython each extra Python call costs as much
         # as the whole lookup.
-        memo = self._memo
-        v = memo.get(name, _MISSING)
-        if v is _MISSING:
-            names = self._names
-            key = name.lower()
-            if key in names:
-                i = names.index(key)
-                ends = self._ends
-                buf = self._buf
-                e = ends[i]
-                s = ends[i - 1] + 2 if i else self._h0
-                v = buf[buf.find(b":", s, e) + 1 : e].strip(b" \t").decode("latin-1")
-            else:
-                v = None
-            if len(memo) < 64:
-                memo[name] = v
-        return default if v is None else v
+        index = self._index
+        if name in index:
+            k, skip = index[name]
+        else:
+            name = name.lower()
+            if name not in index:
+                return default
+            k, skip = index[name]
+        lines = self._lines
+        return self._buf[lines[k] + skip : lines[k + 1]].strip(b" \t").decode("latin-1")
 
     def __getitem__(self, name: str) -> str:
         v = self.get(name)
@@ -107,7 +124,7 @@ class Headers:
 
     def get_all(self, name: str) -> List[str]:
         key = name.lower()
-        return [self._value(i) for i, k in enumerate(self._names) if k == key]
+        return [self._value(k) for k, n in enumerate(self._names) if n == key]
 
     def __len__(self) -> int:
         return len(self._names)
@@ -119,19 +136,55 @@ class Headers:
         return list(self._names)
 
     def items(self) -> List[Tuple[str, str]]:
-        return [(k, self._value(i)) for i, k in enumerate(self._names)]
+        return [(n, self._value(k)) for k, n in enumerate(self._names)]
 
     @property
     def raw(self) -> List[Tuple[bytes, bytes]]:
         buf = self._buf
+        lines = self._lines
         out = []
-        for i in range(len(self._names)):
-            s, c, e = self._span(i)
-            out.append((buf[s:c], buf[c + 1 : e].strip(b" \t")))
+        for k, n in enumerate(self._names):
+            s = lines[k] + 2
+            c = s + len(n)
+            out.append((buf[s:c], buf[c + 1 : lines[k + 1]].strip(b" \t")))
         return out
 
     def __repr__(self) -> str:
         return "Headers(%r)" % (self.items(),)
+
+
+class _ScanHeaders(Headers):
+    """Headers without a shared name index (``_index`` is None): the parser's
+    per-line path, taken where names signatures are not made (PyPy, whose JIT
+    runs this list scan faster than it builds a dict per request)."""
+
+    __slots__ = ()
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        key = name.lower()
+        names = self._names
+        if key not in names:
+            return default
+        k = names.index(key)
+        lines = self._lines
+        return self._buf[lines[k] + len(key) + 3 : lines[k + 1]].strip(b" \t").decode("latin-1")
+
+
+class _SharedHeaders(Headers):
+    """Headers the parser shares between consecutive requests with byte-identical
+    header sections: ``get`` memoises its answers per name (a keep-alive
+    client asks for the same few names on every request)."""
+
+    __slots__ = ()
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        memo = self._memo_d
+        v = memo.get(name, _MISSING)
+        if v is _MISSING:
+            v = Headers.get(self, name)
+            if len(memo) < 64:
+                memo[name] = v
+        return default if v is None else v
 
 
 _EMPTY_HEADERS = Headers()
@@ -253,6 +306,7 @@ class Request:
     _conn_close = False  # the client sent Connection: close
 
     _special = False     # anything but a keep-alive request without body (parser fast path)
+    _q = -1              # where the path ends ("?" or the target's end) when the parser knows
     _target: Optional[str] = None
     _path: Optional[str] = None
     _raw_path: Optional[str] = None
@@ -292,9 +346,13 @@ class Request:
             buf = self._buf
             ts = self._ts
             if buf[ts] == 47:  # origin-form
-                te = self._te
-                q = buf.find(b"?", ts, te)
-                p = buf[ts : (q if q >= 0 else te)].decode("latin-1")
+                q = self._q
+                if q < 0:
+                    te = self._te
+                    q = buf.find(b"?", ts, te)
+                    if q < 0:
+                        q = te
+                p = buf[ts:q].decode("latin-1")
                 if "%" in p:  # else nothing to decode: the usual case
                     p = _decode_path(p)
             else:  # '*', authority- or absolute-form

@@ -128,7 +128,7 @@ from typing import Any, Callable, List, Optional
 
 from powpow.errors import ParseError
 from powpow._ffi import _local as _tls
-from powpow._ffi import head_scratch, new_line_offsets, scan_head
+from powpow._ffi import head_scratch, line_unpackers as _UNPACK, new_line_offsets, scan_head
 from powpow._ffi import unpack_lines as _unpack_lines
 
 from ._body import SpooledBody
@@ -144,6 +144,7 @@ from ._grammar import (
     MAX_HEADERS,
     MAX_REQUEST_LINE,
     NAMES as _NAMES,
+    RL_FAST as _RL_FAST,
     SPECIAL as _SPECIAL,
     SPOOL_THRESHOLD,
     TARGET_CHARS as _TARGET_CHARS,
@@ -156,7 +157,7 @@ from ._grammar import (
 )
 from ._headblock import parse_fields as _fields
 from ._headblock import scan_block
-from ._message import Headers, Request
+from ._message import Headers, Request, _ScanHeaders, _SharedHeaders, name_index
 
 __all__ = [
     "RequestParser", "ParseError", "Request", "Headers",
@@ -171,7 +172,7 @@ _UPGRADED, _CLOSED, _FAILED = 6, 7, 8
 _new = object.__new__
 
 # Names signatures (see powpow._ffi.scan_head) of validated header sections ->
-# (names list, ((line index, SPECIAL code), ...), the signature itself).  Shared by all parsers,
+# (names list, ((line index, SPECIAL code), ...), the signature itself, name_index(names)).  Shared by all parsers,
 # bounded; holds only sequences of names that passed validation.  The names
 # lists are shared by every Headers built from them and never mutated.
 _SIGS: dict = {}
@@ -187,12 +188,14 @@ def _memo_headers(memo) -> Headers:
     first repeat rebases the offsets onto it, once.
     """
     h0 = memo[5]
-    hdrs = _new(Headers)
+    names = memo[3]
+    hdrs = _new(_SharedHeaders)
     hdrs._buf = memo[0]
-    hdrs._h0 = 0
-    hdrs._names = memo[3]
-    hdrs._ends = [e - h0 for e in memo[4]]
-    hdrs._memo = {}
+    hdrs._lines = [e - h0 for e in memo[4][: len(names) + 1]]
+    hdrs._names = names
+    index = memo[6]
+    hdrs._index = index if index is not None else name_index(names)
+    hdrs._memo_d = {}
     return hdrs
 
 
@@ -378,7 +381,13 @@ class RequestParser:
             n = r & 0xFFFFFFF
             f = r >> 28
             # a complete head with a names signature (f & 1) or without a forbidden byte (f == 0)
-            lines = _unpack_lines(n, sc.linebuf) if f & 1 else sc.out if f == 0 else None
+            if f & 1:
+                try:
+                    lines = _UNPACK[n](sc.linebuf)
+                except KeyError:
+                    lines = _unpack_lines(n, sc.linebuf)
+            else:
+                lines = sc.out if f == 0 else None
             if (lines is not None and n >= 2 and lines[n - 1] == lines[n - 2] + 2 and data[0] != 13
                     and lines[0] <= self.max_request_line
                     and lines[n - 1] - lines[0] - 2 <= self.max_header_size):
@@ -470,7 +479,10 @@ class RequestParser:
                     r = scan_head(buf, pos, end if end < lim else lim, sc, self._lastsig)
                     n = r & 0xFFFFFFF
                     if r >> 28 & 1:
-                        lines = _unpack_lines(n, sc.linebuf)
+                        try:
+                            lines = _UNPACK[n](sc.linebuf)
+                        except KeyError:
+                            lines = _unpack_lines(n, sc.linebuf)
                     else:
                         lines = out
                     if (r >> 32 == 0 and n >= 2 and lines[n - 1] == lines[n - 2] + 2
@@ -680,27 +692,36 @@ class RequestParser:
         (locals, C-level bytes methods, no per-line calls in the common case).
         """
         c0 = lines[0]
-        first = _FIRST[buf[pos]]
-        if first is not None and buf.startswith(first[0], pos):
-            method = first[1]
-            ts = pos + first[2]
+        rl = _RL_FAST[self._sc.cols[n - 1]] if r >> 28 & 1 else None
+        if rl is not None:  # the scan checked the request line (issue 13)
+            method, ts, v11, noquery = rl
+            ts += pos
+            te = c0 - 9
         else:
-            method, ts = _method_slow(buf, pos, c0)
-        te = c0 - 9
-        if te > ts and buf.startswith(b" HTTP/1.1", te):
-            v11 = True
-        elif te > ts and buf.startswith(b" HTTP/1.0", te):
-            v11 = False
-        else:
-            version, te = _check_version(buf, ts, c0)
-            v11 = version == "1.1"
-        if buf[ts] != 47 or buf[ts:te].translate(None, _TARGET_CHARS) or method == "CONNECT":
-            _check_target(buf, ts, te, method)
+            noquery = False
+            first = _FIRST[buf[pos]]
+            if first is not None and buf.startswith(first[0], pos):
+                method = first[1]
+                ts = pos + first[2]
+            else:
+                method, ts = _method_slow(buf, pos, c0)
+            te = c0 - 9
+            if te > ts and buf.startswith(b" HTTP/1.1", te):
+                v11 = True
+            elif te > ts and buf.startswith(b" HTTP/1.0", te):
+                v11 = False
+            else:
+                version, te = _check_version(buf, ts, c0)
+                v11 = version == "1.1"
+            if buf[ts] != 47 or buf[ts:te].translate(None, _TARGET_CHARS) or method == "CONNECT":
+                _check_target(buf, ts, te, method)
         req = _new(Request)
         req.method = method
         req._buf = buf
         req._ts = ts
         req._te = te
+        if noquery:
+            req._q = te
         h0 = c0 + 2
         block = buf[h0 : lines[n - 1]]
         memo = self._memo
@@ -711,7 +732,7 @@ class RequestParser:
             hdrs = memo[2]
             if hdrs is None:
                 hdrs = _memo_headers(memo)
-                self._memo = (memo[0], memo[1], hdrs, None, None, 0)
+                self._memo = (memo[0], memo[1], hdrs, None, None, 0, None)
             req.headers = hdrs
             framing = memo[1]
             if framing is not None:
@@ -738,8 +759,7 @@ class RequestParser:
             # A sequence of field names seen (and validated) before: the names
             # list is shared, and only the framing fields are looked at --
             # no per-line Python work (issue 13).
-            names, layout, _ = ent
-            ends = lines[1 : n - 1]  # a tuple whenever r has HEAD_SIG
+            names, layout, _, index = ent
             if layout:
                 colons = self._sc.cols
                 for i, code in layout:
@@ -749,7 +769,7 @@ class RequestParser:
                         nhost += 1
                         hc = c
                         he = e
-                    elif code == 4 and v11 and e - c == 12 and buf.startswith(b" keep-alive", c + 1):
+                    elif code == 4 and v11 and e - c == 12 and buf[c + 1 : e] == b" keep-alive":
                         pass  # the default in HTTP/1.1; only HTTP/1.0 needs to see it
                     elif specials is None:
                         specials = [code, c, e]
@@ -757,7 +777,7 @@ class RequestParser:
                         specials += (code, c, e)
         else:
             names = []
-            ends = []
+            ends = [c0]  # Headers' _lines: the request line's CR, then each field line's
             lay: List[tuple] = []
             find = buf.find
             names_get = _NAMES.get
@@ -789,23 +809,26 @@ class RequestParser:
                 s = e + 2
             if sig is not None:
                 # every name validated: later heads with these names skip the loop
-                ent = (names, tuple(lay), sig)
+                index = name_index(names)
+                ent = (names, tuple(lay), sig, index)
                 if len(_SIGS) < _SIGS_MAX:
                     _SIGS[sig] = ent
                 self._lastsig = sig
                 self._sigent = ent
+            else:
+                index = None  # _ScanHeaders
+            lines = ends
         if v11 and specials is None and nhost == 1:
             hv = buf[hc + 1 : he]
             if hv in _HOSTS_OK:  # the common case: nothing more to decide
-                hdrs = _new(Headers)
+                hdrs = _new(Headers if index is not None else _ScanHeaders)
                 hdrs._buf = buf
-                hdrs._h0 = h0
+                hdrs._lines = lines
                 hdrs._names = names
-                hdrs._ends = ends
-                hdrs._memo = {}
+                hdrs._index = index
                 req.headers = hdrs
                 if method != "CONNECT":
-                    self._memo = (block, None, None, names, ends, h0)
+                    self._memo = (block, None, None, names, lines, h0, index)
                 else:
                     req._special = True
                 return req
@@ -828,17 +851,16 @@ class RequestParser:
              req.upgrade, req._conn_close, req._special) = framing
             if not v11:
                 req.version = "1.0"
-        hdrs = _new(Headers)
+        hdrs = _new(Headers if index is not None else _ScanHeaders)
         hdrs._buf = buf
-        hdrs._h0 = h0
+        hdrs._lines = lines
         hdrs._names = names
-        hdrs._ends = ends
-        hdrs._memo = {}
+        hdrs._index = index
         req.headers = hdrs
         if method == "CONNECT":
             req._special = True
         elif v11:
-            self._memo = (block, framing, None, names, ends, h0)
+            self._memo = (block, framing, None, names, lines, h0, index)
         return req
 
     # -- chunked --------------------------------------------------------------

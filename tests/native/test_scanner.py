@@ -327,7 +327,7 @@ def c_scan_head(mod, buf, start, end, cap, sig_cap, last):
     got = [r, list(out[0:n])]
     if r >> 28 & 1:
         k = colons[0]
-        got += [f.buffer(sig, k)[:], list(colons[1 : n - 1])]
+        got += [f.buffer(sig, k)[:], list(colons[1 : n - 1]), colons[n - 1]]
     return got
 
 
@@ -339,7 +339,7 @@ def py_scan_head(buf, start, end, cap, sig_cap, last):
     n = r & 0xFFFFFFF
     got = [r, list(out[:n])]
     if r >> 28 & 1:
-        got += [bytes(mem[: colons[0]]), list(colons[1 : n - 1])]
+        got += [bytes(mem[: colons[0]]), list(colons[1 : n - 1]), colons[n - 1]]
     return got
 
 
@@ -355,9 +355,9 @@ def assert_same_head(buf, start, end, cap=16, sig_cap=64, last=None):
 
 def test_scan_head_typical_request():
     head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Y:  z:w\r\n\r\nbody"
-    r, lines, sig, colons = assert_same_head(head, 0, len(head))
+    r, lines, sig, colons, rl = assert_same_head(head, 0, len(head))
     assert r >> 28 == 1 and lines == [14, 23, 34, 36]
-    assert sig == b"Host:X-Y:" and colons == [20, 28]
+    assert sig == b"Host:X-Y:" and colons == [20, 28] and rl == 1 | 16 | 64 | 128
     # the same names as the signature validated last: HEAD_SAME
     assert assert_same_head(head, 0, len(head), last=b"Host:X-Y:")[0] >> 28 == 3
     assert assert_same_head(head, 0, len(head), last=b"Host:X-Z:")[0] >> 28 == 1
@@ -394,6 +394,45 @@ def test_scan_head_random_seeded():
         end = r.randrange(len(buf) // 2, len(buf) + 1)
         last = r.choice([None, b"", b"Host:", b"Host:a:"])
         assert_same_head(buf, 0, end, cap=r.choice([2, 4, 16]), sig_cap=r.choice([0, 5, 64]), last=last)
+
+
+@pytest.mark.parametrize("line, want", [
+    (b"GET /a?b=c%20 HTTP/1.1", 1 | 16 | 64),
+    (b"GET /a/b%20 HTTP/1.1", 1 | 16 | 64 | 128),
+    (b"HEAD / HTTP/1.0", 2 | 32 | 64 | 128),
+    (b"PATCH /x? HTTP/1.1", 9 | 16 | 64),
+    (b"CONNECT a:1 HTTP/1.1", 6 | 16),          # not origin-form: the parser decides
+    (b"OPTIONS * HTTP/1.1", 7 | 16),
+    (b"GET http://a/ HTTP/1.1", 1 | 16),
+    (b"GET /a#b HTTP/1.1", 1 | 16),             # '#' is not allowed in a target
+    (b"GET /a\x80 HTTP/1.1", 1 | 16),           # nor obs-text
+    (b"GET /a b HTTP/1.1", 1 | 16),              # nor SP
+    (b"GET  HTTP/1.1", 1),                       # empty target
+    (b"GET / HTTP/1.2", 1),
+    (b"GET / http/1.1", 1),
+    (b"get / HTTP/1.1", 0),                      # methods are case-sensitive
+    (b"GETX / HTTP/1.1", 0),
+    (b"FOO / HTTP/1.1", 0),
+    (b" GET / HTTP/1.1", 0),
+    (b"GET", 0),
+])
+def test_scan_head_request_line(line, want):
+    head = line + b"\r\nHost: a\r\n\r\n"
+    got = assert_same_head(head, 0, len(head))
+    assert got[0] >> 28 == 1 and got[4] == want
+    # the same from an offset (pipelined requests)
+    head = b"xyz" + head
+    assert assert_same_head(head, 3, len(head))[4] == want
+
+
+def test_scan_head_request_line_random_seeded():
+    r = random.Random(1313)
+    parts = [b"GET", b"PUT", b"CONNECT", b"X", b" ", b"/", b"/a?b", b"#", b"\x80", b"*",
+             b" HTTP/1.1", b" HTTP/1.0", b"HTTP/1.1", b"%", b"\t"]
+    for _ in range(3000):
+        line = b"".join(r.choice(parts) for _ in range(r.randrange(0, 7)))
+        head = line + b"\r\nHost: a\r\n\r\n"
+        assert_same_head(head, 0, len(head))
 
 
 def test_scan_head_public_twins_agree():
