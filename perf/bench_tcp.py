@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from _harness import tree_cpu
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -116,10 +118,15 @@ def bench(python: str, kind: str, binary: str, a) -> dict:
     try:
         client(binary, "pingpong", "127.0.0.1", port, 64, 100, 1)  # warm-up (PyPy JIT)
         rates = []
+        cpu = []
         for _ in range(a.reps):
+            c0 = tree_cpu(p.pid)
             out = client(binary, "pingpong", "127.0.0.1", port, 64, 100, a.seconds).split()
+            # server CPU per round trip: robust when a noisy machine or the client caps the rate
+            cpu.append((tree_cpu(p.pid) - c0) * 1e6 / max(int(out[1]), 1))
             rates.append(int(out[1]) / float(out[3]))
         res["pingpong"] = statistics.median(rates)
+        res["cpu_us"] = statistics.median(cpu)
         if a.bulk_mib:
             client(binary, "bulk", "127.0.0.1", port, 64 << 20)  # warm-up
             rates = []
@@ -178,8 +185,8 @@ def main() -> None:
                 uv_py = a.peers_python
             for kind in kinds:
                 results[(impl, kind)] = r = bench(uv_py if kind == "uvloop" else py, kind, binary, a)
-                print("%-8s %-8s ping-pong %9.0f rt/s   bulk %7.1f MiB/s   idle %6.0f B/conn"
-                      % (impl, kind, r["pingpong"], r.get("bulk", 0), r.get("idle_bytes", 0)), flush=True)
+                print("%-8s %-8s ping-pong %9.0f rt/s (server %.2f CPU us/rt)   bulk %7.1f MiB/s   idle %6.0f B/conn"
+                      % (impl, kind, r["pingpong"], r["cpu_us"], r.get("bulk", 0), r.get("idle_bytes", 0)), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()
@@ -190,8 +197,8 @@ def main() -> None:
         for peer in ("asyncio", "uvloop"):
             theirs = results.get((impl, peer))
             if theirs:
-                print("%-8s powpow / %-8s ping-pong %.2fx   bulk %.2fx" % (
-                    impl, peer, ours["pingpong"] / theirs["pingpong"],
+                print("%-8s powpow / %-8s ping-pong %.2fx (server CPU per round trip, peer / powpow: %.2fx)   bulk %.2fx" % (
+                    impl, peer, ours["pingpong"] / theirs["pingpong"], theirs["cpu_us"] / ours["cpu_us"],
                     ours.get("bulk", 0) / theirs["bulk"] if theirs.get("bulk") else 0))
 
 
