@@ -148,8 +148,9 @@ class Session:
         parser = self.parser
         try:
             # bytes: the transport's view is into a shared buffer anyway, and the
-            # parser's fast path (whole requests, nothing pending) wants bytes.
-            reqs = parser.feed(bytes(data))
+            # parser's fast path (whole requests, nothing pending) wants bytes
+            # (plain TCP delivers bytes already: data_as_bytes, see server.py).
+            reqs = parser.feed(data if data.__class__ is bytes else bytes(data))
         except ParseError as exc:
             self._reject(exc)
             return
@@ -453,9 +454,9 @@ class Session:
                     res.request.close()  # a spooled body file goes now, not at GC
                 # _drained(), inlined for the common case
                 if self.state == IDLE:
-                    self.since = self.loop.now_ms()  # keep-alive starts
+                    self.since = self.loop._now  # keep-alive starts (now_ms(), without the call)
                 if (self.want_continue or self.held or self.eof or self.write_blocked or self.closing
-                        or conn.reading_paused):
+                        or conn._paused):  # reading_paused (Connection and TlsTransport), without the call
                     self._drained_more()
                 return
         if conn.closed:
