@@ -197,9 +197,10 @@ def main() -> None:
         for peer in ("asyncio", "uvloop"):
             theirs = results.get((impl, peer))
             if theirs:
-                print("%-8s powpow / %-8s ping-pong %.2fx (server CPU per round trip, peer / powpow: %.2fx)   bulk %.2fx" % (
-                    impl, peer, ours["pingpong"] / theirs["pingpong"], theirs["cpu_us"] / ours["cpu_us"],
-                    ours.get("bulk", 0) / theirs["bulk"] if theirs.get("bulk") else 0))
+                print("%-8s powpow / %-8s ping-pong %.2fx (server CPU per round trip, peer / powpow: %.2fx)"
+                      "   bulk %.2fx" % (
+                          impl, peer, ours["pingpong"] / theirs["pingpong"], theirs["cpu_us"] / ours["cpu_us"],
+                          ours.get("bulk", 0) / theirs["bulk"] if theirs.get("bulk") else 0))
 
 
 if __name__ == "__main__":
