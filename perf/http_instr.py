@@ -25,6 +25,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _harness import free_port  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HELLO = os.path.join(HERE, "servers", "powpow_hello.py")
@@ -33,6 +36,7 @@ CONNS = 8
 
 _PROFILE = """
 import cProfile, runpy, signal, sys
+
 sys.argv = [%r, %r]
 prof = cProfile.Profile()
 prof.enable()
@@ -42,14 +46,6 @@ finally:
     prof.disable()
     prof.dump_stats(%r)
 """
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def drive(port: int, total: int, depth: int) -> None:
