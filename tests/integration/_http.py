@@ -6,6 +6,7 @@ import time
 
 from powpow import Loop
 from powpow.http import HttpServer
+from ._net import in_thread
 
 
 @contextlib.contextmanager
@@ -14,16 +15,7 @@ def serving(handler, **options):
     loop = Loop(debug=True)
     server = HttpServer(handler, loop=loop, **options)
     server.listen(0, "127.0.0.1")
-    errors = []
-
-    def run():
-        try:
-            loop.run()
-        except BaseException as exc:  # pragma: no cover - surfaces in the test
-            errors.append(exc)
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
+    th, errors = in_thread(loop.run)
     try:
         yield server
     finally:

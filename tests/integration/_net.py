@@ -1,5 +1,6 @@
 """Helpers shared by the networking tests (real loopback sockets, port 0)."""
 import os
+import threading
 import time
 
 import pytest
@@ -8,6 +9,22 @@ import powpow
 
 PURE = not powpow.NATIVE
 IMPL = "pypy" if hasattr(__import__("sys"), "pypy_version_info") else "cpython"
+
+
+def in_thread(target):
+    """Start ``target()`` in a daemon thread; returns (thread, errors): what it raised lands
+    in ``errors`` so the fixture's teardown can assert that nothing did."""
+    errors = []
+
+    def run():
+        try:
+            target()
+        except BaseException as exc:  # pragma: no cover - surfaces in the test
+            errors.append(exc)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th, errors
 
 
 def run_until(loop, cond, timeout=20.0, step_ms=20):

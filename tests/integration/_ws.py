@@ -3,12 +3,12 @@ import base64
 import contextlib
 import os
 import socket
-import threading
 import time
 
 from powpow import Loop
 from powpow.http import HttpServer
 from powpow.ws import WsServer
+from ._net import in_thread
 
 
 @contextlib.contextmanager
@@ -16,16 +16,7 @@ def on_loop_thread(make):
     """``make(loop)`` builds a server (it must listen); run the loop in a thread; leak-checked teardown."""
     loop = Loop(debug=True)
     server = make(loop)
-    errors = []
-
-    def run():
-        try:
-            loop.run()
-        except BaseException as exc:  # pragma: no cover
-            errors.append(exc)
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
+    th, errors = in_thread(loop.run)
     try:
         yield server
     finally:

@@ -1,10 +1,10 @@
 """Helpers for the WSGI tests: a powpow.wsgi.Server on its own thread, raw clients."""
 import contextlib
 import socket
-import threading
 import time
 
 from powpow.wsgi import Server
+from ._net import in_thread
 
 
 @contextlib.contextmanager
@@ -15,16 +15,7 @@ def wsgi_server(app, check_released=True, **options):
     no per-connection queue left behind)."""
     options.setdefault("access_log", False)
     srv = Server(app, "127.0.0.1", 0, **options).listen()
-    errors = []
-
-    def run():
-        try:
-            srv.run()
-        except BaseException as exc:  # pragma: no cover - surfaces in the test
-            errors.append(exc)
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
+    th, errors = in_thread(srv.run)
     try:
         yield srv
     finally:

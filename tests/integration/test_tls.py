@@ -5,7 +5,6 @@ import hashlib
 import os
 import socket
 import ssl
-import threading
 import time
 import warnings
 
@@ -13,6 +12,7 @@ import pytest
 
 import powpow
 from powpow.net.tls import OP_NO_RENEGOTIATION, TlsTransport, server_context
+from ._net import in_thread
 
 
 @contextlib.contextmanager
@@ -20,16 +20,7 @@ def tcp_serving(on_accept, ctx, **kw):
     loop = powpow.Loop(debug=True)
     srv = powpow.TcpServer(loop, on_accept=on_accept, ssl=ctx, **kw)
     srv.listen(0, "127.0.0.1")
-    errors = []
-
-    def run():
-        try:
-            loop.run()
-        except BaseException as exc:  # pragma: no cover - surfaces in the test
-            errors.append(exc)
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
+    th, errors = in_thread(loop.run)
     try:
         yield srv
     finally:
