@@ -18,6 +18,8 @@
                                                  bytes object (b"" at end of input)
      send(fd, data) -> n >= 0, or -errno         send(2, MSG_NOSIGNAL) of any
                                                  contiguous buffer
+     head_lines(buf, start, end, parts, last)    pp_scan_head for the HTTP parser,
+       -> (r, lines or None)                     see below
 
    Same contract as the cffi shims in pp_sys.c (which these call): EINTR is
    retried inside, EAGAIN is a value; the GIL is released around the syscall
@@ -121,11 +123,116 @@ static PyObject *pp_io_recv_bytes(PyObject *self, PyObject *const *args, Py_ssiz
     return res;
 }
 
+/* head_lines(buf, start, end, parts, last) -> (r, lines)
+
+   pp_scan_head over ``buf[start:end]`` (``buf``: bytes, or any contiguous buffer), for the HTTP
+   parser's hot path (issue 13): the cffi call of pp_scan_head cost ~1000
+   instructions in argument conversion, and reading the offsets back (a struct
+   unpack behind a dict lookup) a few hundred more.  ``parts`` is a
+   HeadScratch's ``parts``: (linebuf, cols, mem), three bytearrays that receive
+   out[], colons[] and the signature (max_out = len(linebuf) / 4, sig_cap =
+   len(mem)); ``last``: bytes or None.  ``r`` is pp_scan_head's value; ``lines``
+   is a tuple of out[:n] when r has PP_HEAD_SIG (a complete, clean head), else
+   None (the caller then reads linebuf).  The pure twin is ``head_lines`` in
+   powpow/_ffi/__init__.py. */
+static PyObject *pp_io_head_lines(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t start, end, blen, last_len = -1;
+    PyObject *parts, *lb, *cb, *mb, *lines, *res, *rr;
+    const char *last = NULL;
+    (void)self;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "head_lines(buf, start, end, parts, last) takes 5 arguments");
+        return NULL;
+    }
+    Py_buffer view;
+    const char *b;
+    int have_view = 0;
+    if (PyBytes_CheckExact(args[0])) {
+        b = PyBytes_AS_STRING(args[0]);
+        blen = PyBytes_GET_SIZE(args[0]);
+    } else {
+        if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+        have_view = 1;
+        b = (const char *)view.buf;
+        blen = view.len;
+    }
+    res = NULL;
+    start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred()) goto done;
+    end = PyLong_AsSsize_t(args[2]);
+    if (end == -1 && PyErr_Occurred()) goto done;
+    if (start < 0 || end < start || end > blen) {
+        PyErr_SetString(PyExc_ValueError, "head_lines: start/end out of range");
+        goto done;
+    }
+    parts = args[3];
+    if (!PyTuple_CheckExact(parts) || PyTuple_GET_SIZE(parts) != 3) {
+        PyErr_SetString(PyExc_TypeError, "head_lines: parts must be (linebuf, cols, mem)");
+        goto done;
+    }
+    lb = PyTuple_GET_ITEM(parts, 0);
+    cb = PyTuple_GET_ITEM(parts, 1);
+    mb = PyTuple_GET_ITEM(parts, 2);
+    if (!PyByteArray_CheckExact(lb) || !PyByteArray_CheckExact(cb) || !PyByteArray_CheckExact(mb)
+            || PyByteArray_GET_SIZE(cb) < PyByteArray_GET_SIZE(lb) || PyByteArray_GET_SIZE(lb) < 8) {
+        PyErr_SetString(PyExc_TypeError, "head_lines: parts must be three bytearrays, cols as long as linebuf");
+        goto done;
+    }
+    if (args[4] != Py_None) {
+        if (!PyBytes_CheckExact(args[4])) {
+            PyErr_SetString(PyExc_TypeError, "head_lines: last must be bytes or None");
+            goto done;
+        }
+        last = PyBytes_AS_STRING(args[4]);
+        last_len = PyBytes_GET_SIZE(args[4]);
+    }
+    uint32_t *out = (uint32_t *)PyByteArray_AS_STRING(lb);
+    Py_ssize_t cap = PyByteArray_GET_SIZE(lb) / 4;
+    int64_t r = pp_scan_head(b, (int64_t)start, (int64_t)end, out,
+                             cap > INT_MAX ? INT_MAX : (int)cap, (uint32_t *)PyByteArray_AS_STRING(cb),
+                             PyByteArray_AS_STRING(mb), (int64_t)PyByteArray_GET_SIZE(mb), last, last_len);
+    rr = PyLong_FromLongLong((long long)r);
+    if (rr == NULL) goto done;
+    if (r & PP_HEAD_SIG) {
+        Py_ssize_t n = (Py_ssize_t)(r & 0xFFFFFFF);
+        lines = PyTuple_New(n);
+        if (lines == NULL) {
+            Py_DECREF(rr);
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = PyLong_FromUnsignedLong((unsigned long)out[i]);
+            if (v == NULL) {
+                Py_DECREF(lines);
+                Py_DECREF(rr);
+                goto done;
+            }
+            PyTuple_SET_ITEM(lines, i, v);
+        }
+    } else {
+        lines = Py_None;
+        Py_INCREF(lines);
+    }
+    res = PyTuple_New(2);
+    if (res == NULL) {
+        Py_DECREF(lines);
+        Py_DECREF(rr);
+        goto done;
+    }
+    PyTuple_SET_ITEM(res, 0, rr);
+    PyTuple_SET_ITEM(res, 1, lines);
+done:
+    if (have_view) PyBuffer_Release(&view);
+    return res;
+}
+
 static PyMethodDef pp_io_methods[] = {
     {"send", (PyCFunction)(void (*)(void))pp_io_send, METH_FASTCALL, "send(fd, data) -> n or -errno"},
     {"recv_into", (PyCFunction)(void (*)(void))pp_io_recv_into, METH_FASTCALL, "recv_into(fd, buf) -> n or -errno"},
     {"recv_bytes", (PyCFunction)(void (*)(void))pp_io_recv_bytes, METH_FASTCALL,
      "recv_bytes(fd, buf) -> bytes or -errno"},
+    {"head_lines", (PyCFunction)(void (*)(void))pp_io_head_lines, METH_FASTCALL,
+     "head_lines(buf, start, end, parts, last) -> (r, lines or None)"},
     {NULL, NULL, 0, NULL},
 };
 #endif

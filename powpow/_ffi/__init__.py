@@ -91,7 +91,7 @@ if NATIVE:
     class HeadScratch:
         """Per-parser memory for ``scan_head``: offsets, colons, names signatures."""
 
-        __slots__ = ("cap", "mem", "linebuf", "cols", "out", "_colons", "_sig", "_cols")
+        __slots__ = ("cap", "mem", "linebuf", "cols", "out", "_colons", "_sig", "_cols", "parts")
 
         def __init__(self, capacity: int) -> None:
             self.cap = capacity
@@ -113,6 +113,8 @@ if NATIVE:
             self._colons = ffi.from_buffer("uint32_t[]", cols)
             self._sig = ffi.from_buffer("char[]", self.mem)
             self._cols = cols
+            # what head_lines takes: the C builtin's three bytearrays, or the scratch itself
+            self.parts = (lines, cols, self.mem) if _direct is bytes else self
 
     # On PyPy the JIT makes the parser's per-line loop cheap and the signature
     # path measured slower (issue 13): there the signature is never made
@@ -171,13 +173,14 @@ else:
     class HeadScratch:  # type: ignore[no-redef]
         """Per-parser memory for ``scan_head``: offsets, colons, names signatures."""
 
-        __slots__ = ("cap", "mem", "linebuf", "cols", "out")
+        __slots__ = ("cap", "mem", "linebuf", "cols", "out", "parts")
 
         def __init__(self, capacity: int) -> None:
             self.cap = capacity
             self.mem = bytearray(HEAD_SIG_CAP)
             self.linebuf = self.out = _array.array("I", bytes(4 * capacity))
             self.cols = _array.array("I", bytes(4 * capacity))
+            self.parts = self  # what head_lines takes
 
     def scan_head(buf, start: int, end: int, sc, last) -> int:
         return _scan_head_pure(buf, start, end, sc.out, sc.cols, sc.mem, HEAD_SIG_CAP, last)
@@ -252,6 +255,28 @@ if NATIVE and sys.implementation.name != "cpython":
 # ``line_unpackers[n](sc.linebuf)`` is ``unpack_lines(n, sc.linebuf)`` once that
 # has run for this ``n``: the parser indexes it inline (a Python call less per head).
 line_unpackers = _unpackers
+
+
+def head_lines(buf, start: int, end: int, parts, last):
+    """``scan_head`` plus the offsets: ``(r, lines)``, ``lines`` the first ``n``
+    offsets (``unpack_lines``) when ``r`` has ``HEAD_SIG``, else None (read
+    ``sc.out``).  ``parts`` is ``sc.parts`` of a ``HeadScratch``."""
+    r = scan_head(buf, start, end, parts, last)
+    if r >> 28 & 1:
+        n = r & 0xFFFFFFF
+        u = _unpackers.get(n)
+        return r, (u(parts.linebuf) if u is not None else unpack_lines(n, parts.linebuf))
+    return r, None
+
+
+HEAD_LINES_NATIVE = False
+if NATIVE and sys.implementation.name == "cpython":
+    # The parser's hot path on CPython: one METH_FASTCALL builtin (src/pp_cpyio.c)
+    # instead of a cffi call, a Python wrapper and a struct unpack (issue 13).
+    _cpy: dict = {}
+    if lib.pp_cpy_io_install(id(_cpy)) == 0:
+        head_lines = _cpy["head_lines"]  # noqa: F811
+        HEAD_LINES_NATIVE = True
 
 scan_head.__doc__ = """One call per request head: ``scan_lines`` plus the field names.
 

@@ -443,14 +443,22 @@ class Request:
     _end_cb: Any = None   # Callable[[], object]
     _stream_buf = b""
     _file_fd: Optional[int] = None
-    response = None  # set by the server: the Response answering this request
+    # Set by the server: the Response answering this request.  Once that answer
+    # has been handed to the connection, the server drops it (None again) and
+    # keeps only its connection in _session: the two no longer form a cycle, so
+    # they are freed at once rather than by the cyclic GC.
+    response = None
+    _session: Any = None
     _client_ip: Optional[str] = None
 
     @property
     def loop(self):
         """The loop of the server answering this request (None without a server)."""
         res = self.response
-        return res.loop if res is not None else None
+        if res is not None:
+            return res.loop
+        s = self._session
+        return s.loop if s is not None else None
 
     async def read(self) -> bytes:
         """``async def`` handlers: the body (complete before the handler runs, up to ``max_body``)."""
@@ -460,6 +468,8 @@ class Request:
         """Call ``callback()`` if the client goes away before the response has ended
         (server-sent events, long polling).  Same as ``response.on_close``."""
         if self.response is None:
+            if self._session is not None:
+                return  # answered already: the client can no longer miss the end of it
             raise RuntimeError("on_disconnect() needs a request being answered by a server")
         self.response.on_close = callback
 
@@ -478,15 +488,19 @@ class Request:
         """What TLS negotiated for this request's connection (``powpow.net.tls.TlsInfo``:
         ``version``, ``cipher``, ``alpn``, ``peer_cert``, ``peer_cert_der``), or None over plain TCP."""
         res = self.response
-        return res._session.tls if res is not None else None
+        s = res._session if res is not None else self._session
+        return s.tls if s is not None else None
 
     @property
     def client_ip(self) -> Optional[str]:
         """The client's address, worked out on first use by the server that answers
         (``X-Forwarded-For`` only from its trusted proxies); None without a server."""
         ip = self._client_ip
-        if ip is None and self.response is not None:
-            ip = self._client_ip = self.response.client_ip()
+        if ip is None:
+            if self.response is not None:
+                ip = self._client_ip = self.response.client_ip()
+            elif self._session is not None:
+                ip = self._client_ip = self._session.client_ip(self)
         return ip
 
     def on_body(self, callback: Callable[[bytes], object]) -> None:

@@ -127,9 +127,9 @@ stopped, so dripping input costs O(n), never O(n^2).
 from typing import Any, Callable, List, Optional
 
 from powpow.errors import ParseError
-from powpow._ffi import _local as _tls
-from powpow._ffi import head_scratch, line_unpackers as _UNPACK, new_line_offsets, scan_head
-from powpow._ffi import unpack_lines as _unpack_lines
+from _thread import get_ident as _get_ident
+
+from powpow._ffi import head_lines, head_scratch, new_line_offsets
 
 from ._body import SpooledBody
 from ._chunked import expect_crlf, parse_chunk_size
@@ -206,7 +206,7 @@ class RequestParser:
     # attributes cost ~1.5 KiB per idle keep-alive connection on CPython.
     __slots__ = ("_after_switch", "_buf", "_crlf", "_decline_pending", "_declined", "_error", "_head_cap",
                  "_held", "_idle", "_in_cb", "_memo", "_no_callbacks", "_out", "_out1", "_pos", "_remaining",
-                 "_req", "_rest", "_resume", "_sc", "_sc_cap", "_sigent", "_lastsig", "_sink", "_state", "_switch_req",
+                 "_parts", "_req", "_rest", "_resume", "_sc", "_sc_cap", "_sigent", "_tid", "_lastsig", "_sink", "_state", "_switch_req",
                  "_total", "max_body",
                  "max_chunk_line", "max_header_size", "max_headers", "max_pipeline", "max_request_line",
                  "on_body", "on_headers", "on_message_complete", "spool_dir", "spool_threshold")
@@ -240,11 +240,13 @@ class RequestParser:
         self.max_pipeline = max_pipeline
         # a head can be at most this long: request line, CRLF, fields, blank line
         self._head_cap = max_request_line + max_header_size + 4
-        # scan_head's memory: this thread's (re-fetched by each feed, shared by
+        # scan_head's memory: this thread's (fetched again when another thread feeds; shared by
         # the parsers of a thread); its line offsets array is the slow paths' `_out`
         self._sc_cap = max_headers + 2
         self._sc = sc = head_scratch(self._sc_cap)
         self._out = sc.out
+        self._parts = sc.parts
+        self._tid = _get_ident()
         self._out1 = new_line_offsets(1)
         # the names signature validated last on this connection, and its _SIGS entry
         self._lastsig: Optional[bytes] = None
@@ -367,27 +369,23 @@ class RequestParser:
 
     def feed(self, data=b"") -> List[Request]:
         """Parse ``data`` (bytes-like); return the requests it completed, in order."""
-        try:
-            sc = _tls.scratch[self._sc_cap]
-        except (AttributeError, KeyError):
-            sc = head_scratch(self._sc_cap)
-        if sc is not self._sc:  # fed from another thread than last time
-            self._sc = sc
+        if _get_ident() != self._tid:
+            # fed from another thread than last time: that thread's scratch (an
+            # ident is reused only once its thread has ended, so never shared)
+            sc = self._sc = head_scratch(self._sc_cap)
             self._out = sc.out
+            self._parts = sc.parts
+            self._tid = _get_ident()
         if self._idle and data.__class__ is bytes and data:
             # Fast path: nothing pending and a whole head at the start of data.
             end = len(data)
-            r = scan_head(data, 0, end if end < self._head_cap else self._head_cap, sc, self._lastsig)
+            r, lines = head_lines(data, 0, end if end < self._head_cap else self._head_cap, self._parts,
+                                  self._lastsig)
             n = r & 0xFFFFFFF
-            f = r >> 28
-            # a complete head with a names signature (f & 1) or without a forbidden byte (f == 0)
-            if f & 1:
-                try:
-                    lines = _UNPACK[n](sc.linebuf)
-                except KeyError:
-                    lines = _unpack_lines(n, sc.linebuf)
-            else:
-                lines = sc.out if f == 0 else None
+            # a complete head with a names signature (lines: r >> 28 & 1) or
+            # without a forbidden byte (r >> 28 == 0: the offsets are in _out)
+            if lines is None and r >> 28 == 0:
+                lines = self._out
             if (lines is not None and n >= 2 and lines[n - 1] == lines[n - 2] + 2 and data[0] != 13
                     and lines[0] <= self.max_request_line
                     and lines[n - 1] - lines[0] - 2 <= self.max_header_size):
@@ -463,7 +461,7 @@ class RequestParser:
     def _run(self, buf, pos: int, state: int, done: List[Request]) -> List[Request]:
         end = len(buf)
         out = self._out
-        sc = self._sc
+        parts = self._parts
         max_rl = self.max_request_line
         max_hs = self.max_header_size
         cap = self.max_pipeline
@@ -476,19 +474,15 @@ class RequestParser:
                 r = 0
                 if self._resume is None and buf[pos] != 13:
                     lim = pos + self._head_cap
-                    r = scan_head(buf, pos, end if end < lim else lim, sc, self._lastsig)
+                    r, lines = head_lines(buf, pos, end if end < lim else lim, parts, self._lastsig)
                     n = r & 0xFFFFFFF
-                    if r >> 28 & 1:
-                        try:
-                            lines = _UNPACK[n](sc.linebuf)
-                        except KeyError:
-                            lines = _unpack_lines(n, sc.linebuf)
+                    if lines is not None:  # HEAD_SIG: complete, and no forbidden byte
+                        ok = lines[0] - pos <= max_rl and lines[n - 1] - lines[0] - 2 <= max_hs
                     else:
                         lines = out
-                    if (r >> 32 == 0 and n >= 2 and lines[n - 1] == lines[n - 2] + 2
-                            and lines[0] - pos <= max_rl and lines[n - 1] - lines[0] - 2 <= max_hs):
-                        pass
-                    else:
+                        ok = (r >> 32 == 0 and n >= 2 and lines[n - 1] == lines[n - 2] + 2
+                              and lines[0] - pos <= max_rl and lines[n - 1] - lines[0] - 2 <= max_hs)
+                    if not ok:
                         bad = (r >> 32) - 1
                         r = 0
                         lines, n, pos = self._head_slow(buf, pos, end, n, bad)
@@ -501,7 +495,11 @@ class RequestParser:
                 if buf.__class__ is bytearray:
                     buf = bytes(buf)  # freeze: the request will point into it
                 req = self._build(buf, pos, lines, n, r)
-                pos, state = self._start_message(req, buf, lines[n - 1] + 2, end, done)
+                if not req._special and self._no_callbacks:
+                    done.append(req)  # _start_message's common case, inlined: no body, no switch
+                    pos = lines[n - 1] + 2
+                else:
+                    pos, state = self._start_message(req, buf, lines[n - 1] + 2, end, done)
             elif state == _BODY:
                 rem = self._remaining
                 e = pos + rem if end - pos >= rem else end
@@ -738,6 +736,13 @@ class RequestParser:
             if framing is not None:
                 (req.content_length, req.chunked, req.keep_alive, req.expect_continue,
                  req.upgrade, req._conn_close, req._special) = framing
+            else:
+                # Stored, not left to the class defaults: CPython 3.11 specialises
+                # reads of instance attributes only, and the server reads these three
+                # on every request (issue 13).
+                req._special = False
+                req.keep_alive = True
+                req.version = "1.1"
             return req
         nhost = 0
         hc = he = 0
@@ -829,6 +834,9 @@ class RequestParser:
                 req.headers = hdrs
                 if method != "CONNECT":
                     self._memo = (block, None, None, names, lines, h0, index)
+                    req._special = False  # (as above)
+                    req.keep_alive = True
+                    req.version = "1.1"
                 else:
                     req._special = True
                 return req

@@ -256,6 +256,7 @@ class _Unparsed:
     version = "1.1"
     keep_alive = False
     body_size = 0
+    _special = True
     headers: dict = {}
 
     def close(self) -> None:

@@ -445,3 +445,86 @@ def test_scan_head_public_twins_agree():
     assert list(_ffi.unpack_lines(n, sc.linebuf)) == [14, 23, 36, 38]
     if r >> 28 & 1:  # not made on PyPy's native path (see _ffi)
         assert bytes(sc.mem[: sc.cols[0]]) == b"Host:Cookie:" and sc.cols[1] == 20
+
+
+def _shipped_head_lines():
+    """The CPython builtin ``head_lines`` of the shipped module (also under POWPOW_PURE=1), or None."""
+    if shipped is None or platform.python_implementation() != "CPython":
+        return None
+    d: dict = {}
+    assert shipped.lib.pp_cpy_io_install(id(d)) == 0
+    return d["head_lines"]
+
+
+_NO_BUILTIN = "the head_lines builtin exists on CPython with the native build only (PyPy calls the twin)"
+
+
+@pytest.mark.skipif(_shipped_head_lines() is None, reason=_NO_BUILTIN)
+def test_head_lines_builtin_matches_pure_scan_head():
+    """head_lines (the parser's hot call on CPython: a FASTCALL builtin, issue 13)
+    returns exactly pp_scan_head's value and offsets, and fills cols/sig the same."""
+    builtin = _shipped_head_lines()
+    rnd = random.Random(1414)
+    names = [b"Host", b"a", b"X-Y", b"", b" b", b"Cookie"]
+    for i in range(2000):
+        lines = [rnd.choice([b"GET / HTTP/1.1", b"POST /a?b HTTP/1.0", b"X"])]
+        lines += [rnd.choice(names) + rnd.choice([b":", b": v", b":v:w", b""]) for _ in range(rnd.randrange(0, 7))]
+        buf = b"\r\n".join(lines) + b"\r\n\r\n" + rnd.choice([b"", b"x", b"\r"])
+        if rnd.random() < 0.3:
+            k = rnd.randrange(len(buf))
+            buf = buf[:k] + bytes([rnd.choice(ALPHABET)]) + buf[k + 1 :]
+        pre = rnd.choice([b"", b"abc"])
+        buf = pre + buf
+        start = len(pre)
+        end = rnd.randrange(start + (len(buf) - start) // 2, len(buf) + 1)
+        cap = rnd.choice([2, 4, 16])
+        sig_cap = rnd.choice([1, 5, 64])
+        last = rnd.choice([None, b"", b"Host:", b"Host:a:"])
+        want = py_scan_head(buf, start, end, cap, sig_cap, last)
+        parts = (bytearray(4 * cap), bytearray(4 * cap), bytearray(sig_cap))
+        arg = buf if i % 2 else bytearray(buf)  # bytes, or any buffer
+        r, offs = builtin(arg, start, end, parts, last)
+        assert r == want[0], (buf, start, end)
+        n = r & 0xFFFFFFF
+        cols = array.array("I", bytes(parts[1]))
+        if r >> 28 & 1:
+            assert type(offs) is tuple and list(offs) == want[1]
+            assert [bytes(parts[2][: cols[0]]), list(cols[1 : n - 1]), cols[n - 1]] == want[2:]
+        else:
+            assert offs is None
+            assert list(array.array("I", bytes(parts[0]))[:n]) == want[1]
+
+
+@pytest.mark.skipif(_shipped_head_lines() is None, reason=_NO_BUILTIN)
+def test_head_lines_builtin_rejects_bad_arguments():
+    builtin = _shipped_head_lines()
+    parts = (bytearray(64), bytearray(64), bytearray(64))
+    head = b"GET / HTTP/1.1\r\n\r\n"
+    with pytest.raises(ValueError, match="out of range"):
+        builtin(head, 0, len(head) + 1, parts, None)
+    with pytest.raises(ValueError, match="out of range"):
+        builtin(head, 5, 4, parts, None)
+    with pytest.raises(TypeError, match="parts"):
+        builtin(head, 0, len(head), (bytearray(64), bytearray(8), bytearray(64)), None)  # cols too short
+    with pytest.raises(TypeError, match="parts"):
+        builtin(head, 0, len(head), [bytearray(64)] * 3, None)
+    with pytest.raises(TypeError, match="last"):
+        builtin(head, 0, len(head), parts, "Host:")
+    with pytest.raises(TypeError, match="5 arguments"):
+        builtin(head, 0, len(head), parts)
+
+
+def test_head_lines_public():
+    """powpow._ffi.head_lines as the parser uses it (builtin or twin), in every mode."""
+    head = b"xGET / HTTP/1.1\r\nHost: a\r\nCookie: c=1\r\n\r\n"
+    sc = _ffi.head_scratch(8)
+    r, lines = _ffi.head_lines(head, 1, len(head), sc.parts, None)
+    want = [15, 24, 37, 39]
+    if r >> 28 & 1:
+        assert list(lines) == want
+        assert bytes(sc.mem[: sc.cols[0]]) == b"Host:Cookie:" and sc.cols[1] == 21
+        assert _ffi.head_lines(head, 1, len(head), sc.parts, b"Host:Cookie:")[0] >> 28 == 3
+    else:  # PyPy's native path makes no signature (see _ffi): the offsets are in sc.out
+        assert lines is None and r >> 28 == 0 and [sc.out[i] for i in range(4)] == want
+    r, lines = _ffi.head_lines(head, 1, len(head) - 2, sc.parts, None)  # incomplete
+    assert lines is None and r >> 28 == 0

@@ -386,7 +386,7 @@ def test_bytearray_and_memoryview_input():
 
 # --- linear time -------------------------------------------------------------
 
-from powpow._ffi import scan_lines as _ffi_scan_lines  # noqa: E402
+from powpow._ffi import new_line_offsets, scan_lines as _ffi_scan_lines  # noqa: E402
 
 
 def patch_scanner(monkeypatch, counting):
@@ -395,13 +395,14 @@ def patch_scanner(monkeypatch, counting):
     for name in ("powpow.http._headblock", "powpow.http._chunked"):
         mod = importlib.import_module(name)
         monkeypatch.setattr(mod, "scan_lines", counting)
-    real_head = parser_mod.scan_head
+    real_head = parser_mod.head_lines
+    spare = new_line_offsets(4096)
 
-    def counting_head(buf, start, end, sc, last):
-        counting(buf, start, end, sc.out, start)  # the scan_lines part of scan_head, counted once
-        return real_head(buf, start, end, sc, last)
+    def counting_head(buf, start, end, parts, last):
+        counting(buf, start, end, spare, start)  # the scan_lines part of head_lines, counted once
+        return real_head(buf, start, end, parts, last)
 
-    monkeypatch.setattr(parser_mod, "scan_head", counting_head)
+    monkeypatch.setattr(parser_mod, "head_lines", counting_head)
 
 
 def test_dripping_input_is_scanned_linearly(monkeypatch):
