@@ -206,8 +206,8 @@ class RequestParser:
     # attributes cost ~1.5 KiB per idle keep-alive connection on CPython.
     __slots__ = ("_after_switch", "_buf", "_crlf", "_decline_pending", "_declined", "_error", "_head_cap",
                  "_held", "_idle", "_in_cb", "_memo", "_no_callbacks", "_out", "_out1", "_pos", "_remaining",
-                 "_parts", "_req", "_rest", "_resume", "_sc", "_sc_cap", "_sigent", "_tid", "_lastsig", "_sink", "_state", "_switch_req",
-                 "_total", "max_body",
+                 "_parts", "_req", "_rest", "_resume", "_sc", "_sc_cap", "_sigent", "_tid", "_lastsig", "_sink",
+                 "_state", "_switch_req", "_total", "max_body",
                  "max_chunk_line", "max_header_size", "max_headers", "max_pipeline", "max_request_line",
                  "on_body", "on_headers", "on_message_complete", "spool_dir", "spool_threshold")
 
