@@ -184,7 +184,7 @@ class Session:
                         res._head_only = req.method == "HEAD"
                         res.status = 200
                         res.ended = False
-                        res._upgrade = _UP_ASKED if req is self.upgrade_req else None
+                        res._upgrade = _UP_ASKED if req is self.upgrade_req else None  # type: ignore[assignment]
                         pending.append(res)
                         req.response = res  # type: ignore[assignment]  # (declared None in _message)
                         try:
