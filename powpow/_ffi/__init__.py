@@ -56,12 +56,14 @@ if NATIVE:
     _find_double_crlf = lib.pp_find_double_crlf
     _scan_lines = lib.pp_scan_lines
 
-    # On CPython cffi passes a bytes object to a `const char *` without a copy;
-    # anything else (bytearray, memoryview, mmap) goes through from_buffer
-    # (~150 ns there: half the cost of a short scan).  On PyPy the direct pass
-    # copies the bytes, and from_buffer is the cheaper way for every type, so
-    # `_direct` is a type no buffer has.
-    _direct = bytes if sys.implementation.name == "cpython" else type(None)
+    # cffi passes a bytes object to a `const char *` without a copy; anything
+    # else (bytearray, memoryview, mmap) goes through from_buffer (~150 ns on
+    # CPython: half the cost of a short scan).  On PyPy the difference is
+    # larger: from_buffer(bytes) copies the bytes into memory of its own
+    # (0.3-0.6 us for a 460-byte head, and a 64 KiB read is copied whole),
+    # while the direct pass pins the object (0.1 us, any size; issue 13).
+    _direct = bytes
+    _CPYTHON = sys.implementation.name == "cpython"
 
     def find_crlf(buf, start: int = 0, end: int = -1) -> int:
         """Offset of the CR of the first ``\\r\\n`` wholly inside ``buf[start:end]``, or -1."""
@@ -104,22 +106,25 @@ if NATIVE:
             # unpack_lines(n, linebuf): out[:n] as a sequence of ints (struct on
             # CPython; on PyPy ffi.unpack of a plain cdata array, which its JIT
             # indexes faster than a from_buffer view)
-            if _direct is bytes:
+            if _CPYTHON:
                 self.out = ffi.from_buffer("uint32_t[]", lines)
                 self.linebuf = lines
             else:
                 self.out = self.linebuf = ffi.new("uint32_t[]", capacity)
-            self.cols = memoryview(cols).cast("I")
+            # Python reads the colons back: a memoryview on CPython, the cdata on
+            # PyPy (whose JIT reads a cdata array ~40x faster than a memoryview)
+            self.cols = memoryview(cols).cast("I") if _CPYTHON else ffi.from_buffer("uint32_t[]", cols)
             self._colons = ffi.from_buffer("uint32_t[]", cols)
             self._sig = ffi.from_buffer("char[]", self.mem)
             self._cols = cols
             # what head_lines takes: the C builtin's three bytearrays, or the scratch itself
-            self.parts = (lines, cols, self.mem) if _direct is bytes else self
+            self.parts = (lines, cols, self.mem) if _CPYTHON else self
 
-    # On PyPy the JIT makes the parser's per-line loop cheap and the signature
-    # path measured slower (issue 13): there the signature is never made
-    # (a cap of 0), so the parser takes its per-line loop as before.
-    _sig_cap = HEAD_SIG_CAP if _direct is bytes else 0
+    # The names signature is made on both interpreters.  (The first pass of
+    # issue 13 left it off on PyPy, where it measured slower: that was the
+    # from_buffer copy of every head and the memoryview reads of the colons,
+    # both gone; with them gone it is 1.9x faster there on varying heads.)
+    _sig_cap = HEAD_SIG_CAP
 
     _NULL = ffi.NULL
 

@@ -382,19 +382,28 @@ class RequestParser:
             r, lines = head_lines(data, 0, end if end < self._head_cap else self._head_cap, self._parts,
                                   self._lastsig)
             n = r & 0xFFFFFFF
-            # a complete head with a names signature (lines: r >> 28 & 1) or
-            # without a forbidden byte (r >> 28 == 0: the offsets are in _out)
-            if lines is None and r >> 28 == 0:
+            if lines is not None:
+                # a names signature: the head is complete, has no forbidden byte,
+                # and does not start with a blank line
+                ok = lines[0] <= self.max_request_line and lines[n - 1] - lines[0] - 2 <= self.max_header_size
+            elif r >> 28 == 0:  # no forbidden byte, no signature: the offsets are in _out
                 lines = self._out
-            if (lines is not None and n >= 2 and lines[n - 1] == lines[n - 2] + 2 and data[0] != 13
-                    and lines[0] <= self.max_request_line
-                    and lines[n - 1] - lines[0] - 2 <= self.max_header_size):
-                done: List[Request] = []
+                ok = (n >= 2 and lines[n - 1] == lines[n - 2] + 2 and data[0] != 13
+                      and lines[0] <= self.max_request_line
+                      and lines[n - 1] - lines[0] - 2 <= self.max_header_size)
+            else:
+                ok = False
+            if ok:
                 try:
                     req = self._build(data, 0, lines, n, r)
-                    pos = lines[n - 1] + 2
-                    if pos == end and not req._special and self._no_callbacks:
-                        return [req]
+                except ParseError as exc:
+                    self._fail(exc)
+                    raise
+                pos = lines[n - 1] + 2
+                if pos == end and not req._special and self._no_callbacks:
+                    return [req]  # the whole read was one plain request
+                done: List[Request] = []
+                try:
                     pos, state = self._start_message(req, data, pos, end, done)
                     return self._run(data, pos, state, done)
                 except ParseError as exc:
