@@ -104,6 +104,8 @@ int64_t pp_scan_lines(const char *buf, int64_t start, int64_t end,
 /* scan_lines of a head + colon offset of every field line + names signature (pp_scan.c) */
 int64_t pp_scan_head(const char *b, int64_t start, int64_t end, uint32_t *out, int max_out,
                      uint32_t *colons, char *sig, int64_t sig_cap, const char *last, int64_t last_len);
+/* 1 if buf[pos:pos+n] == block[:n] (memcmp; the caller checks the bounds) */
+int pp_same_at(const char *buf, int64_t pos, const char *block, int64_t n);
 
 /* CPython: instances of this class (id(cls)) are not tracked by the cyclic GC (pp_cpy.c) */
 int pp_gc_untrack_type(intptr_t type_addr);

@@ -153,6 +153,7 @@ int64_t pp_scan_lines(const char *buf, int64_t start, int64_t end,
 #define PP_HEAD_MAX_OUT ((1 << 28) - 1)
 int64_t pp_scan_head(const char *b, int64_t start, int64_t end, uint32_t *out, int max_out,
                      uint32_t *colons, char *sig, int64_t sig_cap, const char *last, int64_t last_len);
+int pp_same_at(const char *buf, int64_t pos, const char *block, int64_t n);
 
 /* WebSocket masking, SSE2 where available -- pp_ws.c */
 void pp_ws_mask(const char *src, char *dst, int64_t n, const unsigned char *key, int64_t phase);

@@ -11,8 +11,9 @@ fast path has exactly one pure twin beside it:
   modules (``powpow.poller.epoll`` ...) that wrap syscalls; they follow the shim
   contract: negative return = ``-errno``.
 * The scanner: ``find_crlf``, ``find_double_crlf``, ``scan_lines``,
-  ``new_line_offsets``, ``scan_head`` (with ``head_scratch`` and ``unpack_lines``)
-  -- same signatures and results in both modes.
+  ``new_line_offsets``, ``scan_head`` (with ``head_scratch`` and ``unpack_lines``),
+  ``head_lines`` (the parser's one call per head) and ``same_at`` -- same
+  signatures and results in both modes.
 * WebSocket masking: ``ws_mask(data, key, phase=0) -> bytearray`` (SSE2 C, or
   the ``bytes.translate`` twin in ``_wsmask``).
 """
@@ -134,6 +135,26 @@ if NATIVE:
                           sc._colons, sc._sig, _sig_cap, _NULL if last is None else last,
                           -1 if last is None else len(last))
 
+    if _CPYTHON:
+        memcmp_at = None  # buf.startswith(block, pos) is memcmp already
+
+        def same_at(buf, pos: int, block) -> bool:
+            """``buf[pos:pos + len(block)] == block``, without the slice."""
+            return buf.startswith(block, pos)
+    else:
+        # memcmp_at(buf, pos, block, n): the raw C call, for a caller that has
+        # checked the bounds and passes bytes (the parser's memo)
+        memcmp_at = _pp_same_at = lib.pp_same_at
+
+        def same_at(buf, pos: int, block) -> bool:
+            """``buf[pos:pos + len(block)] == block``, without the slice."""
+            n = len(block)
+            if pos < 0 or pos + n > len(buf):
+                return False
+            # PyPy compares bytes a byte at a time: memcmp is ~40x faster on a head
+            return _pp_same_at(buf if type(buf) is bytes else _from_buffer(buf), pos,
+                               block if type(block) is bytes else _from_buffer(block), n) != 0
+
     _pp_ws_mask = lib.pp_ws_mask
 
     def ws_mask(data, key: bytes, phase: int = 0) -> bytearray:
@@ -189,6 +210,12 @@ else:
 
     def scan_head(buf, start: int, end: int, sc, last) -> int:
         return _scan_head_pure(buf, start, end, sc.out, sc.cols, sc.mem, HEAD_SIG_CAP, last)
+
+    memcmp_at = None
+
+    def same_at(buf, pos: int, block) -> bool:
+        """``buf[pos:pos + len(block)] == block``, without the slice."""
+        return buf.startswith(block, pos)
 
     ws_mask = _wsmask.ws_mask
 

@@ -129,7 +129,7 @@ from typing import Any, Callable, List, Optional
 from powpow.errors import ParseError
 from _thread import get_ident as _get_ident
 
-from powpow._ffi import head_lines, head_scratch, new_line_offsets
+from powpow._ffi import head_lines, head_scratch, memcmp_at as _memcmp_at, new_line_offsets
 
 from ._body import SpooledBody
 from ._chunked import expect_crlf, parse_chunk_size
@@ -730,9 +730,15 @@ class RequestParser:
         if noquery:
             req._q = te
         h0 = c0 + 2
-        block = buf[h0 : lines[n - 1]]
+        hend = lines[n - 1]
         memo = self._memo
-        if v11 and memo is not None and memo[0] == block and method != "CONNECT":
+        if _memcmp_at is None:  # CPython (or pure): slicing and == are memcpy and memcmp
+            block = buf[h0:hend]
+            same = memo is not None and memo[0] == block
+        else:  # PyPy, whose bytes == compares a byte at a time: memcmp through cffi
+            block = None
+            same = memo is not None and len(memo[0]) == hend - h0 and _memcmp_at(buf, h0, memo[0], hend - h0)
+        if v11 and same and method != "CONNECT" and memo is not None:  # (memo: for mypy, same implies it)
             # Same header section as the previous request on this connection
             # (the usual case for keep-alive clients): it was validated then,
             # and its Headers and framing are pure functions of these bytes.
@@ -753,6 +759,8 @@ class RequestParser:
                 req.keep_alive = True
                 req.version = "1.1"
             return req
+        if block is None:
+            block = buf[h0:hend]  # (a copy: the memo must not pin the whole read)
         nhost = 0
         hc = he = 0
         specials = None

@@ -526,3 +526,21 @@ def test_head_lines_public():
     r, lines = _ffi.head_lines(head, 1, len(head) - 2, sc.parts, None)  # incomplete: offsets in sc.out
     assert lines is None and r >> 28 == 0 and r & 0xFFFFFFF == 3
     assert [sc.out[i] for i in range(3)] == want[:3]
+
+
+def test_same_at_agrees_with_slicing():
+    """``same_at`` (memcmp through cffi on PyPy, ``startswith`` elsewhere) is exactly
+    ``buf[pos:pos + len(block)] == block`` wherever the parser may call it."""
+    rnd = random.Random(77)
+    for _ in range(3000):
+        buf = bytes(rnd.choice(b"ab\r\n:") for _ in range(rnd.randrange(0, 40)))
+        pos = rnd.randrange(0, len(buf) + 3)
+        if rnd.random() < 0.5 and pos < len(buf):
+            block = buf[pos : pos + rnd.randrange(0, len(buf) - pos + 2)]
+        else:
+            block = bytes(rnd.choice(b"ab\r\n:") for _ in range(rnd.randrange(0, 6)))
+        want = len(buf) - pos >= len(block) and buf[pos : pos + len(block)] == block
+        assert _ffi.same_at(buf, pos, block) is want or _ffi.same_at(buf, pos, block) == want, (buf, pos, block)
+    if shipped is not None:  # the C helper itself, whatever the mode
+        for buf, pos, block, want in [(b"xxabc", 2, b"abc", 1), (b"xxabd", 2, b"abc", 0), (b"ab", 0, b"", 1)]:
+            assert shipped.lib.pp_same_at(buf, pos, block, len(block)) == want
