@@ -139,15 +139,15 @@ if NATIVE:
         memcmp_at = None  # buf.startswith(block, pos) is memcmp already
 
         def same_at(buf, pos: int, block) -> bool:
-            """``buf[pos:pos + len(block)] == block``, without the slice."""
-            return buf.startswith(block, pos)
+            """``buf[pos:pos + len(block)] == block`` (False for a range not inside ``buf``)."""
+            return 0 <= pos and pos + len(block) <= len(buf) and buf[pos : pos + len(block)] == block
     else:
         # memcmp_at(buf, pos, block, n): the raw C call, for a caller that has
         # checked the bounds and passes bytes (the parser's memo)
         memcmp_at = _pp_same_at = lib.pp_same_at
 
         def same_at(buf, pos: int, block) -> bool:
-            """``buf[pos:pos + len(block)] == block``, without the slice."""
+            """``buf[pos:pos + len(block)] == block`` (False for a range not inside ``buf``)."""
             n = len(block)
             if pos < 0 or pos + n > len(buf):
                 return False
@@ -214,8 +214,8 @@ else:
     memcmp_at = None
 
     def same_at(buf, pos: int, block) -> bool:
-        """``buf[pos:pos + len(block)] == block``, without the slice."""
-        return buf.startswith(block, pos)
+        """``buf[pos:pos + len(block)] == block`` (False for a range not inside ``buf``)."""
+        return 0 <= pos and pos + len(block) <= len(buf) and buf[pos : pos + len(block)] == block
 
     ws_mask = _wsmask.ws_mask
 

@@ -371,6 +371,11 @@ class Session:
         res = req.response
         if res is None or self.state >= DETACHED:
             log.error("handler raised for %s %s", req.method, req.target, exc_info=exc)
+            if res is None and req._session is self and self.state < DETACHED:
+                # Its answer went out already (the link to it was dropped then, see
+                # flush): as for any ended answer, close after what is queued.
+                self._to_closing()
+                self.flush()
             return
         if isinstance(exc, ParseError) and not res.headers_sent and not res.ended:
             log.info("bad request body from %s: %s", self.ip, exc)

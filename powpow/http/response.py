@@ -257,6 +257,11 @@ class _Unparsed:
     keep_alive = False
     body_size = 0
     _special = True
+    # Session.flush drops an answered request's link to its Response and keeps
+    # the session instead (see Request.response); this object is shared by every
+    # connection, so it must keep neither: both ignore what is stored.
+    response = property(lambda self: None, lambda self, value: None)
+    _session = property(lambda self: None, lambda self, value: None)
     headers: dict = {}
 
     def close(self) -> None:

@@ -3,6 +3,7 @@ a disconnect cancelling the handler, errors answered 500; callback handlers unch
 import asyncio
 import http.client
 import socket
+import time
 
 import pytest
 
@@ -133,3 +134,37 @@ def test_powpow_aio_lazy_attribute():
     assert powpow.aio.new_event_loop is powpow.aio.new_event_loop
     with pytest.raises(AttributeError):
         powpow.__getattr__("no_such_name")
+
+
+def test_async_handler_raising_after_its_answer_went_out_closes_the_connection():
+    """Issue 13 dropped an answered request's link to its Response: a handler that
+    fails after its answer went out still puts the connection into closing (the
+    next answer says ``Connection: close`` and the server closes after it)."""
+    answered = []
+
+    async def handler(req, res):
+        res.send(b"ok")
+        await asyncio.sleep(0.05)  # the answer is flushed meanwhile
+        if req.path == "/fail":
+            answered.append(req.response)
+            raise RuntimeError("late failure")
+
+    def client(port):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /fail HTTP/1.1\r\nHost: a\r\n\r\n")
+            data = b""
+            while data.count(b"ok") < 1:
+                data += s.recv(65536)
+            time.sleep(0.3)  # the handler fails meanwhile
+            s.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+            while True:
+                got = s.recv(65536)
+                if not got:
+                    return data  # closed by the server
+                data += got
+
+    out = _serve(handler, client)
+    first, _, second = out.partition(b"ok")
+    assert first.startswith(b"HTTP/1.1 200") and b"Connection: close" not in first
+    assert second.startswith(b"HTTP/1.1 200") and b"Connection: close\r\n" in second and second.endswith(b"ok")
+    assert answered == [None]

@@ -135,3 +135,15 @@ def test_dispatched_response_matches_the_constructor():
                 assert got[k] == want[k], k
             else:
                 assert got[k] == want[k] == [] and got[k] is not want[k]
+
+
+def test_parse_error_answer_keeps_no_connection_alive():
+    """The stand-in request of a parse-error answer is one object shared by every
+    connection: the answered-request bookkeeping must not store the session on it."""
+    from powpow.http.response import _UNPARSED
+
+    with serving(lambda req, res: res.send(b"x")) as server:
+        out = raw(server.port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\nBAD\r\n\r\n")
+    assert out.count(b"HTTP/1.1 200") == 1 and b"HTTP/1.1 400" in out
+    assert vars(_UNPARSED) == {}
+    assert _UNPARSED._session is None and _UNPARSED.response is None

@@ -540,7 +540,9 @@ def test_same_at_agrees_with_slicing():
         else:
             block = bytes(rnd.choice(b"ab\r\n:") for _ in range(rnd.randrange(0, 6)))
         want = len(buf) - pos >= len(block) and buf[pos : pos + len(block)] == block
-        assert _ffi.same_at(buf, pos, block) is want or _ffi.same_at(buf, pos, block) == want, (buf, pos, block)
+        assert _ffi.same_at(buf, pos, block) == want, (buf, pos, block)
+        assert _ffi.same_at(memoryview(buf), pos, block) == want  # any buffer
+    assert not _ffi.same_at(b"abc", -1, b"c")  # a negative offset is outside, not from the end
     if shipped is not None:  # the C helper itself, whatever the mode
         for buf, pos, block, want in [(b"xxabc", 2, b"abc", 1), (b"xxabd", 2, b"abc", 0), (b"ab", 0, b"", 1)]:
             assert shipped.lib.pp_same_at(buf, pos, block, len(block)) == want
