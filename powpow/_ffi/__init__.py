@@ -12,8 +12,8 @@ fast path has exactly one pure twin beside it:
   contract: negative return = ``-errno``.
 * The scanner: ``find_crlf``, ``find_double_crlf``, ``scan_lines``,
   ``new_line_offsets``, ``scan_head`` (with ``head_scratch`` and ``unpack_lines``),
-  ``head_lines`` (the parser's one call per head) and ``same_at`` -- same
-  signatures and results in both modes.
+  ``head_lines`` (the parser's one call per head) -- same signatures and
+  results in both modes; ``memcmp_at`` (PyPy native only, else None).
 * WebSocket masking: ``ws_mask(data, key, phase=0) -> bytearray`` (SSE2 C, or
   the ``bytes.translate`` twin in ``_wsmask``).
 """
@@ -63,26 +63,26 @@ if NATIVE:
     # larger: from_buffer(bytes) copies the bytes into memory of its own
     # (0.3-0.6 us for a 460-byte head, and a 64 KiB read is copied whole),
     # while the direct pass pins the object (0.1 us, any size; issue 13).
-    _direct = bytes
+    # So every call below passes bytes as they are, on both interpreters.
     _CPYTHON = sys.implementation.name == "cpython"
 
     def find_crlf(buf, start: int = 0, end: int = -1) -> int:
         """Offset of the CR of the first ``\\r\\n`` wholly inside ``buf[start:end]``, or -1."""
         if end < 0:
             end = len(buf)
-        return _find_crlf(buf if type(buf) is _direct else _from_buffer(buf), start, end)
+        return _find_crlf(buf if type(buf) is bytes else _from_buffer(buf), start, end)
 
     def find_double_crlf(buf, start: int = 0, end: int = -1) -> int:
         """Offset of the first ``\\r\\n\\r\\n`` wholly inside ``buf[start:end]``, or -1."""
         if end < 0:
             end = len(buf)
-        return _find_double_crlf(buf if type(buf) is _direct else _from_buffer(buf), start, end)
+        return _find_double_crlf(buf if type(buf) is bytes else _from_buffer(buf), start, end)
 
     def scan_lines(buf, start: int, end: int, out, line_begin: int = -1):
         """Record every CRLF of a header block in one call; see ``scan_lines`` below."""
         if line_begin < 0:
             line_begin = start
-        r = _scan_lines(buf if type(buf) is _direct else _from_buffer(buf), start, end, line_begin, out, len(out))
+        r = _scan_lines(buf if type(buf) is bytes else _from_buffer(buf), start, end, line_begin, out, len(out))
         return r & 0xFFFFFFFF, (r >> 32) - 1
 
     def new_line_offsets(capacity: int):
@@ -131,29 +131,15 @@ if NATIVE:
 
     def scan_head(buf, start: int, end: int, sc, last) -> int:
         """``scan_lines`` of a request head plus its field names, in one C call; see below."""
-        return _scan_head(buf if type(buf) is _direct else _from_buffer(buf), start, end, sc.out, sc.cap,
+        return _scan_head(buf if type(buf) is bytes else _from_buffer(buf), start, end, sc.out, sc.cap,
                           sc._colons, sc._sig, _sig_cap, _NULL if last is None else last,
                           -1 if last is None else len(last))
 
-    if _CPYTHON:
-        memcmp_at = None  # buf.startswith(block, pos) is memcmp already
-
-        def same_at(buf, pos: int, block) -> bool:
-            """``buf[pos:pos + len(block)] == block`` (False for a range not inside ``buf``)."""
-            return 0 <= pos and pos + len(block) <= len(buf) and buf[pos : pos + len(block)] == block
-    else:
-        # memcmp_at(buf, pos, block, n): the raw C call, for a caller that has
-        # checked the bounds and passes bytes (the parser's memo)
-        memcmp_at = _pp_same_at = lib.pp_same_at
-
-        def same_at(buf, pos: int, block) -> bool:
-            """``buf[pos:pos + len(block)] == block`` (False for a range not inside ``buf``)."""
-            n = len(block)
-            if pos < 0 or pos + n > len(buf):
-                return False
-            # PyPy compares bytes a byte at a time: memcmp is ~40x faster on a head
-            return _pp_same_at(buf if type(buf) is bytes else _from_buffer(buf), pos,
-                               block if type(block) is bytes else _from_buffer(block), n) != 0
+    # memcmp_at(buf, pos, block, n) -> 1 if buf[pos:pos + n] == block[:n], else 0:
+    # the raw C call (bytes in, bounds checked by the caller: the parser's memo).
+    # Only on PyPy, whose bytes == compares a byte at a time (~40x slower than
+    # memcmp on a head); on CPython slicing and == are memcpy and memcmp already.
+    memcmp_at = None if _CPYTHON else lib.pp_same_at
 
     _pp_ws_mask = lib.pp_ws_mask
 
@@ -162,7 +148,7 @@ if NATIVE:
         n = len(data)
         out = bytearray(n)
         if n:
-            _pp_ws_mask(data if type(data) is _direct else _from_buffer(data), _from_buffer(out), n, key, phase)
+            _pp_ws_mask(data if type(data) is bytes else _from_buffer(data), _from_buffer(out), n, key, phase)
         return out
 
 else:
@@ -212,10 +198,6 @@ else:
         return _scan_head_pure(buf, start, end, sc.out, sc.cols, sc.mem, HEAD_SIG_CAP, last)
 
     memcmp_at = None
-
-    def same_at(buf, pos: int, block) -> bool:
-        """``buf[pos:pos + len(block)] == block`` (False for a range not inside ``buf``)."""
-        return 0 <= pos and pos + len(block) <= len(buf) and buf[pos : pos + len(block)] == block
 
     ws_mask = _wsmask.ws_mask
 
@@ -301,14 +283,12 @@ def head_lines(buf, start: int, end: int, parts, last):
     return r, None
 
 
-HEAD_LINES_NATIVE = False
 if NATIVE and sys.implementation.name == "cpython":
     # The parser's hot path on CPython: one METH_FASTCALL builtin (src/pp_cpyio.c)
     # instead of a cffi call, a Python wrapper and a struct unpack (issue 13).
     _cpy: dict = {}
     if lib.pp_cpy_io_install(id(_cpy)) == 0:
         head_lines = _cpy["head_lines"]  # noqa: F811
-        HEAD_LINES_NATIVE = True
 
 scan_head.__doc__ = """One call per request head: ``scan_lines`` plus the field names.
 
