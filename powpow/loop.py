@@ -539,13 +539,14 @@ class Loop:
         events = self._poller.poll(timeout, cap)
         n = len(events)
         if n:
-            by_token = self._by_token
-            for i in range(0, n, 2):
-                w = by_token.get(events[i])
+            get = self._by_token.get
+            pairs = iter(events)
+            for token, ev in zip(pairs, pairs):  # (token, events) pairs without index arithmetic
+                w = get(token)
                 if w is None:
                     continue  # unregistered (or fd reused) since the poll returned
                 try:
-                    w.callback(w.fd, events[i + 1])
+                    w.callback(w.fd, ev)
                 except Exception as exc:
                     handler(exc, w.callback)
             if n >= 2 * cap:

@@ -9,9 +9,10 @@ import hashlib
 import socket
 import threading
 
+import powpow
 from powpow import TcpServer
 
-from ._net import pattern, run_until, settle
+from ._net import in_thread, pattern, run_until, settle
 
 
 def bytes_server(loop, on_data, on_accept=None, **kw):
@@ -146,3 +147,110 @@ def test_pooled_connection_forgets_data_as_bytes(loop):
     assert seen == [bytes, memoryview]
     srv.close()
     settle(loop)
+
+
+def test_bytes_close_inside_on_data_stops_a_full_burst(loop):
+    """on_data closing its connection in the middle of a burst that fills the buffer:
+    nothing more is delivered to it, and the server keeps serving the next client."""
+    calls = []
+    closed = []
+
+    def on_data(c, d):
+        calls.append(len(d))
+        if len(calls) == 1:
+            c.close()
+        else:
+            c.send(d)
+
+    srv = bytes_server(loop, on_data, on_close=lambda c, exc: closed.append(exc))
+    a = socket.create_connection(("127.0.0.1", srv.port))
+    a.sendall(b"x" * (1 << 20))  # more than one 64 KiB read is waiting when the event comes
+    run_until(loop, lambda: closed)
+    settle(loop)
+    assert len(calls) == 1 and closed == [None]
+    b = socket.create_connection(("127.0.0.1", srv.port))
+    b.sendall(b"ping")
+    b.settimeout(5)
+    run_until(loop, lambda: len(calls) == 2)
+    assert b.recv(100) == b"ping"
+    a.close()
+    b.close()
+    srv.close()
+    settle(loop)
+
+
+def test_bytes_pause_inside_on_data_stops_a_full_burst(loop):
+    """Pausing in on_data while more than a buffer is waiting: nothing more arrives
+    until resume, then all of it, in order."""
+    got = []
+    conns = []
+
+    def on_data(c, d):
+        got.append(d)
+        c.pause_reading()
+
+    srv = bytes_server(loop, on_data, on_accept=conns.append)
+    payload = pattern(3 << 16)
+    cli = socket.create_connection(("127.0.0.1", srv.port))
+    th, errors = in_thread(lambda: cli.sendall(payload))
+    th.join(2)  # in the kernel before the first read: that read fills the whole buffer
+    run_until(loop, lambda: got)
+    settle(loop, 10)
+    assert len(got) == 1 and len(got[0]) > 0
+    while sum(map(len, got)) < len(payload):
+        n = len(got)
+        conns[0].resume_reading()
+        run_until(loop, lambda n=n: len(got) > n)
+        settle(loop, 2)
+        assert len(got) == n + 1  # one delivery per resume: paused again at once
+    th.join(5)
+    assert b"".join(got) == payload and not errors
+    cli.close()
+    srv.close()
+    settle(loop)
+
+
+def test_bytes_on_data_error_closes_only_that_connection(backend):
+    """An exception from on_data tears down its own connection (on_close gets it, the
+    loop's handler reports it); a second connection on the same server is untouched."""
+    reported = []
+    loop = powpow.Loop(backend=backend, debug=True, exception_handler=lambda exc, cb: reported.append(exc))
+    closed = []
+
+    def on_data(c, d):
+        if d.startswith(b"boom"):
+            raise ValueError("bad record")
+        c.send(d)
+
+    srv = bytes_server(loop, on_data, on_close=lambda c, exc: closed.append(exc))
+    good = socket.create_connection(("127.0.0.1", srv.port))
+    bad = socket.create_connection(("127.0.0.1", srv.port))
+    good.settimeout(5)
+    bad.settimeout(5)
+    good.sendall(b"one")
+    bad.sendall(b"boom")
+    run_until(loop, lambda: closed)
+    assert len(closed) == 1 and isinstance(closed[0], ValueError)
+    assert [str(e) for e in reported] == ["bad record"]
+    assert bad.recv(100) == b""  # closed by the server (the close is done: no loop turn needed)
+    good.sendall(b"two")
+    echoed = []
+
+    def read_echo():
+        data = b""
+        while len(data) < 6:
+            chunk = good.recv(100)
+            if not chunk:
+                break
+            data += chunk
+        echoed.append(data)
+
+    th, errors = in_thread(read_echo)
+    run_until(loop, lambda: echoed)
+    th.join(5)
+    assert echoed == [b"onetwo"] and not errors
+    good.close()
+    bad.close()
+    srv.close()
+    settle(loop)
+    loop.close()
