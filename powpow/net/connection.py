@@ -66,7 +66,7 @@ use a ``Connection`` after its ``on_close`` has returned.
 import errno
 import os
 import socket
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from .._log import get_logger
 from .. import _ffi
@@ -137,7 +137,7 @@ class Connection(_Writer):
     loop: Loop  # None only while the object is pooled (after on_close)
     fd: int
     family: int
-    on_data: Optional[Callable[["Connection", memoryview], None]]
+    on_data: Optional[Callable[["Connection", Union[memoryview, bytes]], None]]  # bytes: data_as_bytes
     on_close: Optional[Callable[["Connection", Optional[BaseException]], None]]
     on_drain: Optional[Callable[["Connection"], None]]
     on_eof: Optional[Callable[["Connection"], None]]
