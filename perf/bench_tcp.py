@@ -16,6 +16,13 @@ Instructions per round trip (deterministic, for A/B work on a busy machine):
 ``perf/cg_tcp.py``.
 ``python perf/bench_tcp.py --serve KIND`` runs one echo server (used by the
 harness; prints its port).
+
+``--interleave`` (ping-pong only): on a shared machine the sequential runs
+above drift by 20-40 % between servers measured a minute apart.  This starts
+every server of one interpreter at once (idle ones sleep in their poller) and
+takes ``--reps`` rounds, each running the client against every server in turn
+(the order rotates each round); the figures are medians per server, and the
+ratios medians of the per-round ratios -- a peer and powpow measured seconds apart.
 """
 import argparse
 import os
@@ -150,6 +157,43 @@ def bench(python: str, kind: str, binary: str, a) -> dict:
     return res
 
 
+def pingpong(binary: str, p, port: int, seconds: float):
+    c0 = tree_cpu(p.pid)
+    out = client(binary, "pingpong", "127.0.0.1", port, 64, 100, seconds).split()
+    rts = max(int(out[1]), 1)
+    return rts / float(out[3]), (tree_cpu(p.pid) - c0) * 1e6 / rts
+
+
+def interleaved(impl: str, kinds, binary: str, a) -> None:
+    """Every server up at once; rounds of one ping-pong run each, rotating the order."""
+    servers = {}
+    try:
+        for kind, py in kinds:
+            servers[kind] = start_server(py, kind)
+            client(binary, "pingpong", "127.0.0.1", servers[kind][1], 64, 100, 1)  # warm-up (PyPy JIT)
+        rates = {k: [] for k in servers}
+        cpu = {k: [] for k in servers}
+        order = list(servers)
+        for r in range(a.reps):
+            for kind in order[r % len(order):] + order[:r % len(order)]:
+                rate, us = pingpong(binary, servers[kind][0], servers[kind][1], a.seconds)
+                rates[kind].append(rate)
+                cpu[kind].append(us)
+        for kind in order:
+            print("%-8s %-8s ping-pong %9.0f rt/s (server %.2f CPU us/rt)   median of %d interleaved rounds"
+                  % (impl, kind, statistics.median(rates[kind]), statistics.median(cpu[kind]), a.reps))
+        for peer in order[1:]:
+            rr = [x / y for x, y in zip(rates["powpow"], rates[peer])]
+            cr = [y / x for x, y in zip(cpu["powpow"], cpu[peer])]
+            print("%-8s powpow / %-8s ping-pong %.2fx (server CPU per round trip, peer / powpow: %.2fx)"
+                  "   per round: %s" % (impl, peer, statistics.median(rr), statistics.median(cr),
+                                        " ".join("%.2f" % x for x in cr)), flush=True)
+    finally:
+        for p, _ in servers.values():
+            p.kill()
+            p.wait()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--serve", choices=["powpow", "asyncio", "uvloop"])
@@ -158,6 +202,8 @@ def main() -> None:
     ap.add_argument("--bulk-mib", type=int, default=1024)
     ap.add_argument("--bulk-reps", type=int, default=3)
     ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--interleave", action="store_true",
+                    help="ping-pong only: all servers up at once, measured in rotating rounds")
     ap.add_argument("--peers-python", default=os.path.join(ROOT, "perf/.venv-peers/bin/python"),
                     help="a python with uvloop, used for the uvloop server when .venv lacks it")
     a = ap.parse_args()
@@ -183,6 +229,9 @@ def main() -> None:
                     [a.peers_python, "-c", "import uvloop"], capture_output=True).returncode == 0:
                 kinds.append("uvloop")
                 uv_py = a.peers_python
+            if a.interleave:
+                interleaved(impl, [(k, uv_py if k == "uvloop" else py) for k in kinds], binary, a)
+                continue
             for kind in kinds:
                 results[(impl, kind)] = r = bench(uv_py if kind == "uvloop" else py, kind, binary, a)
                 print("%-8s %-8s ping-pong %9.0f rt/s (server %.2f CPU us/rt)   bulk %7.1f MiB/s   idle %6.0f B/conn"
