@@ -88,6 +88,10 @@ _READS_PER_EVENT = range(_MAX_READS_PER_EVENT)
 _NO_PRELUDE = 1 << 20  # above every poller bit (a one-digit int: compared fast): _read's call into _on_event
 _WRITE_ERROR = WRITE | ERROR
 _READ_HUP_ERROR = READ | HUP | ERROR
+# events -> "data to read, no hang-up, no error" for every combination of the four
+# poller bits (all a poller reports): the fast path's test without int bit operations
+_PLAIN_LIMIT = 32
+_PLAIN_READ = [e & _READ_HUP_ERROR == READ for e in range(_PLAIN_LIMIT)]
 DEFAULT_LINGER_MS = 5000
 
 # Native mode: the hottest call goes straight to the shim (no wrapper frame);
@@ -343,7 +347,39 @@ class Connection(_Writer):
         ``events`` with ``_NO_PRELUDE`` set is an internal call that reads at once
         (``_read``): a deferred read, or a level-triggered hang-up while paused.
         """
-        if events < _NO_PRELUDE:
+        if (events < _PLAIN_LIMIT and _PLAIN_READ[events] and not self._queue and not self._eof
+                and not self._paused and _FAST_IO and self.data_as_bytes):
+            # The common event on CPython -- new data, no hang-up or error, nothing
+            # queued, reading on -- in fewer steps than the general path below (a
+            # table lookup instead of int bit tests, which are not specialised on
+            # CPython 3.11): one read; a short one (the socket is drained, the usual
+            # case) ends the event whatever on_data did.  A full buffer goes on below.
+            rbuf = self._rbuf
+            data = _fast_recv_bytes(fd, rbuf.data)
+            if type(data) is not bytes:
+                if data == -EAGAIN:
+                    return
+                if data == 0:
+                    self._on_eof()
+                else:
+                    self._fail(data, "recv from")
+                return
+            cb = self.on_data
+            if cb is not None and self._state == OPEN:
+                gen = self._gen
+                try:
+                    cb(self, data)
+                except Exception as exc:
+                    if self._gen == gen:
+                        self._teardown(exc)
+                    raise
+                if len(data) < rbuf.size:
+                    return
+                if self._gen != gen or self._state == CLOSED or (self._paused and self._state == OPEN):
+                    return
+            elif len(data) < rbuf.size:
+                return
+        elif events < _NO_PRELUDE:
             if events & _WRITE_ERROR and self._queue:  # ERROR: the write fails and closes us
                 self._flush()
                 if self._state == CLOSED:
@@ -358,35 +394,6 @@ class Connection(_Writer):
                 # EOF: on_data may pause reading before the EOF is reached, and the
                 # edge of this FIN will not come again.
                 self.peer_closed = True
-            elif _FAST_IO and self.data_as_bytes:
-                # The common event on CPython (new data, no hang-up), in fewer steps than
-                # the loop below: one read; a short one (the socket is drained, the usual
-                # case) ends the event whatever on_data did.  A full buffer goes on below.
-                rbuf = self._rbuf
-                data = _fast_recv_bytes(fd, rbuf.data)
-                if type(data) is not bytes:
-                    if data == -EAGAIN:
-                        return
-                    if data == 0:
-                        self._on_eof()
-                    else:
-                        self._fail(data, "recv from")
-                    return
-                cb = self.on_data
-                if cb is not None and self._state == OPEN:
-                    gen = self._gen
-                    try:
-                        cb(self, data)
-                    except Exception as exc:
-                        if self._gen == gen:
-                            self._teardown(exc)
-                        raise
-                    if len(data) < rbuf.size:
-                        return
-                    if self._gen != gen or self._state == CLOSED or (self._paused and self._state == OPEN):
-                        return
-                elif len(data) < rbuf.size:
-                    return
         rbuf = self._rbuf
         size = rbuf.size
         gen = self._gen
