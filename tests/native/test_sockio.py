@@ -46,6 +46,12 @@ def _paths():
                       lambda s, d: _sock.fast_send(s.fileno(), d),
                       lambda s, rb: _sock.fast_recv_bytes(s.fileno(), rb.data),
                       lambda s, rb: _sock.fast_recv_into(s.fileno(), rb.data)))
+        # any writable buffer, not only the bytearray (which, with no other thread,
+        # takes a path without a buffer export)
+        paths.append(("fast, a view",
+                      lambda s, d: _sock.fast_send(s.fileno(), d),
+                      lambda s, rb: _sock.fast_recv_bytes(s.fileno(), memoryview(rb.data)),
+                      lambda s, rb: _sock.fast_recv_into(s.fileno(), memoryview(rb.data))))
     return paths
 
 
