@@ -545,10 +545,11 @@ class Loop:
                 w = get(token)
                 if w is None:
                     continue  # unregistered (or fd reused) since the poll returned
+                cb = w.callback  # (an attribute, not a method: a plain load specialises, a method load cannot)
                 try:
-                    w.callback(w.fd, ev)
+                    cb(w.fd, ev)
                 except Exception as exc:
-                    handler(exc, w.callback)
+                    handler(exc, cb)
             if n >= 2 * cap:
                 # Full array: more fds may be ready.  Grow, and poll again
                 # without sleeping (bounded), instead of making them wait.

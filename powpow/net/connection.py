@@ -23,12 +23,14 @@ a bytes object is the same object, no second copy) or sends the data back
 (bytes go to ``send`` without a buffer export).  On CPython this is the
 cheaper mode (one call, no memoryview slice); on PyPy the view is free.
 
-Why the read loop lives in ``_on_event``: it is the watcher callback, and on
-CPython each Python frame on the per-event path costs; internal reads
+Why the read loop lives in one method (``_event``): it is the watcher callback,
+and on CPython each Python frame on the per-event path costs; internal reads
 (``_read``: deferred, or a level-triggered hang-up while paused) enter it with
 ``_NO_PRELUDE`` set.  On CPython the socket calls are FASTCALL builtins
-(``_sock.FAST_IO``, ``src/pp_cpyio.c``); ``perf/cg_tcp.py`` measures the
-instructions per echo round trip.
+(``_sock.FAST_IO``, ``src/pp_cpyio.c``), and the watcher callback is
+``_on_event``: the common event (data, nothing else to do) in fewer steps, the
+rest handed to ``_event``.  ``perf/cg_tcp.py`` measures the instructions per
+echo round trip.
 
 Readiness is edge-triggered on epoll/kqueue (READ|WRITE registered once, no
 ``epoll_ctl`` per queue transition); on the level-triggered ``poll`` backend
@@ -221,7 +223,7 @@ class Connection(_Writer):
         self.linger_ms = linger_ms
         edge = self._edge = edge_capable(loop)
         self._interest = (READ | WRITE) if edge else READ
-        loop.register(fd, self._interest, self._on_event, edge)
+        loop.register(fd, self._interest, self._on_event if _FAST_IO else self._event, edge)
 
     # ------------------------------------------------------------ public API
 
@@ -342,44 +344,55 @@ class Connection(_Writer):
     # ------------------------------------------------------------ events
 
     def _on_event(self, fd: int, events: int) -> None:
-        """The watcher callback, and the read loop itself (one frame per event on the hot path).
+        """The watcher callback on CPython with the FASTCALL socket calls: the common event
+        -- new data, no hang-up or error, nothing queued, reading on, bytes mode --
+        in as few steps as CPython 3.11 allows; every other event goes to ``_event``.
+
+        One read; a short one (the socket is drained: the usual case) ends the event
+        whatever on_data did.  The bit test is a table lookup (int ``&`` is not
+        specialised on 3.11), and the guard is negated so that every jump in it is
+        short (a compare followed by an EXTENDED_ARG jump is never specialised).
+        """
+        if not (events < _PLAIN_LIMIT and _PLAIN_READ[events] and not self._queue and not self._eof
+                and not self._paused and self.data_as_bytes):
+            self._event(fd, events)
+            return
+        rbuf = self._rbuf
+        data = _fast_recv_bytes(fd, rbuf.data)
+        if type(data) is not bytes:
+            if data == -EAGAIN:
+                return
+            if data == 0:
+                self._on_eof()
+            else:
+                self._fail(data, "recv from")
+            return
+        cb = self.on_data
+        if cb is None or self._state != OPEN:
+            if len(data) == rbuf.size:
+                self._event(fd, events | _NO_PRELUDE)  # (dropped, as the read loop does) read on
+            return
+        gen = self._gen
+        try:
+            cb(self, data)
+        except Exception as exc:
+            if self._gen == gen:
+                self._teardown(exc)
+            raise
+        if len(data) < rbuf.size:
+            return
+        if self._gen != gen or self._state == CLOSED or (self._paused and self._state == OPEN):
+            return
+        self._event(fd, events | _NO_PRELUDE)  # a full buffer: more may be waiting
+
+    def _event(self, fd: int, events: int) -> None:
+        """Every event (the watcher callback itself on PyPy and in pure mode), and the read loop.
 
         ``events`` with ``_NO_PRELUDE`` set is an internal call that reads at once
-        (``_read``): a deferred read, or a level-triggered hang-up while paused.
+        (``_read``): a deferred read, a level-triggered hang-up while paused, or the
+        fast path's full buffer.
         """
-        if (events < _PLAIN_LIMIT and _PLAIN_READ[events] and not self._queue and not self._eof
-                and not self._paused and _FAST_IO and self.data_as_bytes):
-            # The common event on CPython -- new data, no hang-up or error, nothing
-            # queued, reading on -- in fewer steps than the general path below (a
-            # table lookup instead of int bit tests, which are not specialised on
-            # CPython 3.11): one read; a short one (the socket is drained, the usual
-            # case) ends the event whatever on_data did.  A full buffer goes on below.
-            rbuf = self._rbuf
-            data = _fast_recv_bytes(fd, rbuf.data)
-            if type(data) is not bytes:
-                if data == -EAGAIN:
-                    return
-                if data == 0:
-                    self._on_eof()
-                else:
-                    self._fail(data, "recv from")
-                return
-            cb = self.on_data
-            if cb is not None and self._state == OPEN:
-                gen = self._gen
-                try:
-                    cb(self, data)
-                except Exception as exc:
-                    if self._gen == gen:
-                        self._teardown(exc)
-                    raise
-                if len(data) < rbuf.size:
-                    return
-                if self._gen != gen or self._state == CLOSED or (self._paused and self._state == OPEN):
-                    return
-            elif len(data) < rbuf.size:
-                return
-        elif events < _NO_PRELUDE:
+        if events < _NO_PRELUDE:
             if events & _WRITE_ERROR and self._queue:  # ERROR: the write fails and closes us
                 self._flush()
                 if self._state == CLOSED:
@@ -446,7 +459,7 @@ class Connection(_Writer):
 
     def _read(self, events: int) -> None:
         """Read now (until a short read; with ``HUP`` in ``events``, until EAGAIN)."""
-        self._on_event(self.fd, events | _NO_PRELUDE)
+        self._event(self.fd, events | _NO_PRELUDE)
 
     def _on_paused_event(self, events: int) -> None:
         if events & ERROR:
