@@ -20,6 +20,9 @@
                                                  contiguous buffer
      head_lines(buf, start, end, parts, last)    pp_scan_head for the HTTP parser,
        -> (r, lines or None)                     see below
+     blank(cls), same_thread(ident)              object.__new__(cls) and
+                                                 ident == get_ident() as specialised
+                                                 calls (the HTTP server, per request)
 
    Same contract as the cffi shims in pp_sys.c (which these call): EINTR is
    retried inside, EAGAIN is a value; the GIL is released around the syscall
@@ -238,7 +241,46 @@ done:
     return res;
 }
 
+/* blank(cls) -> an instance of cls, its __init__ not run: object.__new__(cls) for a
+   class that inherits object's __new__ (the HTTP server's Request and Response,
+   made once per request).  A METH_O builtin is a specialised call on CPython 3.11;
+   object.__new__ goes through tp_new_wrapper and an argument tuple (~200
+   instructions more).  Twin: object.__new__ (powpow/_ffi/__init__.py). */
+static PyObject *pp_empty_args;
+
+static PyObject *pp_io_blank(PyObject *self, PyObject *cls) {
+    PyTypeObject *t;
+    (void)self;
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "blank(cls): cls must be a class");
+        return NULL;
+    }
+    t = (PyTypeObject *)cls;
+    if (t->tp_new != PyBaseObject_Type.tp_new) {
+        PyErr_Format(PyExc_TypeError, "blank(cls): %s has its own __new__", t->tp_name);
+        return NULL;
+    }
+    return t->tp_new(t, pp_empty_args, NULL);
+}
+
+/* same_thread(ident) -> ident == _thread.get_ident(), as a METH_O builtin (a
+   specialised call; get_ident is METH_NOARGS, which 3.11 does not specialise,
+   and the == of two thread idents, big ints, is not specialised either). */
+static PyObject *pp_io_same_thread(PyObject *self, PyObject *ident) {
+    unsigned long v;
+    (void)self;
+    v = PyLong_AsUnsignedLong(ident);
+    if (v == (unsigned long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;  /* not a thread ident (e.g. None before the first feed) */
+    }
+    if (v == PyThread_get_thread_ident()) Py_RETURN_TRUE;
+    Py_RETURN_FALSE;
+}
+
 static PyMethodDef pp_io_methods[] = {
+    {"blank", (PyCFunction)pp_io_blank, METH_O, "blank(cls) -> object.__new__(cls)"},
+    {"same_thread", (PyCFunction)pp_io_same_thread, METH_O, "same_thread(ident) -> ident == get_ident()"},
     {"send", (PyCFunction)(void (*)(void))pp_io_send, METH_FASTCALL, "send(fd, data) -> n or -errno"},
     {"recv_into", (PyCFunction)(void (*)(void))pp_io_recv_into, METH_FASTCALL, "recv_into(fd, buf) -> n or -errno"},
     {"recv_bytes", (PyCFunction)(void (*)(void))pp_io_recv_bytes, METH_FASTCALL,
@@ -257,7 +299,9 @@ int pp_cpy_io_install(intptr_t addr) {
     int r = 0;
     PyGILState_STATE st = PyGILState_Ensure();  /* cffi calls run without the GIL */
     PyObject *d = (PyObject *)addr;
-    if (!PyDict_Check(d)) {
+    if (pp_empty_args == NULL) pp_empty_args = PyTuple_New(0);  /* kept for the process */
+    if (!PyDict_Check(d) || pp_empty_args == NULL) {
+        PyErr_Clear();
         r = -1;
     } else {
         for (PyMethodDef *m = pp_io_methods; m->ml_name != NULL; m++) {

@@ -34,6 +34,7 @@ and calls ``_lost()`` / ``_reset()``.
 import errno
 from typing import List, Optional
 
+from .. import _ffi
 from .._log import get_logger
 from ..errors import ParseError
 from ..net.errors import ConnectionLost
@@ -42,7 +43,7 @@ from .parser import _FAILED, RequestParser
 from .response import _UNPARSED, _UP_ASKED, Response, _FileSeg, close_segments
 
 log = get_logger("powpow.http")
-_new = object.__new__
+_new = _ffi.blank  # object.__new__ (a specialised builtin call on CPython)
 
 IDLE, HEAD, BODY, CLOSING, DETACHED, GONE = range(6)
 STATE_NAMES = ("idle", "head", "body", "closing", "detached", "gone")

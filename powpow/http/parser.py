@@ -129,7 +129,8 @@ from typing import Any, Callable, List, Optional
 from powpow.errors import ParseError
 from _thread import get_ident as _get_ident
 
-from powpow._ffi import HEAD_SIG as _HEAD_SIG, head_lines, head_scratch, memcmp_at as _memcmp_at, new_line_offsets
+from powpow._ffi import HEAD_SIG as _HEAD_SIG, blank as _blank, head_lines, head_scratch, memcmp_at as _memcmp_at
+from powpow._ffi import new_line_offsets, same_thread as _same_thread
 
 from ._body import SpooledBody
 from ._chunked import expect_crlf, parse_chunk_size
@@ -369,51 +370,54 @@ class RequestParser:
 
     def feed(self, data=b"") -> List[Request]:
         """Parse ``data`` (bytes-like); return the requests it completed, in order."""
-        if _get_ident() != self._tid:
+        if not _same_thread(self._tid):
             # fed from another thread than last time: that thread's scratch (an
             # ident is reused only once its thread has ended, so never shared)
             sc = self._sc = head_scratch(self._sc_cap)
             self._out = sc.out
             self._parts = sc.parts
             self._tid = _get_ident()
-        if self._idle and data.__class__ is bytes and data:
-            # Fast path: nothing pending and a whole head at the start of data.
-            end = len(data)
-            r, lines = head_lines(data, 0, end if end < self._head_cap else self._head_cap, self._parts,
-                                  self._lastsig)
-            if lines is not None:
-                # a names signature: the head is complete, has no forbidden byte,
-                # and does not start with a blank line.  (len, and below a compare: int
-                # bit operations are not specialised on CPython 3.11, ~60 instructions each)
-                n = len(lines)
-                ok = lines[0] <= self.max_request_line and lines[n - 1] - lines[0] - 2 <= self.max_header_size
-            elif r < _HEAD_SIG:  # no forbidden byte, no signature (no flag bits): r is n, offsets in _out
-                n = r
-                lines = self._out
-                ok = (n >= 2 and lines[n - 1] == lines[n - 2] + 2 and data[0] != 13
-                      and lines[0] <= self.max_request_line
-                      and lines[n - 1] - lines[0] - 2 <= self.max_header_size)
-            else:
-                ok = False
-            if ok:
-                try:
-                    req = self._build(data, 0, lines, n, r)
-                except ParseError as exc:
-                    self._fail(exc)
-                    raise
-                pos = lines[n - 1] + 2
-                if pos == end and not req._special and self._no_callbacks:
-                    return [req]  # the whole read was one plain request
-                done: List[Request] = []
-                try:
-                    pos, state = self._start_message(req, data, pos, end, done)
-                    return self._run(data, pos, state, done)
-                except ParseError as exc:
-                    self._fail(exc)
-                    if done:
-                        return done  # the error is raised by the next feed()
-                    raise
-        return self._feed(data)
+        # Fast path: nothing pending and a whole head at the start of data.  Each
+        # guard leaves with a short jump (a compare followed by an EXTENDED_ARG jump,
+        # or whose result is stored, is never specialised on CPython 3.11).
+        if not (self._idle and data.__class__ is bytes and data):
+            return self._feed(data)
+        end = len(data)
+        r, lines = head_lines(data, 0, end if end < self._head_cap else self._head_cap, self._parts,
+                              self._lastsig)
+        if lines is not None:
+            # a names signature: the head is complete, has no forbidden byte, and does
+            # not start with a blank line.  (len, not r & 0xFFFFFFF: int bit operations
+            # are not specialised on CPython 3.11 either, ~60 instructions each)
+            n = len(lines)
+            if lines[0] > self.max_request_line or lines[n - 1] - lines[0] - 2 > self.max_header_size:
+                return self._feed(data)
+        elif r < _HEAD_SIG:  # no forbidden byte, no signature (no flag bits): r is n, offsets in _out
+            n = r
+            lines = self._out
+            if not (n >= 2 and lines[n - 1] == lines[n - 2] + 2 and data[0] != 13
+                    and lines[0] <= self.max_request_line
+                    and lines[n - 1] - lines[0] - 2 <= self.max_header_size):
+                return self._feed(data)
+        else:
+            return self._feed(data)
+        try:
+            req = self._build(data, 0, lines, n, r)
+        except ParseError as exc:
+            self._fail(exc)
+            raise
+        pos = lines[n - 1] + 2
+        if pos == end and not req._special and self._no_callbacks:
+            return [req]  # the whole read was one plain request
+        done: List[Request] = []
+        try:
+            pos, state = self._start_message(req, data, pos, end, done)
+            return self._run(data, pos, state, done)
+        except ParseError as exc:
+            self._fail(exc)
+            if done:
+                return done  # the error is raised by the next feed()
+            raise
 
     def _feed(self, data) -> List[Request]:
         state = self._state
@@ -726,7 +730,7 @@ class RequestParser:
                 v11 = version == "1.1"
             if buf[ts] != 47 or buf[ts:te].translate(None, _TARGET_CHARS) or method == "CONNECT":
                 _check_target(buf, ts, te, method)
-        req = _new(Request)
+        req = _blank(Request)
         req.method = method
         req._buf = buf
         req._ts = ts

@@ -547,3 +547,34 @@ def test_memcmp_at_agrees_with_slicing():
         want = buf[pos : pos + n] == block
         for f in impls:
             assert f(buf, pos, block, n) == want, (buf, pos, block)
+
+
+def test_blank_and_same_thread_agree_with_their_twins():
+    """``_ffi.blank`` / ``_ffi.same_thread`` (builtins on CPython with the native module,
+    the twins elsewhere) are ``object.__new__`` and ``ident == get_ident()``."""
+    import _thread
+    import threading
+
+    from powpow.http._message import Request
+    from powpow.http.response import Response
+
+    if platform.python_implementation() == "CPython" and _ffi.NATIVE:
+        assert type(_ffi.blank).__name__ == "builtin_function_or_method"
+        assert type(_ffi.same_thread).__name__ == "builtin_function_or_method"
+    for cls in (Request, Response):
+        obj = _ffi.blank(cls)
+        assert type(obj) is cls and not vars(obj)  # no __init__ ran: no attribute set
+        obj.extra = 1  # an ordinary instance: it has its __dict__
+        assert obj.extra == 1
+    with pytest.raises(TypeError):
+        _ffi.blank(dict)  # a class with its own __new__
+    with pytest.raises(TypeError):
+        _ffi.blank(3)
+    me = _thread.get_ident()
+    assert _ffi.same_thread(me) is True
+    assert _ffi.same_thread(me + 1) is False and _ffi.same_thread(None) is False
+    other = []
+    t = threading.Thread(target=lambda: other.append((_ffi.same_thread(me), _ffi.same_thread(_thread.get_ident()))))
+    t.start()
+    t.join()
+    assert other == [(False, True)]
