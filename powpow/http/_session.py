@@ -157,7 +157,10 @@ class Session:
             self._reject(exc)
             return
         if reqs:
-            self.held = len(reqs) >= self.depth
+            if len(reqs) < self.depth:  # (an if: a compare whose result is stored never specialises)
+                self.held = False
+            else:
+                self.held = True
             last = reqs[-1]
             if last._special and (last.upgrade is not None or last.method == "CONNECT"):
                 self.upgrade_req = last  # the parser stopped behind it; the handler decides
@@ -182,7 +185,10 @@ class Session:
                         res._headers = []
                         res._segments = []
                         res._close = not req.keep_alive
-                        res._head_only = req.method == "HEAD"
+                        if req.method == "HEAD":
+                            res._head_only = True
+                        else:
+                            res._head_only = False
                         res.status = 200
                         res.ended = False
                         res._upgrade = _UP_ASKED if req is self.upgrade_req else None  # type: ignore[assignment]
@@ -451,37 +457,46 @@ class Session:
         if self.in_batch or self.state >= DETACHED:
             return
         pending = self.pending
+        # Fast path (keep-alive, one request per read): one finished answer in one
+        # piece goes straight out; everything else is _flush_all's.  (Negated guards:
+        # short jumps, so their compares specialise on CPython 3.11.)
+        if len(pending) != 1:
+            self._flush_all()
+            return
+        res = pending[0]
+        segs = res._segments
+        if not (res.ended and len(segs) == 1 and not res._close and res._upgrade is None
+                and segs[0].__class__ is bytes):
+            self._flush_all()
+            return
         conn = self.conn
-        if len(pending) == 1:
-            # Fast path (keep-alive, one request per read): one finished answer
-            # in one piece goes straight out.
-            res = pending[0]
-            segs = res._segments
-            if (res.ended and len(segs) == 1 and not res._close and res._upgrade is None
-                    and segs[0].__class__ is bytes):
-                if not conn.write(segs[0]):
-                    if conn.closed:  # (asked only now: a property, and rarely true)
-                        segs.clear()
-                        pending.clear()
-                        return
-                    self._blocked()
-                del pending[0]
-                req = res.request
-                if req._special and req.body_size:  # (only a special request has a body)
-                    req.close()  # a spooled body file goes now, not at GC
-                if not self.streaming:
-                    # Answered: break the request <-> response cycle, so both go by
-                    # reference count at once instead of waiting for the cyclic GC
-                    # (which cost ~2k instructions a request, issue 13).
-                    req.response = None
-                    req._session = self
-                # _drained(), inlined for the common case
-                if self.state == IDLE:
-                    self.since = self.loop._now  # keep-alive starts (now_ms(), without the call)
-                if (self.want_continue or self.held or self.eof or self.write_blocked or self.closing
-                        or conn._paused):  # reading_paused (Connection and TlsTransport), without the call
-                    self._drained_more()
+        if not conn.write(segs[0]):
+            if conn.closed:  # (asked only now: a property, and rarely true)
+                segs.clear()
+                pending.clear()
                 return
+            self._blocked()
+        del pending[0]
+        req = res.request
+        if req._special and req.body_size:  # (only a special request has a body)
+            req.close()  # a spooled body file goes now, not at GC
+        if not self.streaming:
+            # Answered: break the request <-> response cycle, so both go by
+            # reference count at once instead of waiting for the cyclic GC
+            # (which cost ~2k instructions a request, issue 13).
+            req.response = None
+            req._session = self
+        # _drained(), inlined for the common case
+        if self.state == IDLE:
+            self.since = self.loop._now  # keep-alive starts (now_ms(), without the call)
+        if (self.want_continue or self.held or self.eof or self.write_blocked or self.closing
+                or conn._paused):  # reading_paused (Connection and TlsTransport), without the call
+            self._drained_more()
+
+    def _flush_all(self) -> None:
+        """``flush`` for a batch (pipelined answers), a streamed answer, or a lost connection."""
+        pending = self.pending
+        conn = self.conn
         if conn.closed:
             for res in pending:
                 close_segments(res._segments)

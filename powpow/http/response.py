@@ -422,36 +422,43 @@ class Response:
 
         ``headers``: pairs or a mapping.  A ``bytes`` body of any size arrives
         whole: it is queued by reference and streamed as the socket drains."""
-        if (body.__class__ is bytes and (status is None or status == 200) and self.status == 200
+        # The common answer (200, an HTTP/1.1 keep-alive GET/POST, the same header
+        # list as last time): its head comes whole from _last_head.  Every other one
+        # is _send's.  (The guards leave by short jumps: on CPython 3.11 a compare
+        # followed by an EXTENDED_ARG jump is never specialised.)
+        if not (body.__class__ is bytes and (status is None or status == 200) and self.status == 200
                 and not self._close and not self._headers and not self._head_only and not self.ended
                 and (headers is None or headers.__class__ is list)):
-            # The common answer (200, an HTTP/1.1 keep-alive GET/POST, the same
-            # header list as last time): its head comes whole from _last_head.
-            session = self._session
-            if not session.closing and self.request.version == "1.1":
-                n = len(body)
-                date = session.date.header
-                last = _last_head
-                if last[0] is headers and last[2] is date and last[3] == n and last[1] == headers:
-                    head = last[4]
-                else:
-                    head = _plain_head(headers, date, n)
-                if head is not None:
-                    if status is not None:
-                        self.status = status  # (an HTTPStatus stays what the handler gave)
-                    self._sent_head = True
-                    if n < 16384:
-                        self._segments.append(head + body)  # one small copy beats a second segment
-                    else:
-                        self._segments.append(head)
-                        self._segments.append(body)
-                    # _finish(), inlined
-                    self.ended = True
-                    if session.server.access_log:
-                        session.server._log_access(session, self)
-                    if not session.in_batch:
-                        session.flush()
-                    return
+            return self._send(body, status, headers)
+        session = self._session
+        if session.closing or self.request.version != "1.1":
+            return self._send(body, status, headers)
+        n = len(body)
+        date = session.date.header
+        last = _last_head
+        if last[0] is headers and last[2] is date and last[3] == n and last[1] == headers:
+            head = last[4]
+        else:
+            head = _plain_head(headers, date, n)
+            if head is None:
+                return self._send(body, status, headers)
+        if status is not None:
+            self.status = status  # (an HTTPStatus stays what the handler gave)
+        self._sent_head = True
+        if n < 16384:
+            self._segments.append(head + body)  # one small copy beats a second segment
+        else:
+            self._segments.append(head)
+            self._segments.append(body)
+        # _finish(), inlined
+        self.ended = True
+        if session.server.access_log:
+            session.server._log_access(session, self)
+        if not session.in_batch:
+            session.flush()
+
+    def _send(self, body, status: Optional[int], headers) -> None:
+        """``send`` for every answer but the common one (see there)."""
         if self.ended:
             raise RuntimeError("response already ended")
         if status is not None:
