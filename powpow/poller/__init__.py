@@ -8,7 +8,7 @@ Every backend has the same methods::
 
 ``poll`` returns ``[token, events, token, events, ...]`` -- a flat list, so the
 loop dispatches with one dict lookup per event and no per-event tuples.  The
-token is the loop's 64-bit watcher tag (generation << 32 | fd): the native
+token is the loop's 64-bit watcher tag (a registration counter): the native
 epoll/kqueue backends hand it to the kernel, the pure ones translate fd ->
 token *before* returning, so a watcher replaced during dispatch never receives
 an event that was meant for its predecessor.
