@@ -198,10 +198,14 @@ else:
 #   fast_send(fd, data) -> n or -errno            (any contiguous buffer)
 #   fast_recv_into(fd, buf) -> n or -errno        (buf: a writable buffer, e.g. rbuf.data)
 #   fast_recv_bytes(fd, buf) -> bytes or -errno   (reads into buf, returns a copy of what came)
+#   FAST_WAIT(epfd, buf, maxevents, timeout_ms) -> [token, events, ...] or -errno
+#                                                 (the native epoll poller's call; else None)
 FAST_IO = False
+FAST_WAIT = None
 _fast: dict = {}
 if NATIVE and lib.pp_cpy_io_install(id(_fast)) == 0:
     FAST_IO = True
+    FAST_WAIT = _fast["epoll_wait"]
     fast_send = _fast["send"]
     fast_recv_into = _fast["recv_into"]
     fast_recv_bytes = _fast["recv_bytes"]

@@ -9,6 +9,7 @@ import os
 import select
 
 from .. import _ffi
+from .._ffi import _sock
 from . import MAX_CAPACITY, RDHUP, flatten
 
 EPOLL_CTL_ADD = 1
@@ -16,6 +17,9 @@ EPOLL_CTL_DEL = 2
 EPOLL_CTL_MOD = 3
 _EDGE = 1 << 31
 _EMPTY = ()
+# CPython with the native module: epoll_wait as a METH_FASTCALL builtin that returns
+# the flat list itself (src/pp_cpyio.c); None elsewhere (the cffi call + ffi.unpack).
+_FAST_WAIT = _sock.FAST_WAIT
 
 
 def _oserror(err: int, what: str) -> OSError:
@@ -37,6 +41,7 @@ class NativeEpoll:
         self._unpack = _ffi.ffi.unpack
         # Preallocated once at the largest capacity: no ffi.new per poll.
         self._out = _ffi.ffi.new("int64_t[]", 2 * MAX_CAPACITY)
+        self._buf = bytearray(16 * MAX_CAPACITY) if _FAST_WAIT is not None else None
 
     def register(self, fd: int, events: int, token: int, edge: bool = False) -> None:
         r = self._ctl(self.fd, EPOLL_CTL_ADD, fd, events | (_EDGE if edge else 0), token)
@@ -53,6 +58,11 @@ class NativeEpoll:
         self._ctl(self.fd, EPOLL_CTL_DEL, fd, 0, 0)
 
     def poll(self, timeout_ms: int, capacity: int):
+        if _FAST_WAIT is not None:
+            r = _FAST_WAIT(self.fd, self._buf, capacity, timeout_ms)
+            if r.__class__ is list:
+                return r
+            raise _oserror(-r, "epoll_wait")
         n = self._wait(self.fd, self._out, capacity, timeout_ms)
         if n > 0:
             return self._unpack(self._out, 2 * n)

@@ -8,6 +8,7 @@ alive (the builtins keep the GIL only when no other thread exists).  In the
 modes without the builtins the twins are checked against the socket module.
 """
 import errno
+import os
 import random
 import socket
 import sys
@@ -147,3 +148,62 @@ def test_fast_calls_exist_on_cpython_native_and_check_arguments():
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("other_thread", [False, True])
+def test_fast_epoll_wait_matches_the_cffi_call(other_thread):
+    """``FAST_WAIT`` (the native epoll poller's call on CPython) returns what the cffi
+    ``pp_epoll_wait`` + ``ffi.unpack`` path returns: the same flat [token, events] list.
+    Elsewhere (PyPy, pure mode) it does not exist and the poller keeps its other path."""
+    from powpow.poller import epoll
+
+    if not _sock.FAST_IO:
+        assert _sock.FAST_WAIT is None and epoll._FAST_WAIT is None
+        return
+    assert epoll._FAST_WAIT is _sock.FAST_WAIT
+    from powpow._ffi import ffi, lib
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, daemon=True)
+    if other_thread:
+        t.start()
+    ep = lib.pp_epoll_create()
+    pairs = [_pair() for _ in range(5)]
+    try:
+        for i, (a, b) in enumerate(pairs):
+            token = (i + 1) * 1000 + (1 << 40 if i == 4 else 0)  # one token beyond 32 bits
+            assert lib.pp_epoll_ctl(ep, 1, b.fileno(), 0x001 | 0x004, token) == 0
+            if i % 2 == 0:
+                a.send(b"x")
+        a, b = pairs[3]
+        a.close()  # a hang-up
+        buf = bytearray(16 * 64)
+        out = ffi.new("int64_t[]", 2 * 64)
+        fast = _sock.FAST_WAIT(ep, buf, 64, 100)
+        n = lib.pp_epoll_wait(ep, out, 64, 100)
+        slow = ffi.unpack(out, 2 * n)
+        assert sorted(zip(fast[::2], fast[1::2])) == sorted(zip(slow[::2], slow[1::2]))
+        assert len(fast) == 10 and (1 << 40) + 5000 in fast[::2]
+        assert _sock.FAST_WAIT(ep, buf, 1, 0)[0] in fast[::2]  # maxevents caps the batch
+        again = _sock.FAST_WAIT(ep, buf, 64, 0)  # level-triggered: the same readiness again
+        assert sorted(zip(again[::2], again[1::2])) == sorted(zip(fast[::2], fast[1::2]))
+        for _a, b in pairs:
+            lib.pp_epoll_ctl(ep, 2, b.fileno(), 0, 0)
+        assert _sock.FAST_WAIT(ep, buf, 64, 0) == []
+        assert _sock.FAST_WAIT(ep, buf, 64, 1) == []  # a timeout, not an error
+        # bad input: a clear error, never a write past the buffer
+        with pytest.raises(ValueError, match="smaller"):
+            _sock.FAST_WAIT(ep, bytearray(16 * 4), 5, 0)
+        with pytest.raises(ValueError, match="maxevents"):
+            _sock.FAST_WAIT(ep, buf, 0, 0)
+        with pytest.raises(BufferError):
+            _sock.FAST_WAIT(ep, b"read-only" * 200, 4, 0)
+        with pytest.raises(TypeError, match="4 arguments"):
+            _sock.FAST_WAIT(ep, buf, 4)
+    finally:
+        stop.set()
+        os.close(ep)
+        for a, b in pairs:
+            a.close()
+            b.close()
+    assert _sock.FAST_WAIT(ep, buf, 64, 0) == -errno.EBADF
