@@ -302,16 +302,18 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
             # while add_reader/add_writer handles and signals join this iteration's (self._cur).
             self._cur = ready
             nxt = self._ready = self._spare
-            by_token = pl._by_token
+            get = pl._by_token.get
+            pairs = iter(evs)
             try:
-                for i in range(0, n, 2):
-                    w = by_token.get(evs[i])
+                for token, ev in zip(pairs, pairs):  # as Loop._iterate dispatches
+                    w = get(token)
                     if w is None:
                         continue
+                    cb = w.callback  # (an attribute load specialises on 3.11; a method load of it does not)
                     try:
-                        w.callback(w.fd, evs[i + 1])
+                        cb(w.fd, ev)
                     except Exception as exc:
-                        self._pl_exception(exc, w.callback)
+                        self._pl_exception(exc, cb)
             finally:
                 self._cur = nxt
             if n >= 2 * cap:
