@@ -39,9 +39,14 @@ class NativeEpoll:
         self._ctl = lib.pp_epoll_ctl
         self._wait = lib.pp_epoll_wait
         self._unpack = _ffi.ffi.unpack
-        # Preallocated once at the largest capacity: no ffi.new per poll.
-        self._out = _ffi.ffi.new("int64_t[]", 2 * MAX_CAPACITY)
-        self._buf = bytearray(16 * MAX_CAPACITY) if _FAST_WAIT is not None else None
+        # Preallocated once at the largest capacity (no allocation per poll), for the
+        # call in use only: a bytearray for the builtin, a cdata array for cffi.
+        if _FAST_WAIT is not None:
+            self._buf = bytearray(16 * MAX_CAPACITY)
+            self._out = None
+        else:
+            self._buf = None
+            self._out = _ffi.ffi.new("int64_t[]", 2 * MAX_CAPACITY)
 
     def register(self, fd: int, events: int, token: int, edge: bool = False) -> None:
         r = self._ctl(self.fd, EPOLL_CTL_ADD, fd, events | (_EDGE if edge else 0), token)
