@@ -74,7 +74,9 @@ def test_call_later_order_cancel_when(lp):
     t0 = loop.time()
     h1 = loop.call_later(0.03, seen.append, "b")
     loop.call_later(0.01, seen.append, "a")
-    loop.call_at(t0 + 0.0301, seen.append, "c")
+    # "c" is due after "b" by construction: a deadline taken from t0 could
+    # fall before h1's when() if the interpreter stalled (GC) between the two
+    loop.call_at(h1.when() + 0.005, seen.append, "c")
     h4 = loop.call_later(0.02, seen.append, "never")
     assert abs(h1.when() - (t0 + 0.03)) < 0.01
     h4.cancel()
