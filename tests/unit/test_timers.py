@@ -227,6 +227,20 @@ def test_cancel_churn_keeps_memory_bounded_and_order_intact():
     assert fire_all(w, 1000) == list(range(0, 10000, 10))
 
 
+def test_slot_churn_stays_within_four_times_live():
+    """add/cancel churn in one slot with 100 live timers: the slot never exceeds 2 x live + 64."""
+    w = TimerWheel(0)
+    live = [w.add(1000, i) for i in range(100)]
+    worst = 0
+    for i in range(100, 20100):
+        assert w.cancel(live.pop(0))
+        live.append(w.add(1000, i))
+        worst = max(worst, len(w._slots[live[0].slot]))
+    assert worst <= 2 * 100 + 64
+    assert len(w) == 100
+    assert fire_all(w, 1000) == list(range(20000, 20100))
+
+
 def test_slot_of_only_cancelled_timers_does_not_wake_the_loop():
     w = TimerWheel(0)
     a = w.add(5, "a")
