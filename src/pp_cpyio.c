@@ -41,11 +41,14 @@
 int pp_cpy_io_install(intptr_t addr);
 
 #ifndef PYPY_VERSION
-/* Only release the GIL when another thread could use it.  The socket is
-   non-blocking, so the call never waits; releasing and re-taking the GIL
-   (two mutexes and a condition variable) cost ~400 instructions per call,
-   a tenth of an echo round trip, for nothing in a single-threaded server.
-   The thread list only changes with the GIL held, which we hold here. */
+/* Only release the GIL when another thread could use it, and only around
+   calls that cannot block (non-blocking sockets, a zero-timeout poll):
+   releasing and re-taking the GIL (two mutexes and a condition variable)
+   costs ~400 instructions per call, a tenth of an echo round trip, for
+   nothing in a single-threaded server.  A thread that C code creates and
+   attaches (PyGILState_Ensure) joins the thread list without the GIL, so
+   "alone" can be stale; such a thread then waits for the GIL for the length
+   of one non-blocking call, never longer (blocking waits always release it). */
 static int pp_alone(void) {
     PyThreadState *ts = PyThreadState_Get();
     return PyInterpreterState_ThreadHead(PyThreadState_GetInterpreter(ts)) == ts && PyThreadState_Next(ts) == NULL;
@@ -249,9 +252,11 @@ done:
    bytes, the poller's preallocated array), returned as the flat list the
    loop dispatches from (see powpow/poller/__init__.py): one call instead of a
    cffi call with four converted arguments and ``ffi.unpack``'s per-item type
-   dispatch (~150 instructions an event on CPython 3.11).  The GIL is
-   released around the wait when another thread exists (see pp_alone); a
-   single-threaded loop keeps it (nobody else could use it).  Twin:
+   dispatch (~150 instructions an event on CPython 3.11).  A wait that may
+   sleep (timeout_ms != 0) always releases the GIL: a thread that C code
+   attaches while we wait (PyGILState_Ensure: a ctypes/cffi callback, a C
+   library's worker) must not wait for our timeout.  Only the non-blocking
+   poll keeps it when the loop is alone (see pp_alone).  Twin:
    NativeEpoll.poll's cffi path (powpow/poller/epoll.py). */
 static PyObject *pp_io_epoll_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int epfd, maxevents, timeout_ms, r, i;
@@ -282,7 +287,13 @@ static PyObject *pp_io_epoll_wait(PyObject *self, PyObject *const *args, Py_ssiz
         return NULL;
     }
     out = (int64_t *)view.buf;
-    PP_SYSCALL(r = pp_epoll_wait(epfd, out, maxevents, timeout_ms));
+    if (timeout_ms == 0) {
+        PP_SYSCALL(r = pp_epoll_wait(epfd, out, maxevents, 0));
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        r = pp_epoll_wait(epfd, out, maxevents, timeout_ms);
+        Py_END_ALLOW_THREADS
+    }
     if (r < 0) {
         PyBuffer_Release(&view);
         return PyLong_FromLong(r);

@@ -47,6 +47,7 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import LoopError
 from ..loop import Loop, _fileno
+from ..poller import MAX_CAPACITY as _MAX_CAPACITY
 from ..timers import DUE, INACTIVE
 from ._sockops import SockOps
 from ._transport import StreamTransport
@@ -317,8 +318,8 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
             finally:
                 self._cur = nxt
             if n >= 2 * cap:
-                if cap < 65536:
-                    pl._capacity = cap * 2
+                if cap < _MAX_CAPACITY:  # (the poller's event array holds that many)
+                    pl._capacity = min(cap * 2, _MAX_CAPACITY)
                 self._full_repolls = self._full_repolls + 1 if self._full_repolls < _MAX_FULL_REPOLLS else 0
             else:
                 self._full_repolls = 0

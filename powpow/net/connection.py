@@ -359,12 +359,12 @@ class Connection(_Writer):
             return
         rbuf = self._rbuf
         data = _fast_recv_bytes(fd, rbuf.data)
-        if type(data) is not bytes:
-            if data == -EAGAIN:
-                return
-            if data == 0:
+        if type(data) is not bytes or not data:
+            # b"": end of input reported as a plain READ (no HUP bit: poll() without
+            # POLLRDHUP, a custom poller); else -errno
+            if not data:
                 self._on_eof()
-            else:
+            elif data != -EAGAIN:
                 self._fail(data, "recv from")
             return
         cb = self.on_data

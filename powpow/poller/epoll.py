@@ -63,6 +63,8 @@ class NativeEpoll:
         self._ctl(self.fd, EPOLL_CTL_DEL, fd, 0, 0)
 
     def poll(self, timeout_ms: int, capacity: int):
+        if capacity > MAX_CAPACITY:  # the event array holds MAX_CAPACITY events
+            capacity = MAX_CAPACITY
         if _FAST_WAIT is not None:
             r = _FAST_WAIT(self.fd, self._buf, capacity, timeout_ms)
             if r.__class__ is list:

@@ -652,3 +652,47 @@ def test_call_later_zero_runs_in_the_first_iteration(lp):
     loop.call_soon(loop.stop)
     loop.run_forever()
     assert fired == [2, 1]
+
+
+def test_full_polls_never_grow_past_the_pollers_array(monkeypatch):
+    """A poll that comes back full doubles the batch, but never past ``poller.MAX_CAPACITY``
+    (the size of the native poller's event array).  The asyncio loop doubled it up to 65536:
+    on CPython the next poll raised ValueError out of run_until_complete, and on the cffi
+    path the kernel could write past the array.  (MAX_CAPACITY is lowered to 64 so that a
+    few hundred ready sockets fill it.)"""
+    import powpow.aio._loop as aio_loop
+    import powpow.poller as poller_pkg
+    import powpow.poller.epoll as epoll_mod
+
+    small = 64
+    monkeypatch.setattr(poller_pkg, "MAX_CAPACITY", small)
+    monkeypatch.setattr(epoll_mod, "MAX_CAPACITY", small)
+    monkeypatch.setattr(aio_loop, "_MAX_CAPACITY", small)
+    loop = powpow.aio.new_event_loop()
+    pairs = [socket.socketpair() for _ in range(300)]
+    hits = []
+
+    def ready(s):
+        s.recv(1)
+        hits.append(s)
+
+    async def main():
+        for _ in range(50):
+            await asyncio.sleep(0)
+            if len(hits) == len(pairs):
+                return
+
+    try:
+        for a, b in pairs:
+            a.setblocking(False)
+            loop.add_reader(a.fileno(), ready, a)
+            b.send(b"x")
+        loop.run_until_complete(asyncio.wait_for(main(), TIMEOUT))
+        assert len(set(hits)) == len(pairs)
+        assert loop._pl._capacity <= small
+    finally:
+        for a, b in pairs:
+            loop.remove_reader(a.fileno())
+            a.close()
+            b.close()
+        loop.close()

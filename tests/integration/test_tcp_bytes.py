@@ -254,3 +254,33 @@ def test_bytes_on_data_error_closes_only_that_connection(backend):
     srv.close()
     settle(loop)
     loop.close()
+
+
+def test_bytes_eof_as_a_plain_read_closes_once(monkeypatch):
+    """The peer's FIN reported as a plain READ, with no hang-up bit (``poll()`` without
+    POLLRDHUP, as on macOS/BSD, or a poller that does not report it): on_data never
+    gets b"" and the connection closes once.  The CPython fast read took the empty read
+    for data: on_data(b"") on every iteration, and the connection never closed."""
+    import powpow.poller.poll as poll_backend
+
+    monkeypatch.setattr(poll_backend, "_POLLRDHUP", 0)
+    loop = powpow.Loop(backend="poll", debug=True)
+    got = []
+    closed = []
+    try:
+        srv = TcpServer(loop, on_accept=lambda c: setattr(c, "data_as_bytes", True),
+                        on_data=lambda c, d: got.append(d),
+                        on_close=lambda c, e: closed.append(e)).listen(0, "127.0.0.1")
+        cli = socket.create_connection(("127.0.0.1", srv.port))
+        cli.sendall(b"hello")
+        run_until(loop, lambda: got, timeout=5)
+        cli.close()  # FIN
+        run_until(loop, lambda: closed, timeout=5)
+        for _ in range(20):
+            loop.run_once(5)
+        assert got == [b"hello"]
+        assert closed == [None]
+        srv.close()
+        settle(loop)
+    finally:
+        loop.close()

@@ -124,3 +124,40 @@ def test_writev_scratch_is_per_thread_and_sends_what_each_thread_gave():
     for t in threads:
         t.join(20)
     assert results == {t: 200 * 31 * 50 for t in range(1, 5)}
+
+
+def test_a_thread_attached_from_c_is_not_held_up_by_a_waiting_loop():
+    """A thread that C code creates and attaches to Python (a ctypes/cffi callback, a C
+    library's worker: PyGILState_Ensure) while the loop sleeps in its poll must get the GIL
+    at once.  The CPython fast poll kept the GIL for the whole wait when the loop looked
+    alone, so such a thread's ``post`` waited for the loop's timeout (or forever)."""
+    import ctypes
+
+    loop = powpow.Loop()
+    seen = []
+    t0 = time.monotonic()
+
+    def from_c(_arg):
+        loop.post(lambda: seen.append(time.monotonic() - t0))
+        loop.post(loop.stop)
+        return None
+
+    proto = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p)
+    cb = proto(from_c)
+    libc = ctypes.CDLL(None)
+    libc.pthread_create.argtypes = [ctypes.POINTER(ctypes.c_ulong), ctypes.c_void_p, proto, ctypes.c_void_p]
+    libc.pthread_join.argtypes = [ctypes.c_ulong, ctypes.c_void_p]
+    tid = ctypes.c_ulong()
+
+    def start():  # from inside the loop, so that it is about to wait when the thread runs
+        assert libc.pthread_create(ctypes.byref(tid), None, cb, None) == 0
+
+    try:
+        loop.add_timer(10000, loop.stop)  # the loop's only timer: a 10 s wait
+        loop.defer_call(start)
+        loop.run()
+    finally:
+        if tid.value:
+            libc.pthread_join(tid.value, None)
+        loop.close()
+    assert seen and seen[0] < 2.0, seen
