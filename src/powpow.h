@@ -116,7 +116,9 @@
 #  define PP_IN_Q_OVERFLOW (-1)
 #endif
 
-/* pollers: results as flat (token, events) int64 pairs -- pp_sys.c */
+/* pollers: results as flat (token, events) int64 pairs -- pp_sys.c.  The wait
+   calls return -EINTR when a signal arrived (not retried: the caller lets the
+   interpreter run its handlers, then polls again). */
 int pp_epoll_create(void);
 int pp_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t token);
 int pp_epoll_wait(int epfd, int64_t *out, int maxevents, int timeout_ms);

@@ -27,7 +27,7 @@
                                                  calls (the HTTP server, per request)
 
    Same contract as the cffi shims in pp_sys.c (which these call): EINTR is
-   retried inside, EAGAIN is a value; the GIL is released around the syscall
+   retried inside (epoll_wait: returned, see below), EAGAIN is a value; the GIL is released around the syscall
    when other threads exist (a buffer export keeps a bytearray from being
    resized meanwhile), see pp_alone.  Returns
    0, or -1 under PyPy (the caller then keeps the cffi path).  Their pure
@@ -256,7 +256,9 @@ done:
    sleep (timeout_ms != 0) always releases the GIL: a thread that C code
    attaches while we wait (PyGILState_Ensure: a ctypes/cffi callback, a C
    library's worker) must not wait for our timeout.  Only the non-blocking
-   poll keeps it when the loop is alone (see pp_alone).  Twin:
+   poll keeps it when the loop is alone (see pp_alone).  A signal (EINTR)
+   runs the Python handlers at once (their exception propagates: Ctrl-C)
+   and returns no events.  Twin:
    NativeEpoll.poll's cffi path (powpow/poller/epoll.py). */
 static PyObject *pp_io_epoll_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int epfd, maxevents, timeout_ms, r, i;
@@ -296,6 +298,10 @@ static PyObject *pp_io_epoll_wait(PyObject *self, PyObject *const *args, Py_ssiz
     }
     if (r < 0) {
         PyBuffer_Release(&view);
+        if (r == -EINTR) {  /* a signal: run its Python handler now (Ctrl-C raises), else no events */
+            if (PyErr_CheckSignals() < 0) return NULL;
+            return PyList_New(0);
+        }
         return PyLong_FromLong(r);
     }
     lst = PyList_New(2 * (Py_ssize_t)r);

@@ -45,7 +45,11 @@ int pp_epoll_wait(int epfd, int64_t *out, int maxevents, int timeout_ms) {
     struct epoll_event *evs = (struct epoll_event *)((char *)out
         + 2 * sizeof(int64_t) * (size_t)maxevents - sizeof(struct epoll_event) * (size_t)maxevents);
     int r, i;
-    PP_RETRY(epoll_wait(epfd, evs, maxevents, timeout_ms));
+    /* EINTR is returned, not retried: the caller goes back to the interpreter,
+       which runs the signal's Python handler (Ctrl-C's KeyboardInterrupt), and
+       polls again with a fresh timeout.  Retrying here would leave a loop with
+       no timers deaf to Ctrl-C until some fd became ready. */
+    r = epoll_wait(epfd, evs, maxevents, timeout_ms);
     if (r < 0) return -errno;
     for (i = 0; i < r; i++) {
         uint64_t tok = evs[i].data.u64;
@@ -119,7 +123,7 @@ int pp_kqueue_wait(int kq, int64_t *out, int maxevents, int timeout_ms) {
         ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
         tsp = &ts;
     }
-    PP_RETRY(kevent(kq, NULL, 0, evs, maxevents, tsp));
+    r = kevent(kq, NULL, 0, evs, maxevents, tsp);  /* EINTR returned: see pp_epoll_wait */
     if (r < 0) return -errno;
     for (i = 0; i < r; i++) {
         int64_t m = 0;

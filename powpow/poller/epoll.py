@@ -5,6 +5,7 @@ with READ, so protocol code can tell "FIN after data" from "more data".
 Level-triggered by default; ``edge=True`` sets EPOLLET (the TCP layer reads
 until EAGAIN, so edge mode saves one epoll_wait wake-up per readable burst).
 """
+import errno
 import os
 import select
 
@@ -17,6 +18,7 @@ EPOLL_CTL_DEL = 2
 EPOLL_CTL_MOD = 3
 _EDGE = 1 << 31
 _EMPTY = ()
+_EINTR = errno.EINTR
 # CPython with the native module: epoll_wait as a METH_FASTCALL builtin that returns
 # the flat list itself (src/pp_cpyio.c); None elsewhere (the cffi call + ffi.unpack).
 _FAST_WAIT = _sock.FAST_WAIT
@@ -73,7 +75,7 @@ class NativeEpoll:
         n = self._wait(self.fd, self._out, capacity, timeout_ms)
         if n > 0:
             return self._unpack(self._out, 2 * n)
-        if n < 0:
+        if n < 0 and n != -_EINTR:  # EINTR: back to the interpreter, which runs the signal's handler
             raise _oserror(-n, "epoll_wait")
         return _EMPTY
 

@@ -5,6 +5,7 @@ and deletes the others, so ``modify`` is one call like epoll's.  The native
 shim maps results onto the epoll bit values, so the loop never knows which
 backend it runs on.  Compiled and selected only where <sys/event.h> exists.
 """
+import errno
 import os
 import select
 
@@ -43,7 +44,7 @@ class NativeKqueue:  # pragma: no cover - exercised on BSD/macOS only
         n = self._wait(self.fd, self._out, min(capacity, 256), timeout_ms)
         if n > 0:
             return self._unpack(self._out, 2 * n)
-        if n < 0:
+        if n < 0 and n != -errno.EINTR:  # EINTR: back to the interpreter, which runs the signal's handler
             raise OSError(-n, "kevent: " + os.strerror(-n))
         return _EMPTY
 

@@ -788,3 +788,53 @@ def test_add_signal_that_cannot_be_caught_leaves_nothing_behind(loop):
         loop.add_signal(1000, lambda s: None)  # out of range on every platform
     assert signal.set_wakeup_fd(before) == before  # restored, not left pointing at the loop's pipe
     assert not loop.remove_signal(1000)
+
+
+_CTRL_C_SCRIPT = r"""
+import sys, time
+kind, backend = sys.argv[1], sys.argv[2]
+try:
+    if kind == "loop":
+        import powpow
+        loop = powpow.Loop(backend=backend)
+        print("ready", flush=True)
+        loop.run()  # nothing to wait for: no fd, no timer
+    else:
+        import powpow.aio
+        loop = powpow.aio.new_event_loop()
+        print("ready", flush=True)
+        loop.run_forever()
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def _interrupt_while_idle(kind, backend=""):
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", _CTRL_C_SCRIPT, kind, backend],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline().strip() == b"ready"
+        time.sleep(0.5)  # well inside the wait
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert out.strip() == b"interrupted", (out, err)
+    assert p.returncode == 0
+
+
+def test_ctrl_c_interrupts_a_loop_with_nothing_to_wait_for(backend):
+    """SIGINT reaches Python's handler (KeyboardInterrupt) while the loop sleeps in its poll
+    with no timeout.  The native pollers retried EINTR inside C, so a loop with no timers
+    ignored Ctrl-C until some fd became ready: forever, for an idle server."""
+    _interrupt_while_idle("loop", backend)
+
+
+def test_ctrl_c_interrupts_an_idle_asyncio_loop():
+    """The same for ``powpow.aio``'s ``run_forever`` with nothing scheduled."""
+    _interrupt_while_idle("aio")
