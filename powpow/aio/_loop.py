@@ -94,10 +94,18 @@ _copy_context = contextvars.copy_context
 _ceil = math.ceil
 
 
+# A deadline this far out (in wheel ticks, 1 ms: ~146 million years) stands for "never":
+# call_later(math.inf), asyncio.sleep(math.inf), a huge finite delay.  The wheel keeps
+# it in its overflow (re-examined every 2**32 ms); it fires only if the loop lives that long.
+_FAR_TICK = 1 << 62
+
+
 def _ms_until(delay: float) -> int:
     if delay <= 0:
         return 0
-    return int(math.ceil(delay * 1000.0))
+    if delay < 4.6e15:  # (ms below _FAR_TICK)
+        return int(math.ceil(delay * 1000.0))
+    return _FAR_TICK if delay > 0 else 0  # +inf / huge: never; NaN: now, as asyncio (NaN compares false)
 
 
 class EventLoop(SockOps, base_events.BaseEventLoop):
@@ -215,7 +223,11 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
         for t in pend:
             if t._scheduled:
                 # the wheel's tick: the first 1 ms tick at or after `when` (never early)
-                t.deadline = _ceil((t._when * 1e9 - t0) * 1e-6)
+                ms = (t._when * 1e9 - t0) * 1e-6
+                if -_FAR_TICK < ms < _FAR_TICK:
+                    t.deadline = _ceil(ms)
+                else:  # +inf / huge: never; -inf / NaN: at once (asyncio runs a NaN `when` at once)
+                    t.deadline = _FAR_TICK if ms > 0 else 0
                 t.interval = 0
                 t.callback = None
                 insert(t)

@@ -64,6 +64,21 @@ _writev = _sock.writev
 _IOV_MAX = _sock.IOV_MAX
 
 
+def _flat(data):
+    """``data`` as something whose ``len()`` is its size in bytes.
+
+    bytes and bytearray already are; a typed buffer (``array('i')``, a numpy
+    array, a ``memoryview.cast('I')``) counts items, so every length and offset
+    computed from it would be wrong: it becomes a flat byte view (a copy only
+    when it is not contiguous)."""
+    m = data if type(data) is memoryview else memoryview(data)
+    if m.itemsize == 1 and m.ndim == 1:
+        return m
+    if m.c_contiguous:
+        return m.cast("B")
+    return memoryview(m.tobytes())
+
+
 class _DrainLater:
     """``on_drain`` from the loop after ``set_write_buffer_limits`` lowered the marks."""
 
@@ -147,6 +162,8 @@ class _Writer:
         """
         if self._state != OPEN or self._shut_pending or self._wr_shut:
             return False
+        if type(data) is not bytes and type(data) is not bytearray:
+            data = _flat(data)
         if self._queue:
             if self._queued > self.max_queued:
                 self._refuse(len(data))
@@ -180,7 +197,7 @@ class _Writer:
         """Write several buffers with one ``writev`` (ordered after anything queued)."""
         if self._state != OPEN or self._shut_pending or self._wr_shut:
             return False
-        bufs = list(buffers)
+        bufs = [b if type(b) is bytes or type(b) is bytearray else _flat(b) for b in buffers]
         if not bufs:
             return not self._above_high
         if self._queue and self._queued > self.max_queued:
@@ -268,13 +285,15 @@ class _Writer:
             raise ValueError("need 0 <= low (%r) <= high (%r)" % (low, high))
         self.high_water = high
         self.low_water = low
-        if self._queued >= high:
+        if self._queue and self._queued >= high:
             self._above_high = True
         elif self._above_high and self._queued <= low and self._state != CLOSED:
             # Now under the new low mark: on_drain runs from the loop, not inside this call.
             self.loop.defer_call(_DrainLater(self, self._gen))
 
     def _enqueue(self, data) -> bool:
+        if not len(data):  # an empty item would never leave the queue (_flush pops what was sent)
+            return not self._above_high
         q = self._queue
         if q is None:
             q = self._queue = collections.deque()
@@ -353,7 +372,15 @@ class _Writer:
         self._above_high = False
         cb = self.on_drain
         if cb is not None:
-            cb(self)
+            gen = self._gen
+            try:
+                cb(self)
+            except Exception as exc:
+                # as for on_data: the connection goes down with the error (the loop's
+                # handler reports it), not left half-flushed with its FIN never sent
+                if self._gen == gen:
+                    self._teardown(exc)
+                raise
 
     def _drained(self) -> None:
         """The queue just became empty."""

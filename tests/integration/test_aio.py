@@ -7,6 +7,7 @@ Real sockets on 127.0.0.1 port 0 and real unix sockets; bounded waits.
 """
 import asyncio
 import contextvars
+import math
 import os
 import signal
 import socket
@@ -85,6 +86,38 @@ def test_call_later_order_cancel_when(lp):
     loop.run_forever()
     assert seen == ["a", "b", "c"]
     assert loop.time() - t0 >= 0.06
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_infinite_and_huge_delays_never_fire_and_break_nothing(lp, debug):
+    """call_later(math.inf), asyncio.sleep(math.inf), wait_for(..., math.inf), a 1e300 s
+    deadline: they never fire, cancel cleanly, and the other timers keep their order.
+    powpow.aio raised OverflowError out of run_until_complete (float inf to int) and lost
+    the timers made after the bad one."""
+    lp.loop.set_debug(debug)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        out = []
+        loop.call_later(0.01, out.append, "a")
+        h1 = loop.call_later(math.inf, out.append, "inf")
+        h2 = loop.call_at(loop.time() + 1e300, out.append, "huge")
+        h3 = loop.call_later(1e300, out.append, "huge delay")
+        loop.call_later(0.02, out.append, "b")
+        sleeper = asyncio.ensure_future(asyncio.sleep(math.inf))
+        await asyncio.sleep(0.05)
+        assert not sleeper.done()
+        sleeper.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sleeper
+        for h in (h1, h2, h3):
+            h.cancel()
+        f = loop.create_future()
+        loop.call_later(0.01, f.set_result, 1)
+        assert await asyncio.wait_for(f, math.inf) == 1
+        return out
+
+    assert lp.run(main()) == ["a", "b"]
 
 
 def test_timer_never_early(lp):

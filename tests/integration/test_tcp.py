@@ -567,3 +567,121 @@ def test_adopt_a_listening_socket(loop, tmp_path):
     settle(loop)
     assert os.path.exists(path) and pre.fileno() == -1  # closed with the server, file left to its owner
     os.unlink(path)
+
+
+def _drain_client(cli, want, timeout=10.0):
+    cli.settimeout(timeout)
+    got = bytearray()
+    while len(got) < want:
+        d = cli.recv(1 << 20)
+        if not d:
+            break
+        got += d
+    return bytes(got)
+
+
+def test_empty_write_while_queued_does_not_wedge_the_loop(loop):
+    """send(b"") / sendv([b""]) while data is queued: the empty item never left the queue
+    (the flush pops what the kernel took), and the flush looped forever at 100 % CPU."""
+    conns = []
+
+    def on_accept(c):
+        c.set_write_buffer_limits(1 << 30)
+        c.send(b"x" * (8 << 20))  # the kernel takes part; the rest queues
+        assert c.queued_bytes > 0
+        c.send(b"")
+        c.sendv([b"", b"tail"])
+        conns.append(c)
+
+    srv = TcpServer(loop, on_accept=on_accept).listen(0, "127.0.0.1")
+    cli = socket.create_connection(("127.0.0.1", srv.port))
+    want = (8 << 20) + 4
+    t = threading.Thread(target=lambda: conns.append(_drain_client(cli, want)), daemon=True)
+    t.start()
+    run_until(loop, lambda: len(conns) == 2 and conns[0].queued_bytes == 0, timeout=20)
+    got = conns[1]
+    assert len(got) == want and got.endswith(b"xtail")
+    cli.close()
+    srv.close()
+    settle(loop)
+
+
+def test_typed_buffers_are_sent_by_bytes_not_items(loop):
+    """array('i') / memoryview.cast('I'): len() counts items, and the queue and the
+    partial-write offsets were computed from it (data lost, or the loop wedged)."""
+    import array
+
+    payload = array.array("i", range(300000))  # 1.2 MB: more than one kernel buffer
+    raw = payload.tobytes()
+    small = memoryview(bytes(range(256)) * 4).cast("I")
+
+    def on_accept(c):
+        c.set_write_buffer_limits(1 << 30)
+        c.send(small)
+        c.send(payload)
+        c.sendv([small, memoryview(b"end")])
+        c.close_after_drain()
+
+    srv = TcpServer(loop, on_accept=on_accept).listen(0, "127.0.0.1")
+    cli = socket.create_connection(("127.0.0.1", srv.port))
+    out = []
+    want = 1024 + len(raw) + 1024 + 3
+    t = threading.Thread(target=lambda: out.append(_drain_client(cli, want)), daemon=True)
+    t.start()
+    run_until(loop, lambda: out, timeout=20)
+    assert out[0] == small.tobytes() + raw + small.tobytes() + b"end"
+    cli.close()
+    srv.close()
+    settle(loop)
+
+
+def test_exception_in_on_drain_closes_that_connection(loop):
+    """An on_drain that raises: the connection goes down with the error (on_close gets it,
+    the peer sees the end), as for on_data; it was left half-flushed, its FIN never sent."""
+    closed = []
+    errors = []
+    loop._exception_handler = lambda exc, cb: errors.append(exc)  # the loop's report of it
+
+    def on_drain(c):
+        raise RuntimeError("bug in on_drain")
+
+    def on_accept(c):
+        c.on_drain = on_drain
+        while c.send(b"y" * (1 << 20)):
+            pass  # above high water now: on_drain will follow
+        c.close_after_drain()
+
+    srv = TcpServer(loop, on_accept=on_accept, on_close=lambda c, e: closed.append(e)).listen(0, "127.0.0.1")
+    cli = socket.create_connection(("127.0.0.1", srv.port))
+    out = []
+    t = threading.Thread(target=lambda: out.append(_drain_client(cli, 1 << 40)), daemon=True)
+    t.start()
+    run_until(loop, lambda: closed and out, timeout=20)
+    assert isinstance(closed[0], RuntimeError) and "on_drain" in str(closed[0])
+    assert any(isinstance(e, RuntimeError) for e in errors)
+    cli.close()
+    srv.close()
+    settle(loop)
+
+
+def test_zero_high_water_with_an_empty_queue_stays_writable(loop):
+    """set_write_buffer_limits(0) with nothing queued: writable stays True (nothing is
+    above a zero mark), so a producer waiting on writable/on_drain does not stall."""
+    seen = []
+
+    def on_accept(c):
+        c.set_write_buffer_limits(0)
+        seen.append((c.writable, c.queued_bytes))
+        seen.append(c.send(b"hello"))
+        c.close_after_drain()
+
+    srv = TcpServer(loop, on_accept=on_accept).listen(0, "127.0.0.1")
+    cli = socket.create_connection(("127.0.0.1", srv.port))
+    out = []
+    t = threading.Thread(target=lambda: out.append(_drain_client(cli, 5)), daemon=True)
+    t.start()
+    run_until(loop, lambda: out, timeout=10)
+    assert seen == [(True, 0), True] and out[0] == b"hello"
+    cli.close()
+    srv.close()
+    settle(loop)
