@@ -175,8 +175,11 @@ class Session:
                     handler = self.server.handler
                     pending = self.pending
                     for req in reqs:
-                        if self.state >= DETACHED:
-                            break  # an earlier handler of this read took the connection (or it is gone)
+                        if self.state >= CLOSING:
+                            # an earlier handler of this read failed (its 500 closes the connection:
+                            # what follows would run with its answer thrown away), took the
+                            # connection, or it is gone
+                            break
                         # Response(self, req) without the class call (its __init__, inlined:
                         # ~500 instructions a request less on CPython 3.11; keep the two alike)
                         res = _new(Response)
@@ -191,6 +194,7 @@ class Session:
                             res._head_only = False
                         res.status = 200
                         res.ended = False
+                        res._sent_head = False
                         res._upgrade = _UP_ASKED if req is self.upgrade_req else None  # type: ignore[assignment]
                         pending.append(res)
                         req.response = res  # type: ignore[assignment]  # (declared None in _message)
@@ -358,8 +362,8 @@ class Session:
         self.conn.write(_CONTINUE)
 
     def _dispatch(self, req) -> None:
-        if self.state >= DETACHED:
-            return  # an earlier handler of this read took the connection (or it is gone)
+        if self.state >= CLOSING:
+            return  # an earlier handler failed (closing), took the connection, or it is gone
         res = Response(self, req)
         if req is self.upgrade_req:
             res._upgrade = _UP_ASKED  # type: ignore[assignment]
@@ -380,9 +384,13 @@ class Session:
             log.error("handler raised for %s %s", req.method, req.target, exc_info=exc)
             if res is None and req._session is self and self.state < DETACHED:
                 # Its answer went out already (the link to it was dropped then, see
-                # flush): as for any ended answer, close after what is queued.
+                # flush): close after what is queued, or after the last answer owed.
                 self._to_closing()
+                if self.pending:
+                    self.pending[-1]._close = True
                 self.flush()
+                if not self.pending and self.state < DETACHED:
+                    self.conn.close_after_drain()
             return
         if isinstance(exc, ParseError) and not res.headers_sent and not res.ended:
             log.info("bad request body from %s: %s", self.ip, exc)
@@ -391,7 +399,13 @@ class Session:
             return
         log.error("handler raised for %s %s", req.method, req.target, exc_info=exc)
         self._to_closing()
-        if not res.ended:
+        ended = res.ended
+        if ended:
+            # its answer is complete: close after the last answer owed (it, or one that
+            # follows it); if every answer is out already, after what is queued (below)
+            if self.pending:
+                self.pending[-1]._close = True
+        else:
             if not res.headers_sent:
                 res._reset()
                 res._close = True
@@ -403,6 +417,8 @@ class Session:
                 res._close = True
                 res.ended = True
         self.flush()
+        if ended and not self.pending and self.state == CLOSING:
+            self.conn.close_after_drain()
 
     def _reject(self, exc: ParseError) -> None:
         """Answer a parse error (after what precedes it), then close."""

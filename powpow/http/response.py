@@ -303,6 +303,7 @@ class Response:
         # specialised by CPython 3.11+ (a class-level default is a dict lookup).
         self.status = 200
         self.ended = False
+        self._sent_head = False
         self._upgrade = None
 
     @property
@@ -428,7 +429,7 @@ class Response:
         # followed by an EXTENDED_ARG jump is never specialised.)
         if not (body.__class__ is bytes and (status is None or status == 200) and self.status == 200
                 and not self._close and not self._headers and not self._head_only and not self.ended
-                and (headers is None or headers.__class__ is list)):
+                and not self._sent_head and (headers is None or headers.__class__ is list)):
             return self._send(body, status, headers)
         session = self._session
         if session.closing or self.request.version != "1.1":
@@ -461,6 +462,9 @@ class Response:
         """``send`` for every answer but the common one (see there)."""
         if self.ended:
             raise RuntimeError("response already ended")
+        if self._sent_head:
+            raise RuntimeError("response head already sent (write() began a streamed body): "
+                               "finish it with write() and end(), not send()")
         if status is not None:
             self.status = status
         hs = self._headers

@@ -434,7 +434,7 @@ def serve_static(req, res, root, prefix: str = "/", index: Sequence[str] = ("ind
         opts = StaticOptions(os.fspath(root), prefix=prefix, index=tuple(index), listing=listing, **options)
         if len(_static_options) < 64:
             _static_options[key] = opts
-    plan = plan_static(req.method, req.target.split("?", 1)[0], req.headers.get, opts)
+    plan = plan_static(req.method, req.raw_path, req.headers.get, opts)  # (absolute-form too)
     if plan is None:
         return False
     if plan.reason:

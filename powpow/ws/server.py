@@ -191,11 +191,15 @@ def upgrade(req, res, on_message: Optional[Callable] = None, on_open: Optional[C
     key = req.headers.get("sec-websocket-key").strip()
     out = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept_key(key))]
     chosen = None
-    offered = header_tokens(req.headers.get("sec-websocket-protocol"))
+    offered_raw = req.headers.get("sec-websocket-protocol")
+    offered = header_tokens(offered_raw)
     for p in subprotocols:
         if p.lower() in offered:
             chosen = p
-            out.append(("Sec-WebSocket-Protocol", p))
+            # echo the client's own spelling (RFC 6455 4.2.2: derived from its handshake;
+            # clients compare it exactly)
+            theirs = [t.strip() for t in offered_raw.split(",")][offered.index(p.lower())]
+            out.append(("Sec-WebSocket-Protocol", theirs))
             break
     codec = None
     dopts = _deflate.options_from(opts.compression, opts.shared_compressor)
