@@ -349,8 +349,12 @@ class StreamTransport(_FlowControlMixin):
     async def _sendfile(self, file, offset, count):
         """loop.sendfile's native path: the Connection's sendfile queue, ordered after pending writes."""
         import os
+        import stat
         fd = file.fileno()
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # a pipe, a device, /proc: no size to send by; asyncio's fallback
+            raise asyncio.exceptions.SendfileNotAvailableError("not a regular file")
+        size = st.st_size
         if count is None or offset + count > size:
             count = max(0, size - offset)
         if count == 0:
@@ -452,6 +456,15 @@ class StreamTransport(_FlowControlMixin):
             conn.close()
 
     def abort(self) -> None:
+        bufs = self._wbuf
+        conn = self._conn
+        if bufs and not conn.closed and not conn.queued_bytes:
+            # asyncio's write() hands its bytes to the kernel at once when nothing is queued,
+            # so they leave even if abort() follows in the same callback ("400, then abort"):
+            # one non-blocking write of what this iteration buffered; the rest is dropped
+            self._wbuf = []
+            self._wsize = 0
+            conn.write(bufs[0] if len(bufs) == 1 else b"".join(bufs))
         self._force_close(None)
 
     def set_protocol(self, protocol) -> None:

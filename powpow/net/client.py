@@ -134,9 +134,16 @@ class Connector:
                 return
             fam, _, _, _, sa = self._addrs[self._idx]
             self._idx += 1
-            s = socket.socket(fam, socket.SOCK_STREAM)
+            try:
+                s = socket.socket(fam, socket.SOCK_STREAM)
+            except OSError as exc:  # EAFNOSUPPORT (IPv6 off), EMFILE: this address fails, try the next
+                self._errors.append((_addr.format_addr(fam, sa), exc.errno or errno.EINVAL))
+                continue
             s.setblocking(False)
-            err = s.connect_ex(sa)
+            try:
+                err = s.connect_ex(sa)
+            except OSError as exc:  # (connect_ex returns most errors; a few still raise)
+                err = exc.errno or errno.EINVAL
             if err == 0:
                 self._won(s, fam)
                 return

@@ -729,3 +729,61 @@ def test_full_polls_never_grow_past_the_pollers_array(monkeypatch):
             a.close()
             b.close()
         loop.close()
+
+
+def test_write_then_abort_in_one_callback_still_sends_the_write(lp):
+    """The "answer 400, then abort" pattern: asyncio's write() hands the bytes to the kernel
+    at once, so they leave before the abort.  powpow.aio buffered them for the end of the
+    iteration and abort() dropped them: the peer got nothing."""
+    class Refuser(asyncio.Protocol):
+        def connection_made(self, tr):
+            self.tr = tr
+
+        def data_received(self, data):
+            self.tr.write(b"HTTP/1.1 400 Bad Request\r\n")
+            self.tr.write(b"Content-Length: 0\r\n\r\n")
+            self.tr.abort()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        srv = await loop.create_server(Refuser, "127.0.0.1", 0)
+        r, w = await asyncio.open_connection(*srv.sockets[0].getsockname()[:2])
+        w.write(b"garbage\r\n\r\n")
+        try:
+            return await asyncio.wait_for(r.read(), 3)
+        finally:
+            w.close()
+            srv.close()
+            await srv.wait_closed()
+
+    assert lp.run(main()) == b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_sendfile_of_a_character_device_falls_back_and_sends(lp):
+    """loop.sendfile() of a file that is not a regular one (no size: a device, a pipe,
+    /proc): powpow.aio took st_size (0) as the count and sent nothing, even with the
+    fallback allowed."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = bytearray()
+        done = loop.create_future()
+
+        class Sink(asyncio.Protocol):
+            def data_received(self, data):
+                got.extend(data)
+                if len(got) >= 10 and not done.done():
+                    done.set_result(None)
+
+        srv = await loop.create_server(Sink, "127.0.0.1", 0)
+        tr, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname()[:2])
+        try:
+            with open("/dev/zero", "rb") as f:
+                sent = await loop.sendfile(tr, f, 0, 10)
+            await asyncio.wait_for(done, 3)
+            return sent, bytes(got)
+        finally:
+            tr.close()
+            srv.close()
+            await srv.wait_closed()
+
+    assert lp.run(main()) == (10, b"\0" * 10)

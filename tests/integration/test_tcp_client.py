@@ -212,3 +212,30 @@ def test_host_failing_idna_encoding_is_reported_at_once(loop):
     assert "label" in str(e) and "timed out" not in str(e)
     assert e.host == host and e.errno == errno.EINVAL
     settle(loop)
+
+
+def test_an_address_whose_socket_cannot_be_made_is_skipped(loop):
+    """socket() failing for one address (EAFNOSUPPORT: ::1 first on a host with IPv6 off;
+    EMFILE) fails that address only: the next one is tried at once.  The OSError used to
+    escape into the loop's exception handler, and on_error came at the deadline."""
+    bad_family = getattr(socket, "AF_APPLETALK", 5)  # socket(bad_family, SOCK_STREAM) raises
+    with pytest.raises(OSError):
+        socket.socket(bad_family, socket.SOCK_STREAM)
+    srv = TcpServer(loop).listen(0, "127.0.0.1")
+    addrs = [(bad_family, socket.SOCK_STREAM, 0, "", ("::1", srv.port)),
+             (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", srv.port))]
+    connected = []
+    t0 = time.monotonic()
+    connect(loop, "dual.example", 1, lambda c: (connected.append(time.monotonic() - t0), c.close()),
+            None, on_error=pytest.fail, resolver=lambda h, p: addrs, timeout_ms=5000)
+    run_until(loop, lambda: connected)
+    assert connected[0] < 1.0
+
+    errors = []  # every address unusable: one ConnectError that lists them, at once
+    connect(loop, "dual.example", 1, pytest.fail, None, on_error=errors.append,
+            resolver=lambda h, p: addrs[:1], timeout_ms=5000)
+    run_until(loop, lambda: errors, timeout=2)
+    assert isinstance(errors[0], ConnectError)
+    run_until(loop, lambda: srv.connection_count == 0)
+    srv.close()
+    settle(loop)
