@@ -107,6 +107,7 @@ class WebSocket:
         self.close_code: Optional[int] = None
         self.close_reason = ""
         self._timers: Dict[str, Any] = {}
+        self._pong_owed: Optional[list] = None  # the latest pong, held while the queue is above high_water
         self._last_active = self.loop.now_ms()
         # transport.context stays None: HttpServer still walks its (handed-over)
         # connections and takes a non-None context for its own session
@@ -225,7 +226,13 @@ class WebSocket:
             elif kind == PING:
                 pongs = proto.take_outgoing()  # the pong leaves before replies to later messages
                 if pongs and not conn.closed:
-                    conn.writev(pongs)
+                    if conn.queued_bytes <= self.options.high_water:
+                        conn.writev(pongs)
+                    else:
+                        # A peer that pings and never reads would grow the queue a pong at a
+                        # time: hold only the latest one (RFC 6455 5.5.3 allows answering only
+                        # the most recent ping) and send it on drain.
+                        self._pong_owed = pongs
                 self._call(self.handlers.on_ping, ev[1])
             elif kind == PONG:
                 t = self._timers.pop("pong", None)
@@ -256,6 +263,11 @@ class WebSocket:
             self.close_code, self.close_reason = 1011, "internal error"
 
     def _on_transport_drain(self, conn) -> None:
+        owed = self._pong_owed
+        if owed is not None:
+            self._pong_owed = None
+            if not conn.closed and not self.protocol.close_sent:
+                conn.writev(owed)
         self._call(self.handlers.on_drain)
 
     def _on_eof(self, conn) -> None:

@@ -16,7 +16,7 @@ import pytest
 import powpow
 from powpow import ws
 
-from ._http import raw, serving, split_responses
+from ._http import on_loop, raw, serving, split_responses
 
 
 @pytest.mark.parametrize("streaming", [False, True])
@@ -114,3 +114,61 @@ def test_websocket_subprotocol_is_echoed_as_the_client_spelled_it():
         finally:
             c.close()
         assert chosen and chosen[0] == "Chat.V2"  # the application sees its own name
+
+
+def test_websocket_peer_that_pings_and_never_reads_keeps_the_queue_bounded():
+    """Every ping queued a pong with no bound but the transport's 32 MiB cap, so a peer
+    that pings and never reads cost 32 MiB a connection.  Above high_water only the latest
+    pong is held (RFC 6455 5.5.3) and it goes out on drain."""
+    import socket
+
+    peak = [0]
+    timers = []
+
+    def handler(req, res):
+        sess = ws.upgrade(req, res)
+        if sess is not None:
+            def sample():
+                peak[0] = max(peak[0], sess.buffered_amount)
+            timers.append(srv.loop.add_interval(2, sample))
+
+    with serving(handler) as srv:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", srv.port))
+        key = base64.b64encode(os.urandom(16))
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                  b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        s.settimeout(5)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert head.startswith(b"HTTP/1.1 101")
+        n = 100000
+        pings = b"".join(bytes([0x89, 0x80 | 120]) + b"\0\0\0\0" + b"%0120d" % i for i in range(n))
+        s.sendall(pings)  # 12.6 MB of pings; nothing read meanwhile
+        time.sleep(0.5)
+        assert peak[0] < (1 << 20), peak[0]  # high_water is 256 KiB
+        # now read: pongs answer in order, and the last one answers the last ping
+        s.settimeout(2)
+        data = bytearray()
+        try:
+            while True:
+                d = s.recv(1 << 20)
+                if not d:
+                    break
+                data += d
+        except socket.timeout:
+            pass
+        last = None
+        i = 0
+        while i + 2 <= len(data):
+            assert data[i] == 0x8A  # FIN + pong, unmasked
+            ln = data[i + 1]
+            assert ln == 120
+            last = bytes(data[i + 2:i + 2 + ln])
+            i += 2 + ln
+        assert last == b"%0120d" % (n - 1)
+        s.close()
+        for t in timers:
+            on_loop(srv, lambda t=t: srv.loop.cancel_timer(t))
