@@ -277,11 +277,17 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
         if pl._deferred:
             batch = pl._deferred
             pl._deferred = []
-            for cb in batch:
-                try:
-                    cb()
-                except Exception as exc:
-                    self._pl_exception(exc, cb)
+            i = 0
+            try:
+                for cb in batch:
+                    i += 1
+                    try:
+                        cb()
+                    except Exception as exc:
+                        self._pl_exception(exc, cb)
+            except BaseException:  # SystemExit, KeyboardInterrupt: the rest runs when the loop runs again
+                pl._deferred[:0] = batch[i:]
+                raise
         posted = pl._posted
         if posted:
             for _ in range(len(posted)):
@@ -327,6 +333,14 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
                         cb(w.fd, ev)
                     except Exception as exc:
                         self._pl_exception(exc, cb)
+            except BaseException:
+                # SystemExit / KeyboardInterrupt from a protocol callback leaves run_forever: keep
+                # every handle queued so far (this iteration's first), as asyncio's _ready does
+                ready.extend(nxt)
+                nxt.clear()
+                self._ready = ready
+                self._spare = nxt
+                raise
             finally:
                 self._cur = nxt
             if n >= 2 * cap:
@@ -354,10 +368,15 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
             self._run_ready_debug(ready, ntodo)
         elif ntodo < 0:
             popleft = ready.popleft
-            while ready:
-                h = popleft()
-                if not h._cancelled:
-                    h._run()
+            try:
+                while ready:
+                    h = popleft()
+                    if not h._cancelled:
+                        h._run()
+            except BaseException:  # (as above) the rest of this iteration's handles run first next time
+                self._ready.extendleft(reversed(ready))
+                ready.clear()
+                raise
         else:
             popleft = ready.popleft
             for _ in range(ntodo):

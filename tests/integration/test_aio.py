@@ -787,3 +787,50 @@ def test_sendfile_of_a_character_device_falls_back_and_sends(lp):
             await srv.wait_closed()
 
     assert lp.run(main()) == (10, b"\0" * 10)
+
+
+def test_system_exit_in_a_protocol_callback_loses_no_queued_callback(lp):
+    """SystemExit / KeyboardInterrupt raised by data_received leaves run_forever, as in
+    asyncio, and every handle queued so far still runs when the loop runs again.  powpow.aio
+    dropped the iteration's ready queue: a task whose step was in it never ran again, so
+    cancelling it (what asyncio.run / Runner do on the way out) waited forever."""
+    loop = lp.loop
+    a, b = socket.socketpair()
+    spins = [0]
+    transports = []
+
+    class Exiting(asyncio.Protocol):
+        def connection_made(self, tr):
+            transports.append(tr)
+
+        def data_received(self, data):
+            raise SystemExit(2)
+
+    async def spin():
+        while True:
+            spins[0] += 1
+            await asyncio.sleep(0)
+
+    async def main():
+        await loop.connect_accepted_socket(Exiting, a)
+        asyncio.ensure_future(spin())
+        await asyncio.sleep(0.01)
+        b.send(b"x")
+        await asyncio.sleep(5)
+
+    try:
+        with pytest.raises(SystemExit):
+            loop.run_until_complete(main())
+        tasks = list(asyncio.all_tasks(loop))
+        assert len(tasks) == 2
+        before = spins[0]
+        for t in tasks:
+            t.cancel()
+        loop.run_until_complete(asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), TIMEOUT))
+        assert all(t.cancelled() for t in tasks)
+        assert spins[0] > before or before > 0
+    finally:
+        for tr in transports:
+            tr.abort()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        b.close()
