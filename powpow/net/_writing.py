@@ -50,6 +50,11 @@ EAGAIN = errno.EAGAIN
 DEFAULT_HIGH_WATER = 1 << 20
 DEFAULT_LOW_WATER = 256 << 10
 DEFAULT_MAX_QUEUED = 32 << 20
+# File chunks queued by send_file do not count as bytes (they are sent from the file),
+# but each holds an open fd: past FILES_HIGH queued chunks send_file returns False (wait
+# for on_drain), and a call while FILES_MAX are queued is refused like a write past the cap.
+FILES_HIGH = 64
+FILES_MAX = 1024
 
 # Native mode: the hottest call goes straight to the shim (no wrapper frame);
 # the wrappers in _ffi._sock stay the single definition for everything else.
@@ -251,11 +256,21 @@ class _Writer:
             if take:
                 os.close(path_or_fd)
             return False
-        if self._queue and self._queued > self.max_queued:
-            if take:
-                os.close(path_or_fd)
-            self._refuse(len(header) if header else 0)
-            return False
+        files = 0
+        if self._queue:
+            files = sum(1 for x in self._queue if type(x) is FileChunk)
+            if self._queued > self.max_queued or files >= FILES_MAX:
+                if take:
+                    os.close(path_or_fd)
+                if files >= FILES_MAX:
+                    exc = WriteQueueFull(
+                        "send_file refused: %d file chunks already queued (the cap is %d; peer %s is not "
+                        "reading); connection closed" % (files, FILES_MAX, self._peer_str()))
+                    log.warning("%s", exc)
+                    self._teardown(exc)
+                else:
+                    self._refuse(len(header) if header else 0)
+                return False
         chunk = open_chunk(path_or_fd, offset, count, take)  # raises on a bad file or offset
         if not self._corked and self._cork_ok:
             _sock.set_cork(self._sock, self.fd, True)
@@ -270,6 +285,8 @@ class _Writer:
             q = self._queue = collections.deque()
         was_empty = not q
         q.append(chunk)
+        if files + 1 >= FILES_HIGH:
+            self._above_high = True  # push back: on_drain follows once the queue's bytes are low again
         if was_empty:
             self._arm_write()
             self._flush()

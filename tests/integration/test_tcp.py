@@ -685,3 +685,40 @@ def test_zero_high_water_with_an_empty_queue_stays_writable(loop):
     cli.close()
     srv.close()
     settle(loop)
+
+
+def test_send_file_pushes_back_and_caps_queued_chunks(loop, tmp_path):
+    """Each queued send_file chunk holds an open fd and was counted nowhere: against a peer
+    that never reads, send_file never returned False and the fds grew without limit.  Past
+    FILES_HIGH chunks it returns False (wait for on_drain); a producer that ignores that is
+    refused at FILES_MAX like a write past the cap (WriteQueueFull, connection closed, every
+    chunk's fd released)."""
+    from powpow.net import _writing
+
+    path = tmp_path / "blob.bin"
+    path.write_bytes(os.urandom(64 << 10))
+    fd_dir = "/proc/self/fd"
+    out = {}
+    closed = []
+
+    def on_accept(c):
+        before = len(os.listdir(fd_dir))
+        queued_at_false = None
+        calls = 0
+        while not c.closed and calls < 5000:  # a producer that ignores send_file's False
+            calls += 1
+            ok = c.send_file(str(path))
+            if not ok and queued_at_false is None and not c.closed:
+                queued_at_false = len(c._queue)
+        out.update(queued_at_false=queued_at_false, calls=calls, fds=len(os.listdir(fd_dir)) - before)
+
+    srv = TcpServer(loop, on_accept=on_accept, on_close=lambda c, e: closed.append(e)).listen(0, "127.0.0.1")
+    cli = socket.create_connection(("127.0.0.1", srv.port))  # never reads
+    run_until(loop, lambda: closed, timeout=20)
+    assert out["queued_at_false"] is not None and out["queued_at_false"] <= _writing.FILES_HIGH
+    assert out["calls"] < 5000
+    assert isinstance(closed[0], WriteQueueFull) and "file chunks" in str(closed[0])
+    assert out["fds"] <= 1  # the refused connection released its chunks' fds
+    cli.close()
+    srv.close()
+    settle(loop)
