@@ -118,6 +118,7 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
         self._t0 = self._pl._t0
         self._tpending: List[_Timer] = []  # timers made since the iteration began, not in the wheel yet
         self._due: List[_Timer] = []
+        self._due_next: List[_Timer] = []  # call_later(<= 0) from I/O callbacks: _due of the next iteration
         self._flushq: List[StreamTransport] = []
         self._fdh: Dict[int, List[Any]] = {}  # fd -> [reader handle, writer handle]
         self._signal_handlers: Dict[int, events.Handle] = {}
@@ -166,6 +167,12 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
         t._scheduled = True
         if delay <= 0:  # due now: runs in the next iteration, as asyncio's (never waits for a wheel tick)
             t.slot = DUE
+            if self._cur is not self._ready:
+                # made by a protocol callback while I/O dispatches: due in the next iteration, after
+                # that callback's call_soon handles (asyncio moves due timers to _ready after the I/O
+                # handles of its iteration, in `when` order)
+                self._due_next.append(t)
+                return t
             self._due.append(t)
             return t
         t.slot = _PENDING
@@ -274,6 +281,9 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
     def _run_once(self) -> None:
         pl = self._pl
         ready = self._ready
+        if self._due_next:
+            self._due.extend(self._due_next)
+            self._due_next = []
         if pl._deferred:
             batch = pl._deferred
             pl._deferred = []

@@ -834,3 +834,40 @@ def test_system_exit_in_a_protocol_callback_loses_no_queued_callback(lp):
             tr.abort()
         loop.run_until_complete(asyncio.sleep(0.01))
         b.close()
+
+
+def test_due_timers_from_a_protocol_callback_run_after_its_call_soon(lp):
+    """call_later(<= 0) made inside data_received runs after the call_soon handles that
+    callback made, as in asyncio (its due timers join _ready after the I/O handles);
+    powpow.aio ran them first."""
+    loop = lp.loop
+    order = []
+    a, b = socket.socketpair()
+    transports = []
+
+    class P(asyncio.Protocol):
+        def connection_made(self, tr):
+            transports.append(tr)
+
+        def data_received(self, data):
+            loop.call_soon(order.append, "call_soon")
+            loop.call_later(0, order.append, "call_later(0)")
+            loop.call_later(-1, order.append, "call_later(-1)")  # earlier `when`: runs first
+
+    async def main():
+        await loop.connect_accepted_socket(P, a)
+        await asyncio.sleep(0.02)
+        loop.call_later(0.01, b.send, b"x")  # arrives while the loop waits: dispatched inline
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if len(order) == 3:
+                break
+
+    try:
+        lp.run(main())
+        assert order == ["call_soon", "call_later(-1)", "call_later(0)"]
+    finally:
+        for tr in transports:
+            tr.abort()
+        lp.run(asyncio.sleep(0.01))
+        b.close()
