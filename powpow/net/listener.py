@@ -118,6 +118,7 @@ class TcpServer:
         self._fd_starved = False
         self._starved_logged = False
         self._last_starved_log: Optional[int] = None
+        self._last_accept_error_log: Optional[int] = None
         self._closed = False
         self._edge = edge_capable(loop)
 
@@ -238,8 +239,7 @@ class TcpServer:
                     return
                 if cfd in (-errno.ECONNABORTED, -errno.EPROTO, -errno.EPERM, -errno.EINTR):
                     continue  # that one connection died in the backlog; the next may be fine
-                log.error("accept() on %s failed: %s", _addr.format_addr(lst.family, lsock.getsockname()),
-                          os.strerror(-cfd))
+                self._accept_failed(lst, -cfd)
                 return
             if self._fd_starved:
                 self._fd_starved = False
@@ -361,6 +361,24 @@ class TcpServer:
                 self.shed += 1
             self._reserve_fd = _open_reserve()
         # Level-triggered backends would report the listener forever: stop watching it.
+        for other in self._listeners:
+            self.loop.unregister(other.fd)
+        self._backoff_timer = self.loop.add_timer(self.backoff_ms, self._end_backoff)
+
+    def _accept_failed(self, lst: _Listener, err: int) -> None:
+        """An accept() error we do not expect (EINVAL: a pre-fork parent shut the shared socket
+        down, ENOTSOCK...): logged at most once a minute, and the listeners rest for backoff_ms.
+        Returning at once made a level-triggered backend report the listener again on every
+        iteration: a busy loop that logged each time."""
+        now = self.loop.now_ms()
+        last = self._last_accept_error_log
+        if last is None or now - last >= _STARVED_LOG_EVERY_MS:
+            self._last_accept_error_log = now
+            try:
+                where = _addr.format_addr(lst.family, lst.sock.getsockname())
+            except OSError:
+                where = "fd %d" % lst.fd
+            log.error("accept() on %s failed: %s; retrying every %d ms", where, os.strerror(err), self.backoff_ms)
         for other in self._listeners:
             self.loop.unregister(other.fd)
         self._backoff_timer = self.loop.add_timer(self.backoff_ms, self._end_backoff)

@@ -722,3 +722,32 @@ def test_send_file_pushes_back_and_caps_queued_chunks(loop, tmp_path):
     cli.close()
     srv.close()
     settle(loop)
+
+
+def test_unexpected_accept_error_backs_off_instead_of_spinning(loop, caplog):
+    """accept() failing with an errno outside the handled sets (EINVAL: a pre-fork parent
+    shut down its copy of the shared listener) returned at once, and a level-triggered
+    backend reported the listener again on every iteration: a busy loop logging each time.
+    Now: one log line, and the listener rests for backoff_ms between tries."""
+    import logging
+    import time
+
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(16)
+    other = socket.socket(fileno=os.dup(ls.fileno()))  # the parent's copy of the same listener
+    srv = TcpServer(loop).adopt(ls)
+    settle(loop)
+    other.shutdown(socket.SHUT_RDWR)
+    caplog.set_level(logging.ERROR, logger="powpow")
+    t0 = time.monotonic()
+    iterations = 0
+    while time.monotonic() - t0 < 0.5:
+        loop.run_once(100)
+        iterations += 1
+    errors = [r for r in caplog.records if "accept()" in r.getMessage()]
+    assert len(errors) == 1, len(errors)
+    assert iterations < 200, iterations  # (tens of thousands before, on poll)
+    srv.close()
+    other.close()
+    settle(loop)
