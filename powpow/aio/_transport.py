@@ -111,6 +111,7 @@ class StreamTransport(_FlowControlMixin):
         conn.on_drain = self._on_drain_top
         conn.pause_reading()
         self._reading = True
+        self._held: Optional[bytes] = None  # see resume_reading
         if sock.family != socket.AF_UNIX and sock.type == socket.SOCK_STREAM:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -166,6 +167,17 @@ class StreamTransport(_FlowControlMixin):
                 memoryview(buf)[:n] = view[pos:pos + n]
                 run(proto.buffer_updated, n)
                 pos += n
+                if pos < total:
+                    # asyncio reads once per get_buffer/buffer_updated: what the callback did
+                    # decides where the rest of this read goes
+                    if self._closing:
+                        return  # closed or aborted: nothing more is delivered
+                    if self._protocol is not proto:  # set_protocol(): the rest is the new one's
+                        self._on_data(conn, view[pos:])
+                        return
+                    if not self._reading:  # paused: the rest waits for resume_reading
+                        self._held = bytes(view[pos:])
+                        return
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -423,6 +435,12 @@ class StreamTransport(_FlowControlMixin):
         if self._closing or self._reading:
             return
         self._reading = True
+        held = self._held
+        if held is not None:  # the rest of a read a BufferedProtocol paused in the middle of
+            self._held = None
+            self._on_data(self._conn, memoryview(held))
+            if self._closing or not self._reading:
+                return
         self._conn.resume_reading()
         if self._eof_held:
             self._eof_held = False

@@ -871,3 +871,63 @@ def test_due_timers_from_a_protocol_callback_run_after_its_call_soon(lp):
             tr.abort()
         lp.run(asyncio.sleep(0.01))
         b.close()
+
+
+@pytest.mark.parametrize("mode", ["close", "pause", "swap"])
+def test_buffered_protocol_stops_where_buffer_updated_says(lp, mode):
+    """asyncio reads once per get_buffer/buffer_updated, so a close(), pause_reading() or
+    set_protocol() there takes effect for the rest of the data.  powpow.aio kept feeding the
+    rest of its (larger) read to the old protocol."""
+    loop = lp.loop
+    got = []
+
+    class Plain(asyncio.Protocol):
+        def data_received(self, data):
+            got.append(("new", data))
+
+    class BP(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(4)
+            self.tr = None
+
+        def connection_made(self, tr):
+            self.tr = tr
+
+        def get_buffer(self, n):
+            return self.buf
+
+        def buffer_updated(self, n):
+            got.append(("bu", bytes(self.buf[:n])))
+            if mode == "close":
+                self.tr.close()
+            elif mode == "pause" and len(got) == 1:
+                self.tr.pause_reading()
+            elif mode == "swap":
+                self.tr.set_protocol(Plain())
+
+    a, b = socket.socketpair()
+
+    async def main():
+        tr, _ = await loop.connect_accepted_socket(BP, a)
+        b.send(b"0123456789AB")
+        await asyncio.sleep(0.05)
+        first = list(got)
+        if mode == "pause":
+            tr.resume_reading()
+            await asyncio.sleep(0.05)
+        tr.abort()
+        await asyncio.sleep(0.01)
+        return first
+
+    try:
+        first = lp.run(main())
+    finally:
+        b.close()
+    assert first[0] == ("bu", b"0123")
+    if mode == "close":
+        assert got == [("bu", b"0123")]
+    elif mode == "pause":
+        assert first == [("bu", b"0123")]
+        assert b"".join(d for _, d in got) == b"0123456789AB"
+    else:
+        assert got == [("bu", b"0123"), ("new", b"456789AB")]
