@@ -111,9 +111,16 @@ def check_unix_path(path) -> str:
     return p
 
 
+def is_abstract(p) -> bool:
+    """A Linux abstract-namespace name (a leading NUL): no file, nothing to stat, chmod or unlink."""
+    return p[:1] in ("\0", b"\0")
+
+
 def prepare_unix_path(path) -> str:
     """Check ``path`` and remove a stale socket file there; raise if a live server owns it."""
     p = check_unix_path(path)
+    if is_abstract(p):
+        return p  # the kernel refuses a name in use (EADDRINUSE); there is no stale file
     try:
         st = os.lstat(p)
     except FileNotFoundError:

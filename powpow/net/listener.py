@@ -167,16 +167,18 @@ class TcpServer:
     def listen_unix(self, path, mode: int = 0o660, backlog: int = 1024, ssl=None) -> "TcpServer":
         """Listen on a unix stream socket; a stale socket file there is removed first."""
         p = _addr.prepare_unix_path(path)
+        abstract = _addr.is_abstract(p)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.bind(p)
-            os.chmod(p, mode)
+            if not abstract:  # (an abstract name has no file: no mode, nothing to unlink)
+                os.chmod(p, mode)
             sock.listen(backlog)
             sock.setblocking(False)
         except BaseException:
             sock.close()
             raise
-        self._add_listener(_Listener(sock, p, _server_ctx(ssl) or self.ssl))
+        self._add_listener(_Listener(sock, None if abstract else p, _server_ctx(ssl) or self.ssl))
         return self
 
     def adopt(self, sock: socket.socket, ssl=None) -> "TcpServer":

@@ -4,6 +4,7 @@ import hashlib
 import os
 import socket
 import stat
+import sys
 
 import pytest
 
@@ -97,3 +98,23 @@ def test_connect_unix_errors(loop, tmp_path):
     assert "connect to unix:%s failed" % missing in str(e) and "No such file" in str(e)
     with pytest.raises(ValueError):
         connect_unix(loop, "/tmp/" + "y" * 200, pytest.fail, None)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the abstract namespace is Linux's")
+def test_abstract_namespace_name(loop):
+    """listen_unix("\\0name") (Linux's abstract namespace: no file) raised ValueError from the
+    stat/chmod of a path that does not exist; connect_unix accepted such names already."""
+    name = "\0powpow-test-%d" % os.getpid()
+    got = []
+    srv = TcpServer(loop, on_data=lambda c, d: (got.append(bytes(d)), c.close())).listen_unix(name)
+    with pytest.raises(OSError) as ei:  # the name is taken while the server lives
+        TcpServer(loop).listen_unix(name)
+    assert ei.value.errno == errno.EADDRINUSE
+    cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    cli.connect(name)
+    cli.sendall(b"hi")
+    run_until(loop, lambda: got)
+    assert got == [b"hi"]
+    cli.close()
+    srv.close()
+    settle(loop)
