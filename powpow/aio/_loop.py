@@ -98,12 +98,13 @@ _ceil = math.ceil
 # call_later(math.inf), asyncio.sleep(math.inf), a huge finite delay.  The wheel keeps
 # it in its overflow (re-examined every 2**32 ms); it fires only if the loop lives that long.
 _FAR_TICK = 1 << 62
+_FAR_S = _FAR_TICK / 1000.0
 
 
 def _ms_until(delay: float) -> int:
     if delay <= 0:
         return 0
-    if delay < 4.6e15:  # (ms below _FAR_TICK)
+    if delay < _FAR_S:
         return int(math.ceil(delay * 1000.0))
     return _FAR_TICK if delay > 0 else 0  # +inf / huge: never; NaN: now, as asyncio (NaN compares false)
 

@@ -385,19 +385,24 @@ class _Writer:
                 return  # the kernel buffer is full: a partial write sets SOCK_NOSPACE, WRITE will follow
         self._drained()
 
+    def _owner_call(self, cb) -> bool:
+        """``cb(self)`` for an owner callback (on_drain, on_eof).  If it raises, the connection
+        goes down with the error, as for on_data (the loop's handler reports it), instead of
+        being left half-finished.  True when this is still the same connection afterwards."""
+        gen = self._gen
+        try:
+            cb(self)
+        except Exception as exc:
+            if self._gen == gen:
+                self._teardown(exc)
+            raise
+        return self._gen == gen
+
     def _drain_event(self) -> None:
         self._above_high = False
         cb = self.on_drain
         if cb is not None:
-            gen = self._gen
-            try:
-                cb(self)
-            except Exception as exc:
-                # as for on_data: the connection goes down with the error (the loop's
-                # handler reports it), not left half-flushed with its FIN never sent
-                if self._gen == gen:
-                    self._teardown(exc)
-                raise
+            self._owner_call(cb)
 
     def _drained(self) -> None:
         """The queue just became empty."""

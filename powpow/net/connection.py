@@ -500,14 +500,7 @@ class Connection(_Writer):
             # Half-close: the peer is done sending, the write side stays open for the owner.
             if not self._edge:
                 self._update_interest()
-            gen = self._gen
-            try:
-                cb(self)
-            except Exception as exc:
-                if self._gen == gen:
-                    self._teardown(exc)
-                raise
-            if self._gen == gen and self._state == OPEN and self._wr_shut:
+            if self._owner_call(cb) and self._state == OPEN and self._wr_shut:
                 self._teardown(None)  # our FIN went out earlier: both directions are finished
             return
         if self._queue or self._shut_pending:
