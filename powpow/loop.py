@@ -280,7 +280,12 @@ class Loop:
     # ------------------------------------------------------------ fds
 
     def register(self, fd, events: int, callback, edge: bool = False) -> Watcher:
-        """Watch ``fd`` for ``events`` (``Events.READ | Events.WRITE``); ``callback(fd, events)``."""
+        """Watch ``fd`` for ``events`` (``Events.READ | Events.WRITE``); ``callback(fd, events)``.
+
+        Level-triggered, ``events`` 0 parks the fd: nothing at all is reported for it,
+        not even a hang-up or an error (which the kernel would otherwise report on every
+        wait), until ``modify()`` asks for events again.
+        """
         return self._register(_fileno(fd), int(events), callback, edge, False)
 
     def _register(self, fd: int, events: int, callback, edge: bool, internal: bool) -> Watcher:
@@ -290,7 +295,8 @@ class Loop:
             raise LoopError("fd %d is already registered with this loop; use modify()" % fd)
         self._gen += 1
         token = self._gen  # unique per registration (see the module docstring)
-        self._poller.register(fd, events, token, edge)
+        if events or edge:
+            self._poller.register(fd, events, token, edge)
         w = Watcher(fd, events, callback, token, edge, internal)
         self._by_fd[fd] = w
         self._by_token[token] = w
@@ -308,7 +314,12 @@ class Loop:
             raise LoopError("modify(): fd %d is not registered with this loop" % fd)
         events = int(events)
         if events != w.events:
-            self._poller.modify(fd, events, w.token, w.edge)
+            if w.edge or (events and w.events):
+                self._poller.modify(fd, events, w.token, w.edge)
+            elif events:
+                self._poller.register(fd, events, w.token, False)  # parked until now
+            else:
+                self._poller.unregister(fd)  # park: see register()
             w.events = events
         if callback is not None:
             w.callback = callback
@@ -322,7 +333,7 @@ class Loop:
         del self._by_token[w.token]
         if not w.internal:
             self._user_watchers -= 1
-        if not self._closed:
+        if not self._closed and (w.events or w.edge):
             self._poller.unregister(fd)
         return True
 

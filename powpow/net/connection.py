@@ -468,14 +468,14 @@ class Connection(_Writer):
             self._teardown(ConnectionLost(self._so_error() or errno.ECONNRESET, "connection with",
                                           self._peer_str()))
         elif events & HUP:
-            if not self.peer_closed:
-                # Paused: the data before the FIN stays unread, but the owner can see
-                # the hang-up (an HTTP server must not hold a CLOSE-WAIT socket forever).
-                self.peer_closed = True
-                if not self._edge:
-                    self._update_interest()  # drop POLLRDHUP: level-triggered repeats it
-            elif not self._edge:
-                self._read(events)  # level-triggered POLLHUP would be reported forever
+            # Paused: the data before the FIN stays unread, but the owner can see
+            # the hang-up (an HTTP server must not hold a CLOSE-WAIT socket forever).
+            self.peer_closed = True
+            if not self._edge:
+                # Level-triggered, a hang-up is reported on every wait while the fd is
+                # watched: drop POLLRDHUP; with nothing queued the fd is parked (events 0,
+                # see Loop.register), so POLLHUP -- both directions shut -- cannot spin.
+                self._update_interest()
 
     def _schedule_read(self) -> None:
         if not self._read_deferred:

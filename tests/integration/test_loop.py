@@ -306,6 +306,31 @@ def test_register_modify_unregister_socketpair(loop):
     b.close()
 
 
+def test_level_triggered_events_zero_parks_the_fd(loop):
+    """Regression: a level-triggered watcher with events 0 was still woken on every wait
+    by a hang-up (poll/epoll report HUP whatever was asked), so a paused connection whose
+    both directions were shut spun the loop.  Events 0 parks the fd until modify()."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    events = []
+    loop.register(a, 0, lambda fd, ev: events.append(ev))
+    b.send(b"unread")
+    b.close()  # a's peer is gone: HUP is pending
+    for _ in range(5):
+        loop.run_once(10)
+    assert events == []
+    loop.modify(a, Events.READ)
+    loop.run_once(200)
+    assert events and events[0] & (Events.READ | Events.HUP)
+    loop.modify(a, 0)
+    events.clear()
+    for _ in range(5):
+        loop.run_once(10)
+    assert events == []
+    assert loop.unregister(a) is True
+    a.close()
+
+
 def test_register_twice_is_an_error(loop):
     r, w = os.pipe()
     loop.register(r, Events.READ, lambda fd, ev: None)

@@ -10,6 +10,7 @@ import hashlib
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -533,6 +534,38 @@ def test_fin_that_arrives_while_paused_is_seen_after_resume(loop):
     for _ in range(10):
         loop.run_once(10)
     assert not got and not closes
+    conns[0].resume_reading()
+    run_until(loop, lambda: closes, timeout=5)
+    assert b"".join(got) == b"last words" and closes == [None]
+    s.close()
+    srv.close()
+    settle(loop)
+
+
+def test_paused_after_both_directions_shut_reads_nothing_until_resumed(loop):
+    """Regression (poll backend): once the peer's FIN and ours were both through, the
+    level-triggered POLLHUP woke a paused connection on every wait, and each wake-up
+    read and delivered data although reading was paused."""
+    got, closes, conns = [], [], []
+
+    def on_accept(c):
+        c.pause_reading()
+        conns.append(c)
+
+    srv = TcpServer(loop, on_accept=on_accept, on_data=lambda c, d: got.append(bytes(d)),
+                    on_close=lambda c, e: closes.append(e)).listen(0, "127.0.0.1")
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    run_until(loop, lambda: conns)
+    s.sendall(b"last words")
+    s.shutdown(socket.SHUT_WR)
+    run_until(loop, lambda: conns[0].peer_closed, timeout=5)
+    conns[0].shutdown()
+    assert s.recv(10) == b""  # our FIN is through: both directions are shut
+    cpu0 = time.process_time()
+    for _ in range(20):
+        loop.run_once(10)
+    assert not got and not closes
+    assert time.process_time() - cpu0 < 0.15  # slept in the waits, not woken on each
     conns[0].resume_reading()
     run_until(loop, lambda: closes, timeout=5)
     assert b"".join(got) == b"last words" and closes == [None]
