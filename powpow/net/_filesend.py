@@ -3,10 +3,16 @@
 A ``FileChunk`` sits in the same queue as bytes, so ``send_file`` is strictly
 ordered with ``send``.  ``sendfile`` moves the bytes without a copy through
 user space; where it is impossible (a pipe, a filesystem without it: EINVAL,
-ENOSYS, ESPIPE...) the chunk switches for good to ``pread`` (``read`` for a
-pipe, keeping what the socket did not take) plus ``send``, 256 KiB at a time.
-A file that ends before ``count`` bytes closes the connection with EIO: the
-peer was promised a length, so a short body must not look complete.
+ENOSYS...) the chunk switches for good to ``pread`` plus ``send``, 256 KiB at
+a time.  A file that ends before ``count`` bytes closes the connection with
+EIO: the peer was promised a length, so a short body must not look complete.
+
+A stream source (a pipe, FIFO, socket or character device: anything ``fstat``
+does not call a regular file or block device) is never read while empty: a
+blocking ``read`` would stall the whole loop until its writer wrote.  The chunk
+asks ``poll`` first; when nothing is there it watches the source on the
+connection's loop and the send resumes once the source is readable.  Its
+``count`` may be None: send until the source's EOF.
 
 The chunk owns its fd (opened here from a path, ``dup``-ed from a caller's
 fd, or taken over with ``own_fd=True``) and closes it when sent or when the
@@ -14,7 +20,9 @@ connection is torn down.
 """
 import errno
 import os
-from typing import Optional
+import select
+import stat
+from typing import Callable, Optional
 
 from .._ffi import _sock
 from .errors import ConnectionLost
@@ -28,17 +36,58 @@ _send = _sock.send
 
 
 class FileChunk:
-    __slots__ = ("fd", "offset", "remaining", "use_sendfile", "pending")
+    __slots__ = ("fd", "offset", "remaining", "use_sendfile", "pending", "stream", "to_eof",
+                 "_probe", "_watch", "_on_ready")
 
-    def __init__(self, fd: int, offset: int, count: int) -> None:
+    def __init__(self, fd: int, offset: int, count: Optional[int], stream: bool = False) -> None:
         self.fd = fd
         self.offset = offset
-        self.remaining = count
-        self.use_sendfile = True
-        self.pending: Optional[bytes] = None  # non-seekable source: bytes read but not yet sent
+        self.to_eof = count is None  # a stream without a count: its EOF ends the chunk
+        self.remaining = (1 << 62) if count is None else count
+        self.use_sendfile = not stream
+        self.stream = stream
+        self.pending: Optional[bytes] = None  # stream source: bytes read but not yet sent
+        self._probe = None  # select.poll() on the source, made on first use
+        self._watch = None  # the loop watching the source while it is empty
+        self._on_ready: Optional[Callable[[], None]] = None
+
+    @property
+    def waiting(self) -> bool:
+        """An empty stream source is being watched: nothing to send until it is readable."""
+        return self._watch is not None
+
+    def readable(self, loop, on_ready: Callable[[], None]) -> bool:
+        """True when reading the stream source now will not block (bytes, EOF or an error
+        wait); else watch it on ``loop`` and call ``on_ready()`` once, when it is readable."""
+        if self._watch is not None:
+            return False
+        probe = self._probe
+        if probe is None:
+            probe = self._probe = select.poll()
+            probe.register(self.fd, select.POLLIN)
+        if probe.poll(0):
+            return True
+        loop.register(self.fd, 0x001, self._ready)  # Events.READ, level-triggered
+        self._watch = loop
+        self._on_ready = on_ready
+        return False
+
+    def _ready(self, fd: int, events: int) -> None:
+        self._unwatch()
+        cb = self._on_ready
+        self._on_ready = None
+        if cb is not None:
+            cb()
+
+    def _unwatch(self) -> None:
+        if self._watch is not None:
+            self._watch.unregister(self.fd)
+            self._watch = None
 
     def close(self) -> None:
         if self.fd >= 0:
+            self._unwatch()
+            self._on_ready = None
             os.close(self.fd)
             self.fd = -1
 
@@ -59,14 +108,15 @@ def open_chunk(path_or_fd, offset: int, count: Optional[int], take: bool) -> Fil
         ffd = os.dup(path_or_fd)
     else:
         ffd = os.open(path_or_fd, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    if count is None:
-        try:
-            size = os.fstat(ffd).st_size
-        except OSError:
-            os.close(ffd)
-            raise
-        count = max(0, size - offset)
-    return FileChunk(ffd, offset, count)
+    try:
+        st = os.fstat(ffd)
+    except OSError:
+        os.close(ffd)
+        raise
+    stream = not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode))
+    if count is None and not stream:
+        count = max(0, st.st_size - offset)
+    return FileChunk(ffd, offset, count, stream)
 
 
 def flush_file(conn, chunk: FileChunk) -> bool:
@@ -84,23 +134,36 @@ def flush_file(conn, chunk: FileChunk) -> bool:
                     continue
                 conn._fail(n, "sendfile to")
                 return False
-        else:
-            want = min(chunk.remaining, _FILE_READ_CHUNK)
-            stream = False
-            try:
-                data = os.pread(chunk.fd, want, chunk.offset)
-            except OSError as exc:
-                if exc.errno != errno.ESPIPE:
+        elif chunk.stream:
+            data = chunk.pending
+            if not data:
+                if not chunk.readable(conn.loop, conn._source_ready):
+                    if not conn._edge:
+                        conn._update_interest()  # no POLLOUT while the source is empty
+                    return False
+                try:
+                    data = os.read(chunk.fd, min(chunk.remaining, _FILE_READ_CHUNK))
+                except OSError as exc:
                     conn._teardown(exc)
                     return False
-                stream = True
-                data = _read_stream(chunk, want)  # a pipe: no offsets, keep what is unsent
-                if data is None:
-                    conn._teardown(exc)
-                    return False
+                if not data and chunk.to_eof:
+                    chunk.remaining = 0  # a stream sent to its end
+                    break
             n = _send(sock, fd, data) if data else 0
-            if stream:
-                chunk.pending = (data[n:] if n >= 0 else data) or None
+            if n > 0 or n == -EAGAIN:
+                chunk.pending = data[n:] if n > 0 else data
+            if n < 0:
+                if n == -EAGAIN:
+                    return False
+                conn._fail(n, "send to")
+                return False
+        else:
+            try:
+                data = os.pread(chunk.fd, min(chunk.remaining, _FILE_READ_CHUNK), chunk.offset)
+            except OSError as exc:
+                conn._teardown(exc)
+                return False
+            n = _send(sock, fd, data) if data else 0
             if n < 0:
                 if n == -EAGAIN:
                     return False
@@ -114,16 +177,3 @@ def flush_file(conn, chunk: FileChunk) -> bool:
         chunk.offset += n
         chunk.remaining -= n
     return True
-
-
-
-def _read_stream(chunk: FileChunk, want: int):
-    """Next bytes of a non-seekable source (pipe): unsent leftovers first, else a read."""
-    if chunk.pending:
-        return chunk.pending
-    try:
-        return os.read(chunk.fd, want)
-    except BlockingIOError:
-        return b""
-    except OSError:
-        return None

@@ -385,6 +385,13 @@ class _Writer:
                 return  # the kernel buffer is full: a partial write sets SOCK_NOSPACE, WRITE will follow
         self._drained()
 
+    def _source_ready(self) -> None:
+        """A ``send_file`` stream source that was empty is readable: send on."""
+        if self._state != CLOSED:
+            self._flush()
+            if not self._edge:
+                self._update_interest()
+
     def _owner_call(self, cb) -> bool:
         """``cb(self)`` for an owner callback (on_drain, on_eof).  If it raises, the connection
         goes down with the error, as for on_data (the loop's handler reports it), instead of

@@ -522,7 +522,8 @@ class Connection(_Writer):
                 ev |= READ
             elif not self.peer_closed:
                 ev |= RDHUP  # paused: still learn of a hang-up (POLLRDHUP), without the data
-        if self._queue:
+        q = self._queue
+        if q and not (type(q[0]) is FileChunk and q[0].waiting):  # (an empty send_file pipe: not yet)
             ev |= WRITE
         if ev != self._interest:
             self.loop.modify(self.fd, ev)

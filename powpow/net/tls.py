@@ -55,6 +55,7 @@ log = logging.getLogger("powpow.net")
 
 OPEN, CLOSING, CLOSED = 0, 1, 2
 _CHUNK = 128 << 10          # plaintext encrypted per step (and file bytes read per step)
+_SOURCE_EMPTY = b"(source empty)"  # _read_file: a send_file pipe has nothing to read yet
 _CIPHER_HIGH = 256 << 10    # stop encrypting while the raw queue holds this much
 _CIPHER_LOW = 64 << 10
 _DECRYPT_SIZE = 64 << 10    # one SSL_read yields at most one 16 KiB record; room for a few
@@ -577,12 +578,16 @@ class TlsTransport:
                 if raw.queued_bytes >= _CIPHER_HIGH:
                     break  # raw's on_drain brings us back
                 budget = _CHUNK
+                source_empty = False
                 while q and budget > 0:
                     item = q[0]
                     if type(item) is FileChunk:
                         data = self._read_file(item, budget)
                         if data is None:
                             return
+                        if data is _SOURCE_EMPTY:
+                            source_empty = True
+                            break
                         if item.remaining == 0:
                             q.popleft()
                             item.close()
@@ -598,7 +603,7 @@ class TlsTransport:
                         self._plain_bytes -= len(data)
                     budget -= len(data)
                     sslwrite(data)
-                if not self._flush_out():
+                if not self._flush_out() or source_empty:
                     break
             if self._state == CLOSED:
                 return
@@ -615,14 +620,19 @@ class TlsTransport:
             self._pumping = False
 
     def _read_file(self, chunk: FileChunk, want: int):
+        """The next bytes of ``chunk``; None: torn down (why is reported); ``_SOURCE_EMPTY``:
+        a stream source has nothing yet (``_pump`` runs again once it is readable)."""
         n = min(chunk.remaining, want)
         try:
-            try:
+            if chunk.stream:  # a pipe or socket: never a blocking read on the loop thread
+                if not chunk.readable(self._raw.loop, self._pump):
+                    return _SOURCE_EMPTY
+                data = os.read(chunk.fd, n)
+                if not data and chunk.to_eof:
+                    chunk.remaining = 0
+                    return data
+            else:
                 data = os.pread(chunk.fd, n, chunk.offset)
-            except OSError as exc:
-                if exc.errno != errno.ESPIPE:
-                    raise
-                data = os.read(chunk.fd, n)  # a pipe: no offsets
         except OSError as exc:
             self._teardown(exc)
             return None

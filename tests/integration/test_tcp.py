@@ -310,6 +310,89 @@ def test_send_file_falls_back_to_read_send_for_a_pipe(loop):
     settle(loop)
 
 
+class PipeFeeder:
+    """An empty pipe that the loop itself fills later (timers), plus a watchdog thread that
+    unblocks a loop stuck in a blocking read of it (it writes b"STUCK"s and closes the pipe)
+    so that a regression fails instead of hanging.  ``rp`` is the read end for send_file."""
+
+    def __init__(self, loop, parts, step_ms=30):
+        self.rp, self.wp = os.pipe()
+        self.stuck = False
+        self._done = threading.Event()
+        self._dog = threading.Thread(target=self._watch, daemon=True)
+        self._dog.start()
+        for i, part in enumerate(parts):
+            loop.add_timer(step_ms * (i + 1), lambda p=part: self.stuck or os.write(self.wp, p))
+        loop.add_timer(step_ms * (len(parts) + 1), self._close_writer)
+
+    def _watch(self):
+        if not self._done.wait(3.0):
+            self.stuck = True
+            os.write(self.wp, b"STUCK" * 100)
+            os.close(self.wp)
+            self._done.set()
+
+    def _close_writer(self):
+        if not self.stuck:
+            os.close(self.wp)
+            self._done.set()
+
+    def finished(self):
+        return self._done.is_set()
+
+    def close(self):
+        self._done.wait(5)
+        self._dog.join(5)
+        os.close(self.rp)
+
+
+@pytest.mark.parametrize("counted", [True, False], ids=["count", "to-eof"])
+def test_send_file_from_an_empty_pipe_does_not_block_the_loop(loop, counted):
+    """Regression: send_file from a pipe read it blocking on the loop thread -- the loop
+    stalled until the pipe's writer wrote (here the writer is the loop itself: a deadlock).
+    count=None sent nothing (a pipe's st_size is 0); it now sends up to the pipe's EOF."""
+    parts = [b"part-one;", b"part-two;", b"part-three."]
+    feeder = PipeFeeder(loop, parts)
+    echoes = []
+
+    def on_accept(c):
+        c.send(b"<")
+        c.send_file(feeder.rp, count=len(b"".join(parts)) if counted else None)
+        c.send(b">")
+        c.close_after_drain()
+
+    srv = TcpServer(loop, on_accept=on_accept).listen(0, "127.0.0.1")
+    r = Reader(srv.port)
+    r.start()
+    # meanwhile the loop serves another connection: an echo that must not wait for the pipe
+    got_echo = []
+    srv2 = echo_server(loop)
+    e = socket.create_connection(("127.0.0.1", srv2.port))
+    e.setblocking(False)
+    e.send(b"ping")
+
+    def poll_echo():
+        try:
+            got_echo.append(e.recv(10))
+        except BlockingIOError:
+            pass
+        return got_echo
+    run_until(loop, poll_echo, timeout=5)
+    echoes.append(r.is_alive())  # the echo came back while the pipe was still being fed
+    run_until(loop, lambda: not r.is_alive(), timeout=10)
+    r.join()
+    run_until(loop, feeder.finished, timeout=5)
+    feeder.close()
+    assert got_echo == [b"ping"] and echoes == [True]
+    assert r.error is None and r.eof
+    assert r.h.hexdigest() == hashlib.sha256(b"<" + b"".join(parts) + b">").hexdigest()
+    e.close()
+    run_until(loop, lambda: srv.connection_count == 0 and srv2.connection_count == 0)
+    srv.close()
+    srv2.close()
+    settle(loop)
+
+
 def test_write_queue_hard_cap_closes_with_reason(loop):
     closes = []
     chunk = os.urandom(64 << 10)

@@ -142,6 +142,39 @@ def test_send_file_over_tls_in_chunks(certs, tmp_path):
     assert data == b"HEAD" + blob[1000:-1000]
 
 
+def test_send_file_from_an_empty_pipe_over_tls_does_not_block_the_loop(certs):
+    """Regression: the TLS write pump read a send_file pipe blocking on the loop thread, so
+    every other connection stalled until the pipe's writer wrote."""
+    rp, wp = os.pipe()
+    accepted = []
+
+    def on_accept(conn):
+        accepted.append(conn)
+        if len(accepted) == 1:
+            conn.write(b"<")
+            conn.send_file(rp, count=None)  # a pipe: up to its EOF
+            conn.write(b">")
+            conn.close_after_drain()
+        else:
+            echo_accept(conn)
+
+    try:
+        with tcp_serving(on_accept, certs.server_ctx()) as srv:
+            with tls_client(certs, srv.port) as t:
+                assert recv_until(t, 1) == b"<"
+                with tls_client(certs, srv.port, timeout=3.0) as t2:  # the loop still serves others
+                    t2.sendall(b"ping")
+                    assert recv_until(t2, 9, timeout=3.0) == b"echo:ping"
+                os.write(wp, b"from the pipe")
+                os.close(wp)
+                wp = -1
+                assert recv_until(t, 14) == b"from the pipe>"
+    finally:
+        if wp >= 0:
+            os.close(wp)
+        os.close(rp)
+
+
 def test_peer_closes_without_close_notify_is_an_eof(certs):
     seen = {}
 
