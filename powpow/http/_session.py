@@ -20,6 +20,12 @@ Invariants:
   answers are outstanding, the parser holds parsed-later requests (``held``),
   an Upgrade/CONNECT request waits for its handler's decision, or the handler
   paused the request body.  ``_pump`` is the one place that resumes.
+* An Upgrade/CONNECT request pipelined behind answers still being made (or
+  while the transport is over high water) reaches its handler only once those
+  answers are complete and handed to the transport (``_pump`` defers
+  ``_dispatch_upgrade``): ``res.upgrade()`` needs to be first in line, and the
+  handler sees the connection as if the request had arrived alone.  The
+  parser stops behind it and reading stays paused, so nothing piles up.
 * Deadlines are checked by the server's sweep (``check_deadline``) from
   ``since`` (phase start / last progress) and, while output is pending, from
   the last time ``bytes_sent`` grew: a queue that grows is not progress.
@@ -174,12 +180,15 @@ class Session:
                     # _dispatch(), inlined: this loop runs once per request
                     handler = self.server.handler
                     pending = self.pending
+                    upgrade_req = self.upgrade_req
                     for req in reqs:
                         if self.state >= CLOSING:
                             # an earlier handler of this read failed (its 500 closes the connection:
                             # what follows would run with its answer thrown away), took the
                             # connection, or it is gone
                             break
+                        if req is upgrade_req and self._upgrade_must_wait():
+                            break  # (it is the last) see _dispatch_upgrade
                         # Response(self, req) without the class call (its __init__, inlined:
                         # ~500 instructions a request less on CPython 3.11; keep the two alike)
                         res = _new(Response)
@@ -195,7 +204,7 @@ class Session:
                         res.status = 200
                         res.ended = False
                         res._sent_head = False
-                        res._upgrade = _UP_ASKED if req is self.upgrade_req else None  # type: ignore[assignment]
+                        res._upgrade = _UP_ASKED if req is upgrade_req else None  # type: ignore[assignment]
                         pending.append(res)
                         req.response = res  # type: ignore[assignment]  # (declared None in _message)
                         try:
@@ -257,8 +266,15 @@ class Session:
 
     def _pump(self) -> None:
         """Resume input once nothing holds it back (the one place that resumes)."""
-        if (self.state >= CLOSING or self.write_blocked or self.upgrade_req is not None
-                or len(self.pending) >= self.depth):
+        if self.state >= CLOSING or self.write_blocked or len(self.pending) >= self.depth:
+            return
+        up = self.upgrade_req
+        if up is not None:
+            # reading stays paused until its handler decides; one that waited for
+            # earlier answers runs now that they are out (next iteration: not from
+            # inside the res.end() that got us here)
+            if up.response is None and not self.pending:
+                self.loop.defer_call(self._dispatch_upgrade)
             return
         if self.held or self.parser._held:
             # requests held back at the depth limit: parse the next batch on
@@ -364,8 +380,11 @@ class Session:
     def _dispatch(self, req) -> None:
         if self.state >= CLOSING:
             return  # an earlier handler failed (closing), took the connection, or it is gone
+        upgrade = req is self.upgrade_req
+        if upgrade and self._upgrade_must_wait():
+            return  # see _dispatch_upgrade
         res = Response(self, req)
-        if req is self.upgrade_req:
+        if upgrade:
             res._upgrade = _UP_ASKED  # type: ignore[assignment]
         self.pending.append(res)
         req.response = res
@@ -373,6 +392,33 @@ class Session:
             self.server.handler(req, res)
         except Exception as exc:
             self._handler_failed(req, exc)
+
+    def _upgrade_must_wait(self) -> bool:
+        """Must the Upgrade/CONNECT request wait before its handler runs?
+
+        Yes while an earlier answer is still being made (``res.upgrade()``
+        could not put its 101 behind it) or the transport is over high water
+        (had it arrived alone, it would not have been read yet)."""
+        if self.write_blocked:
+            return True
+        for res in self.pending:
+            if not res.ended:
+                return True
+        return False
+
+    def _dispatch_upgrade(self) -> None:
+        """Deferred by ``_pump``: run the handler of the Upgrade/CONNECT request
+        that waited for the answers before it, as if it had arrived alone."""
+        req = self.upgrade_req
+        if (req is None or req.response is not None or self.pending or self.state >= CLOSING
+                or self.conn.closed):
+            return  # dispatched already (more than one _pump), or the connection ends
+        self.in_batch = True
+        try:
+            self._dispatch(req)
+        finally:
+            self.in_batch = False
+        self.flush()
 
     def _handler_failed(self, req, exc: Exception) -> None:
         """500 if nothing was sent yet; close after what precedes it either way.
@@ -637,10 +683,7 @@ class Session:
             res.status = (res.status if 200 <= res.status < 300 else 200) if connect else 101
             if status_headers:
                 res._headers.extend(status_headers)
-            head = res._build_head(0)
-            if connect:
-                head = head.replace(b"Content-Length: 0\r\n", b"", 1)
-            res._segments.append(head)
+            res._segments.append(res._build_head(0))  # (a CONNECT's 2xx: no framing, see there)
         res.ended = True
         out = list(res._segments)
         res._segments.clear()

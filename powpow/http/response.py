@@ -15,7 +15,10 @@ and enforced (a different body length raises ``HeaderValueError``, writing past
 it raises ``ValueError``, ending short closes the connection); its
 Transfer-Encoding may only be ``chunked`` and its Connection only ``close``,
 ``keep-alive`` (or ``upgrade`` on a 101).  HTTP/1.0 clients never get chunked:
-a streamed body of unknown length is delimited by the close.
+a streamed body of unknown length is delimited by the close.  A 2xx answer to
+CONNECT has no framing at all (RFC 9110 §9.3.6: it makes the connection a
+tunnel): what ``send``/``write`` give it are the first tunnel bytes, and a
+handler's Content-Length / Transfer-Encoding on it raises ``HeaderValueError``.
 """
 import http
 import os
@@ -216,6 +219,8 @@ def _plain_head(headers, date: bytes, length: int) -> Optional[bytes]:
     _last_head = (headers, snapshot, date, length, head)
     return head
 _UP_ASKED = 1  # Response._upgrade: the request asked to switch (Upgrade/CONNECT)
+_TUNNEL_FRAMING = ("a 2xx answer to CONNECT opens a tunnel: it has no Content-Length or "
+                   "Transfer-Encoding (RFC 9110 §9.3.6); its body, if any, is the first tunnel bytes")
 
 
 class _FileSeg:
@@ -376,6 +381,10 @@ class Response:
             self._close = True
         if status in NO_BODY_STATUS:
             framing = b""
+        elif self._upgrade is not None and self._opens_tunnel():
+            if self._length is not None:
+                raise HeaderValueError(_TUNNEL_FRAMING)
+            framing = b""  # the bytes after the head are the tunnel's (the session closes after them)
         elif length is None:
             if self.request.version == "1.0":
                 # RFC 9112 §6.1: no chunked to a 1.0 client; the close delimits the body
@@ -402,6 +411,8 @@ class Response:
             self._close = True
         if "upgrade" in f.conn and self.status != 101:
             raise HeaderValueError("Connection: upgrade is only for a 101 response (use res.upgrade())")
+        if (f.length is not None or f.te is not None) and self._upgrade is not None and self._opens_tunnel():
+            raise HeaderValueError(_TUNNEL_FRAMING)
         if f.length is not None and self.status not in NO_BODY_STATUS:
             if length is None:
                 self._length = length = f.length  # streamed: enforced by write()/end()
@@ -411,6 +422,10 @@ class Response:
                                            % (f.length, length))
                 length = f.length  # HEAD: the length a GET would have
         return f.block, length
+
+    def _opens_tunnel(self) -> bool:
+        """A 2xx answer to CONNECT (RFC 9110 §9.3.6): no Content-Length, no Transfer-Encoding."""
+        return 200 <= self.status < 300 and self.request.method == "CONNECT"
 
     def client_ip(self) -> Optional[str]:
         """Address of the client this answers (see ``Request.client_ip``)."""
@@ -429,7 +444,8 @@ class Response:
         # followed by an EXTENDED_ARG jump is never specialised.)
         if not (body.__class__ is bytes and (status is None or status == 200) and self.status == 200
                 and not self._close and not self._headers and not self._head_only and not self.ended
-                and not self._sent_head and (headers is None or headers.__class__ is list)):
+                and not self._sent_head and (headers is None or headers.__class__ is list)
+                and self._upgrade is None):  # (Upgrade/CONNECT: a CONNECT's 2xx has no Content-Length)
             return self._send(body, status, headers)
         session = self._session
         if session.closing or self.request.version != "1.1":

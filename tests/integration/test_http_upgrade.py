@@ -207,3 +207,105 @@ def test_new_owner_gets_the_transports_default_memoryviews():
             s.sendall(b"abc")
             assert recv_until(s, b"ABC").endswith(b"ABC")
     assert kinds and all(k is memoryview for k in kinds)
+
+
+def _slow_first(inner, delay_ms=150):
+    """``/first`` is answered ``delay_ms`` later; every other request goes to ``inner``."""
+    def handler(req, res):
+        if req.path == "/first":
+            res.loop.add_timer(delay_ms, lambda: res.send(b"first"))
+        else:
+            inner(req, res)
+    return handler
+
+
+UPGRADE_ECHO = b"GET /up HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n"
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_upgrade_pipelined_behind_a_pending_answer_waits_for_it(streaming):
+    """Was: the upgrade ran while the first answer was pending: 500 instead of 101."""
+    with serving(_slow_first(_echo_upgrade_handler()), streaming=streaming) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n" + UPGRADE_ECHO + b"tail bytes")
+            data = recv_until(s, b"]")
+            first, sep, after = data.partition(b"HTTP/1.1 101 ")
+            assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b"\r\n\r\nfirst"), data[:300]
+            assert sep, data[:300]
+            assert after.partition(b"\r\n\r\n")[2] == b"[rest=tail bytes]"  # they belong to the new protocol
+            s.sendall(b"abc")
+            assert recv_until(s, b"ABC") == b"ABC"
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_declined_upgrade_pipelined_behind_a_pending_answer_stays_http(streaming):
+    def inner(req, res):
+        res.send(req.path.encode())
+
+    with serving(_slow_first(inner), streaming=streaming, keepalive_timeout=2) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n" + H2C.replace(b"/first", b"/h2c")
+                      + b"GET /second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            bodies = [b for _, b in split_responses(read_all(s))]
+            assert bodies == [b"first", b"/h2c", b"/second"]
+
+
+CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
+
+
+@pytest.mark.parametrize("how", ["send", "write"])
+def test_connect_2xx_answered_normally_has_no_framing_headers(how):
+    """RFC 9110 §9.3.6: no Content-Length / Transfer-Encoding in a 2xx to CONNECT.
+    Its body is the first tunnel bytes; the handler kept no tunnel, so the
+    connection closes after them.  Was: ``Content-Length: 7`` (``send``) or
+    chunked framing (``write``)."""
+    def handler(req, res):
+        if how == "send":
+            res.send(b"tunnel!", headers=[("X-Proxy", "p")])
+        else:
+            res.write(b"tun")
+            res.end(b"nel!")
+
+    with serving(handler) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(CONNECT)
+            data = read_all(s)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), data[:300]
+    assert b"Content-Length" not in head and b"Transfer-Encoding" not in head
+    assert body == b"tunnel!"
+
+
+def test_connect_refused_keeps_its_content_length():
+    with serving(lambda req, res: res.send(b"no tunnels here", status=403)) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(CONNECT)
+            data = read_all(s)
+    assert split_responses(data)[0][1] == b"no tunnels here"
+    assert data.startswith(b"HTTP/1.1 403 ") and b"\r\nContent-Length: 15\r\n" in data
+
+
+@pytest.mark.parametrize("how", ["Content-Length", "Transfer-Encoding", "set_length"])
+def test_connect_2xx_with_framing_from_the_handler_is_refused(how):
+    errors = []
+
+    def handler(req, res):
+        try:
+            if how == "Content-Length":
+                res.send(b"x", headers=[("Content-Length", "1")])
+            elif how == "Transfer-Encoding":
+                res.set_header("Transfer-Encoding", "chunked")
+                res.write(b"x")
+            else:
+                res.set_length(1)
+                res.write(b"x")
+        except ValueError as exc:
+            errors.append(str(exc))
+            res.send(b"", status=502)
+
+    with serving(handler) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(CONNECT)
+            data = read_all(s)
+    assert data.startswith(b"HTTP/1.1 502 ")
+    assert errors and "CONNECT" in errors[0]

@@ -278,3 +278,58 @@ def test_pong_leaves_before_the_echo_of_a_message_completed_after_the_ping():
             while len(server_frames(data)) < 2:
                 data += s.recv(4096)
             assert server_frames(data) == [(0xA, b"pp"), (OP_TEXT, b"frag1frag2")]
+
+
+def _read_upto(s, done, timeout=5.0):
+    """Read until ``done(data)`` or the peer closes / ``timeout`` passes."""
+    s.settimeout(timeout)
+    data = b""
+    end = time.monotonic() + timeout
+    while not done(data) and time.monotonic() < end:
+        try:
+            b = s.recv(65536)
+        except socket.timeout:
+            break
+        if not b:
+            break
+        data += b
+    return data
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("first", ["later", "streamed"])
+def test_handshake_pipelined_behind_a_pending_answer_upgrades_after_it(first, streaming):
+    """Was: the handshake's handler ran while the first answer was still being made,
+    so ``res.upgrade()`` raised and the client got a 500 instead of the 101."""
+    order = []
+
+    def handler(req, res):
+        order.append(req.path)
+        if req.path == "/ws":
+            upgrade(req, res, on_message=echo)
+        elif first == "later":
+            res.loop.add_timer(150, lambda: res.send(b"first answer"))
+        else:
+            res.write(b"first ")  # the head and a chunk now, the end later
+            res.loop.add_timer(150, lambda: res.end(b"answer"))
+
+    with http_serving(handler, streaming=streaming) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            # request 1, the handshake and a first frame: one packet
+            s.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n" + handshake(path="/ws")
+                      + build_frame(OP_TEXT, b"early", mask=M))
+            data = _read_upto(s, lambda d: b"early" in d.partition(b"HTTP/1.1 101 ")[2])
+            one, sep, after = data.partition(b"HTTP/1.1 101 ")
+            assert one.startswith(b"HTTP/1.1 200 "), data[:300]
+            assert sep, data[:300]  # was: HTTP/1.1 500
+            if first == "later":
+                assert one.endswith(b"Content-Length: 12\r\n\r\nfirst answer")
+            else:
+                assert one.endswith(b"\r\n\r\n6\r\nfirst \r\n6\r\nanswer\r\n0\r\n\r\n")
+            head, _, frames = after.partition(b"\r\n\r\n")
+            assert b"Sec-WebSocket-Accept: " in head
+            assert server_frames(frames) == [(OP_TEXT, b"early")]  # the bytes behind the handshake
+            s.sendall(build_frame(OP_BINARY, b"\x00next", mask=M))
+            got = _read_upto(s, lambda d: len(server_frames(d)) == 1)
+            assert server_frames(got) == [(OP_BINARY, b"\x00next")]
+    assert order == ["/first", "/ws"]
