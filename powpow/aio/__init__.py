@@ -15,10 +15,11 @@ This subpackage imports asyncio; ``import powpow`` does not import it.
 import asyncio
 import sys
 
+from ._dgram import DatagramQueueFull
 from ._loop import EventLoop
 from ._transport import StreamTransport
 
-__all__ = ["EventLoop", "EventLoopPolicy", "StreamTransport", "new_event_loop", "run"]
+__all__ = ["DatagramQueueFull", "EventLoop", "EventLoopPolicy", "StreamTransport", "new_event_loop", "run"]
 
 
 def new_event_loop() -> EventLoop:

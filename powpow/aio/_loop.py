@@ -22,6 +22,10 @@ One iteration (``_run_once``):
 5. the write flush: every transport written to during this iteration sends
    its buffers now, in one ``writev``.
 
+Debug mode (``set_debug``) warns about slow callbacks as asyncio does, protocol
+callbacks run outside handles included (``_debug.py``); it costs nothing when
+off: step 3's dispatch is the same, only a transport's callback differs.
+
 Timers read ``self.time()`` (``time.monotonic()``, asyncio's clock); the wheel
 is on the same clock and rounds up, so a timer never fires before ``when``.
 ``call_later``/``call_at`` only append the new handle to a batch that the next
@@ -49,6 +53,8 @@ from ..errors import LoopError
 from ..loop import Loop, _fileno
 from ..poller import MAX_CAPACITY as _MAX_CAPACITY
 from ..timers import DUE, INACTIVE
+from ..net.connection import Connection
+from ._debug import describe as _describe_callback
 from ._sockops import SockOps
 from ._transport import StreamTransport
 
@@ -127,6 +133,7 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
         self._unix_server_sockets: Dict[Any, int] = {}
         self._spare: Any = collections.deque()  # the ready deque of the next iteration while I/O dispatches
         self._cur: Any = self._ready  # where I/O handles go: the ready deque of the running iteration
+        self._slow_reported = False  # debug: a protocol callback inside the running handle was reported (_debug.py)
 
     def _pl_exception(self, exc: BaseException, callback) -> None:
         self.call_exception_handler({"message": "Exception in callback %r" % (callback,), "exception": exc})
@@ -403,15 +410,39 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
             h = ready.popleft()
             if h._cancelled:
                 continue
+            # a transport method that calls a protocol callback is named as that callback (see _debug.py);
+            # its protocol is read now: connection_lost leaves the transport without one
+            name = getattr(h._callback, "_protocol_callback", None)
+            owner = getattr(h._callback, "__self__", None) if name is not None else None
+            proto = getattr(owner, "_protocol", None)
             try:
                 self._current_handle = h
+                self._slow_reported = False
                 t0 = self.time()
                 h._run()
                 dt = self.time() - t0
-                if dt >= self.slow_callback_duration:
-                    logger.warning("Executing %s took %.3f seconds", base_events._format_handle(h), dt)
+                if dt >= self.slow_callback_duration and not self._slow_reported:
+                    if name is not None and proto is not None:
+                        what = _describe_callback(proto, name, owner)
+                    else:
+                        what = base_events._format_handle(h)
+                    logger.warning("Executing %s took %.3f seconds", what, dt)
             finally:
                 self._current_handle = None
+
+    def set_debug(self, enabled: bool) -> None:
+        super().set_debug(enabled)
+        pl = self.__dict__.get("_pl")  # (None: called by BaseEventLoop.__init__, before any transport)
+        if pl is None or pl._closed:
+            return
+        # stream transports call their protocols from the Connection's on_data, chosen for the debug
+        # mode at their creation (so that a normal read tests nothing): switch the live ones
+        for w in list(pl._by_token.values()):
+            conn = getattr(w.callback, "__self__", None)
+            if isinstance(conn, Connection):
+                transport = getattr(conn.on_data, "__self__", None)
+                if isinstance(transport, StreamTransport):
+                    transport._set_debug(bool(enabled))
 
     def _flush_writes(self) -> None:
         q = self._flushq

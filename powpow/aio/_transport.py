@@ -25,6 +25,11 @@ Invariants:
   the data that arrived with the EOF; protocol callbacks run in a copy of the
   context the transport was created in; protocols see builtin ``OSError``s
   (``ConnectionResetError``...), never powpow's own error classes.
+* Debug mode: protocol callbacks that no Handle runs (``data_received`` /
+  ``buffer_updated`` from the Connection, ``pause_writing`` /
+  ``resume_writing`` from the flush) are timed against
+  ``slow_callback_duration`` as asyncio times handles -- see ``_debug.py``;
+  with debug off the Connection calls ``_on_data`` itself (no test per read).
 * TLS (``ssl=``, ``start_tls``) is asyncio's ``sslproto.SSLProtocol`` stacked
   on this transport (``EventLoop._make_ssl_transport``): records take the
   same write path.
@@ -45,6 +50,8 @@ except ImportError:  # pragma: no cover - Python < 3.8
 
 from asyncio.constants import _SendfileMode
 from asyncio.transports import _FlowControlMixin
+
+from ._debug import call_timed, protocol_callback
 
 __all__ = ["StreamTransport"]
 
@@ -102,7 +109,8 @@ class StreamTransport(_FlowControlMixin):
         conn = self._conn = Connection()
         rbuf = pl.buffers.acquire()
         try:
-            conn._open(pl, sock.fileno(), sock, sock.family, None, rbuf, True, self._on_data, self._on_close,
+            on_data = self._on_data_debug if loop._debug else self._on_data  # see _debug.py
+            conn._open(pl, sock.fileno(), sock, sock.family, None, rbuf, True, on_data, self._on_close,
                        True, self._high, self._low, sys.maxsize, 0)
         except BaseException:
             pl.buffers.release(rbuf)
@@ -125,6 +133,7 @@ class StreamTransport(_FlowControlMixin):
         self._protocol = protocol
         self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
 
+    @protocol_callback("connection_made")
     def _connection_made(self, waiter) -> None:
         try:
             self._protocol.connection_made(self)
@@ -183,6 +192,17 @@ class StreamTransport(_FlowControlMixin):
         except BaseException as exc:
             self._fatal(exc, "Fatal error: protocol.data_received() call failed.")
 
+    def _on_data_debug(self, conn, view) -> None:
+        """Debug mode's on_data: ``_on_data`` timed against ``slow_callback_duration`` (_debug.py)."""
+        proto = self._protocol
+        call_timed(self._loop, self, proto, "buffer_updated" if self._buffered else "data_received",
+                   self._on_data, conn, view)
+
+    def _set_debug(self, enabled: bool) -> None:
+        conn = self._conn
+        if not conn.closed:
+            conn.on_data = self._on_data_debug if enabled else self._on_data
+
     def _on_eof(self, conn) -> None:
         # as a selector transport, whose next recv() sees the EOF: eof_received comes one iteration after
         # the data that arrived with it (protocols and tests rely on the transport staying open till then)
@@ -190,6 +210,7 @@ class StreamTransport(_FlowControlMixin):
             self._eof_due = True
             self._loop.call_soon(self._deliver_eof, context=self._ctx)
 
+    @protocol_callback("eof_received")
     def _deliver_eof(self) -> None:
         # not after close()/abort(); but yes when the Connection closed itself (EOF after our write_eof)
         if not self._eof_due or self._protocol is None:
@@ -231,7 +252,11 @@ class StreamTransport(_FlowControlMixin):
         if self._protocol_paused and self.get_write_buffer_size() <= self._low:
             self._protocol_paused = False
             try:
-                self._protocol.resume_writing()
+                proto = self._protocol
+                if self._loop._debug:  # (from the end-of-iteration flush: no handle times it)
+                    call_timed(self._loop, self, proto, "resume_writing", proto.resume_writing)
+                else:
+                    proto.resume_writing()
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
@@ -255,6 +280,7 @@ class StreamTransport(_FlowControlMixin):
         self._wsize = 0
         self._loop.call_soon(self._connection_lost, exc, context=self._ctx)
 
+    @protocol_callback("connection_lost")
     def _connection_lost(self, exc) -> None:
         try:
             self._protocol.connection_lost(exc)
@@ -351,7 +377,11 @@ class StreamTransport(_FlowControlMixin):
     def _pause_protocol(self) -> None:
         self._protocol_paused = True
         try:
-            self._protocol.pause_writing()
+            proto = self._protocol
+            if self._loop._debug:  # (from the end-of-iteration flush: no handle times it)
+                call_timed(self._loop, self, proto, "pause_writing", proto.pause_writing)
+            else:
+                proto.pause_writing()
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

@@ -212,6 +212,171 @@ def test_slow_callback_warning(lp, caplog):
     assert any("took" in r.getMessage() for r in caplog.records)
 
 
+SLOW = 0.05  # a protocol callback this long is past the 0.02 s slow_callback_duration of the tests below
+
+
+def _took(caplog):
+    return [r.getMessage() for r in caplog.records if r.name == "asyncio" and " took " in r.getMessage()]
+
+
+class _SlowEcho(asyncio.Protocol):
+    """Every callback sleeps past slow_callback_duration (the echo still works)."""
+
+    def __init__(self):
+        self.made = False
+        self.lost = asyncio.get_event_loop().create_future()
+
+    def connection_made(self, t):
+        self.t = t
+        time.sleep(SLOW)
+        self.made = True
+
+    def data_received(self, data):
+        time.sleep(SLOW)
+        self.t.write(data)
+
+    def eof_received(self):
+        time.sleep(SLOW)
+        return False
+
+    def connection_lost(self, exc):
+        time.sleep(SLOW)
+        self.lost.set_result(exc)
+
+
+class _SlowBufEcho(_SlowEcho, asyncio.BufferedProtocol):
+    def get_buffer(self, sizehint):
+        self.buf = bytearray(max(sizehint, 16))
+        return self.buf
+
+    def buffer_updated(self, n):
+        self.data_received(bytes(self.buf[:n]))
+
+
+@pytest.mark.parametrize("proto,debug_from", [(_SlowEcho, "start"), (_SlowBufEcho, "start"),
+                                              (_SlowEcho, "after_connect")])
+def test_slow_protocol_callbacks_warn_in_debug_mode(lp, caplog, proto, debug_from):
+    """Debug mode warns about every slow protocol callback, not only about call_soon handles.
+
+    powpow.aio calls data_received/buffer_updated straight from the poller (no Handle): it used to
+    say nothing.  Its warnings name the protocol callback and the transport; asyncio's name the
+    transport method that ran it (_read_ready), so the stock loop is checked for the count only.
+    ``after_connect``: set_debug(True) on a loop whose connection already exists still applies to it.
+    """
+    loop = lp.loop
+    loop.slow_callback_duration = 0.02
+    if debug_from == "start":
+        loop.set_debug(True)
+    protos = []
+
+    def factory():
+        protos.append(proto())
+        return protos[-1]
+
+    async def main():
+        srv = await loop.create_server(factory, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+        while not protos or not protos[0].made:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.01)
+        if debug_from != "start":
+            loop.set_debug(True)
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"
+        writer.write_eof()
+        assert await protos[0].lost is None
+        writer.close()
+        srv.close()
+        await srv.wait_closed()
+
+    with caplog.at_level("WARNING", logger="asyncio"):
+        lp.run(main())
+    names = ["data_received" if proto is _SlowEcho else "buffer_updated", "eof_received", "connection_lost"]
+    if debug_from == "start":
+        names.append("connection_made")
+    took = _took(caplog)
+    assert len(took) >= len(names), took
+    if lp.kind == "powpow":
+        for name in names:
+            mine = [m for m in took if "%s.%s() of <powpow StreamTransport fd=" % (proto.__name__, name) in m]
+            assert len(mine) == 1, (name, took)  # named once: not again as the handle that ran it
+
+
+def test_slow_resume_writing_warns_in_debug_mode(lp, caplog):
+    """resume_writing runs from the socket's drain (powpow: the Connection's on_drain, no Handle)."""
+    loop = lp.loop
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.02
+    size = 2 << 20
+
+    class Flood(asyncio.Protocol):
+        def __init__(self):
+            self.paused = loop.create_future()
+            self.resumed = loop.create_future()
+
+        def connection_made(self, t):
+            t.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            t.set_write_buffer_limits(high=16384)
+            t.write(b"z" * size)
+
+        def pause_writing(self):
+            self.paused.set_result(None)
+
+        def resume_writing(self):
+            time.sleep(SLOW)
+            self.resumed.set_result(None)
+
+    protos = []
+
+    async def main():
+        srv = await loop.create_server(lambda: protos.append(Flood()) or protos[-1], "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.sockets[0].getsockname()[1])
+        while not protos:
+            await asyncio.sleep(0.005)
+        await protos[0].paused
+        assert len(await reader.readexactly(size)) == size
+        await protos[0].resumed
+        writer.close()
+        srv.close()
+        await srv.wait_closed()
+
+    with caplog.at_level("WARNING", logger="asyncio"):
+        lp.run(main())
+    took = _took(caplog)
+    assert took, took
+    if lp.kind == "powpow":
+        assert [m for m in took if "Flood.resume_writing() of <powpow StreamTransport fd=" in m], took
+
+
+def test_slow_datagram_received_warns_in_debug_mode(lp, caplog):
+    loop = lp.loop
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.02
+
+    class SlowDgram(asyncio.DatagramProtocol):
+        def __init__(self):
+            self.got = loop.create_future()
+
+        def datagram_received(self, data, addr):
+            time.sleep(SLOW)
+            self.got.set_result(data)
+
+    async def main():
+        t, p = await loop.create_datagram_endpoint(SlowDgram, local_addr=("127.0.0.1", 0))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"hi", t.get_extra_info("sockname"))
+            assert await p.got == b"hi"
+        t.close()
+        await asyncio.sleep(0.01)
+
+    with caplog.at_level("WARNING", logger="asyncio"):
+        lp.run(main())
+    took = _took(caplog)
+    assert took, took
+    if lp.kind == "powpow":
+        assert [m for m in took if "SlowDgram.datagram_received() of <powpow DatagramTransport fd=" in m], took
+
+
 def test_getaddrinfo_numeric_and_nameinfo(lp):
     async def main():
         loop = asyncio.get_running_loop()
@@ -568,6 +733,131 @@ def test_datagram_endpoint(lp):
         st.close()
         await asyncio.sleep(0.01)
     lp.run(main())
+
+
+def _unix_dgram_pair(tmp_path):
+    """A unix datagram socket connected to one that reads nothing: its sends hit EAGAIN after a few
+    datagrams (the peer's max_dgram_qlen), unlike UDP on loopback, which drops at the receiver."""
+    a = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.bind(str(tmp_path / "a"))
+    b.bind(str(tmp_path / "b"))
+    a.connect(str(tmp_path / "b"))
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+class _FlowDgram(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.events = []
+        self.errors = []
+
+    def connection_made(self, t):
+        self.t = t
+
+    def pause_writing(self):
+        self.events.append(("pause", self.t.get_write_buffer_size()))
+
+    def resume_writing(self):
+        self.events.append(("resume", self.t.get_write_buffer_size()))
+
+    def error_received(self, exc):
+        self.errors.append(exc)
+
+
+async def _drain_dgrams(loop, b, count):
+    got = 0
+    while got < count:
+        await loop.sock_recv(b, 65536)
+        got += 1
+
+
+def test_datagram_write_buffer_flow_control(lp, tmp_path):
+    """sendto past what the kernel takes queues: pause_writing above high water, resume at low."""
+    a, b = _unix_dgram_pair(tmp_path)
+    loop = lp.loop
+
+    async def main():
+        t, p = await loop.create_datagram_endpoint(_FlowDgram, sock=a)
+        t.set_write_buffer_limits(high=4096, low=1024)
+        assert t.get_write_buffer_limits() == (1024, 4096)
+        dgram = b"d" * 512
+        sent = 0
+        while t.get_write_buffer_size() == 0:  # until the kernel says EAGAIN (the peer's queue is full)
+            assert sent < 10000
+            t.sendto(dgram)
+            sent += 1
+        queued = 1
+        while queued * 512 <= 4096:
+            assert p.events == []
+            t.sendto(dgram)
+            sent += 1
+            queued += 1
+        size = t.get_write_buffer_size()
+        assert size >= queued * 512  # (3.12+ asyncio also counts an 8-byte header per datagram)
+        if lp.kind == "powpow":
+            assert size == queued * 512
+        assert p.events == [("pause", size)]
+        await _drain_dgrams(loop, b, sent)  # the peer reads: everything queued goes out, in order
+        while t.get_write_buffer_size():
+            await asyncio.sleep(0.001)
+        assert [e[0] for e in p.events] == ["pause", "resume"]
+        assert p.events[1][1] <= 1024
+        assert p.errors == []
+        t.close()
+        await asyncio.sleep(0.01)
+
+    try:
+        lp.run(main())
+    finally:
+        b.close()
+
+
+def test_datagram_write_buffer_cap_fails_loudly(lp, tmp_path, caplog):
+    """A protocol that ignores pause_writing: past the cap its datagrams are dropped, reported and logged.
+
+    Stock asyncio has no cap (it queues without bound): powpow only.
+    """
+    if lp.kind != "powpow":
+        pytest.skip("asyncio's datagram transport has no write buffer cap")
+    a, b = _unix_dgram_pair(tmp_path)
+    loop = lp.loop
+
+    async def main():
+        t, p = await loop.create_datagram_endpoint(_FlowDgram, sock=a)
+        t.set_write_buffer_limits(high=4096)
+        cap = 1 << 20  # max(32 * high, 1 MiB)
+        dgram = b"c" * 4096
+        sent = 0
+        while t.get_write_buffer_size() <= cap:
+            assert sent < 10000 and p.errors == []
+            t.sendto(dgram)
+            sent += 1
+        size = t.get_write_buffer_size()
+        with caplog.at_level("WARNING", logger="asyncio"):
+            t.sendto(dgram)
+            t.sendto(dgram)
+        assert t.get_write_buffer_size() == size  # refused: the queue did not grow
+        assert len(p.errors) == 2
+        for exc in p.errors:
+            assert isinstance(exc, powpow.aio.DatagramQueueFull) and isinstance(exc, OSError)
+            assert "cap" in str(exc) and "pause_writing" in str(exc)
+        warnings = [r for r in caplog.records if r.name == "asyncio" and "cap" in r.getMessage()]
+        assert len(warnings) == 1 and warnings[0].levelname == "WARNING"  # once per overflow, not per datagram
+        await _drain_dgrams(loop, b, sent)  # what was queued still arrives; the refused two never do
+        while t.get_write_buffer_size():
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)
+        with pytest.raises(BlockingIOError):
+            b.recv(65536)
+        t.close()
+        await asyncio.sleep(0.01)
+
+    try:
+        lp.run(main())
+    finally:
+        b.close()
 
 
 def test_signal_handler(lp):
