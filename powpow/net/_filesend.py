@@ -25,6 +25,7 @@ import stat
 from typing import Callable, Optional
 
 from .._ffi import _sock
+from ..poller import READ
 from .errors import ConnectionLost
 
 EAGAIN = errno.EAGAIN
@@ -67,7 +68,7 @@ class FileChunk:
             probe.register(self.fd, select.POLLIN)
         if probe.poll(0):
             return True
-        loop.register(self.fd, 0x001, self._ready)  # Events.READ, level-triggered
+        loop.register(self.fd, READ, self._ready)  # level-triggered
         self._watch = loop
         self._on_ready = on_ready
         return False
