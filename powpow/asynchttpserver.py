@@ -13,8 +13,19 @@ it in the background (a task); a loop around it is the user's server loop, and
 Per connection: requests are parsed by ``powpow.http.parser.RequestParser``
 (bodies read completely before ``cb`` runs, up to ``max_body``) and answered
 strictly in order (pipelining); keep-alive by version and Connection header;
-``Expect: 100-continue`` is answered before the body is read; a body over
-``max_body`` gets 413, a POST with neither Content-Length nor chunked 411.
+``Expect: 100-continue`` is answered when the body is about to be read: once
+every request before it has been answered, so a pipelined request's interim
+100 never overtakes an earlier final response; a body over ``max_body`` gets
+413, a POST with neither Content-Length nor chunked 411.  A callback that
+raises is logged; if it had sent nothing the client gets a 500, and the
+connection is closed either way (a half-sent response cannot be framed).
+
+Timeouts (``header_timeout`` seconds each): the idle wait for a request's first
+byte (on expiry: 408 and close); the whole head, from its first byte -- a
+deadline, not a per-read timeout, so a head dripped a byte at a time cannot
+hold the connection (on expiry: closed without an answer, as ``HttpServer``
+does: no answer is owed for half a head); each wait between reads of a body
+(408 and close).
 
 Differences from the Nim original (where it is not RFC-correct):
 * malformed requests get their 4xx and the connection is CLOSED (Nim answers
@@ -22,12 +33,16 @@ Differences from the Nim original (where it is not RFC-correct):
 * duplicate headers are kept, all values (``headers.get_all``), not last-wins;
 * Content-Length together with Transfer-Encoding: chunked is rejected (400),
   as are other smuggling shapes the strict parser refuses;
-* limits and a read timeout apply (request line, header size and count,
-  ``header_timeout`` seconds for a head and between reads of a body); Nim has
-  none;
+* limits and timeouts apply (request line, header size and count,
+  ``header_timeout`` as above); Nim has none;
 * ``respond`` honours a caller's Content-Length but refuses (``ValueError``,
   nothing sent) a body whose size differs from it: the connection is never
   desynchronised;
+* ``respond`` with 1xx, 204 or 304 sends no Content-Length and no content
+  (RFC 9110 6.4.1, 8.6); content given for one raises ``ValueError``, nothing
+  sent, as does a Content-Length or Transfer-Encoding header on 1xx or 204
+  (a 304's Content-Length, the 200's length, is passed as given); to HEAD the
+  head goes alone, Content-Length included;
 * ``protocol`` is ``(orig, major, minor)`` with ``orig`` like ``"HTTP/1.1"``;
   ``url`` is ``urllib.parse.urlsplit`` of the target (``path``, ``query``...);
   ``hostname`` is the peer address as text; ``client`` is the socket.
@@ -50,6 +65,7 @@ __all__ = ["AsyncHttpServer", "Request"]
 log = logging.getLogger("powpow.asynchttpserver")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_FRAMING = ("content-length", "transfer-encoding")
 _READ_SIZE = 65536
 
 
@@ -98,24 +114,40 @@ class Request:
         self.body = preq.body
 
     async def respond(self, code: int, content, headers=None) -> None:
-        """Send one response in one write; Content-Length added unless ``headers`` has one."""
+        """Send one response in one write; Content-Length added unless ``headers`` has one.
+
+        1xx, 204 and 304 have no content (RFC 9110 6.4.1): no Content-Length is
+        added, and content for them raises ``ValueError`` before anything is sent
+        (dropping it would hide a bug).  RFC 9110 8.6 and RFC 9112 6.1 forbid
+        Content-Length and Transfer-Encoding on 1xx and 204: given, they raise
+        too.  A 304 may carry the 200's Content-Length: sent as given.
+        """
         body = content.encode("utf-8") if isinstance(content, str) else bytes(content)
         pairs = _header_pairs(headers)
-        declared = [v for k, v in pairs if k.lower() == "content-length"]
-        if declared:
-            try:
-                n = int(declared[-1].strip())
-            except ValueError:
-                raise ValueError("Content-Length %r is not a number" % (declared[-1],)) from None
-            if n != len(body) or len(set(declared)) != 1:
-                raise ValueError("Content-Length %s given but the content is %d bytes: nothing sent "
-                                 "(the connection would be desynchronised)" % (declared[-1], len(body)))
+        if code < 200 or code == 204 or code == 304:
+            if body:
+                raise ValueError("a %d response has no content, %d bytes given: nothing sent "
+                                 "(RFC 9110 6.4.1)" % (code, len(body)))
+            if code != 304 and any(k.lower() in _FRAMING for k, _ in pairs):
+                raise ValueError("a %d response must not carry Content-Length or Transfer-Encoding: "
+                                 "nothing sent (RFC 9110 8.6, RFC 9112 6.1)" % code)
         else:
-            pairs.append(("Content-Length", str(len(body))))
+            declared = [v for k, v in pairs if k.lower() == "content-length"]
+            if declared:
+                try:
+                    n = int(declared[-1].strip())
+                except ValueError:
+                    raise ValueError("Content-Length %r is not a number" % (declared[-1],)) from None
+                if n != len(body) or len(set(declared)) != 1:
+                    raise ValueError("Content-Length %s given but the content is %d bytes: nothing sent "
+                                     "(the connection would be desynchronised)" % (declared[-1], len(body)))
+            else:
+                pairs.append(("Content-Length", str(len(body))))
         head = ("HTTP/1.1 %d %s\r\n" % (code, reason(code))).encode("latin-1") + _encode_headers(pairs) + b"\r\n"
         if self.req_method == "HEAD":
             body = b""
-        await self._conn.send(head + body)
+        # an interim answer (1xx but 101) leaves the final one still owed: a 500 can follow it
+        await self._conn.send(head + body, interim=code < 200 and code != 101)
 
     async def send_headers(self, headers) -> None:
         """Send header lines only (``Name: value\\r\\n`` each), as the original's ``sendHeaders``."""
@@ -123,23 +155,26 @@ class Request:
 
 
 class _Conn:
-    __slots__ = ("loop", "sock", "hostname", "server")
+    __slots__ = ("loop", "sock", "hostname", "server", "answering")
 
     def __init__(self, loop, sock, addr, server) -> None:
         self.loop = loop
         self.sock = sock
         self.server = server
         self.hostname = addr[0] if isinstance(addr, tuple) else str(addr or "")
+        self.answering = False  # bytes of the current request's final response were sent
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes, interim: bool = False) -> None:
+        if not interim:
+            self.answering = True
         await self.loop.sock_sendall(self.sock, data)
 
-    async def error(self, status: int, message: str) -> None:
+    async def error(self, status: int, message: str, head_only: bool = False) -> None:
         body = ("%d %s: %s\n" % (status, reason(status), message)).encode("utf-8", "replace")
         head = "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" \
                "Connection: close\r\n\r\n" % (status, reason(status), len(body))
         try:
-            await self.send(head.encode("latin-1") + body)
+            await self.send(head.encode("latin-1") + (b"" if head_only else body))
         except OSError:
             pass
 
@@ -147,35 +182,58 @@ class _Conn:
         loop = self.loop
         sock = self.sock
         srv = self.server
-        pending: list = []
+        timeout = srv.header_timeout
+        # The head that asked for 100 Continue, until its body is about to be read.
+        expecting: Optional[Any] = None
+        # When the head being read must be complete: set at its first byte (a CRLF
+        # before the request line counts, or a drip of them would never expire).
+        head_deadline: Optional[float] = None
 
         def on_headers(req) -> None:
-            if req.expect_continue:
-                pending.append(_CONTINUE)
+            nonlocal expecting, head_deadline
+            head_deadline = None
+            expecting = req if req.expect_continue else None
 
         parser = RequestParser(on_headers=on_headers, max_body=srv.max_body)
         try:
             while True:
+                in_body = parser.current is not None
+                if not in_body and head_deadline is None and parser.pending:
+                    head_deadline = loop.time() + timeout  # a partial head left behind the last request
+                wait = timeout if head_deadline is None else head_deadline - loop.time()
                 try:
-                    data = await asyncio.wait_for(loop.sock_recv(sock, _READ_SIZE), srv.header_timeout)
+                    if wait <= 0:
+                        raise asyncio.TimeoutError
+                    data = await asyncio.wait_for(loop.sock_recv(sock, _READ_SIZE), wait)
                 except asyncio.TimeoutError:
-                    await self.error(408, "request timed out")
+                    if head_deadline is not None:
+                        # slowloris: no answer is owed for half a head (as powpow.http's HttpServer)
+                        log.info("closing %s: request head not complete in %g s", self.hostname, timeout)
+                    else:
+                        await self.error(408, "request timed out")
                     return
                 except OSError:
                     return
+                if data and not in_body and head_deadline is None:
+                    head_deadline = loop.time() + timeout
                 try:
                     reqs = parser.feed(data)
                 except ParseError as exc:
                     await self.error(exc.status, exc.message)
                     return
-                if pending:
-                    await self.send(b"".join(pending))
-                    del pending[:]
                 for preq in reqs:
                     if preq.method == "POST" and preq.content_length is None and not preq.chunked:
                         await self.error(411, "a POST needs Content-Length or chunked")
                         return
-                    await cb(Request(self, preq))
+                    self.answering = False
+                    try:
+                        await cb(Request(self, preq))
+                    except Exception:
+                        log.error("request callback raised (%s %s from %s)", preq.method, preq.target,
+                                  self.hostname, exc_info=True)
+                        if not self.answering:
+                            await self.error(500, "the request handler failed", preq.method == "HEAD")
+                        return
                     if not preq.keep_alive:
                         return
                 if parser.failed:
@@ -184,6 +242,15 @@ class _Conn:
                     except ParseError as exc:
                         await self.error(exc.status, exc.message)
                     return
+                if expecting is not None:
+                    # Every earlier request is answered now; if the one that asked is
+                    # still waiting for its body, it is next on the wire (RFC 9110 10.1.1).
+                    if parser.current is expecting:
+                        try:
+                            await self.send(_CONTINUE, interim=True)
+                        except OSError:
+                            return
+                    expecting = None
                 if not data or parser.closed:
                     return
         finally:
@@ -247,7 +314,7 @@ class AsyncHttpServer:
     def _task_done(self, task) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("request callback raised", exc_info=task.exception())
+            log.error("serving a connection failed", exc_info=task.exception())
 
     async def serve(self, port: int, cb: Callable[[Request], Awaitable[Any]], address: str = "",
                     assumed_descriptors_per_request: int = -1, domain: int = socket.AF_INET) -> None:

@@ -216,3 +216,197 @@ def test_serve_runs_until_cancelled():
         return res
     status, _, body = powpow.aio.run(main())
     assert (status, body) == (200, b"served")
+
+
+# -- header_timeout: one deadline per head, from its first byte ---------------------------------
+
+_SLOW_HEAD = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 40   # never ends: no blank line
+_FIRST_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n/1"
+
+# case: (pieces dripped 0.15 s apart, bytes the client must get before the close)
+_DRIP_CASES = {
+    "head byte by byte": ([bytes([b]) for b in _SLOW_HEAD], b""),
+    "blank lines before the request line": ([b"\r\n"] * 40, b""),
+    "second head on a keep-alive connection": (
+        [b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nG"] + [bytes([b]) for b in _SLOW_HEAD[1:]], _FIRST_OK),
+}
+
+
+def _drip(port, pieces, idle_first, interval=0.15, give_up=3.0):
+    """Send ``pieces`` ``interval`` apart (each gap well under the timeout); return (bytes got,
+    seconds from the first byte to the server's close, or None if it never closed)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    got = b""
+    try:
+        time.sleep(idle_first)
+        t0 = time.monotonic()
+        for piece in pieces:
+            if time.monotonic() - t0 > give_up:
+                return got, None
+            try:
+                s.sendall(piece)
+                s.settimeout(interval)
+                while True:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return got, time.monotonic() - t0
+                    got += chunk
+            except socket.timeout:
+                continue
+            except OSError:   # reset: we wrote after the server closed
+                return got, time.monotonic() - t0
+        return got, None
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("case", sorted(_DRIP_CASES))
+def test_header_timeout_bounds_the_whole_head_not_each_read(case):
+    pieces, expected = _DRIP_CASES[case]
+
+    async def cb(req):
+        await req.respond(200, req.url.path)
+    # idle 0.3 s first: the idle wait is not part of the head's deadline
+    got, closed_after = _run(cb, lambda p: _drip(p, pieces, idle_first=0.3),
+                             AsyncHttpServer(header_timeout=0.5))
+    assert closed_after is not None, "a dripped head was never timed out"
+    assert 0.4 <= closed_after < 2.0
+    assert got == expected   # half a head is owed no answer (as powpow.http's HttpServer)
+
+
+def test_header_timeout_idle_connection_gets_408():
+    async def cb(req):
+        await req.respond(200, "no")
+    t0 = time.monotonic()
+    out = _run(cb, lambda p: _raw(p, b""), AsyncHttpServer(header_timeout=0.3))
+    assert out.startswith(b"HTTP/1.1 408 ") and b"Connection: close\r\n" in out
+    assert 0.25 <= time.monotonic() - t0 < 3
+
+
+def test_header_timeout_head_within_deadline_is_served():
+    async def cb(req):
+        await req.respond(200, "ok")
+
+    def client(port):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        for piece in (b"GET / HTTP/1.1\r\n", b"Host: x\r\n", b"Connection: close\r\n\r\n"):
+            s.sendall(piece)
+            time.sleep(0.2)
+        out = s.recv(65536)
+        s.close()
+        return out
+    assert _run(cb, client, AsyncHttpServer(header_timeout=1.0)).endswith(b"\r\n\r\nok")
+
+
+# -- framing of responses without content, failing callbacks, 100 Continue order ----------------
+
+def test_1xx_204_304_have_no_content_length_head_keeps_it():
+    async def cb(req):
+        p = req.url.path
+        if p == "/204":
+            await req.respond(204, "")
+        elif p == "/304":
+            await req.respond(304, b"", {"ETag": '"v1"'})
+        elif p == "/304-len":
+            await req.respond(304, "", {"Content-Length": "11"})   # the 200's length, passed as given
+        elif p == "/103":
+            await req.respond(103, "", {"Link": "</s.css>; rel=preload"})
+            await req.respond(200, "hinted")
+        else:
+            await req.respond(200, "Hello World")
+    reqs = b"".join(b"%s %s HTTP/1.1\r\nHost: x\r\n\r\n" % (m, p) for m, p in
+                    [(b"GET", b"/204"), (b"GET", b"/304"), (b"GET", b"/304-len"), (b"GET", b"/103"),
+                     (b"HEAD", b"/")])
+    reqs += b"GET /end HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    out = _run(cb, lambda p: _raw(p, reqs))
+    assert out == (b"HTTP/1.1 204 No Content\r\n\r\n"
+                   b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n"
+                   b"HTTP/1.1 304 Not Modified\r\nContent-Length: 11\r\n\r\n"
+                   b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                   b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhinted"
+                   b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n"
+                   b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello World")
+
+
+@pytest.mark.parametrize("code, content, headers", [
+    (204, "x", None),
+    (304, b"body", None),
+    (100, "x", None),
+    (204, "", {"Content-Length": "0"}),
+    (204, "", {"Transfer-Encoding": "chunked"}),
+    (103, "", {"Content-Length": "0"}),
+])
+def test_no_content_status_refuses_content_and_framing_nothing_sent(code, content, headers):
+    errors = []
+
+    async def cb(req):
+        try:
+            await req.respond(code, content, headers)
+        except ValueError as exc:
+            errors.append(str(exc))
+            await req.respond(200, "refused")
+    out = _run(cb, lambda p: _raw(p, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    assert out == b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nrefused"
+    assert len(errors) == 1 and str(code) in errors[0]
+
+
+def test_callback_raising_before_answering_gets_500_and_close(caplog):
+    async def cb(req):
+        if req.url.path == "/interim":
+            await req.respond(100, "")   # interim: the final answer is still owed
+        raise RuntimeError("boom")
+    # the second request must never be served: the connection closes after the 500
+    data = (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"HEAD /h HTTP/1.1\r\nHost: x\r\n\r\nGET /interim HTTP/1.1\r\nHost: x\r\n\r\n")
+    with caplog.at_level("ERROR", logger="powpow.asynchttpserver"):
+        outs = _run(cb, lambda p: [_raw(p, data), _raw(p, data[data.index(b"HEAD"):]),
+                                   _raw(p, data[data.index(b"GET /interim"):])])
+    get, head, interim = outs
+    assert get.startswith(b"HTTP/1.1 500 Internal Server Error\r\n") and b"Connection: close\r\n" in get
+    assert get.count(b"HTTP/1.1") == 1
+    assert get.endswith(b"\r\n\r\n500 Internal Server Error: the request handler failed\n")
+    assert head.startswith(b"HTTP/1.1 500 ") and head.endswith(b"\r\n\r\n")   # HEAD: no body
+    assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 500 ")
+    failures = [r for r in caplog.records if r.exc_info and "boom" in str(r.exc_info[1])]
+    assert len(failures) == 3
+
+
+def test_callback_raising_after_answering_began_just_closes(caplog):
+    async def cb(req):
+        await req.send_headers({"X-Begun": "1"})
+        raise RuntimeError("boom")
+    with caplog.at_level("ERROR", logger="powpow.asynchttpserver"):
+        out = _run(cb, lambda p: _raw(p, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert out == b"X-Begun: 1\r\n"   # no 500 spliced into a started response; closed
+    assert any(r.exc_info and "boom" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_pipelined_100_continue_waits_for_the_previous_response():
+    async def cb(req):
+        if req.url.path == "/a":
+            await asyncio.sleep(0.1)
+        await req.respond(200, req.url.path.encode() + b":" + req.body)
+
+    def client(port):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n"
+                  b"Connection: close\r\n\r\n")
+        out = b""
+        while b"100 Continue\r\n\r\n" not in out:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        s.sendall(b"abc")
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+        s.close()
+        return out
+    out = _run(cb, client)
+    assert out == (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n/a:"
+                   b"HTTP/1.1 100 Continue\r\n\r\n"
+                   b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n/b:abc")
