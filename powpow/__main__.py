@@ -30,10 +30,14 @@ class EchoDemo:
     def __init__(self, loop: Loop, host: str, port: int, clients: int, size: int) -> None:
         self.loop = loop
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind((host, port))
-        self.listener.listen(512)
-        self.listener.setblocking(False)
+        try:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind((host, port))
+            self.listener.listen(512)
+            self.listener.setblocking(False)
+        except BaseException:
+            self.listener.close()
+            raise
         self.port = self.listener.getsockname()[1]
         self.conns = {}
         self.echoes = 0
@@ -102,7 +106,12 @@ class EchoDemo:
 
 def demo(args: argparse.Namespace) -> int:
     loop = Loop(debug=True)
-    app = EchoDemo(loop, args.host, args.port, args.clients, args.size)
+    try:
+        app = EchoDemo(loop, args.host, args.port, args.clients, args.size)
+    except OSError as exc:  # a port in use, a host that does not resolve or is not ours
+        loop.close()
+        print("powpow demo: cannot start: cannot listen on %s:%d: %s" % (args.host, args.port, exc), file=sys.stderr)
+        return 1
     print("powpow %s loop (native=%s): TCP echo on %s:%d with %d in-process clients; Ctrl-C to stop"
           % (loop.backend, _ffi.NATIVE, args.host, app.port, args.clients), flush=True)
     state = {"last": 0, "ticks": 0}
@@ -134,6 +143,44 @@ def demo(args: argparse.Namespace) -> int:
         loop.close()  # debug mode: raises if anything leaked
     print("done: %d echoes" % app.echoes)
     return 0
+
+
+# ------------------------------------------------------------ flag types
+# A bad number is a usage error (exit 2, argparse's message) before anything starts:
+# --workers 0 would serve nothing, a negative timeout cuts every client at once,
+# "inf" overflows the millisecond conversion, and port 99999 would be bound as 34463.
+
+def _port_number(text: str) -> int:
+    from .net.addr import check_port
+
+    try:
+        port = int(text)
+        check_port(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError("invalid port %r (0-65535; 0 picks a free one)" % text) from None
+    return port
+
+
+def _whole_number(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = minimum - 1
+        if n < minimum:
+            raise argparse.ArgumentTypeError("%r is not a whole number >= %d" % (text, minimum))
+        return n
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):  # also false for nan
+        raise argparse.ArgumentTypeError("%r is not a number of seconds >= 0" % text)
+    return value
 
 
 SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "site")
@@ -217,19 +264,31 @@ def serve(args: argparse.Namespace) -> int:
     if args.livereload and args.workers != 1:
         print("powpow serve: --livereload needs --workers 1 (one watcher, one set of pages)", file=sys.stderr)
         return 2
-    loop = livereload = None
-    if args.livereload:
-        from .ws.livereload import LiveReload
-        loop = Loop()
-        livereload = LiveReload(loop, root)
-    handler = make_handler(root, args.listing or builtin, cors, args.show_hidden, builtin, livereload)
-    server = HttpServer(handler, loop=loop, workers=args.workers, access_log=args.access_log,
-                        worker_mode="thread" if args.worker_threads else "process",
-                        keepalive_timeout=args.keepalive_timeout, header_timeout=args.header_timeout,
-                        write_timeout=args.write_timeout, min_body_rate=args.min_body_rate,
-                        max_connections=args.max_connections, grace_period=args.grace_period,
-                        trusted_proxies=tuple(args.trusted_proxy or ()), ssl=ctx)
-    server.listen(args.port, args.host)
+    loop = livereload = server = None
+    try:
+        if args.livereload:
+            from .ws.livereload import LiveReload
+            loop = Loop()
+            livereload = LiveReload(loop, root)
+        handler = make_handler(root, args.listing or builtin, cors, args.show_hidden, builtin, livereload)
+        server = HttpServer(handler, loop=loop, workers=args.workers, access_log=args.access_log,
+                            worker_mode="thread" if args.worker_threads else "process",
+                            keepalive_timeout=args.keepalive_timeout, header_timeout=args.header_timeout,
+                            write_timeout=args.write_timeout, min_body_rate=args.min_body_rate,
+                            max_connections=args.max_connections, grace_period=args.grace_period,
+                            trusted_proxies=tuple(args.trusted_proxy or ()), ssl=ctx)
+        server.listen(args.port, args.host)
+    except (OSError, ValueError, OverflowError) as exc:
+        # a port in use, a host that does not resolve, a bad --trusted-proxy, no inotify watch left...:
+        # one line, like the asgi/wsgi commands, not a traceback
+        if server is not None:
+            server.close()
+        if livereload is not None:
+            livereload.close()
+        if loop is not None:
+            loop.close()
+        print("powpow serve: cannot start: %s" % (exc,), file=sys.stderr)
+        return 1
     host = args.host if ":" not in args.host else "[%s]" % args.host
     print("powpow serving %s at %s://%s:%d/ (%s %s, native=%s, workers=%d); Ctrl-C to stop"
           % ("the built-in demo site" if builtin else root, "https" if ctx is not None else "http", host, server.port,
@@ -252,8 +311,9 @@ def _add_serve_arguments(sub) -> None:
     s.add_argument("dir", nargs="?", default=None, help="directory to serve (default: built-in demo site)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; :: for all, dual-stack)")
-    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    s.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (SO_REUSEPORT)")
+    s.add_argument("--port", type=_port_number, default=8000, help="port (default 8000; 0 picks a free one)")
+    s.add_argument("--workers", type=_whole_number(1), default=1,
+                   help="worker processes sharing the port (SO_REUSEPORT)")
     s.add_argument("--worker-threads", action="store_true",
                    help="run the workers as threads of one process (for free-threaded Python builds)")
     s.add_argument("--listing", action="store_true", help="HTML listings for directories without index.html")
@@ -261,14 +321,16 @@ def _add_serve_arguments(sub) -> None:
     s.add_argument("--cors", action="store_true", help="allow cross-origin GET/HEAD from any origin")
     s.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="allow this origin (repeatable)")
     s.add_argument("--access-log", action="store_true", help="log each request (common log format) to stderr")
-    s.add_argument("--keepalive-timeout", type=float, default=5.0, help="idle keep-alive seconds (default 5)")
-    s.add_argument("--header-timeout", type=float, default=10.0, help="seconds to receive a request head (default 10)")
-    s.add_argument("--write-timeout", type=float, default=30.0,
+    s.add_argument("--keepalive-timeout", type=_seconds, default=5.0, help="idle keep-alive seconds (default 5)")
+    s.add_argument("--header-timeout", type=_seconds, default=10.0,
+                   help="seconds to receive a request head (default 10)")
+    s.add_argument("--write-timeout", type=_seconds, default=30.0,
                    help="drop a client that takes no bytes for this many seconds (default 30)")
-    s.add_argument("--min-body-rate", type=int, default=500,
+    s.add_argument("--min-body-rate", type=_whole_number(0), default=500,
                    help="bytes/s a request body must average after 10 s (default 500; 0 = off)")
-    s.add_argument("--max-connections", type=int, default=10000, help="beyond this, answer 503 (default 10000)")
-    s.add_argument("--grace-period", type=float, default=10.0, help="seconds in-flight requests get at shutdown")
+    s.add_argument("--max-connections", type=_whole_number(1), default=10000,
+                   help="beyond this, answer 503 (default 10000)")
+    s.add_argument("--grace-period", type=_seconds, default=10.0, help="seconds in-flight requests get at shutdown")
     s.add_argument("--certfile", metavar="CERT", help="serve HTTPS with this PEM certificate (chain)")
     s.add_argument("--keyfile", metavar="KEY", help="the certificate's private key (PEM; default: in CERT)")
     s.add_argument("--ca-certs", metavar="CA", help="require client certificates signed by these CAs (mTLS)")
@@ -282,10 +344,10 @@ def _add_serve_arguments(sub) -> None:
 def _add_demo_arguments(sub) -> None:
     d = sub.add_parser("demo", help="TCP echo server + in-process clients on the powpow loop")
     d.add_argument("--host", default="127.0.0.1")
-    d.add_argument("--port", type=int, default=0, help="0 = any free port (default)")
-    d.add_argument("--clients", type=int, default=16)
-    d.add_argument("--size", type=int, default=100, help="message size in bytes")
-    d.add_argument("--seconds", type=int, default=5, help="stop after N seconds (0 = until Ctrl-C)")
+    d.add_argument("--port", type=_port_number, default=0, help="0 = any free port (default)")
+    d.add_argument("--clients", type=_whole_number(1), default=16)
+    d.add_argument("--size", type=_whole_number(1), default=100, help="message size in bytes")
+    d.add_argument("--seconds", type=_whole_number(0), default=5, help="stop after N seconds (0 = until Ctrl-C)")
 
 
 def _parser(command: Optional[str]) -> argparse.ArgumentParser:

@@ -35,12 +35,24 @@ class AppImportError(Exception):
     """``module:app`` could not be imported or found (the message says which part)."""
 
 
+def _port_number(text: str) -> int:
+    from .net.addr import check_port
+
+    try:
+        port = int(text)
+        check_port(port)  # getaddrinfo would bind 99999 as 34463
+    except ValueError:
+        raise argparse.ArgumentTypeError("invalid port %r (0-65535; 0 picks a free one)" % text) from None
+    return port
+
+
 def add_arguments(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("app", metavar="MODULE:APP",
                    help="the %s application, e.g. main:app (imported with the current directory on sys.path)"
                    % kind.upper())
     p.add_argument("--host", default="127.0.0.1", help="bind to this address (default 127.0.0.1; :: for all)")
-    p.add_argument("--port", type=int, default=8000, help="bind to this port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=_port_number, default=8000,
+                   help="bind to this port (default 8000; 0 picks a free one)")
     p.add_argument("--uds", metavar="PATH", help="bind to this unix domain socket instead")
     p.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
     p.add_argument("--root-path", default="", help="the path prefix the app is mounted at behind a proxy")

@@ -16,7 +16,11 @@ filters by name, so editors that save by writing a temporary file and
 renaming it over the original keep being seen (a watch on the file's inode
 would die with the old inode).  inotify's MOVED_FROM/MOVED_TO pair is joined
 by cookie within one read; an unpaired MOVED_FROM means the file left the
-tree (DELETED), an unpaired MOVED_TO that it entered (CREATED).  A kernel
+tree (DELETED), an unpaired MOVED_TO that it entered (CREATED; a directory
+is then watched, and what it holds is reported as CREATED too).  A directory
+that left the tree takes its watches with it: the kernel keeps reporting a
+watched inode wherever it moves, so without ``inotify_rm_watch`` writes in
+its new home would be reported under its old path in the tree.  A kernel
 queue overflow is logged and reported as MODIFIED on the watched path.
 """
 import enum
@@ -24,7 +28,7 @@ import logging
 import os
 import stat
 import struct
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional, Set
 
 from .. import _ffi
 from ..loop import Loop
@@ -128,6 +132,9 @@ class FileWatcher:
         self._mask = (lib.PP_IN_MODIFY | lib.PP_IN_ATTRIB | lib.PP_IN_CREATE | lib.PP_IN_DELETE
                       | lib.PP_IN_MOVED_FROM | lib.PP_IN_MOVED_TO | lib.PP_IN_DELETE_SELF | lib.PP_IN_MOVE_SELF)
         self._wds = {}  # wd -> directory path
+        # while a read is dispatched: watches of directories moved away, unless watched again since
+        # (MOVED_TO pairs, or a subdirectory comes back into the tree); their events are skipped
+        self._left_wds: Set[int] = set()
         try:
             self._add_dir(self._root)
             if self.recursive and self._is_dir:
@@ -145,6 +152,7 @@ class FileWatcher:
         if wd < 0:
             raise OSError(-wd, "inotify_add_watch(%r): %s" % (path, os.strerror(-wd)))
         self._wds[wd] = path
+        self._left_wds.discard(wd)  # (the same inode gives the same wd)
 
     def _on_inotify(self, fd: int, events: int) -> None:
         chunks = []
@@ -161,7 +169,10 @@ class FileWatcher:
 
     def _dispatch(self, data: bytes) -> None:
         lib = _ffi.lib
-        moved_from = {}  # cookie -> path
+        moved_from = {}  # cookie -> index in out
+        leaving: Dict[int, List[int]] = {}  # cookie -> the watches of a directory moved away, and those below it
+        left_wds = self._left_wds
+        left_wds.clear()
         out = []
         pos = 0
         head = _EVENT_HEAD
@@ -175,7 +186,7 @@ class FileWatcher:
                 out.append((Change.MODIFIED, self.path, None))
                 continue
             base = self._wds.get(wd)
-            if base is None:
+            if base is None or wd in left_wds:
                 continue
             if mask & lib.PP_IN_IGNORED:
                 self._wds.pop(wd, None)
@@ -196,8 +207,14 @@ class FileWatcher:
             elif mask & lib.PP_IN_MOVED_FROM:
                 moved_from[cookie] = len(out)
                 out.append((Change.DELETED, path, None))  # becomes RENAMED if MOVED_TO follows
+                if is_dir:
+                    wds = self._watches_under(path)
+                    if wds:
+                        leaving[cookie] = wds
+                        left_wds.update(wds)
             elif mask & lib.PP_IN_MOVED_TO:
                 i = moved_from.pop(cookie, None)
+                left_wds.difference_update(leaving.pop(cookie, ()))  # renamed within the tree: still ours
                 if i is None:
                     out.append((Change.CREATED, path, None))
                 else:
@@ -207,10 +224,24 @@ class FileWatcher:
             elif mask & (lib.PP_IN_DELETE_SELF | lib.PP_IN_MOVE_SELF):
                 if base == self._root and not name:
                     out.append((Change.DELETED, base, None))
+        for wds in leaving.values():  # no MOVED_TO: moved out of the tree
+            self._unwatch([wd for wd in wds if wd in left_wds])
+        left_wds.clear()
         for kind, path, dest in out:
             if self._closed:
                 return
             self._emit(kind, path, dest)
+
+    def _watches_under(self, path: str) -> List[int]:
+        """The watch descriptors of directory ``path`` and of every directory below it."""
+        below = path + os.sep
+        return [wd for wd, p in self._wds.items() if p == path or p.startswith(below)]
+
+    def _unwatch(self, wds: List[int]) -> None:
+        for wd in wds:
+            if self._wds.pop(wd, None) is not None:
+                # -EINVAL: the kernel dropped it already (IN_IGNORED is on its way); the entry is gone either way
+                _ffi.lib.pp_inotify_rm_watch(self._fd, wd)
 
     def _watch_new_dir(self, path: str, out: list) -> None:
         try:

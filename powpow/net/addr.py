@@ -7,6 +7,9 @@ Invariants:
 * ``interleave`` orders addresses as RFC 8305 section 4 says: first family
   first (IPv6 when the resolver gave it first), then alternating, so one
   broken family costs at most one stagger delay.
+* Ports are checked before the resolver sees them (``check_port``): glibc's
+  ``getaddrinfo`` reduces a numeric service modulo 65536, so port 70000 would
+  quietly become 4464 where ``socket.bind`` alone raises OverflowError.
 * ``prepare_unix_path`` removes a *stale* socket file only -- one nobody is
   listening on (connect gets ECONNREFUSED) -- never a live socket or a regular
   file, and rejects paths longer than ``sun_path`` with a message saying so.
@@ -16,6 +19,8 @@ import os
 import socket
 import stat
 from typing import List, Optional, Tuple, Union
+
+MAX_PORT = 65535
 
 # sun_path is 108 bytes on Linux (104 on BSD/macOS), including the NUL.
 UNIX_PATH_MAX = 107 if os.uname().sysname == "Linux" else 103
@@ -39,8 +44,24 @@ def strip_brackets(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
+def check_port(port: Union[int, str, bytes, None]) -> None:
+    """ValueError naming ``port`` unless it is 0-65535 (or None: the resolver's port 0).
+
+    A decimal string is checked too (getaddrinfo wraps it the same way); any
+    other string is a service name ("http"), left to the resolver."""
+    value = port
+    if isinstance(port, (str, bytes)):
+        try:
+            value = int(port)
+        except ValueError:
+            return
+    if isinstance(value, int) and not 0 <= value <= MAX_PORT:
+        raise ValueError("port must be 0-%d, got %r" % (MAX_PORT, port))
+
+
 def resolve_passive(host: Optional[str], port: int, socktype: int) -> Tuple[int, tuple]:
     """(family, sockaddr) to bind to.  ``host`` None or "" means dual-stack any ("::")."""
+    check_port(port)
     if host is None or host == "":
         host = "::" if socket.has_ipv6 else "0.0.0.0"
     host = strip_brackets(host)
@@ -51,7 +72,10 @@ def resolve_passive(host: Optional[str], port: int, socktype: int) -> Tuple[int,
         # a str host goes through the "idna" codec, whose first use imports encodings.idna,
         # stringprep and unicodedata (~10 ms of a server's start); a numeric one is plain ASCII
         query = host.encode("ascii")
-    infos = socket.getaddrinfo(query, port, socket.AF_UNSPEC, socktype, 0, flags)
+    try:
+        infos = socket.getaddrinfo(query, port, socket.AF_UNSPEC, socktype, 0, flags)
+    except socket.gaierror as exc:  # the bare "Name or service not known" does not say which name
+        raise socket.gaierror(exc.errno, "cannot resolve %r to bind to: %s" % (host, exc.strerror)) from None
     fam, _, _, _, sa = infos[0]
     return fam, sa
 

@@ -328,6 +328,7 @@ def connect(loop: Loop, host: str, port: int, on_connect: Optional[Callable], on
     to speak TLS; ``server_hostname`` (default ``host``) is sent as SNI and
     checked against the certificate.
     """
+    _addr.check_port(port)  # getaddrinfo would connect to port 70000 as 4464
     if ssl is True:
         import ssl as _ssl
         ssl = _ssl.create_default_context()

@@ -172,6 +172,7 @@ def connect_udp(loop: Loop, host: str, port: int, on_datagram: Optional[Callable
     ``host`` should be numeric: a name is resolved synchronously here (there is
     no handshake to overlap it with).
     """
+    _addr.check_port(port)  # getaddrinfo would send to port 70000 as 4464
     h = _addr.strip_brackets(host)
     flags = socket.AI_NUMERICHOST if _addr.literal_family(h) is not None else 0
     infos = socket.getaddrinfo(h, port, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0, flags)

@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -158,3 +159,69 @@ def test_serve_rate_limited_download_outlasts_the_keepalive_timeout(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def run_cli(*args, timeout=15):
+    """``python -m powpow ARGS`` expected to exit on its own: (exit code, stdout, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "powpow"] + list(args),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError("python -m powpow %s did not exit within %ds: %r"
+                             % (" ".join(args), timeout, out)) from None
+    return proc.returncode, out, err
+
+
+def busy_port():
+    """A listening socket on 127.0.0.1 (port 0: the kernel's pick) and its port."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    return s, s.getsockname()[1]
+
+
+def test_serve_and_demo_cannot_start_say_why_in_one_line():
+    busy, port = busy_port()
+    try:
+        cases = [
+            (["serve", "--port", str(port)], "Address already in use"),
+            (["serve", "--port", str(port), "--workers", "2"], "Address already in use"),
+            (["serve", "--port", "0", "--host", "no.such.host.invalid"], "no.such.host.invalid"),
+            (["demo", "--port", str(port), "--seconds", "1"], "Address already in use"),
+        ]
+        for args, reason in cases:
+            code, out, err = run_cli(*args)
+            assert code == 1, (args, code, out, err)
+            assert "Traceback" not in err, (args, err)
+            assert err.startswith("powpow %s: cannot start: " % args[0]) and reason in err, (args, err)
+            assert err.count("\n") == 1 and "serving" not in out, (args, out, err)
+    finally:
+        busy.close()
+
+
+def test_bad_numbers_are_usage_errors():
+    cases = [
+        (["serve", "--port", "99999"], "--port"),  # would have been bound as 34463
+        (["serve", "--port", "65536"], "--port"),
+        (["serve", "--port", "-1"], "--port"),
+        (["serve", "--workers", "0"], "--workers"),
+        (["serve", "--workers", "-3"], "--workers"),
+        (["serve", "--keepalive-timeout", "-1"], "--keepalive-timeout"),
+        (["serve", "--header-timeout", "nan"], "--header-timeout"),
+        (["serve", "--write-timeout", "inf"], "--write-timeout"),
+        (["serve", "--grace-period", "-0.5"], "--grace-period"),
+        (["serve", "--max-connections", "0"], "--max-connections"),
+        (["serve", "--min-body-rate", "-1"], "--min-body-rate"),
+        (["demo", "--port", "70000"], "--port"),
+        (["demo", "--seconds", "-1"], "--seconds"),
+        (["asgi", "main:app", "--port", "70000"], "--port"),
+        (["wsgi", "main:app", "--port", "-5"], "--port"),
+    ]
+    for args, flag in cases:
+        code, out, err = run_cli(*args)
+        assert code == 2, (args, code, out, err)
+        assert "error: argument %s: " % flag in err and "Traceback" not in err, (args, err)
+        assert "usage:" in err and out == "", (args, out)

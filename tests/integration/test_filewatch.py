@@ -105,3 +105,112 @@ def test_missing_path_and_bad_backend(loop, tmp_path):
         FileWatcher(loop, str(tmp_path / "nope"), print)
     with pytest.raises(ValueError):
         FileWatcher(loop, str(tmp_path), print, backend="fsevents")
+
+
+def _inotify_watch_count(w):
+    """How many watches the kernel holds on the watcher's inotify fd (one "inotify wd:" line each)."""
+    with open("/proc/self/fdinfo/%d" % w._fd) as f:
+        return sum(1 for line in f if line.startswith("inotify wd:"))
+
+
+@pytest.mark.parametrize("watch_backend", BACKENDS)
+def test_directory_renamed_then_moved_out_of_the_tree_is_forgotten(loop, tmp_path, watch_backend):
+    tree = tmp_path / "tree"
+    (tree / "pkg" / "sub").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    w, ev = make(loop, str(tree), watch_backend, recursive=True)
+    try:
+        old, new = str(tree / "pkg"), str(tree / "pkg2")
+        os.rename(old, new)  # within the tree: still watched, under the new name
+        wait_for(loop, ev, Change.RENAMED, old, new)
+        (tree / "pkg2" / "sub" / "x.py").write_text("1")
+        wait_for(loop, ev, Change.CREATED, str(tree / "pkg2" / "sub" / "x.py"))
+        os.rename(new, str(outside / "gone"))
+        wait_for(loop, ev, Change.DELETED, new)
+        (outside / "gone" / "late.py").write_text("1")
+        (outside / "gone" / "sub" / "deep.py").write_text("1")
+        marker = str(tree / "marker.txt")
+        with open(marker, "w") as f:
+            f.write("x")
+        wait_for(loop, ev, Change.CREATED, marker)  # inotify keeps order: what came before was read
+        assert not [e for e in ev if "late.py" in e.path or "deep.py" in e.path], ev
+        if watch_backend == "inotify":
+            assert _inotify_watch_count(w) == 1  # the root's; the departed directory's two are removed
+        # the old name is free for a new directory, watched afresh
+        (tree / "pkg2").mkdir()
+        fresh = str(tree / "pkg2" / "fresh.py")
+        with open(fresh, "w") as f:
+            f.write("1")
+        wait_for(loop, ev, Change.CREATED, fresh)
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("watch_backend", BACKENDS)
+def test_directory_moved_out_and_written_there_in_one_batch(loop, tmp_path, watch_backend):
+    tree = tmp_path / "tree"
+    (tree / "pkg").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    w, ev = make(loop, str(tree), watch_backend, recursive=True)
+    try:
+        # no loop iteration between these: inotify hands all their events over in one read
+        os.rename(str(tree / "pkg"), str(outside / "pkg"))
+        (outside / "pkg" / "late.py").write_text("1")
+        marker = str(tree / "marker.txt")
+        with open(marker, "w") as f:
+            f.write("x")
+        wait_for(loop, ev, Change.CREATED, marker)
+        wait_for(loop, ev, Change.DELETED, str(tree / "pkg"))
+        assert not [e for e in ev if "late.py" in e.path], ev
+        if watch_backend == "inotify":
+            assert _inotify_watch_count(w) == 1
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("watch_backend", BACKENDS)
+def test_directory_moved_into_the_tree_is_watched(loop, tmp_path, watch_backend):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    incoming = tmp_path / "outside" / "incoming"
+    (incoming / "sub").mkdir(parents=True)
+    (incoming / "sub" / "a.py").write_text("1")
+    w, ev = make(loop, str(tree), watch_backend, recursive=True)
+    os.rename(str(incoming), str(tree / "incoming"))
+    wait_for(loop, ev, Change.CREATED, str(tree / "incoming"))
+    wait_for(loop, ev, Change.CREATED, str(tree / "incoming" / "sub" / "a.py"))  # what it brought along
+    b = str(tree / "incoming" / "sub" / "b.py")
+    with open(b, "w") as f:
+        f.write("1")
+    wait_for(loop, ev, Change.CREATED, b)
+    with open(b, "a") as f:
+        f.write("2")
+    wait_for(loop, ev, Change.MODIFIED, b)
+    w.close()
+
+
+@pytest.mark.parametrize("watch_backend", BACKENDS)
+def test_subdirectory_brought_back_from_a_departed_directory_stays_watched(loop, tmp_path, watch_backend):
+    tree = tmp_path / "tree"
+    (tree / "a" / "b").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    w, ev = make(loop, str(tree), watch_backend, recursive=True)
+    try:
+        # in one read: a leaves the tree, its subdirectory b comes back (the same inode, the same watch)
+        os.rename(str(tree / "a"), str(outside / "a"))
+        os.rename(str(outside / "a" / "b"), str(tree / "b"))
+        b = str(tree / "b")
+        # inotify: CREATED (it came from outside); polling: RENAMED from a/b (the same inode)
+        run_until(loop, lambda: any(b in (e.path, e.dest) for e in ev), timeout=5)
+        wait_for(loop, ev, Change.DELETED, str(tree / "a"))
+        x = str(tree / "b" / "x.py")
+        with open(x, "w") as f:
+            f.write("1")
+        wait_for(loop, ev, Change.CREATED, x)
+        if watch_backend == "inotify":
+            assert _inotify_watch_count(w) == 2  # the root and b
+    finally:
+        w.close()

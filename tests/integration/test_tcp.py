@@ -867,3 +867,27 @@ def test_unexpected_accept_error_backs_off_instead_of_spinning(loop, caplog):
     srv.close()
     other.close()
     settle(loop)
+
+
+@pytest.mark.parametrize("port", [65536, 70000, 99999, -1])
+def test_listen_rejects_a_port_out_of_range(loop, port):
+    # getaddrinfo takes a port modulo 65536: 70000 used to bind 4464, silently
+    from powpow.http import HttpServer
+    from powpow.net import bind_udp
+
+    srv = TcpServer(loop)
+    try:
+        with pytest.raises(ValueError, match="port must be 0-65535, got %d" % port):
+            srv.listen(port, "127.0.0.1")
+        assert srv.port is None  # nothing was bound
+    finally:
+        srv.close()
+    http = HttpServer(lambda req, res: res.send(b""), loop=loop)
+    try:
+        with pytest.raises(ValueError, match=str(port)):
+            http.listen(port, "127.0.0.1")
+    finally:
+        http.close()
+    with pytest.raises(ValueError, match=str(port)):
+        bind_udp(loop, "127.0.0.1", port, None)
+    settle(loop)

@@ -239,3 +239,16 @@ def test_an_address_whose_socket_cannot_be_made_is_skipped(loop):
     run_until(loop, lambda: srv.connection_count == 0)
     srv.close()
     settle(loop)
+
+
+@pytest.mark.parametrize("port", [65536, 70000, -1])
+def test_connect_rejects_a_port_out_of_range(loop, port):
+    # getaddrinfo takes a port modulo 65536: connect(..., 70000) used to reach port 4464
+    from powpow.net import connect_udp
+
+    for host in ("127.0.0.1", "localhost"):
+        with pytest.raises(ValueError, match="port must be 0-65535, got %d" % port):
+            connect(loop, host, port, pytest.fail, None, on_error=pytest.fail)
+    with pytest.raises(ValueError, match=str(port)):
+        connect_udp(loop, "127.0.0.1", port, None)
+    settle(loop)
