@@ -21,6 +21,7 @@ import sys
 from typing import Optional
 
 from . import _ffi
+from ._appcli import port_number, seconds, whole_number
 from .loop import Events, Loop
 
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
@@ -143,44 +144,6 @@ def demo(args: argparse.Namespace) -> int:
         loop.close()  # debug mode: raises if anything leaked
     print("done: %d echoes" % app.echoes)
     return 0
-
-
-# ------------------------------------------------------------ flag types
-# A bad number is a usage error (exit 2, argparse's message) before anything starts:
-# --workers 0 would serve nothing, a negative timeout cuts every client at once,
-# "inf" overflows the millisecond conversion, and port 99999 would be bound as 34463.
-
-def _port_number(text: str) -> int:
-    from .net.addr import check_port
-
-    try:
-        port = int(text)
-        check_port(port)
-    except ValueError:
-        raise argparse.ArgumentTypeError("invalid port %r (0-65535; 0 picks a free one)" % text) from None
-    return port
-
-
-def _whole_number(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            n = minimum - 1
-        if n < minimum:
-            raise argparse.ArgumentTypeError("%r is not a whole number >= %d" % (text, minimum))
-        return n
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < float("inf"):  # also false for nan
-        raise argparse.ArgumentTypeError("%r is not a number of seconds >= 0" % text)
-    return value
 
 
 SITE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "site")
@@ -311,8 +274,8 @@ def _add_serve_arguments(sub) -> None:
     s.add_argument("dir", nargs="?", default=None, help="directory to serve (default: built-in demo site)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; :: for all, dual-stack)")
-    s.add_argument("--port", type=_port_number, default=8000, help="port (default 8000; 0 picks a free one)")
-    s.add_argument("--workers", type=_whole_number(1), default=1,
+    s.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
+    s.add_argument("--workers", type=whole_number(1), default=1,
                    help="worker processes sharing the port (SO_REUSEPORT)")
     s.add_argument("--worker-threads", action="store_true",
                    help="run the workers as threads of one process (for free-threaded Python builds)")
@@ -321,16 +284,16 @@ def _add_serve_arguments(sub) -> None:
     s.add_argument("--cors", action="store_true", help="allow cross-origin GET/HEAD from any origin")
     s.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="allow this origin (repeatable)")
     s.add_argument("--access-log", action="store_true", help="log each request (common log format) to stderr")
-    s.add_argument("--keepalive-timeout", type=_seconds, default=5.0, help="idle keep-alive seconds (default 5)")
-    s.add_argument("--header-timeout", type=_seconds, default=10.0,
+    s.add_argument("--keepalive-timeout", type=seconds, default=5.0, help="idle keep-alive seconds (default 5)")
+    s.add_argument("--header-timeout", type=seconds, default=10.0,
                    help="seconds to receive a request head (default 10)")
-    s.add_argument("--write-timeout", type=_seconds, default=30.0,
+    s.add_argument("--write-timeout", type=seconds, default=30.0,
                    help="drop a client that takes no bytes for this many seconds (default 30)")
-    s.add_argument("--min-body-rate", type=_whole_number(0), default=500,
+    s.add_argument("--min-body-rate", type=whole_number(0), default=500,
                    help="bytes/s a request body must average after 10 s (default 500; 0 = off)")
-    s.add_argument("--max-connections", type=_whole_number(1), default=10000,
+    s.add_argument("--max-connections", type=whole_number(1), default=10000,
                    help="beyond this, answer 503 (default 10000)")
-    s.add_argument("--grace-period", type=_seconds, default=10.0, help="seconds in-flight requests get at shutdown")
+    s.add_argument("--grace-period", type=seconds, default=10.0, help="seconds in-flight requests get at shutdown")
     s.add_argument("--certfile", metavar="CERT", help="serve HTTPS with this PEM certificate (chain)")
     s.add_argument("--keyfile", metavar="KEY", help="the certificate's private key (PEM; default: in CERT)")
     s.add_argument("--ca-certs", metavar="CA", help="require client certificates signed by these CAs (mTLS)")
@@ -344,10 +307,10 @@ def _add_serve_arguments(sub) -> None:
 def _add_demo_arguments(sub) -> None:
     d = sub.add_parser("demo", help="TCP echo server + in-process clients on the powpow loop")
     d.add_argument("--host", default="127.0.0.1")
-    d.add_argument("--port", type=_port_number, default=0, help="0 = any free port (default)")
-    d.add_argument("--clients", type=_whole_number(1), default=16)
-    d.add_argument("--size", type=_whole_number(1), default=100, help="message size in bytes")
-    d.add_argument("--seconds", type=_whole_number(0), default=5, help="stop after N seconds (0 = until Ctrl-C)")
+    d.add_argument("--port", type=port_number, default=0, help="0 = any free port (default)")
+    d.add_argument("--clients", type=whole_number(1), default=16)
+    d.add_argument("--size", type=whole_number(1), default=100, help="message size in bytes")
+    d.add_argument("--seconds", type=whole_number(0), default=5, help="stop after N seconds (0 = until Ctrl-C)")
 
 
 def _parser(command: Optional[str]) -> argparse.ArgumentParser:

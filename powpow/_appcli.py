@@ -35,15 +35,42 @@ class AppImportError(Exception):
     """``module:app`` could not be imported or found (the message says which part)."""
 
 
-def _port_number(text: str) -> int:
+# ------------------------------------------------------------ flag types (serve and demo use them too)
+# A bad number is a usage error (exit 2, argparse's message) before anything starts:
+# --workers 0 would serve nothing, a negative timeout cuts every client at once,
+# "inf" overflows the millisecond conversion, and port 99999 would be bound as 34463.
+
+def port_number(text: str) -> int:
     from .net.addr import check_port
 
     try:
         port = int(text)
-        check_port(port)  # getaddrinfo would bind 99999 as 34463
+        check_port(port)
     except ValueError:
         raise argparse.ArgumentTypeError("invalid port %r (0-65535; 0 picks a free one)" % text) from None
     return port
+
+
+def whole_number(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            n = minimum - 1
+        if n < minimum:
+            raise argparse.ArgumentTypeError("%r is not a whole number >= %d" % (text, minimum))
+        return n
+    return parse
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):  # also false for nan
+        raise argparse.ArgumentTypeError("%r is not a number of seconds >= 0" % text)
+    return value
 
 
 def add_arguments(p: argparse.ArgumentParser, kind: str) -> None:
@@ -51,10 +78,10 @@ def add_arguments(p: argparse.ArgumentParser, kind: str) -> None:
                    help="the %s application, e.g. main:app (imported with the current directory on sys.path)"
                    % kind.upper())
     p.add_argument("--host", default="127.0.0.1", help="bind to this address (default 127.0.0.1; :: for all)")
-    p.add_argument("--port", type=_port_number, default=8000,
+    p.add_argument("--port", type=port_number, default=8000,
                    help="bind to this port (default 8000; 0 picks a free one)")
     p.add_argument("--uds", metavar="PATH", help="bind to this unix domain socket instead")
-    p.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
+    p.add_argument("--workers", type=whole_number(1), default=1, help="worker processes sharing the port (default 1)")
     p.add_argument("--root-path", default="", help="the path prefix the app is mounted at behind a proxy")
     p.add_argument("--proxy-headers", action=argparse.BooleanOptionalAction, default=True,
                    help="take the client address and scheme from X-Forwarded-For/-Proto of trusted proxies "
@@ -66,11 +93,11 @@ def add_arguments(p: argparse.ArgumentParser, kind: str) -> None:
                    choices=["critical", "error", "warning", "info", "debug", "trace"], help="default info")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
                    help="log each request (default on; --no-access-log turns it off)")
-    p.add_argument("--timeout-keep-alive", type=float, default=5.0,
+    p.add_argument("--timeout-keep-alive", type=seconds, default=5.0,
                    help="close idle keep-alive connections after this many seconds (default 5)")
-    p.add_argument("--timeout-graceful-shutdown", type=float, default=None,
+    p.add_argument("--timeout-graceful-shutdown", type=seconds, default=None,
                    help="seconds in-flight requests get at shutdown (default 10)")
-    p.add_argument("--limit-concurrency", type=int, default=None,
+    p.add_argument("--limit-concurrency", type=whole_number(1), default=None,
                    help="answer 503 beyond this many connections / requests in flight")
     p.add_argument("--certfile", "--ssl-certfile", dest="certfile", metavar="CERT",
                    help="serve HTTPS with this PEM certificate (chain)")
@@ -88,7 +115,7 @@ def add_arguments(p: argparse.ArgumentParser, kind: str) -> None:
                        help="WebSocket support (default auto: powpow.ws; none: upgrades are plain HTTP "
                        "requests; uvicorn's websockets/wsproto are accepted and mean powpow.ws)")
     else:
-        p.add_argument("--threads", type=int, default=10, help="threads running the WSGI app (default 10)")
+        p.add_argument("--threads", type=whole_number(1), default=10, help="threads running the WSGI app (default 10)")
 
 
 def import_app(spec: str, factory: bool = False, app_dir: str = "") -> Any:
@@ -161,9 +188,6 @@ def _banner(kind: str, args: argparse.Namespace, server: Any) -> str:
 def main(kind: str, args: argparse.Namespace, argv: Optional[List[str]] = None) -> int:
     if args.reload and not os.environ.get(_RELOAD_CHILD):
         return _supervise(kind, argv if argv is not None else sys.argv[1:], args)
-    if args.workers < 1:
-        print("powpow %s: --workers must be at least 1" % kind, file=sys.stderr)
-        return 2
     if args.keyfile and not args.certfile:
         print("powpow %s: --keyfile needs --certfile" % kind, file=sys.stderr)
         return 2

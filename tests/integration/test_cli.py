@@ -219,6 +219,11 @@ def test_bad_numbers_are_usage_errors():
         (["demo", "--seconds", "-1"], "--seconds"),
         (["asgi", "main:app", "--port", "70000"], "--port"),
         (["wsgi", "main:app", "--port", "-5"], "--port"),
+        (["asgi", "main:app", "--workers", "0"], "--workers"),
+        (["asgi", "main:app", "--timeout-keep-alive", "-1"], "--timeout-keep-alive"),
+        (["wsgi", "main:app", "--timeout-graceful-shutdown", "inf"], "--timeout-graceful-shutdown"),
+        (["wsgi", "main:app", "--threads", "0"], "--threads"),
+        (["asgi", "main:app", "--limit-concurrency", "0"], "--limit-concurrency"),
     ]
     for args, flag in cases:
         code, out, err = run_cli(*args)
