@@ -5,19 +5,30 @@ never imports asyncio).  The callback path is untouched: a plain function
 handler gets no task, no future, no wrapper.
 
 Per request: ``AsyncHandler.__call__(req, res)`` creates one task running
-``handler(req, res)``; ``res.on_close`` cancels it if the client goes away
-before the response ended (the handler sees ``asyncio.CancelledError``).  In
-the task, ``await res.write(chunk)`` streams a chunk and waits while the
-client is behind (backpressure through the transport's drain), ``await
-res.drain()`` only waits, ``await req.read()`` returns the body (complete:
-the server buffers it up to ``max_body`` before the handler runs).  A handler
-that returns without ending its response gets ``res.end()``; one that raises
-is answered like a failing callback handler (500 if nothing was sent yet).
+``handler(req, res)`` and turns ``res`` into an ``AsyncResponse``.  If the
+client goes away before the response ended, the task is cancelled (the
+handler sees ``asyncio.CancelledError``).  In the task, ``await
+res.write(chunk)`` streams a chunk and waits while the client is behind
+(backpressure through the transport's drain), ``await res.drain()`` only
+waits, ``await req.read()`` returns the body (complete: the server buffers it
+up to ``max_body`` before the handler runs).  A handler that returns without
+ending its response gets ``res.end()``; one that raises is answered like a
+failing callback handler (500 if nothing was sent yet).
+
+Loss is seen through ``Response._lost`` (which the session calls), not
+through ``res.on_close``: that slot belongs to the handler (``res.on_close =
+cb``, ``req.on_disconnect(cb)``), and a hook kept there was overwritten by
+the first callback the handler set -- its task then waited forever on a drain
+that a lost connection never brings.  A drain being awaited is also failed on
+loss (``ConnectionResetError``), so no await outlives the connection.
 """
 import asyncio
 import logging
+from typing import Optional
 
-__all__ = ["AsyncHandler", "aio_loops"]
+from .response import Response
+
+__all__ = ["AsyncHandler", "AsyncResponse", "aio_loops"]
 
 log = logging.getLogger("powpow.http")
 
@@ -49,10 +60,45 @@ async def _drain(res) -> None:
             fut.set_result(None)
 
     res.on_drain = ready
+    res._drain_waiter = fut  # AsyncResponse._lost fails it
     try:
         await fut
     finally:
         res.on_drain = prev
+        res._drain_waiter = None
+
+
+class AsyncResponse(Response):
+    """The ``Response`` an ``async def`` handler gets: awaitable ``write`` and
+    ``drain``; losing the client cancels the handler's task.
+
+    The session builds every answer as a plain ``Response`` (its hot path,
+    shared with callback handlers, makes no choice); ``AsyncHandler`` re-classes
+    it (same layout: neither class has ``__slots__``), which costs one store
+    where per-request closures cost an allocation each."""
+
+    _task: "Optional[asyncio.Task]" = None
+    _drain_waiter: "Optional[asyncio.Future]" = None
+
+    async def write(self, chunk) -> bool:  # type: ignore[override]
+        if not Response.write(self, chunk):
+            await _drain(self)
+        return not self._gone
+
+    async def drain(self) -> None:
+        await _drain(self)
+
+    def _lost(self) -> None:
+        if self._gone:
+            return
+        ended = self.ended
+        Response._lost(self)  # the handler's on_close / on_disconnect callback first
+        fut = self._drain_waiter
+        if fut is not None and not fut.done():
+            fut.set_exception(ConnectionResetError("the client has gone"))
+        task = self._task
+        if task is not None and not ended:
+            task.cancel()
 
 
 class AsyncHandler:
@@ -63,21 +109,8 @@ class AsyncHandler:
         self.aio = aio
 
     def __call__(self, req, res) -> None:
-        task = self.aio.create_task(self._run(req, res))
-        res.on_close = task.cancel
-        sync_write = res.write
-
-        async def write(chunk) -> bool:
-            ok = sync_write(chunk)
-            if not ok:
-                await _drain(res)
-            return not res._gone
-
-        async def drain() -> None:
-            await _drain(res)
-
-        res.write = write
-        res.drain = drain
+        res.__class__ = AsyncResponse
+        res._task = self.aio.create_task(self._run(req, res))
 
     async def _run(self, req, res) -> None:
         try:

@@ -79,13 +79,42 @@ from ..net.connection import Connection
 from ..net.tcp import TcpServer
 from ._session import BODY, GONE, Session
 from .parser import MAX_BODY, MAX_HEADER_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
-from .response import _SERVER, DateCache, HeaderValueError, Response, status_line
+from .response import _SERVER, NO_BODY_STATUS, DateCache, HeaderValueError, Response, _FileSeg, status_line
 from .forwarded import ProxyTrust
 
 __all__ = ["HttpServer", "Response", "HeaderValueError"]
 
 log = get_logger("powpow.http")
 access_log = get_logger("powpow.access")
+
+
+def _body_bytes(res) -> int:
+    """The body bytes of an answer that has just ended (the access log's size).
+
+    A streamed body is what ``write()`` counted (framing excluded).  An answer
+    made whole (``send()``, ``send_plan()``) counts nothing there, but its head
+    and body are all still queued: the log line is written before the flush.
+    Only this runs with ``access_log``; the answer itself pays nothing."""
+    if res._head_only or res.status in NO_BODY_STATUS:
+        return 0
+    n = res._written
+    if n or res._chunked:
+        return n
+    segs = res._segments
+    i = 0
+    while i < len(segs) and segs[i].__class__ is bytes and segs[i].startswith(b"HTTP/1.1 1"):
+        i += 1  # a 103 Early Hints head queued ahead of this one
+    if i == len(segs) or segs[i].__class__ is not bytes:
+        return 0  # streamed without a byte, its head already flushed
+    head = segs[i]
+    end = head.find(b"\r\n\r\n") + 4  # no CR/LF in header values: the first blank line ends the head
+    if head.find(b"\r\nTransfer-Encoding: chunked\r\n", 0, end) >= 0:
+        return 0  # streamed without a byte (end_with_trailers): only the last chunk follows
+    n = len(head) - end
+    for seg in segs[i + 1:]:
+        n += seg.count if seg.__class__ is _FileSeg else len(seg)
+    return n
+
 
 # Defaults (seconds); each one is a server option.
 HEADER_TIMEOUT = 10.0    # nginx client_header_timeout is 60 s; 10 s stops slowloris sooner
@@ -278,11 +307,24 @@ class HttpServer:
             return ip
         return trust.client_ip(ip, ip is None, req.headers)  # no IP: a unix-socket peer
 
+    # (second, its common-log-format text): one strftime a second, not one a request
+    _log_time: Tuple[int, str] = (0, "")
+
     def _log_access(self, session, res) -> None:
+        """One line of common log format for an answer that has just ended:
+        the client (through ``trusted_proxies``), the request line, the status
+        and the body bytes (``-`` for none).  Runs only with ``access_log``."""
         req = res.request
-        access_log.info('%s - - [%s] "%s %s HTTP/%s" %d -', session.ip or "-",
-                        time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
-                        req.method, req.target, req.version, res.status)
+        ip = getattr(req, "_client_ip", None)  # worked out already if the handler asked
+        if ip is None:
+            ip = session.client_ip(req)
+        now = int(time.time())
+        stamp = self._log_time
+        if stamp[0] != now:
+            stamp = self._log_time = (now, time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)))
+        size = _body_bytes(res)
+        access_log.info('%s - - [%s] "%s %s HTTP/%s" %d %s', ip or "-", stamp[1],
+                        req.method, req.target, req.version, res.status, size or "-")
 
     # -- running and stopping -------------------------------------------------
 

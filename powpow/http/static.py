@@ -35,6 +35,11 @@ Path safety (the invariants; each is a row of the test table):
   regular file or directory, a file named with a trailing slash, a directory
   with neither index nor listing (404 rather than 403: the answer does not
   reveal that the directory exists).
+* The root is followed to the directory it names *now* (one ``stat`` a request;
+  ``realpath`` again only when that is another directory than last time), as
+  nginx and ``http.server`` do: a root symlink repointed by an atomic deploy
+  (``current -> releases/v2``) serves the new release at once.  Each request
+  resolves it once and confines everything to that one realpath.
 * Only a path joined from checked segments and then ``realpath``-ed is ever
   stat-ed or opened.  The open uses ``O_NOFOLLOW`` (a symlink swapped in for the
   file after ``realpath`` -> 404) and is then checked to be that very path: on
@@ -121,15 +126,41 @@ def _check_value(what: str, value: str) -> None:
         raise StaticError(500, "%s contains CR, LF or NUL: %r" % (what, value))
 
 
+class _Root:
+    """One resolution of a static root: its realpath (with a trailing separator
+    too, for the prefix check) and the directory's identity, which tells the next
+    request whether the root still names that directory."""
+
+    __slots__ = ("real", "slash", "dev", "ino")
+
+    def __init__(self, real: str, st: os.stat_result) -> None:
+        self.real = real
+        self.slash = real if real.endswith(os.sep) else real + os.sep
+        self.dev = st.st_dev
+        self.ino = st.st_ino
+
+
+def _resolve_root(path: str) -> Optional[_Root]:
+    """``path``'s realpath now, or None if it is not a directory."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)  # of the realpath: the identity always belongs to the path kept with it
+    except OSError:
+        return None
+    return _Root(real, st) if _stat.S_ISDIR(st.st_mode) else None
+
+
 class StaticOptions:
     """Configuration of one static mount; checked once, here, not per request.
 
-    ``root`` must be an existing directory (its realpath is kept: the root itself
-    may be a symlink).  ``prefix`` is the URL path it is mounted at, normalised to
-    start and end with ``/``.  ``index`` names are plain file names."""
+    ``root`` must be an existing directory; it is kept as given (made absolute)
+    and each request follows it to the directory it names then (the root, or a
+    directory above it, may be a symlink that a deploy repoints).  ``prefix`` is
+    the URL path it is mounted at, normalised to start and end with ``/``.
+    ``index`` names are plain file names."""
 
     __slots__ = ("root", "prefix", "index", "listing", "show_hidden", "precompressed",
-                 "download", "cache_control", "inject_html", "_root_slash")
+                 "download", "cache_control", "inject_html", "_resolved")
 
     def __init__(
         self,
@@ -143,8 +174,9 @@ class StaticOptions:
         cache_control: Optional[str] = None,
         inject_html: Optional[bytes] = None,
     ) -> None:
-        real = os.path.realpath(os.fspath(root))
-        if not os.path.isdir(real):
+        path = os.path.abspath(os.fspath(root))
+        resolved = _resolve_root(path)
+        if resolved is None:
             raise StaticError(500, "static root is not a directory: %r" % (os.fspath(root),))
         if not prefix.startswith("/"):
             raise StaticError(500, "prefix must start with '/': %r" % (prefix,))
@@ -156,7 +188,7 @@ class StaticOptions:
                 raise StaticError(500, "index must be plain file names: %r" % (name,))
         if cache_control is not None:
             _check_value("cache_control", cache_control)
-        self.root = real
+        self.root = path
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
         self.index = tuple(index)
         self.listing = listing
@@ -166,7 +198,8 @@ class StaticOptions:
         self.cache_control = cache_control
         # live reload: bytes put into every text/html page (see _plan_injected)
         self.inject_html = inject_html
-        self._root_slash = real if real.endswith(os.sep) else real + os.sep
+        # the last resolution (replaced whole: threads sharing these options read one or the other)
+        self._resolved = resolved
 
     def __repr__(self) -> str:
         return "StaticOptions(%r, prefix=%r, index=%r, listing=%r, show_hidden=%r)" % (
@@ -287,14 +320,32 @@ def _split_target(rest: str, show_hidden: bool) -> Tuple[List[str], bool]:
     return names, trailing
 
 
-def _confine(path: str, opts: StaticOptions) -> str:
-    """realpath of ``path``, refused unless it stays under the root (and visible)."""
+def _current_root(opts: StaticOptions) -> _Root:
+    """The directory ``opts.root`` names now.  One ``stat`` a request; the
+    ``realpath`` walk (an ``lstat`` per component) only when that directory is
+    not the one resolved last time."""
+    try:
+        st = os.stat(opts.root)
+    except OSError:
+        raise StaticError(404, "static root is gone") from None
+    cur = opts._resolved
+    if st.st_ino == cur.ino and st.st_dev == cur.dev:
+        return cur
+    new = _resolve_root(opts.root)
+    if new is None:
+        raise StaticError(404, "static root is no longer a directory")
+    opts._resolved = new
+    return new
+
+
+def _confine(path: str, opts: StaticOptions, root: _Root) -> str:
+    """realpath of ``path``, refused unless it stays under ``root`` (and visible)."""
     real = os.path.realpath(path)
-    if real != opts.root:
-        if not real.startswith(opts._root_slash):
+    if real != root.real:
+        if not real.startswith(root.slash):
             raise StaticError(403, "symlink resolves outside the root")
         if not opts.show_hidden:
-            rel = real[len(opts._root_slash):]
+            rel = real[len(root.slash):]
             if rel.startswith(".") or (os.sep + ".") in rel:
                 raise StaticError(404, "resolves to a hidden path")
     return real
@@ -627,13 +678,13 @@ def _plan_injected(
     return StaticResponse(200, headers, [body], len(body), "", real)
 
 
-def _find_gz(requested: str, opts: StaticOptions) -> Optional[str]:
+def _find_gz(requested: str, opts: StaticOptions, root: _Root) -> Optional[str]:
     """The real path of the ``.gz`` sibling of the requested path: a regular file
     inside the root."""
     if not opts.precompressed or requested.endswith(".gz"):
         return None
     try:
-        real = _confine(requested + ".gz", opts)
+        real = _confine(requested + ".gz", opts, root)
         st = os.stat(real)
     except (StaticError, OSError):
         return None
@@ -641,13 +692,13 @@ def _find_gz(requested: str, opts: StaticOptions) -> Optional[str]:
 
 
 def _serve_path(method: str, get_header: GetHeader, requested: str, name: str,
-                opts: StaticOptions) -> StaticResponse:
-    real = _confine(requested, opts)
+                opts: StaticOptions, root: _Root) -> StaticResponse:
+    real = _confine(requested, opts, root)
     st = _stat_or_refuse(real)
     if not _stat.S_ISREG(st.st_mode):
         raise StaticError(404, "not a regular file")
-    return _plan_regular(method, get_header, real, name, _find_gz(requested, opts),
-                         opts.download, opts.cache_control, None, opts.root, opts.inject_html)
+    return _plan_regular(method, get_header, real, name, _find_gz(requested, opts, root),
+                         opts.download, opts.cache_control, None, root.real, opts.inject_html)
 
 
 def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
@@ -671,8 +722,9 @@ def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
         return _redirect(method, raw_target_path)
     try:
         names, trailing = _split_target(rest, opts.show_hidden)
-        requested = os.path.join(opts.root, *names) if names else opts.root
-        real = _confine(requested, opts)
+        root = _current_root(opts)  # once: the whole answer is planned against this resolution
+        requested = os.path.join(root.real, *names) if names else root.real
+        real = _confine(requested, opts, root)
         st = _stat_or_refuse(real)
         if _stat.S_ISDIR(st.st_mode):
             if not trailing:
@@ -680,21 +732,21 @@ def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
             for index in opts.index:
                 try:
                     return _serve_path(method, get_header, os.path.join(requested, index),
-                                       index, opts)
+                                       index, opts, root)
                 except StaticError as e:
                     if e.status >= 500:  # out of descriptors: not "no such index"
                         raise
                     continue
             if opts.listing:
                 return _plan_listing(method, real, prefix + "/".join(names) + ("/" if names else ""),
-                                     bool(names), opts)
+                                     bool(names), opts, root)
             raise StaticError(404, "directory without index (listing off)")
         if trailing:
             raise StaticError(404, "not a directory")
         if not _stat.S_ISREG(st.st_mode):
             raise StaticError(404, "not a regular file")
-        return _plan_regular(method, get_header, real, names[-1], _find_gz(requested, opts),
-                             opts.download, opts.cache_control, None, opts.root, opts.inject_html)
+        return _plan_regular(method, get_header, real, names[-1], _find_gz(requested, opts, root),
+                             opts.download, opts.cache_control, None, root.real, opts.inject_html)
     except StaticError as e:
         return _small(method, e.status, e.reason, e.headers)
 
@@ -743,7 +795,7 @@ def _display(name: str) -> str:
 
 
 def _plan_listing(method: str, real_dir: str, url_path: str, has_parent: bool,
-                  opts: StaticOptions) -> StaticResponse:
+                  opts: StaticOptions, root: _Root) -> StaticResponse:
     from urllib.parse import quote
 
     rows: List[Tuple[bool, str, int, float]] = []
@@ -759,7 +811,7 @@ def _plan_listing(method: str, real_dir: str, url_path: str, has_parent: bool,
                     continue
                 try:
                     if entry.is_symlink():
-                        _confine(entry.path, opts)  # would be refused: do not list it
+                        _confine(entry.path, opts, root)  # would be refused: do not list it
                     st = entry.stat()
                 except (StaticError, OSError):
                     continue

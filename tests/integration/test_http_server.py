@@ -343,6 +343,85 @@ def test_access_log_common_format(caplog):
     assert lines and lines[0].startswith("127.0.0.1 - - [") and '"GET /x?y=1 HTTP/1.1" 200' in lines[0]
 
 
+
+def _answer_by_path(req, res):
+    """Answers of every shape, for the access log's byte count."""
+    p = req.path
+    if p == "/small":
+        res.send(b"hello")
+    elif p == "/big":
+        res.send(b"b" * 100000)  # queued as a segment of its own
+    elif p == "/str":
+        res.send("h\u00e9")  # 3 bytes as UTF-8
+    elif p == "/empty":
+        res.send(b"")
+    elif p == "/204":
+        res.send(b"", status=204)
+    elif p == "/chunked":
+        res.write(b"abc")
+        res.write(b"defg")
+        res.end(b"hi")
+    elif p == "/length":
+        res.set_length(6)
+        res.write(b"abc")
+        res.end(b"def")
+    elif p == "/hints":
+        res.send_early_hints([("Link", "</s.css>; rel=preload")])
+        res.send(b"after hints")
+    elif p == "/trailers-only":
+        res.write(b"")
+        res.end_with_trailers([("X-Checksum", "0")])
+    elif p == "/file":
+        res.send_file(req.headers.get("x-file"))
+    elif p == "/json":
+        res.json({"a": 1})  # {"a":1}
+    else:
+        res.send_error(404)
+
+
+@pytest.mark.parametrize("method, path, size", [
+    ("GET", "/small", "5"),
+    ("GET", "/big", "100000"),
+    ("GET", "/str", "3"),
+    ("GET", "/empty", "-"),
+    ("GET", "/204", "-"),
+    ("HEAD", "/small", "-"),
+    ("GET", "/chunked", "9"),
+    ("GET", "/length", "6"),
+    ("GET", "/hints", "11"),
+    ("GET", "/trailers-only", "-"),
+    ("GET", "/file", "70000"),
+    ("HEAD", "/file", "-"),
+    ("GET", "/json", "7"),
+    ("GET", "/nowhere", "14"),  # "404 Not Found\n"
+])
+def test_access_log_counts_the_body_bytes_of_each_kind_of_answer(caplog, tmp_path, method, path, size):
+    import logging
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"f" * 70000)
+    with caplog.at_level(logging.INFO, logger="powpow.access"):
+        with serving(_answer_by_path, access_log=True) as srv:
+            raw(srv.port, b"%s %s HTTP/1.1\r\nHost: x\r\nX-File: %s\r\nConnection: close\r\n\r\n"
+                % (method.encode(), path.encode(), str(f).encode()))
+    lines = [r.getMessage() for r in caplog.records if r.name == "powpow.access"]
+    assert len(lines) == 1 and '"%s %s HTTP/1.1" ' % (method, path) in lines[0]
+    assert lines[0].rsplit(" ", 1)[1] == size  # common log format: "-" for no body
+
+
+def test_access_log_names_the_client_behind_a_trusted_proxy(caplog):
+    import logging
+    fwd = b"GET /small HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n"
+    with caplog.at_level(logging.INFO, logger="powpow.access"):
+        with serving(_answer_by_path, access_log=True, trusted_proxies=("127.0.0.1",)) as srv:
+            raw(srv.port, fwd)
+        with serving(_answer_by_path, access_log=True) as srv:  # not trusted: the peer it is
+            raw(srv.port, fwd)
+        with serving(_answer_by_path, access_log=True, trusted_proxies=("10.0.0.0/8",)) as srv:
+            raw(srv.port, fwd)  # a peer that is not one of the proxies
+    lines = [r.getMessage() for r in caplog.records if r.name == "powpow.access"]
+    assert [line.split(" ", 1)[0] for line in lines] == ["203.0.113.9", "127.0.0.1", "127.0.0.1"]
+    assert all(line.endswith('"GET /small HTTP/1.1" 200 5') for line in lines)
+
 def test_multipart_upload_with_curl_and_limits(tmp_path):
     (tmp_path / "a.bin").write_bytes(b"A" * 5000)
     (tmp_path / "b.txt").write_bytes(b"hello")

@@ -1,11 +1,16 @@
 """Streaming responses and requests, framing and interim answers (issue 8 items 5-9, 20, 21, 25)."""
+import asyncio
 import http.client
 import json
 import socket
+import struct
+import threading
 import time
 
 import pytest
 
+import powpow.aio
+from powpow import HttpServer
 from ._http import on_loop, raw, serving, split_responses
 
 
@@ -95,6 +100,58 @@ def test_write_reports_backpressure_and_on_drain_resumes():
             data = read_all(s)
         body = data.split(b"\r\n\r\n", 1)[1]
         assert len(body) == total * len(chunk) and state["drains"] >= 1
+
+
+def _async_serve(handler, client):
+    """Run ``handler`` (``async def``) on an HttpServer under powpow.aio; ``client(port)`` in a thread."""
+    async def main():
+        aio = asyncio.get_running_loop()
+        srv = HttpServer(handler, aio).listen(0, "127.0.0.1")
+        try:
+            return await asyncio.wait_for(aio.run_in_executor(None, client, srv.port), 10)
+        finally:
+            srv.close()
+    return powpow.aio.run(main())
+
+
+@pytest.mark.parametrize("hook", ["on_disconnect", "on_close"])
+def test_async_handler_blocked_on_write_ends_when_the_client_leaves_despite_its_own_hook(hook):
+    """An ``async def`` handler that set its own disconnect callback, then awaits
+    backpressure: a client that leaves mid-stream runs that callback *and* ends the
+    task (it used to replace the task's cancel hook: the task waited forever)."""
+    told = threading.Event()
+    finished = threading.Event()
+    state = {"writes": 0, "exit": None}
+
+    async def handler(req, res):
+        if hook == "on_disconnect":
+            req.on_disconnect(told.set)
+        else:
+            res.on_close = told.set
+        try:
+            while True:
+                await res.write(b"x" * 65536)
+                state["writes"] += 1
+        except (asyncio.CancelledError, ConnectionResetError) as exc:
+            state["exit"] = type(exc).__name__
+            finished.set()
+            raise
+
+    def client(port):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 5
+        while state["writes"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # not reading: the server's queue fills, the handler awaits drain
+        time.sleep(0.2)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # RST: gone mid-stream
+        return told.wait(5), finished.wait(5)
+
+    assert _async_serve(handler, client) == (True, True)
+    assert state["exit"] in ("CancelledError", "ConnectionResetError")
 
 
 # -- item 9: streaming mode answers a malformed chunked body like buffered mode -------

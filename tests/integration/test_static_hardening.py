@@ -2,6 +2,7 @@
 of the file opened while planning (a symlink swapped in before the flush is not
 followed), and running out of descriptors answers 503 and keeps serving."""
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -75,6 +76,42 @@ def test_symlink_swapped_in_behind_a_pipelined_answer_is_not_followed(tmp_path):
             [(head, body)] = recv_responses(s, 1)
         assert head.startswith(b"HTTP/1.1 403 ") and SECRET not in body
 
+
+
+def test_root_symlink_repointed_by_a_deploy_serves_the_new_release(tmp_path):
+    """``serve_static(req, res, "current")`` with ``current -> releases/v1`` flipped
+    atomically to v2 (Capistrano-style): the running server answers from v2 at once,
+    on a connection kept alive across the flip too, and keeps doing so once v1 is
+    deleted; a link from v2 back into v1 is outside the root now."""
+    for v in ("v1", "v2"):
+        (tmp_path / "releases" / v).mkdir(parents=True)
+        (tmp_path / "releases" / v / "index.html").write_bytes(b"release " + v.encode())
+    os.symlink("../v1/index.html", str(tmp_path / "releases" / "v2" / "old.html"))
+    current = tmp_path / "current"
+    os.symlink("releases/v1", str(current))
+
+    def handler(req, res):
+        if not powpow.serve_static(req, res, str(current)):
+            res.send_error(404)
+
+    def get(sock, path):
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+        [(head, body)] = recv_responses(sock, 1)
+        return int(head.split(b" ", 2)[1]), body
+
+    with serving(handler) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            assert get(s, b"/") == (200, b"release v1")
+            os.symlink("releases/v2", str(tmp_path / "current.new"))
+            os.replace(str(tmp_path / "current.new"), str(current))
+            assert get(s, b"/") == (200, b"release v2")
+        shutil.rmtree(str(tmp_path / "releases" / "v1"))
+        (tmp_path / "releases" / "v1").mkdir()  # back, as a place the old root pointed into
+        (tmp_path / "releases" / "v1" / "index.html").write_bytes(SECRET)
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            assert get(s, b"/index.html") == (200, b"release v2")
+            status, body = get(s, b"/old.html")
+            assert status == 403 and SECRET not in body
 
 SERVER = textwrap.dedent("""
     import os, resource, sys

@@ -4,6 +4,7 @@ HEAD, directories (index, listing, redirect), precompressed siblings, downloads.
 Real files in tmp_path; bodies are assembled from the plan's parts exactly as
 the server will send them (bytes as-is, FilePart read from the file)."""
 import os
+import shutil
 import time
 
 import pytest
@@ -150,6 +151,78 @@ def test_root_itself_may_be_a_symlink(site, tmp_path):
     assert assemble(get(link, "/hello.txt")) == HELLO
     assert get(link, "/escape.txt").status == 403
 
+
+
+def _release(tmp_path, version, extra=()):
+    d = tmp_path / "releases" / version / "public"
+    d.mkdir(parents=True)
+    (d / "page.txt").write_bytes(b"release " + version.encode())
+    (d / "index.html").write_bytes(b"<h1>" + version.encode() + b"</h1>")
+    (d / ("only-" + version + ".txt")).write_bytes(version.encode())
+    for name, target in extra:
+        os.symlink(target, str(d / name))
+    return d
+
+
+def _point(link, target):
+    """Repoint ``link`` atomically, as deploy tools do (a new link renamed over the old)."""
+    tmp = str(link) + ".new"
+    os.symlink(target, tmp)
+    os.replace(tmp, str(link))
+
+
+def _body(opts, path):
+    with plan_static("GET", path, {}.get, opts) as plan:
+        return plan.status, assemble(plan) if plan.status == 200 else None
+
+
+@pytest.mark.parametrize("below_link", [False, True], ids=["root-is-the-link", "root-below-the-link"])
+def test_root_symlink_repointed_by_a_deploy_is_followed(tmp_path, below_link):
+    """``current -> releases/v1`` repointed to v2: the same options (the server
+    keeps one object per mount) serve v2 at once, and still do once v1 is gone."""
+    v1 = _release(tmp_path, "v1")
+    _release(tmp_path, "v2")
+    link = tmp_path / "current"
+    _point(link, "releases/v1" if below_link else "releases/v1/public")
+    opts = StaticOptions(str(link / "public") if below_link else str(link))
+    assert _body(opts, "/page.txt") == (200, b"release v1")
+    _point(link, "releases/v2" if below_link else "releases/v2/public")
+    assert _body(opts, "/page.txt") == (200, b"release v2")
+    assert _body(opts, "/") == (200, b"<h1>v2</h1>")  # index of the new root
+    assert _body(opts, "/only-v1.txt")[0] == 404
+    shutil.rmtree(str(v1.parent))
+    assert _body(opts, "/page.txt") == (200, b"release v2")
+    assert _body(opts, "/only-v2.txt") == (200, b"v2")
+
+
+def test_root_symlink_repointed_confines_to_the_new_target(tmp_path):
+    """After the flip, the old release is outside the root: a symlink into it is
+    refused like any other way out, and traversal stays refused."""
+    _release(tmp_path, "v1")
+    _release(tmp_path, "v2", extra=[("old.txt", "../../v1/public/page.txt"),
+                                    ("olddir", "../../v1/public")])
+    link = tmp_path / "current"
+    _point(link, "releases/v1/public")
+    opts = StaticOptions(str(link))
+    assert _body(opts, "/page.txt") == (200, b"release v1")  # v1 resolved and remembered
+    _point(link, "releases/v2/public")
+    assert _body(opts, "/old.txt")[0] == 403
+    assert _body(opts, "/olddir/page.txt")[0] == 403
+    assert _body(opts, "/../v1/public/page.txt")[0] == 403
+    assert _body(opts, "/%2e%2e/page.txt")[0] == 403
+
+
+def test_root_that_stops_being_a_directory_is_404_until_it_is_one_again(tmp_path):
+    _release(tmp_path, "v1")
+    link = tmp_path / "current"
+    _point(link, "releases/v1/public")
+    opts = StaticOptions(str(link))
+    _point(link, "releases/missing")
+    assert _body(opts, "/page.txt")[0] == 404
+    _point(link, "releases/v1/public/page.txt")  # a file, not a directory
+    assert _body(opts, "/page.txt")[0] == 404
+    _point(link, "releases/v1/public")
+    assert _body(opts, "/page.txt") == (200, b"release v1")
 
 def test_fileranges_name_the_resolved_path(site):
     plan = get(site, "/alias.txt")
