@@ -433,11 +433,17 @@ def _http_ctx(ctx):
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if host and ":" in host else socket.AF_INET
+    from ..net import addr as _addr
+
+    family, sockaddr = _addr.resolve_passive(host, port, socket.SOCK_STREAM)  # as a worker's listen will
     s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind((host, port))
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(sockaddr)
+    except BaseException:
+        s.close()
+        raise
     return s
 
 

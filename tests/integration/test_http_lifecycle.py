@@ -132,3 +132,26 @@ def test_workers_each_build_their_own_loop(tmp_path, mode):
         assert p.wait(10) == 0
     finally:
         stop(p)
+
+
+@pytest.mark.parametrize("port", [65536, 70000, -1])
+def test_listen_with_workers_rejects_a_port_out_of_range(port):
+    """Regression: with workers > 1 the parent reserves the port with a plain bind, which
+    raised OverflowError (and a host name took the IPv4/IPv6 guess); it resolves like a
+    worker's listen now: a ValueError naming the port."""
+    from powpow.http import HttpServer
+
+    server = HttpServer(lambda req, res: res.send(b"ok"), workers=2)
+    with pytest.raises(ValueError, match="port must be 0-65535, got %d" % port):
+        server.listen(port, "127.0.0.1")
+
+
+def test_listen_with_workers_reserves_a_named_host():
+    from powpow.http import HttpServer
+
+    server = HttpServer(lambda req, res: res.send(b"ok"), workers=2)
+    server.listen(0, "localhost")
+    try:
+        assert server._reserve.getsockname()[0] in ("127.0.0.1", "::1") and server.port > 0
+    finally:
+        server._reserve.close()
