@@ -13,6 +13,9 @@ client) until the app has taken them, so an upload of any size costs at most
 about that much memory.  ``Expect: 100-continue`` is answered only when the
 app first asks for the body; an app that answers without reading it gets its
 response and the connection closes (the client may never send the body).
+Likewise a response that completes while more than ``UNREAD_BODY_LIMIT``
+(or an unknown amount: chunked) of the body is still to come closes the
+connection after it, rather than reading and dropping the rest.
 
 Response (``send``): ``http.response.start`` only records status and headers;
 the head leaves with the first body piece, in one write (a whole response in
@@ -34,10 +37,15 @@ import os
 from typing import Dict, List, Optional
 
 from ..http.response import HeaderValueError
+from ._waiters import Waiters
 
 log = logging.getLogger("powpow.asgi")
 
 BODY_HIGH_WATER = 256 << 10  # buffered request body before reading pauses
+# A body the app left unread when its response completed: read on and dropped
+# (keep-alive) if declared no larger than this, else the connection closes.
+# Go's net/http draws the same line (maxPostHandlerReadBytes, 256 KiB).
+UNREAD_BODY_LIMIT = 256 << 10
 PIPELINE_HIGH_WATER = 256 << 10  # a pipelined response waiting its turn: the app waits above this
 
 _ASGI = {"version": "3.0", "spec_version": "2.5"}
@@ -49,6 +57,13 @@ _EXT_TRAILERS: Dict[str, dict] = {"http.response.pathsend": {}, "http.response.e
                                   "http.response.trailers": {}}
 
 _name_bytes: dict = {}
+
+
+def _bad_status(status) -> str:
+    # RFC 9110 §15.2: a 1xx is interim; a client that gets one as the answer keeps
+    # waiting for the final response (101 is the handshake's, 103 early_hint's)
+    return "ASGI: invalid response status %r: a final response needs 200..599%s" % (
+        status, " (1xx responses are interim, RFC 9110 §15.2)" if 100 <= status <= 199 else "")
 
 
 class ClientDisconnected(OSError):
@@ -170,7 +185,10 @@ class HttpCycle:
     # Class-level defaults (no __slots__): creating a cycle for a request
     # without a body costs three attribute stores.
     state = 0  # 0 before start, 1 started (the head may still wait), 3 body done (trailers), 2 complete
-    waiter = None
+    # Parked tasks (see _waiters): receive() for a body piece or a disconnect,
+    # send() for a drain.  Separate, and built on the first wait only.
+    arrived: Optional[Waiters] = None
+    drained: Optional[Waiters] = None
     final_sent = False
     trailers = False
     chunks: Optional[List[bytes]] = None
@@ -201,13 +219,6 @@ class HttpCycle:
 
     # -- events from the HTTP side ----------------------------------------------
 
-    def _wake(self) -> None:
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            if not w.done():
-                w.set_result(None)
-
     def _on_body(self, chunk) -> None:
         if self.state == 2 and self.res.ended:
             return  # answered already: the rest of the body is read and dropped
@@ -215,27 +226,30 @@ class HttpCycle:
         self.nbytes += len(chunk)
         if self.nbytes >= BODY_HIGH_WATER:
             self.req.pause_body()
-        if self.waiter is not None:
-            self._wake()
+        if self.arrived is not None:
+            self.arrived.wake()
 
     def _on_end(self) -> None:
         self.eof = True
-        if self.waiter is not None:
-            self._wake()
+        if self.arrived is not None:
+            self.arrived.wake()
+
+    def _on_drain(self) -> None:
+        if self.drained is not None:
+            self.drained.wake()
 
     def _on_close(self) -> None:
-        self._wake()
+        # the client is gone: receive() answers http.disconnect, send() raises
+        if self.arrived is not None:
+            self.arrived.wake()
+        if self.drained is not None:
+            self.drained.wake()
 
     def _on_eof(self) -> None:
         # The client's EOF while the app waits for http.disconnect: it went away
         # (as uvicorn and asyncio see an EOF); close, so that send() raises too.
         self.res._session.conn.close()
-        self._wake()
-
-    async def _wait(self) -> None:
-        fut = self.srv.aio.create_future()
-        self.waiter = fut
-        await fut
+        self._on_close()
 
     # -- receive ----------------------------------------------------------------
 
@@ -273,7 +287,10 @@ class HttpCycle:
             if self.srv.stopping and self.eof:
                 return {"type": "http.disconnect"}
             res.on_close = self._on_close
-            await self._wait()
+            w = self.arrived
+            if w is None:
+                w = self.arrived = Waiters(self.srv.aio)
+            await w.wait()
 
     # -- send -------------------------------------------------------------------
 
@@ -294,12 +311,16 @@ class HttpCycle:
                 if not ok or res._segments:
                     await self._backpressure()
                 return
+            eof = self.eof  # (True for a request without a body: a class default)
+            if not eof:
+                self._close_if_unread()
             if not res._sent_head:
                 res.send(body)
             else:
                 res.end(body)
             self.state = 2
-            self._after_complete()
+            if not eof:
+                self._after_complete()
             return
         if t == "http.response.start":
             if self.state != 0:
@@ -307,8 +328,8 @@ class HttpCycle:
             status = message["status"]
             if status.__class__ is not int:
                 status = int(status)
-            if not 100 <= status <= 599 or status in (100, 101, 103):
-                raise RuntimeError("ASGI: invalid response status %r" % (status,))
+            if not 200 <= status <= 599:
+                raise RuntimeError(_bad_status(status))
             res.status = status
             h = message.get("headers")
             if h:
@@ -332,6 +353,8 @@ class HttpCycle:
             if res._gone:
                 raise ClientDisconnected("the client has disconnected")
             hs = message.get("headers")
+            if not self.eof:
+                self._close_if_unread()
             res.end_with_trailers(_str_headers(hs) if hs else [])
             if not message.get("more_trailers", False):
                 self.state = 2
@@ -353,6 +376,8 @@ class HttpCycle:
                 os.close(fd)
                 raise
             res._headers = list(res._headers)  # (a shared cached list must not grow)
+            if not self.eof:
+                self._close_if_unread()
             res.send_plan(_PathPlan(res.status, fd, size))
             self.state = 2
             self._after_complete()
@@ -370,10 +395,21 @@ class HttpCycle:
             return
         raise RuntimeError("ASGI: unexpected message type %r for an http scope" % (t,))
 
+    def _close_if_unread(self) -> None:
+        """The response completes before the request body has all arrived: close
+        after it (``Connection: close`` if the head is still ours) rather than read
+        and drop an unbounded rest -- an app that answers 413 to a 1 GB upload
+        must not make the server take that gigabyte.  A body declared no larger
+        than ``UNREAD_BODY_LIMIT`` is read on and dropped, keeping the connection."""
+        req = self.req
+        if req.chunked or (req.content_length or 0) > UNREAD_BODY_LIMIT:
+            self.res._close = True
+
     def _after_complete(self) -> None:
         if self.chunks is not None and not self.eof:
             # the app answered without the whole body: drop what comes (streaming
-            # mode reads it on) unless it was never asked for (then close, above)
+            # mode reads it on: at most UNREAD_BODY_LIMIT, see _close_if_unread,
+            # unless it was never asked for: then close, above)
             self.chunks = []
             if self.nbytes >= BODY_HIGH_WATER:
                 self.nbytes = 0
@@ -391,9 +427,12 @@ class HttpCycle:
                 continue
             if session.writable:
                 return
-            res.on_drain = self._wake
+            res.on_drain = self._on_drain
             res.on_close = self._on_close
-            await self._wait()
+            w = self.drained
+            if w is None:
+                w = self.drained = Waiters(self.srv.aio)
+            await w.wait()
         raise ClientDisconnected("the client has disconnected")
 
     # -- the task -----------------------------------------------------------------
@@ -496,9 +535,12 @@ def build_scope(srv, req, res, kind: str):
                 fwd = trust.client_ip(ip, client is None, req.headers)
                 if fwd is not None and fwd != ip:
                     client = (fwd, 0)
-                proto = req.headers.get("x-forwarded-proto")
-                if proto:
-                    proto = proto.split(",")[0].strip().lower()
+                # the value the trusted peer (the nearest proxy) appended: the last one
+                # of the last field line -- what came before it the client may have
+                # written (as WSGI's wsgi.url_scheme, and as client_ip walks from the right)
+                protos = req.headers.get_all("x-forwarded-proto")
+                if protos:
+                    proto = protos[-1].rpartition(",")[2].strip().lower()
                     if proto in ("http", "https", "ws", "wss"):
                         scheme = proto
     path = req.path

@@ -7,7 +7,9 @@ as the spec asks) or a denial response (``websocket.http.response.start`` /
 ``.body``, the ``websocket.http.response`` extension).  Messages arrive in a
 queue; above ``QUEUE_HIGH_WATER`` queued messages the connection stops reading
 until the app catches up (the kernel's window then pushes back on the peer).
-``send`` waits while the transport is over its high-water mark.  The app
+``send`` waits while the transport is over its high-water mark.  Tasks
+waiting in ``receive`` and in ``send`` park on separate ``Waiters`` (an app
+may read in one task while another writes); a close wakes them all.  The app
 hears ``websocket.disconnect`` with the close code and reason; ``send`` after
 that raises ``ClientDisconnected``.
 """
@@ -17,7 +19,8 @@ from typing import Any, Deque
 
 from ..ws.connection import SendStatus
 from ..ws.server import upgrade
-from ._http import ClientDisconnected, _str_headers
+from ._http import ClientDisconnected, _bad_status, _str_headers
+from ._waiters import Waiters
 
 log = logging.getLogger("powpow.asgi")
 
@@ -28,8 +31,8 @@ CONNECTING, OPEN, CLOSED, RESPONSE = range(4)
 
 
 class WsCycle:
-    __slots__ = ("srv", "req", "res", "state", "queue", "waiter", "ws", "connect_sent", "paused", "resp_status",
-                 "resp_headers", "close_sent", "disconnected", "qbytes")
+    __slots__ = ("srv", "req", "res", "state", "queue", "queued", "drained", "ws", "connect_sent", "paused",
+                 "resp_status", "resp_headers", "close_sent", "disconnected", "qbytes")
 
     def __init__(self, srv, req, res) -> None:
         self.srv = srv
@@ -37,7 +40,8 @@ class WsCycle:
         self.res = res
         self.state = CONNECTING
         self.queue: Deque[dict] = collections.deque()
-        self.waiter = None
+        self.queued = Waiters(srv.aio)  # receive(): a message is in the queue
+        self.drained = Waiters(srv.aio)  # send(): the transport went below its low-water mark
         self.ws: Any = None
         self.connect_sent = False
         self.paused = False
@@ -49,13 +53,6 @@ class WsCycle:
         res.on_close = self._on_http_close
 
     # -- events -------------------------------------------------------------------
-
-    def _wake(self) -> None:
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            if not w.done():
-                w.set_result(None)
 
     def _on_http_close(self) -> None:
         # the client left before the handshake was answered
@@ -70,7 +67,7 @@ class WsCycle:
         if (len(self.queue) >= QUEUE_HIGH_WATER or self.qbytes >= QUEUE_HIGH_BYTES) and not self.paused:
             self.paused = True
             ws.transport.pause_reading()
-        self._wake()
+        self.queued.wake()
 
     def _on_close(self, ws, code, reason) -> None:
         self.state = CLOSED
@@ -78,20 +75,16 @@ class WsCycle:
         self._push({"type": "websocket.disconnect", "code": code, "reason": reason})
 
     def _on_drain(self, ws) -> None:
-        self._wake()
+        self.drained.wake()
 
     def _push(self, msg) -> None:
         if self.disconnected:
             return
         if msg["type"] == "websocket.disconnect":
             self.disconnected = True
+            self.drained.wake()  # a send() waiting for a drain that will never come
         self.queue.append(msg)
-        self._wake()
-
-    async def _wait(self) -> None:
-        fut = self.srv.aio.create_future()
-        self.waiter = fut
-        await fut
+        self.queued.wake()
 
     # -- receive / send -----------------------------------------------------------
 
@@ -101,7 +94,7 @@ class WsCycle:
             return {"type": "websocket.connect"}
         q = self.queue
         while not q:
-            await self._wait()
+            await self.queued.wait()
         msg = q.popleft()
         data = msg.get("text") or msg.get("bytes")
         if data:
@@ -136,7 +129,7 @@ class WsCycle:
                     raise ClientDisconnected("the WebSocket is closed (or its peer reads nothing)")
                 ws = self.ws
                 while not ws.closed and ws.transport.queued_bytes > ws.options.low_water:
-                    await self._wait()
+                    await self.drained.wait()
             return
         if t == "websocket.accept":
             if state == CLOSED and self.disconnected and not self.close_sent:
@@ -179,9 +172,12 @@ class WsCycle:
         if t == "websocket.http.response.start":
             if state != CONNECTING:
                 raise RuntimeError("ASGI: 'websocket.http.response.start' after the handshake was answered")
+            status = int(message["status"])
+            if not 200 <= status <= 599:
+                raise RuntimeError(_bad_status(status))
             self.state = RESPONSE
             self.res._close = True  # the handshake is refused: no keep-alive after a denial (as uvicorn)
-            self.resp_status = int(message["status"])
+            self.resp_status = status
             h = message.get("headers")
             self.resp_headers = _str_headers(h) if h else None
             return

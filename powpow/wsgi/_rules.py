@@ -1,6 +1,7 @@
 """PEP 3333 rules for what an application hands the server, and ``wsgi.file_wrapper``.
 
-``start_response`` validation: the status must look like ``"200 OK"``; headers
+``start_response`` validation: the status must look like ``"200 OK"``, a final
+status in 200..599 (a 1xx is interim, RFC 9110 §15.2); headers
 must be ``(str, str)`` pairs, names tokens, values latin-1 without CR/LF/NUL
 (response splitting), and never hop-by-hop (``Connection``,
 ``Transfer-Encoding``, ...: the server frames the message and manages the
@@ -109,7 +110,13 @@ def _parse_status(status) -> int:
         raise ValueError("WSGI status must look like '200 OK', got %r" % (status,))
     if "\r" in status or "\n" in status:
         raise ValueError("WSGI status contains CR/LF: %r" % (status,))
-    return int(status[:3])
+    code = int(status[:3])
+    if code < 200 or code > 599:
+        # RFC 9110 §15.2: a 1xx is interim (a client keeps waiting for the final
+        # answer); 100 Continue is the server's to send, when the app reads the body
+        raise ValueError("WSGI status %r: a final response needs a status in 200..599%s" % (
+            status, " (1xx responses are interim, RFC 9110 §15.2)" if code < 200 else ""))
+    return code
 
 
 class FileWrapper:

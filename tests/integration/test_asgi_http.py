@@ -105,6 +105,31 @@ def test_proxy_headers_from_trusted_peer_only():
     assert seen[2][0][0] == "127.0.0.1" and seen[2][1] == "http"
 
 
+@pytest.mark.parametrize("lines, scheme", [
+    ([b"https, http"], "http"),           # the client wrote "https"; our proxy appended "http"
+    ([b"http, https"], "https"),
+    ([b"https", b"http"], "http"),        # the proxy added its own field line after the client's
+    ([b"HTTPS"], "https"),
+])
+def test_forwarded_proto_is_the_value_the_trusted_proxy_appended(lines, scheme):
+    """X-Forwarded-Proto is read like X-Forwarded-For: from the nearest hop, never
+    the client-controlled left end (and as WSGI's wsgi.url_scheme does)."""
+    seen = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            seen.append((scope["client"], scope["scheme"]))
+            await respond(send)
+
+    head = b"".join(b"X-Forwarded-Proto: %s\r\n" % v for v in lines)
+    with asgi_server(app, forwarded_allow_ips="127.0.0.1") as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6, 203.0.113.9\r\n%s"
+                      b"Connection: close\r\n\r\n" % head)
+            assert read_all(s).startswith(b"HTTP/1.1 200")
+    assert seen == [(("203.0.113.9", 0), scheme)]
+
+
 # ---------------------------------------------------------------- request bodies
 
 def test_body_streams_with_backpressure_bounded_messages():
@@ -208,6 +233,49 @@ def test_disconnect_while_waiting_reaches_receive():
         assert got.wait(5)
     assert box[0] == {"type": "http.disconnect"}
     assert isinstance(box[1], ClientDisconnected) and isinstance(box[1], OSError)
+
+
+def test_disconnect_reaches_a_receive_parked_while_another_task_sent_with_backpressure():
+    """Starlette's StreamingResponse: one task waits in receive() for http.disconnect
+    while another streams; that send() waiting for a slow client must not steal
+    the wake-up meant for the receive()."""
+    box = {}
+    done = threading.Event()
+    size = 8 << 20
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await receive()  # the (empty) body
+
+        async def watch():
+            box["watch"] = await receive()  # parks until the client goes away
+        watcher = asyncio.ensure_future(watch())
+        await asyncio.sleep(0.1)  # the watcher is parked
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * size, "more_body": True})  # waits: slow client
+        box["sent"] = True
+        try:
+            await asyncio.wait_for(watcher, 5)
+        except asyncio.TimeoutError:
+            box["watch"] = "no http.disconnect within 5 s"
+        done.set()
+
+    with asgi_server(app) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.5)  # the send() is blocked by now
+        assert "sent" not in box
+        got = 0
+        while got < size:  # read it all: the send() completes
+            b = s.recv(1 << 20)
+            assert b
+            got += len(b)
+        time.sleep(0.2)
+        s.close()
+        assert done.wait(8)
+    assert box["watch"] == {"type": "http.disconnect"}
 
 
 def test_expect_100_continue_sent_only_when_body_read():
@@ -353,6 +421,24 @@ def test_app_exception_before_start_is_500_and_logged(caplog):
     assert any("Exception in ASGI application" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
+@pytest.mark.parametrize("status", [100, 101, 102, 103, 150, 199, 600])
+def test_1xx_or_out_of_range_final_status_is_500(status, caplog):
+    """RFC 9110 §15.2: a 1xx is interim -- as the final answer a client would wait on."""
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await respond(send, status=status, body=b"final body")
+
+    with caplog.at_level(logging.ERROR, logger="powpow.asgi"):
+        with asgi_server(app, log_level=None) as srv:
+            with socket.create_connection(("127.0.0.1", srv.port)) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                data = read_all(s)
+    assert data.startswith(b"HTTP/1.1 500 ") and data.count(b"HTTP/1.1") == 1
+    assert b"final body" not in data
+    assert any("invalid response status %d" % status in str(r.exc_info[1]) and "200..599" in str(r.exc_info[1])
+               for r in caplog.records if r.exc_info)
+
+
 def test_app_exception_after_start_closes_without_complete_body():
     async def app(scope, receive, send):
         if scope["type"] != "http":
@@ -420,6 +506,43 @@ def test_wrong_message_order_raises_in_the_app(order):
               "after_complete": "after the response completed", "unknown": "unexpected message type"}[order]
     assert expect in box[0]
     assert status == (200 if order == "after_complete" else 500)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_response_to_a_big_unread_body_closes_the_connection(framing):
+    """An app that answers 413 without reading a 1 GB upload: Connection: close and
+    the server hangs up, instead of keeping the connection to read the gigabyte."""
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await respond(send, status=413, body=b"too big")
+
+    if framing == "content-length":
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n" + b"x" * 65536
+    else:
+        head = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10000\r\n" + b"x" * 65536
+    with asgi_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(head)
+            t0 = time.monotonic()
+            data = read_all(s, timeout=5)  # ends at the server's FIN
+            assert time.monotonic() - t0 < 3
+    assert data.startswith(b"HTTP/1.1 413")
+    assert b"\r\nConnection: close\r\n" in data and data.endswith(b"too big")
+
+
+def test_response_to_a_small_unread_body_keeps_the_connection():
+    """Below UNREAD_BODY_LIMIT the rest of an unread body is read and dropped: keep-alive."""
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await respond(send, status=401, body=scope["path"].encode())
+
+    with asgi_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+            first = read_until(s, b"/first")
+            assert first.startswith(b"HTTP/1.1 401") and b"Connection: close" not in first
+            s.sendall(b"x" * 990 + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_until(s, b"/second").startswith(b"HTTP/1.1 401")
 
 
 def test_header_splitting_refused():

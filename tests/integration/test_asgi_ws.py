@@ -356,3 +356,148 @@ def test_client_leaving_before_accept():
     assert got[0] == {"type": "websocket.connect"}
     assert got[1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
     assert isinstance(got[2], ClientDisconnected)
+
+
+# ---------------------------------------------------------------- concurrent receive / send
+
+def masked_frame(payload: bytes, opcode: int = 1) -> bytes:
+    """One final client frame (masked, as RFC 6455 §5.3 requires of a client)."""
+    mask = os.urandom(4)
+    n = len(payload)
+    head = bytes([0x80 | opcode]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big"))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def slow_client(srv):
+    """A raw WebSocket client with a small receive window that reads nothing yet."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.settimeout(5)
+    s.connect(("127.0.0.1", srv.port))
+    s.sendall(handshake())
+    head = b""
+    while b"\r\n\r\n" not in head:  # byte by byte: leave the frames in the kernel
+        b = s.recv(1)
+        assert b
+        head += b
+    assert head.startswith(b"HTTP/1.1 101")
+    return s
+
+
+def test_receive_in_one_task_gets_messages_while_send_waits_for_a_slow_client():
+    """A reader task parked in receive() while a writer's send() waits for the
+    transport to drain: the message that arrives must reach the reader (its
+    wake-up used to be taken by the writer's wait, and lost)."""
+    hello = threading.Event()
+    state = {}
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+
+        async def reader():
+            while True:
+                m = await receive()
+                if m["type"] == "websocket.disconnect":
+                    return
+                if m.get("text") == "hello":
+                    hello.set()
+        rt = asyncio.ensure_future(reader())
+        await asyncio.sleep(0.2)  # the reader is parked
+        try:
+            await send({"type": "websocket.send", "bytes": b"x" * (16 << 20)})  # the client reads nothing
+        except OSError:
+            pass
+        state["sent"] = True
+        await asyncio.wait_for(rt, 5)
+
+    with asgi_server(app) as srv:
+        s = slow_client(srv)
+        time.sleep(0.6)  # the send() is blocked by now
+        assert "sent" not in state
+        s.sendall(masked_frame(b"hello"))
+        assert hello.wait(3), "the reader never got the message"
+        assert "sent" not in state  # it arrived while the send() still waited
+        s.close()
+
+
+def test_two_tasks_sending_to_a_slow_client_both_finish():
+    done = {}
+    finished = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+
+        async def writer(name, size):
+            await send({"type": "websocket.send", "bytes": b"x" * size})
+            done[name] = True
+        a = asyncio.ensure_future(writer("A", 6 << 20))
+        await asyncio.sleep(0.2)  # A waits for the client
+        b = asyncio.ensure_future(writer("B", 1 << 20))
+        await asyncio.wait([a, b], timeout=6)
+        a.cancel()
+        b.cancel()
+        finished.set()
+        await send({"type": "websocket.close"})
+
+    with asgi_server(app) as srv:
+        s = slow_client(srv)
+        time.sleep(0.6)  # both sends are blocked by now
+        assert not done
+        got = 0
+        deadline = time.monotonic() + 8
+        while got < 7 << 20 and time.monotonic() < deadline:  # now read all of both
+            b = s.recv(1 << 20)
+            assert b
+            got += len(b)
+        assert finished.wait(8)
+        s.close()
+    assert got >= 7 << 20
+    assert sorted(done) == ["A", "B"]
+
+
+def test_receive_polled_with_timeouts_still_gets_the_next_message():
+    polled = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        for _ in range(20):  # each timeout cancels a parked receive()
+            try:
+                await asyncio.wait_for(receive(), 0.005)
+            except asyncio.TimeoutError:
+                pass
+        polled.set()
+        m = await asyncio.wait_for(receive(), 5)
+        await send({"type": "websocket.send", "text": "got:" + m["text"]})
+        await receive()
+
+    with asgi_server(app) as srv:
+        c = connect_sync(url(srv))
+        assert polled.wait(5)
+        c.send("late")
+        assert c.recv(timeout=5) == "got:late"
+        c.close()
+
+
+@pytest.mark.parametrize("status", [101, 102, 199, 600])
+def test_denial_response_with_a_non_final_status_is_500(status):
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": status, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"denied"})
+
+    with asgi_server(app, log_level="critical") as srv:
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(handshake())
+            data = read_all(s)
+    assert data.startswith(b"HTTP/1.1 500 ") and b"denied" not in data

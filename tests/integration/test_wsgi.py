@@ -266,6 +266,25 @@ def test_start_response_twice_without_exc_info_is_an_error():
         assert get(srv.port, "/")[0] == 500
 
 
+@pytest.mark.parametrize("status", ["100 Continue", "101 Switching Protocols", "102 Processing", "150 Whatever",
+                                    "600 Beyond"])
+def test_non_final_status_is_refused_by_start_response(status):
+    """RFC 9110 §15.2: a 1xx is interim, never the answer (a client would keep waiting)."""
+    seen = []
+
+    def app(environ, start_response):
+        try:
+            start_response(status, [("Content-Type", "text/plain")])
+        except ValueError as exc:
+            seen.append(str(exc))
+            raise
+        return [b"final body"]
+    with wsgi_server(app) as srv:
+        data = raw(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 500 ") and b"final body" not in data
+    assert len(seen) == 1 and "200..599" in seen[0] and status in seen[0]
+
+
 @pytest.mark.parametrize("header", [("Connection", "close"), ("Transfer-Encoding", "chunked"),
                                     ("Keep-Alive", "timeout=5"), ("Upgrade", "h2c"), ("X-Bad", "a\r\nb: c")])
 def test_hop_by_hop_and_split_headers_refused(header):
