@@ -20,6 +20,12 @@ every request before it has been answered, so a pipelined request's interim
 raises is logged; if it had sent nothing the client gets a 500, and the
 connection is closed either way (a half-sent response cannot be framed).
 
+Protocol switches (Nim leaves them to the callback too): after ``respond(101,
+...)`` or a 2xx to CONNECT the connection is the callback's -- nothing more is
+read from ``client``, ``req.take_remaining()`` gives the bytes that arrived
+behind the request, and ``client`` is closed when the callback returns.  An
+Upgrade/CONNECT answered any other way is declined: the connection stays HTTP.
+
 Timeouts (``header_timeout`` seconds each): the idle wait for a request's first
 byte (on expiry: 408 and close); the whole head, from its first byte -- a
 deadline, not a per-read timeout, so a head dripped a byte at a time cannot
@@ -92,7 +98,7 @@ def _encode_headers(pairs) -> bytes:
 class Request:
     """One request, with its body read completely.  Answer with ``await respond(...)``."""
 
-    __slots__ = ("client", "req_method", "headers", "protocol", "url", "hostname", "body", "_conn")
+    __slots__ = ("client", "req_method", "headers", "protocol", "url", "hostname", "body", "_conn", "_parser")
 
     client: socket.socket
     req_method: str
@@ -102,8 +108,9 @@ class Request:
     hostname: str
     body: bytes
 
-    def __init__(self, conn: "_Conn", preq) -> None:
+    def __init__(self, conn: "_Conn", preq, parser: RequestParser) -> None:
         self._conn = conn
+        self._parser = parser
         self.client = conn.sock
         self.req_method = preq.method
         self.headers = preq.headers
@@ -146,8 +153,16 @@ class Request:
         head = ("HTTP/1.1 %d %s\r\n" % (code, reason(code))).encode("latin-1") + _encode_headers(pairs) + b"\r\n"
         if self.req_method == "HEAD":
             body = b""
+        if code == 101 or (self.req_method == "CONNECT" and 200 <= code < 300):
+            self._conn.switched = True  # the connection is the callback's from now on
         # an interim answer (1xx but 101) leaves the final one still owed: a 500 can follow it
         await self._conn.send(head + body, interim=code < 200 and code != 101)
+
+    def take_remaining(self) -> bytes:
+        """After this request's switch (``respond(101, ...)``, or a 2xx to CONNECT): the bytes
+        that arrived behind the request and were already read from ``client``; they belong
+        to the new protocol (read the rest from ``client``).  ``b""`` for any other request."""
+        return self._parser.take_remaining() if self._conn.switched else b""
 
     async def send_headers(self, headers) -> None:
         """Send header lines only (``Name: value\\r\\n`` each), as the original's ``sendHeaders``."""
@@ -155,7 +170,7 @@ class Request:
 
 
 class _Conn:
-    __slots__ = ("loop", "sock", "hostname", "server", "answering")
+    __slots__ = ("loop", "sock", "hostname", "server", "answering", "switched")
 
     def __init__(self, loop, sock, addr, server) -> None:
         self.loop = loop
@@ -163,6 +178,7 @@ class _Conn:
         self.server = server
         self.hostname = addr[0] if isinstance(addr, tuple) else str(addr or "")
         self.answering = False  # bytes of the current request's final response were sent
+        self.switched = False  # a 101 (or a 2xx to CONNECT) went out: the callback owns the connection
 
     async def send(self, data: bytes, interim: bool = False) -> None:
         if not interim:
@@ -221,21 +237,31 @@ class _Conn:
                 except ParseError as exc:
                     await self.error(exc.status, exc.message)
                     return
-                for preq in reqs:
-                    if preq.method == "POST" and preq.content_length is None and not preq.chunked:
-                        await self.error(411, "a POST needs Content-Length or chunked")
-                        return
-                    self.answering = False
-                    try:
-                        await cb(Request(self, preq))
-                    except Exception:
-                        log.error("request callback raised (%s %s from %s)", preq.method, preq.target,
-                                  self.hostname, exc_info=True)
-                        if not self.answering:
-                            await self.error(500, "the request handler failed", preq.method == "HEAD")
-                        return
-                    if not preq.keep_alive:
-                        return
+                while reqs:
+                    for preq in reqs:
+                        if preq.method == "POST" and preq.content_length is None and not preq.chunked:
+                            await self.error(411, "a POST needs Content-Length or chunked")
+                            return
+                        self.answering = False
+                        try:
+                            await cb(Request(self, preq, parser))
+                        except Exception:
+                            log.error("request callback raised (%s %s from %s)", preq.method, preq.target,
+                                      self.hostname, exc_info=True)
+                            if not self.answering:
+                                await self.error(500, "the request handler failed", preq.method == "HEAD")
+                            return
+                        if self.switched or not preq.keep_alive:
+                            return  # a 101 / 2xx to CONNECT: the connection was the callback's
+                    reqs = []
+                    if parser.upgraded:
+                        # an Upgrade/CONNECT answered as plain HTTP: what follows it is HTTP again
+                        parser.decline_upgrade()
+                        try:
+                            reqs = parser.feed(b"")
+                        except ParseError as exc:
+                            await self.error(exc.status, exc.message)
+                            return
                 if parser.failed:
                     try:
                         parser.feed(b"")

@@ -410,3 +410,52 @@ def test_pipelined_100_continue_waits_for_the_previous_response():
     assert out == (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n/a:"
                    b"HTTP/1.1 100 Continue\r\n\r\n"
                    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n/b:abc")
+
+
+def test_upgrade_answered_as_plain_http_keeps_serving_what_follows():
+    """Regression: an Upgrade request answered normally left the parser holding every later
+    byte as the new protocol's: the pipelined request behind it was never answered."""
+    async def cb(req: Request):
+        await req.respond(200, "no switch: " + req.url.path)
+
+    def client(port):
+        return _raw(port, b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+                          b"GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+
+    out = _run(cb, client, AsyncHttpServer(header_timeout=2))
+    assert out.count(b"HTTP/1.1 200 OK") == 2
+    assert out.index(b"no switch: /a") < out.index(b"no switch: /b")
+
+
+def test_a_101_hands_the_connection_and_the_bytes_behind_it_to_the_callback():
+    """After respond(101): the server reads nothing more from the socket (it is the callback's),
+    and req.take_remaining() gives the bytes that arrived with the handshake."""
+    async def cb(req: Request):
+        assert req.take_remaining() == b""  # nothing has switched yet
+        await req.respond(101, "", {"Upgrade": "echo", "Connection": "Upgrade"})
+        loop = asyncio.get_running_loop()
+        data = req.take_remaining()
+        while data:
+            await loop.sock_sendall(req.client, data.upper())
+            data = await loop.sock_recv(req.client, 1024)
+
+    def client(port):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly")
+            got = b""
+            while not got.endswith(b"EARLY"):
+                chunk = s.recv(1024)
+                if not chunk:
+                    break
+                got += chunk
+            s.sendall(b"later")
+            later = s.recv(1024)
+            s.shutdown(socket.SHUT_WR)
+            return got, later
+        finally:
+            s.close()
+
+    got, later = _run(cb, client)
+    assert got.startswith(b"HTTP/1.1 101 Switching Protocols\r\n") and got.endswith(b"\r\n\r\nEARLY")
+    assert later == b"LATER"
