@@ -7,7 +7,8 @@ One iteration (``run_once``), always in this order:
 3. expire timers: collect everything due, then fire, ties in insertion order;
 4. compute the poll timeout: 0 if anything is pending (deferred, posted, idle
    handlers, a poll that came back full), else the wheel's next deadline
-   across all levels, else infinite (or the caller's ``timeout_ms``);
+   across all levels (capped at a day: a C int of ms overflows at 24.8 days),
+   else infinite (or the caller's ``timeout_ms``);
 5. poll once into the preallocated event array and dispatch; an event reaches a
    watcher only if its token -- a registration counter, never reused -- is still
    a live one (fds are reused by the OS, even between two events of the same
@@ -64,6 +65,10 @@ Callback = Callable[[], object]
 _monotonic_ns = time.monotonic_ns
 _NS_PER_MS = 1000000
 _MAX_FULL_REPOLLS = 4  # bounded extra zero-timeout polls after a full event array
+# The longest single wait: epoll_wait/poll take a C int of ms (2**31-1 is 24.8 days) and
+# raise OverflowError past it; a timer 30 days ahead must not kill the loop.  Waking
+# once a day to find nothing due costs nothing.
+_MAX_POLL_MS = 86400 * 1000
 
 
 class Watcher:
@@ -135,7 +140,12 @@ class Loop:
         self._closed = False
         self._thread_id: Optional[int] = None
         self._wake_pending = False
-        self._wake_lock = threading.Lock()  # post()/stop() from threads vs close()
+        # Orders post()/stop() from other threads against close(): the wake fd is
+        # written only while still open.  Re-entrant because a signal.signal handler
+        # runs on the thread it interrupts: one calling stop() (the usual Ctrl-C
+        # handler) while that thread is inside stop()/post() would otherwise wait
+        # for itself forever.  Nested wakes are harmless (one more byte or count).
+        self._wake_lock = threading.RLock()
         self._signal_cbs: Dict[int, Callable[[int], object]] = {}
         # (r, w): signal.set_wakeup_fd(w) while signals are watched
         self._signal_pipe: Optional[Tuple[int, int]] = None
@@ -216,33 +226,66 @@ class Loop:
             self._fire_timers(due, now)
 
     def _fire_timers(self, due: List[Timer], now: int) -> None:
-        """Run the callbacks of ``due`` (from ``expire``); intervals go back on their grid."""
+        """Run the callbacks of ``due`` (from ``expire``); intervals go back on their grid.
+
+        A BaseException (KeyboardInterrupt, SystemExit) from a callback leaves
+        the batch, but not its timers behind: those not run yet go back in the
+        wheel, due at once, so a ``run()`` after the interrupt fires them.  One
+        try around the batch, not one per callback, so the hot path pays nothing.
+        """
         wheel = self._wheel
-        for t in due:
-            if t.slot != DUE:
-                continue  # cancelled or paused by an earlier callback of this batch
-            if t.interval:
-                t.slot = FIRING
-                self._firing += 1
-                cb = t.callback
-                try:
-                    cb()
-                except Exception as exc:
-                    self._exception_handler(exc, cb)
-                self._firing -= 1
-                if t.slot == FIRING:
-                    # next tick on the grid strictly after now: no drift, no burst
-                    iv = t.interval
-                    t.deadline += ((now - t.deadline) // iv + 1) * iv
-                    wheel.insert(t)
-            else:
-                t.slot = INACTIVE
-                cb = t.callback
-                t.callback = None  # a spent timer keeps nothing alive (timers.GC_FREE)
-                try:
-                    cb()
-                except Exception as exc:
-                    self._exception_handler(exc, cb)
+        rest = iter(due)
+        t = None
+        try:
+            for t in rest:
+                if t.slot != DUE:
+                    continue  # cancelled or paused by an earlier callback of this batch
+                if t.interval:
+                    t.slot = FIRING
+                    self._firing += 1
+                    cb = t.callback
+                    try:
+                        cb()
+                    except Exception as exc:
+                        self._exception_handler(exc, cb)
+                    self._firing -= 1
+                    if t.slot == FIRING:
+                        # next tick on the grid strictly after now: no drift, no burst
+                        iv = t.interval
+                        t.deadline += ((now - t.deadline) // iv + 1) * iv
+                        wheel.insert(t)
+                else:
+                    t.slot = INACTIVE
+                    cb = t.callback
+                    t.callback = None  # a spent timer keeps nothing alive (timers.GC_FREE)
+                    try:
+                        cb()
+                    except Exception as exc:
+                        self._exception_handler(exc, cb)
+        except BaseException:
+            self._requeue_timers(t, rest, now)
+            raise
+
+    def _requeue_timers(self, current: Optional[Timer], rest, now: int) -> None:
+        """After a BaseException left ``_fire_timers``: nothing of the batch is lost.
+
+        ``current`` is the timer whose turn it was: an interval goes back on its
+        grid (its callback ran, or began to), a timer still DUE had not started.
+        Re-inserted timers keep their deadline, already past: due at the next tick.
+        """
+        self._firing = 0  # only one callback of a batch runs at a time, and none runs now
+        wheel = self._wheel
+        if current is not None:
+            if current.slot == FIRING:
+                iv = current.interval
+                if current.deadline <= now:  # (unless the interrupt landed after the update)
+                    current.deadline += ((now - current.deadline) // iv + 1) * iv
+                wheel.insert(current)
+            elif current.slot == DUE:
+                wheel.insert(current)
+        for t in rest:
+            if t.slot == DUE:
+                wheel.insert(t)
 
     # ------------------------------------------------------------ callbacks
 
@@ -500,14 +543,17 @@ class Loop:
             self._stopping = False
 
     def run_once(self, timeout_ms: Optional[int] = None) -> None:
-        """One iteration.  Polls at most ``timeout_ms`` (None: until the next timer or event)."""
+        """One iteration.  Polls at most ``timeout_ms`` (None: until the next timer or event).
+
+        A single poll lasts at most a day (``_MAX_POLL_MS``), whatever the timeout.
+        """
         if self._running:
             raise LoopError("run_once() called while the loop is running")
         if self._closed:
             raise LoopError("run_once() on a closed loop")
         self._running = True
         try:
-            self._iterate(-1 if timeout_ms is None else max(0, int(timeout_ms)))
+            self._iterate(-1 if timeout_ms is None else min(max(0, int(timeout_ms)), _MAX_POLL_MS))
         finally:
             self._running = False
 
@@ -517,11 +563,18 @@ class Loop:
         if self._deferred:
             batch = self._deferred
             self._deferred = []
-            for cb in batch:
-                try:
-                    cb()
-                except Exception as exc:
-                    handler(exc, cb)
+            rest = iter(batch)
+            try:
+                for cb in rest:
+                    try:
+                        cb()
+                    except Exception as exc:
+                        handler(exc, cb)
+            except BaseException:
+                # KeyboardInterrupt/SystemExit from one callback: the rest of the
+                # batch runs first in the next iteration, ahead of newer ones
+                self._deferred[:0] = rest
+                raise
         # 2. callbacks posted from other threads (only those already here)
         posted = self._posted
         if posted:
@@ -548,6 +601,8 @@ class Loop:
                 timeout = -(-left // _NS_PER_MS) if left > 0 else 0
                 if 0 <= max_timeout < timeout:
                     timeout = max_timeout
+                elif timeout > _MAX_POLL_MS:
+                    timeout = _MAX_POLL_MS
         # 5. poll and dispatch
         cap = self._capacity
         events = self._poller.poll(timeout, cap)

@@ -25,6 +25,11 @@ Content-Length); while the transport is over its high-water mark the app's
 ``http.response.pathsend`` (sendfile), ``http.response.trailers`` (when the
 request said ``TE: trailers``), ``http.response.early_hint`` (103).
 
+Scope: ``headers`` as received, but for an absolute-form request
+(``GET http://host/path``) the ``host`` field carries the target's authority
+(RFC 9112 3.2.2), so an app that builds URLs from it sees the host the
+request was routed on.
+
 Errors: an exception before the head left is a 500 and a log line; after it
 the connection is closed (a chunked body never gets its last chunk, a
 Content-Length body stays short: never a response that looks complete).
@@ -37,6 +42,7 @@ import os
 from typing import Dict, List, Optional
 
 from ..http.response import HeaderValueError
+from ..wsgi._rules import absolute_form_host
 from ._waiters import Waiters
 
 log = logging.getLogger("powpow.asgi")
@@ -57,6 +63,18 @@ _EXT_TRAILERS: Dict[str, dict] = {"http.response.pathsend": {}, "http.response.e
                                   "http.response.trailers": {}}
 
 _name_bytes: dict = {}
+
+
+def _with_host(headers, host: str):
+    """``headers`` with the Host of an absolute-form target (RFC 9112 3.2.2: the
+    received Host field is ignored).  The field keeps its place; one is added
+    first where the request had none (HTTP/1.0), removed where ``host`` is "".
+    Every other field stays as received."""
+    value = host.encode("latin-1")
+    out = [(n, value) if n == b"host" else (n, v) for n, v in headers if n != b"host" or value]
+    if value and not any(n == b"host" for n, _ in headers):
+        out.insert(0, (b"host", value))
+    return out
 
 
 def _bad_status(status) -> str:
@@ -525,6 +543,10 @@ def build_scope(srv, req, res, kind: str):
         client = None
         server = (srv.uds, None)
     headers = _raw_headers(req.headers)
+    if buf[ts] != 47:  # not origin-form
+        host = absolute_form_host(req.target)
+        if host is not None:
+            headers = _with_host(headers, host)
     scheme = None
     trust = srv.trust
     if trust is not None:

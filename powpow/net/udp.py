@@ -14,6 +14,11 @@ Invariants and why:
 * Sends never queue: UDP is lossy by design, so a full socket buffer (EAGAIN,
   ENOBUFS) drops the datagram and ``send_to``/``send`` return False.  An ICMP
   error on a connected endpoint (ECONNREFUSED) goes to ``on_error``.
+* A dual-stack endpoint (``bind_udp(loop, None, port)``: "::" with
+  IPV6_V6ONLY off) receives IPv4 peers as ``::ffff:a.b.c.d`` and sends to a
+  plain IPv4 address too: ``send_to`` maps the literal to that form, which the
+  AF_INET6 socket cannot resolve itself (``socket.gaierror``).  Only such an
+  endpoint pays the one check, and only for a host without a ":".
 * Uses the ``socket`` module in both native and pure modes: it has
   ``recvmsg_into`` with flags, and datagram I/O is not where powpow's time goes.
 """
@@ -46,6 +51,8 @@ class UdpEndpoint:
         self.on_datagram = on_datagram
         self.on_error = on_error
         self.connected = connected
+        self._dual_stack = (sock.family == socket.AF_INET6
+                            and not sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
         self.dropped = 0  # sends dropped because the socket buffer was full
         self.truncated = 0
         self._batch = batch
@@ -68,6 +75,8 @@ class UdpEndpoint:
         """Send one datagram to ``addr``; False if it was dropped (socket buffer full)."""
         if self._closed:
             return False
+        if self._dual_stack and addr[0].__class__ is str and ":" not in addr[0]:
+            addr = _v4_mapped(addr)
         try:
             self.sock.sendto(data, addr)
             return True
@@ -138,6 +147,16 @@ class UdpEndpoint:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _v4_mapped(addr):
+    """("a.b.c.d", port) -> ("::ffff:a.b.c.d", port) for an AF_INET6 socket; anything else as is."""
+    host = addr[0]
+    try:
+        socket.inet_pton(socket.AF_INET, host)
+    except (OSError, ValueError):
+        return addr  # a name: sendto resolves it (AF_INET6 only)
+    return ("::ffff:" + host,) + tuple(addr[1:])
 
 
 def _new_socket(family: int) -> socket.socket:

@@ -25,6 +25,7 @@ import enum
 import logging
 from typing import Any, Callable, Dict, Optional
 
+from .frames import checked_close_payload
 from .protocol import CLOSE, MESSAGE, PING, PONG, Protocol
 
 log = logging.getLogger("powpow.ws")
@@ -180,8 +181,13 @@ class WebSocket:
             return SendStatus.DROPPED
         return self._write(self.protocol.pong(payload))
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
-        """Start the close handshake (idempotent); TCP closes when the peer answers or after close_timeout."""
+    def close(self, code: Optional[int] = 1000, reason: str = "") -> None:
+        """Start the close handshake (idempotent); TCP closes when the peer answers or after close_timeout.
+
+        A code or reason that may not be sent raises ValueError (TypeError for
+        a wrong type) before anything changes, even on a closed connection.
+        """
+        checked_close_payload(code, reason)
         if self.closed or self.protocol.close_sent:
             return
         self._write(self.protocol.close(code, reason))

@@ -185,6 +185,32 @@ def close_payload(code: Optional[int], reason: str = "") -> bytes:
     return _pack_h(code) + r
 
 
+def checked_close_payload(code: Optional[int], reason: str = "") -> bytes:
+    """The body of a close frame we are asked to send, refusing what may not go on the wire.
+
+    Unlike ``close_payload`` (our own codes and reasons, cut to fit), a caller's
+    arguments are checked, before anything changes, so that a bad one raises
+    here rather than half-way through closing: ``code`` is None (no code) or
+    one ``valid_close_code`` accepts (RFC 6455 7.4.1: 1005, 1006 and 1015 are
+    for reporting only), ``reason`` a str of at most 123 bytes in UTF-8 (a
+    control frame carries 125 bytes, 5.5) and empty without a code (5.5.1).
+    """
+    if not isinstance(reason, str):
+        raise TypeError("close reason must be a str, got %s" % type(reason).__name__)
+    if code is None:
+        if reason:
+            raise ValueError("a close reason needs a close code")
+        return b""
+    if not isinstance(code, int):
+        raise TypeError("close code must be an int or None, got %s" % type(code).__name__)
+    if not valid_close_code(code):
+        raise ValueError("close code %d may not be sent (1000-1003, 1007-1014 or 3000-4999)" % code)
+    r = reason.encode("utf-8")
+    if len(r) > 123:
+        raise ValueError("close reason is %d bytes in UTF-8; at most 123 fit in a close frame" % len(r))
+    return _pack_h(code) + r
+
+
 def valid_close_code(code: int) -> bool:
     """Codes a peer may send (RFC 6455 7.4.1, 7.4.2; IANA registry 1012-1014)."""
     if 1000 <= code <= 1014:

@@ -29,7 +29,7 @@ from typing import Any, List, Optional
 from .deflate import PerMessageDeflate
 from .errors import WsProtocolError
 from .frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, KNOWN_OPCODES, FrameParser,
-                     close_payload, frame_header, valid_close_code)
+                     checked_close_payload, close_payload, frame_header, valid_close_code)
 from .._ffi import ws_mask
 
 OPEN, CLOSING, CLOSED = 1, 2, 3
@@ -145,7 +145,7 @@ class Protocol:
         pending = self._pending_close
         if pending is not None:
             self._pending_close = None
-            self.outgoing.extend(self.close(*pending))
+            self.outgoing.extend(self._close_frame(close_payload(*pending)))
         out = self.outgoing
         self.outgoing = []
         return out
@@ -326,10 +326,19 @@ class Protocol:
         return [] if self.close_sent else self._frame(OP_PONG, payload)
 
     def close(self, code: Optional[int] = 1000, reason: str = "") -> List[bytes]:
-        """Our close frame (once); state CLOSING until the peer's arrives."""
+        """Our close frame (once); state CLOSING until the peer's arrives.
+
+        A code or reason that may not be sent (``frames.checked_close_payload``)
+        raises ValueError (TypeError for a wrong type) and changes nothing: a
+        caller that handles it, or the 1011 of a failed handler, can still close.
+        """
+        payload = checked_close_payload(code, reason)
+        return self._close_frame(payload)
+
+    def _close_frame(self, payload: bytes) -> List[bytes]:
         if self.close_sent:
             return []
         self.close_sent = True
         if self.state == OPEN:
             self.state = CLOSING
-        return self._frame(OP_CLOSE, close_payload(code, reason))
+        return self._frame(OP_CLOSE, payload)

@@ -36,7 +36,9 @@ percent-decoded path's bytes as latin-1, ``QUERY_STRING`` as sent,
 ``CONTENT_TYPE``/``CONTENT_LENGTH`` when the request has them, ``HTTP_*`` for
 every other header (repeated fields joined with ``,``; ``Cookie`` with ``;``;
 header names containing ``_`` are dropped, as nginx does, so ``X_Forwarded``
-cannot pose as ``X-Forwarded``), ``SERVER_NAME``/``SERVER_PORT`` of the local
+cannot pose as ``X-Forwarded``; ``HTTP_HOST`` of an absolute-form request,
+``GET http://host/path``, is the target's authority, not the Host field: RFC
+9112 3.2.2), ``SERVER_NAME``/``SERVER_PORT`` of the local
 socket, ``REMOTE_ADDR``/``REMOTE_PORT``, ``wsgi.url_scheme`` (``https`` over
 TLS; ``X-Forwarded-Proto`` and ``X-Forwarded-For`` from
 ``forwarded_allow_ips`` peers when ``proxy_headers``), ``wsgi.multithread``
@@ -55,7 +57,7 @@ from ..errors import LoopError
 from ..http.forwarded import ProxyTrust
 from ..http.server import HttpServer
 from ._exchange import Exchange
-from ._rules import STDERR, FileWrapper, _environ_key, header_key, path_info
+from ._rules import STDERR, FileWrapper, _environ_key, absolute_form_host, header_key, path_info
 from ._input import ClientDisconnected
 from ._pool import ThreadPool
 
@@ -251,8 +253,10 @@ class Server:
         target = req.target
         if target[:1] == "/":  # origin-form: split once
             raw, _, query = target.partition("?")
+            target_host = None
         else:  # '*', absolute- or authority-form
             raw, query = req.raw_path, req.query
+            target_host = absolute_form_host(target)
         path = path_info(raw) if "%" in raw else raw
         root = self.root_path
         if root and (path == root or path.startswith(root + "/")):
@@ -290,6 +294,11 @@ class Server:
                 else:
                     env[key] = old + ("; " if key == "HTTP_COOKIE" else ",") + v
             start = end + 2
+        if target_host is not None:  # absolute-form: its authority, never the Host field
+            if target_host:
+                env["HTTP_HOST"] = target_host
+            else:
+                env.pop("HTTP_HOST", None)
         scheme = "https" if tls else "http"
         trust = self._trust
         if trust is not None and ("HTTP_X_FORWARDED_FOR" in env or "HTTP_X_FORWARDED_PROTO" in env) \

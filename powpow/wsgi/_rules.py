@@ -8,13 +8,15 @@ must be ``(str, str)`` pairs, names tokens, values latin-1 without CR/LF/NUL
 connection).  Validated header lists and status strings are cached (apps
 reuse theirs), so the common case costs one dict lookup.
 
-Also the environ's name mapping (``header_key``) and ``PATH_INFO`` decoding.
+Also the environ's name mapping (``header_key``), ``PATH_INFO`` decoding, and
+the Host of an absolute-form request (``absolute_form_host``, shared with ASGI).
 """
 import os
 import sys
 from typing import Optional
 from urllib.parse import unquote_to_bytes
 
+from ..http._grammar import HOST as _HOST
 from ..http.response import check_header
 
 # RFC 9110 §7.6.1 / PEP 3333: a WSGI application must not set these.
@@ -178,6 +180,29 @@ def path_info(raw_path: str) -> str:
     if "%" not in raw_path:
         return raw_path
     return unquote_to_bytes(raw_path).decode("latin-1")
+
+
+def absolute_form_host(target: str) -> Optional[str]:
+    """The host an absolute-form target names, to use in place of the Host field.
+
+    RFC 9112 3.2.2: an origin server MUST ignore Host for such a request and use
+    the target's authority, else a proxy that routed on the target and an app
+    that trusts Host see two different hosts.  Returns ``host[:port]`` without
+    userinfo (RFC 9110 7.2), ``""`` when that is no valid host (the request
+    then has none: nothing the Host grammar would refuse reaches the app), and
+    None for a target of another form ('*', CONNECT's authority-form).
+    """
+    i = target.find("://")
+    if i < 0:
+        return None
+    start = i + 3
+    end = len(target)
+    for sep in "/?":  # RFC 3986 3.2: the authority ends at the first "/" or "?"
+        j = target.find(sep, start, end)
+        if j >= 0:
+            end = j
+    host = target[start:end].rpartition("@")[2]
+    return host if _HOST.fullmatch(host.encode("latin-1")) is not None else ""
 
 
 def header_key(name: str) -> str:

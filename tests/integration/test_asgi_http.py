@@ -85,6 +85,39 @@ def test_root_path_and_http10():
     assert seen["path"] == "/api/items" and seen["raw_path"] == b"/api/items"
 
 
+ABSOLUTE_FORM = [
+    # (request head, headers the app sees) -- RFC 9112 3.2.2: the target's authority, not Host
+    (b"GET http://victim.example/admin HTTP/1.1\r\nHost: attacker.example\r\nX-A: 1\r\n",
+     [(b"host", b"victim.example"), (b"x-a", b"1")]),
+    (b"GET http://u@victim.example:8080/admin HTTP/1.1\r\nX-A: 1\r\nHost: attacker.example\r\n",
+     [(b"x-a", b"1"), (b"host", b"victim.example:8080")]),
+    (b"GET http://victim.example/admin HTTP/1.0\r\nConnection: keep-alive\r\n",  # no Host in HTTP/1.0
+     [(b"host", b"victim.example"), (b"connection", b"keep-alive")]),
+    (b"GET http://bad<host>/admin HTTP/1.1\r\nHost: attacker.example\r\nX-A: 1\r\n",  # not a host
+     [(b"x-a", b"1")]),
+]
+
+
+@pytest.mark.parametrize("head,headers", ABSOLUTE_FORM,
+                         ids=["replaced", "userinfo-and-port", "http10-added", "bad-host-dropped"])
+def test_absolute_form_target_sets_the_host_header(head, headers):
+    seen = {}
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            seen.update(scope)
+            await respond(send, body=b"done")
+
+    with asgi_server(app) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(head + b"\r\n")
+            data = read_until(s, b"\r\n\r\ndone")
+    assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"done")
+    assert seen["headers"] == headers
+    assert seen["path"] == "/admin" and seen["raw_path"] == b"/admin"
+    assert seen["server"] == ("127.0.0.1", srv.port)
+
+
 def test_proxy_headers_from_trusted_peer_only():
     seen = []
 

@@ -94,6 +94,67 @@ def test_seventy_second_timer_with_no_io_fires_at_70s(monkeypatch, backend):
     lp.close()
 
 
+DAY_MS = 86400 * 1000
+C_INT_MAX = 2**31 - 1  # epoll_wait's and poll's timeout: a C int of ms, 24.8 days
+
+
+def test_timer_a_month_ahead_does_not_overflow_the_poll(loop):
+    a, b = socket.socketpair()
+    try:
+        b.send(b"x")  # ready beforehand: the (capped) wait returns at once
+        seen = []
+        loop.register(a, Events.READ, lambda fd, ev: seen.append(ev))
+        tid = loop.add_timer(30 * DAY_MS, lambda: None)
+        loop.run_once()  # used to raise OverflowError: the wait was the full 30 days
+        loop.run_once(5)
+        loop.run_once(10**12)
+        assert len(seen) == 3
+        assert loop.cancel_timer(tid)
+        loop.unregister(a)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_huge_run_once_timeout_does_not_overflow_the_poll(loop):
+    a, b = socket.socketpair()
+    try:
+        b.send(b"x")
+        seen = []
+        loop.register(a, Events.READ, lambda fd, ev: seen.append(ev))
+        loop.run_once(10**12)
+        assert seen and seen[0] & Events.READ
+        loop.unregister(a)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_timer_a_month_ahead_fires_after_capped_waits(monkeypatch, backend):
+    """Fake clock: each wait fits the poller's C int, and the loop carries on until the timer is due."""
+    clock = [10**12]
+    monkeypatch.setattr(loop_mod, "_monotonic_ns", lambda: clock[0])
+    lp = Loop(backend=backend, debug=True)
+    real_poll = lp._poller.poll
+    polls = []
+
+    def fake_poll(timeout_ms, capacity):
+        polls.append(timeout_ms)
+        assert 0 <= timeout_ms <= C_INT_MAX, timeout_ms
+        clock[0] += timeout_ms * 1000000
+        return real_poll(0, capacity)
+
+    lp._poller.poll = fake_poll
+    start = clock[0]
+    fired = []
+    lp.add_timer(60 * DAY_MS, lambda: fired.append(clock[0] - start))
+    while not fired:
+        lp.run_once()
+        assert len(polls) < 70, polls  # about one wake-up a day, no busy loop
+    assert 60 * DAY_MS * 1000000 <= fired[0] <= (60 * DAY_MS + 1) * 1000000
+    lp.close()
+
+
 def test_cancel_pause_resume(loop):
     fired = []
     a = loop.add_timer(30, lambda: fired.append("a"))
@@ -138,6 +199,62 @@ def test_interval_can_cancel_itself(loop):
         loop.run_once(10)
     assert len(count) == 3
     assert loop.timer_count == 0
+
+
+def test_base_exception_from_a_timer_loses_nothing_of_its_batch(loop):
+    """Ctrl-C (or SystemExit) raised by one timer leaves run_once(); the app catches it
+    and runs the loop on (a graceful shutdown): the rest of the due batch still fires."""
+    ran = []
+
+    def interrupt():
+        ran.append("interrupt")
+        raise KeyboardInterrupt
+
+    loop.add_timer(5, interrupt)
+    iv = loop.add_interval(5, lambda: ran.append("interval"))
+    loop.add_timer(5, lambda: ran.append("one-shot"))
+    time.sleep(0.02)  # all three due in the same batch
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_once(0)
+    assert ran == ["interrupt"]
+    assert loop.timer_count == 2  # still counted, so still reported by leaks()
+    run_until(loop, lambda: ran.count("interval") >= 3)
+    assert ran[:3] == ["interrupt", "interval", "one-shot"]
+    assert loop.cancel_timer(iv)
+    assert loop.timer_count == 0
+
+
+def test_interval_raising_base_exception_keeps_its_grid(loop):
+    ticks = []
+
+    def tick():
+        ticks.append(1)
+        if len(ticks) == 1:
+            raise SystemExit
+
+    iv = loop.add_interval(5, tick)
+    with pytest.raises(SystemExit):
+        run_until(loop, lambda: ticks)
+    assert loop.timer_count == 1
+    run_until(loop, lambda: len(ticks) >= 3)
+    assert loop.cancel_timer(iv)
+    assert loop.timer_count == 0  # not stuck "firing" forever
+
+
+def test_base_exception_from_a_deferred_callback_keeps_the_rest_first(loop):
+    ran = []
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    for cb in (lambda: ran.append(1), interrupt, lambda: ran.append(3), lambda: ran.append(4)):
+        loop.defer_call(cb)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_once(0)
+    assert ran == [1]
+    loop.defer_call(lambda: ran.append("newer"))
+    loop.run_once(0)
+    assert ran == [1, 3, 4, "newer"]
 
 
 def test_now_ms_is_cached_per_iteration(loop):
@@ -613,6 +730,45 @@ def test_posts_racing_with_the_wake_up_are_never_lost(loop):
     assert not lost, "lost wake-up: only %d of 3000 ran" % lost[0]
     assert done == list(range(3000))
     loop.cancel_timer(safety)
+
+
+def test_stop_or_post_from_a_signal_handler_inside_stop_or_post_does_not_deadlock(backend):
+    """A signal.signal handler runs on the thread it interrupts, between two bytecodes:
+    one calling stop() or post() can land while that thread is itself inside stop() or
+    post(), in the region that holds the wake lock.  Simulated deterministically:
+    the wake-up inside that region calls the "handler" once.  The scenario runs on
+    a worker thread so that a deadlock fails the test instead of hanging it."""
+    lp = Loop(backend=backend, debug=True)
+    real_wake = lp._wake
+    ran = []
+    interrupt = []  # handlers still to land inside the locked region
+
+    def wake_interrupted():
+        if interrupt:
+            interrupt.pop()()
+        real_wake()
+
+    def handler():
+        lp.stop()
+        lp.post(lambda: ran.append("from handler"))
+
+    lp._wake = wake_interrupted
+
+    def scenario():
+        interrupt.append(handler)
+        lp.stop()  # a callback stopping the loop, interrupted by Ctrl-C's stop()
+        lp.run_once(0)  # drains the wake fd: the next post() writes to it again
+        interrupt.append(handler)
+        lp.post(lambda: ran.append("posted"))  # interrupted the same way
+
+    th = threading.Thread(target=scenario, daemon=True)
+    th.start()
+    th.join(5)
+    assert not th.is_alive(), "deadlock: stop()/post() re-entered from a signal handler waits for itself"
+    lp._wake = real_wake
+    lp.run_once(0)
+    assert sorted(ran) == ["from handler", "from handler", "posted"]
+    lp.close()
 
 
 def test_signal_delivered_to_an_older_thread_still_wakes_the_loop_at_once(loop):

@@ -53,6 +53,35 @@ def test_send_to_from_bound_endpoint(loop):
     b.close()
 
 
+def test_dual_stack_endpoint_sends_to_plain_ipv4_and_ipv6(loop):
+    got = []
+    ep = bind_udp(loop, None, 0, lambda e, d, addr: got.append((d, addr)))  # "::" with V6ONLY off
+    if ep.family != socket.AF_INET6:
+        ep.close()
+        pytest.skip("no IPv6: bind_udp(None) is not dual-stack here")
+    v4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        v4.settimeout(2)
+        v6.settimeout(2)
+        v4.bind(("127.0.0.1", 0))
+        v6.bind(("::1", 0))
+        assert ep.send_to(b"to v4", ("127.0.0.1", v4.getsockname()[1]))  # used to raise gaierror
+        assert v4.recvfrom(100) == (b"to v4", ("127.0.0.1", ep.port))
+        assert ep.send_to(b"to v6", ("::1", v6.getsockname()[1]))
+        assert v6.recvfrom(100)[0] == b"to v6"
+        v4.sendto(b"from v4", ("127.0.0.1", ep.port))
+        run_until(loop, lambda: got)
+        [(data, peer)] = got
+        assert data == b"from v4" and peer[0] == "::ffff:127.0.0.1"
+        assert ep.send_to(b"reply", peer)  # the address as received, mapped already
+        assert v4.recvfrom(100)[0] == b"reply"
+    finally:
+        v4.close()
+        v6.close()
+        ep.close()
+
+
 def test_connected_udp_reports_icmp_refused(loop):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))

@@ -149,6 +149,45 @@ def test_handler_exception_closes_with_1011():
         c.close()
 
 
+@pytest.mark.parametrize("code,reason", [(70000, "app code"), (1006, ""), (1000, b"bye")])
+def test_bad_close_code_in_a_handler_still_closes_with_1011(code, reason):
+    # ws.close() refuses the arguments before closing anything, so the 1011 of the
+    # failed handler goes out and TCP closes -- not a connection left open forever
+    closed = queue.Queue()
+
+    def on_message(ws, data, is_text):
+        ws.close(code, reason)
+
+    with ws_serving(on_message=on_message, ping_interval=None,
+                    on_close=lambda ws, c, r: closed.put((c, r))) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=3) as s:
+            s.sendall(handshake())
+            _, data = read_head(s)
+            s.sendall(build_frame(OP_TEXT, b"go", mask=M))
+            while len(data) < 18:  # the close frame: 2 + 2 + len("internal error")
+                data += s.recv(100)
+            assert server_frames(data) == [(OP_CLOSE, close_payload(1011, "internal error"))]
+            s.sendall(build_frame(OP_CLOSE, close_payload(1011), mask=M))  # the echo
+            _, how = read_until_closed(s, 3)
+            assert how in ("eof", "reset")
+        assert closed.get(timeout=3) == (1011, "internal error")
+        assert wait_for(lambda: srv.connection_count == 0)
+
+
+def test_handler_can_catch_a_bad_close_code_and_carry_on():
+    def on_message(ws, data, is_text):
+        try:
+            ws.close(1015, "tls")  # RFC 6455 7.4.1: never sent
+        except ValueError as exc:
+            ws.send("refused: %s" % ("1015" in str(exc)))
+
+    with ws_serving(on_message=on_message, ping_interval=None) as srv:
+        c = connect_sync("ws://127.0.0.1:%d/" % srv.port)
+        c.send("x")
+        assert c.recv() == "refused: True"  # still open: nothing was spent on the bad close
+        assert c.close() == 1000
+
+
 def test_auto_ping_and_pong_timeout_1011():
     closed = queue.Queue()
     with ws_serving(on_message=echo, ping_interval=0.1, ping_timeout=0.2,

@@ -76,6 +76,36 @@ def test_environ_follows_pep3333():
     assert env["errors_write"]
 
 
+ABSOLUTE_FORM = [
+    # (target, Host field or None, HTTP_HOST the app sees, PATH_INFO, QUERY_STRING) -- RFC 9112 3.2.2
+    ("http://victim.example/admin", "attacker.example", "victim.example", "/admin", ""),
+    ("http://victim.example:8080/a?x=1", "attacker.example", "victim.example:8080", "/a", "x=1"),
+    ("http://victim.example?x=1", "attacker.example", "victim.example", "/", "x=1"),
+    ("https://[::1]:8443/v6", "attacker.example", "[::1]:8443", "/v6", ""),
+    ("http://user:pw@victim.example/u", "attacker.example", "victim.example", "/u", ""),  # RFC 9110 7.2
+    ("http://victim.example/10", None, "victim.example", "/10", ""),  # HTTP/1.0: no Host needed
+    ("http://bad<host>/x", "attacker.example", None, "/x", ""),  # not a host: none at all
+]
+
+
+@pytest.mark.parametrize("target,host,http_host,path,query", ABSOLUTE_FORM, ids=[a[0] for a in ABSOLUTE_FORM])
+def test_absolute_form_target_names_the_host_not_the_host_field(target, host, http_host, path, query):
+    with wsgi_server(validator(env_app)) as srv:
+        if host is None:
+            head = "GET %s HTTP/1.0\r\nConnection: keep-alive\r\n" % target
+        else:
+            head = "GET %s HTTP/1.1\r\nHost: %s\r\n" % (target, host)
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(head.encode() + b"\r\n")
+            status, body = read_response(s)
+        port = srv.port
+    env = json.loads(body)
+    assert status.startswith(b"HTTP/1.1 200"), status
+    assert env["HTTP_HOST"] == http_host
+    assert (env["PATH_INFO"], env["QUERY_STRING"]) == (path, query)
+    assert env["SERVER_NAME"] == "127.0.0.1" and env["SERVER_PORT"] == str(port)  # the socket's, as always
+
+
 def test_root_path_becomes_script_name():
     with wsgi_server(validator(env_app), root_path="/api") as srv:
         env = json.loads(get(srv.port, "/api/items?q=1")[2])
@@ -548,6 +578,19 @@ def test_unix_socket(tmp_path):
     env = json.loads(body)
     assert head.startswith(b"HTTP/1.1 200") and env["PATH_INFO"] == "/unix"
     assert env["SERVER_NAME"] == "example.test" and env["REMOTE_ADDR"] is None
+
+
+def test_unix_socket_absolute_form_server_name_from_the_target(tmp_path):
+    path = str(tmp_path / "wsgi.sock")
+    with wsgi_server(validator(env_app), uds=path):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(b"GET http://victim.example/unix HTTP/1.1\r\nHost: attacker.example\r\n\r\n")
+            head, body = read_response(s)
+    env = json.loads(body)
+    assert head.startswith(b"HTTP/1.1 200") and env["PATH_INFO"] == "/unix"
+    assert env["HTTP_HOST"] == "victim.example" and env["SERVER_NAME"] == "victim.example"
 
 
 @pytest.mark.parametrize("bad", ["none", "str", "bytes", "str-list", "no-start"])

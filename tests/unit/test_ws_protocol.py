@@ -8,7 +8,7 @@ import pytest
 from powpow.ws.deflate import DeflateOptions, PerMessageDeflate
 from powpow.ws.frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, FrameParser,
                               build_frame, close_payload, frame_header)
-from powpow.ws.protocol import CLOSE, CLOSED, CLOSING, MESSAGE, PING, PONG, Protocol
+from powpow.ws.protocol import CLOSE, CLOSED, CLOSING, MESSAGE, OPEN, PING, PONG, Protocol
 
 M = b"\x11\x22\x33\x44"
 
@@ -133,6 +133,54 @@ def test_we_close_first_then_peer_answers():
     events = proto.receive_data(build_frame(OP_TEXT, b"in flight") + build_frame(OP_CLOSE, b"\x03\xe8"))
     assert events == [(MESSAGE, "in flight", True), (CLOSE, 1000, "")]
     assert proto.state == CLOSED and proto.data_to_send() == []
+
+
+BAD_CLOSE = [
+    # (name, code, reason, exception) -- RFC 6455 7.4.1: 1005/1006/1015 are never sent; 5.5: 125-byte payload
+    ("1006 is for reporting only", 1006, "", ValueError),
+    ("1015 is for reporting only", 1015, "", ValueError),
+    ("1005 is for reporting only", 1005, "", ValueError),
+    ("1004 is reserved", 1004, "", ValueError),
+    ("below 1000", 999, "", ValueError),
+    ("unassigned 2000", 2000, "", ValueError),
+    ("over 4999", 5000, "", ValueError),
+    ("over 16 bits", 70000, "r", ValueError),
+    ("negative", -1, "", ValueError),
+    ("reason over 123 bytes", 1000, "é" * 62, ValueError),
+    ("reason without a code", None, "bye", ValueError),
+    ("reason as bytes", 1000, b"bye", TypeError),
+    ("code as str", "1000", "", TypeError),
+]
+
+
+@pytest.mark.parametrize("name,code,reason,exc", BAD_CLOSE, ids=[c[0] for c in BAD_CLOSE])
+def test_bad_close_arguments_raise_before_anything_changes(name, code, reason, exc):
+    proto = Protocol()
+    with pytest.raises(exc):
+        proto.close(code, reason)
+    assert proto.state == OPEN and not proto.close_sent
+    # nothing was spent: the connection can still close properly (the 1011 of a failed handler)
+    proto.outgoing.extend(proto.close(1011, "internal error"))
+    assert sent_frames(proto) == [(OP_CLOSE, b"\x03\xf3internal error")]
+    assert proto.state == CLOSING
+
+
+@pytest.mark.parametrize("code,reason,payload", [
+    (None, "", b""), (1000, "", b"\x03\xe8"), (1014, "x", b"\x03\xf6x"), (3000, "", b"\x0b\xb8"),
+    (4999, "é" * 61 + "x", b"\x13\x87" + ("é" * 61 + "x").encode()),  # exactly 123 bytes of reason
+])
+def test_valid_close_arguments_go_on_the_wire(code, reason, payload):
+    proto = Protocol()
+    proto.outgoing.extend(proto.close(code, reason))
+    assert sent_frames(proto) == [(OP_CLOSE, payload)]
+
+
+def test_failing_with_a_long_internal_reason_still_closes():
+    # our own reasons (an inflate error's text) are cut to fit, never refused
+    proto = Protocol()
+    proto._fail(1007, "invalid compressed data: " + "z" * 200, [])
+    [(op, payload)] = sent_frames(proto)
+    assert op == OP_CLOSE and payload[:2] == b"\x03\xef" and len(payload) == 125
 
 
 def test_client_masks_every_frame_with_fresh_keys():
