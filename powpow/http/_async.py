@@ -50,8 +50,8 @@ def aio_loops(loop):
 async def _drain(res) -> None:
     if res._gone:
         raise ConnectionResetError("the client has gone")
-    if res._session.writable:
-        return
+    if res._session.writable and not res._wants_drain:
+        return  # (_wants_drain: behind an earlier answer, its own queue is full)
     fut = asyncio.get_running_loop().create_future()
     prev = res.on_drain
 

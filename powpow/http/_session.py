@@ -26,16 +26,28 @@ Invariants:
   ``_dispatch_upgrade``): ``res.upgrade()`` needs to be first in line, and the
   handler sees the connection as if the request had arrived alone.  The
   parser stops behind it and reading stays paused, so nothing piles up.
+* Only requests with safe methods (GET, HEAD, OPTIONS, TRACE) run while an
+  earlier answer is still being made (RFC 9112 §9.3.2); any other one waits,
+  with every request behind it, in ``waiting`` (reading paused) until the
+  earlier answers are handed over -- had one of them closed the connection,
+  it would otherwise have run for an answer nobody gets.  Once a head says
+  ``Connection: close`` (``answer_closes``: ``no_more``) no later request
+  reaches a handler (RFC 9112 §9.6), and only the body of a request being
+  answered is still read; CLOSING follows when that answer is handed over.
+* A streamed answer behind an earlier one that is still being made keeps its
+  output itself; ``write()`` judges that by the transport's high water and cap
+  (``Response._queued_behind``), and ``on_drain`` runs once it is first in line.
 * Deadlines are checked by the server's sweep (``check_deadline``) from
   ``since`` (phase start / last progress) and, while output is pending, from
   the last time ``bytes_sent`` grew: a queue that grows is not progress.
 
 ``Response`` talks to its session only through: ``date``, ``closing``,
-``in_batch``, ``server.access_log``, ``must_close(res)``, ``flush()`` /
-``flush_now()``, ``writable``, ``upgrade(res, headers)``, ``client_ip(req)``,
-``pause_body()`` / ``resume_body()`` and ``loop``; the session reads a
-response's ``ended``, ``_segments``, ``_close``, ``_upgrade``, ``on_drain``
-and calls ``_lost()`` / ``_reset()``.
+``in_batch``, ``server.access_log``, ``must_close(res)``, ``answer_closes()``,
+``flush()`` / ``flush_now()``, ``writable``, ``pending``, ``conn``, ``ip``,
+``upgrade(res, headers)``, ``client_ip(req)``, ``pause_body()`` /
+``resume_body()`` and ``loop``; the session reads a response's ``ended``,
+``_segments``, ``_close``, ``_upgrade``, ``on_drain``, ``_wants_drain`` and
+calls ``_lost()`` / ``_reset()``.
 """
 import errno
 from typing import List, Optional
@@ -51,6 +63,11 @@ from .response import _UNPARSED, _UP_ASKED, Response, _FileSeg, close_segments
 log = get_logger("powpow.http")
 _new = _ffi.blank  # object.__new__ (a specialised builtin call on CPython)
 
+# RFC 9110 §9.2.1.  Pipelined behind an answer still being made, only these run
+# at once (RFC 9112 §9.3.2); any other method waits (see the module docstring).
+SAFE_METHODS = frozenset(["GET", "HEAD", "OPTIONS", "TRACE"])
+_GET = "GET"  # (the parser interns it: an identity test first, for pipelined GETs)
+
 IDLE, HEAD, BODY, CLOSING, DETACHED, GONE = range(6)
 STATE_NAMES = ("idle", "head", "body", "closing", "detached", "gone")
 
@@ -63,7 +80,8 @@ class Session:
     __slots__ = ("server", "conn", "parser", "pending", "in_batch", "state", "since", "depth",
                  "sent_seen", "write_since", "continued", "want_continue", "streaming", "ip", "held",
                  "write_blocked", "body_paused", "eof", "eof_since", "body_start", "body_got",
-                 "date", "loop", "upgrade_req", "closing", "body_req", "lost_exc", "tls")
+                 "date", "loop", "upgrade_req", "closing", "body_req", "lost_exc", "tls", "waiting",
+                 "no_more")
 
     def __init__(self, server, conn) -> None:
         self.server = server
@@ -109,6 +127,12 @@ class Session:
         self.upgrade_req: Optional[Request] = None
         self.closing = False  # CLOSING, or the server drains: heads may say Connection: close
         self.body_req: Optional[Request] = None  # streaming: the dispatched request whose body is still arriving
+        # Requests parsed but held back, in order, behind an answer still being made
+        # (see _hold); None when there are none (most connections never have any).
+        self.waiting: Optional[List[Request]] = None
+        # No request reaches a handler any more: CLOSING or beyond, or a head said
+        # Connection: close (answer_closes).  One flag, read once per request.
+        self.no_more = False
 
     # -- transitions ----------------------------------------------------------
 
@@ -127,18 +151,23 @@ class Session:
 
     def _body_done(self) -> None:
         self.state = IDLE  # the handler answers; ``pending`` keeps the keep-alive clock off
+        if self.no_more:
+            self.conn.pause_reading()  # the body answered with a close is in: nothing more to read
 
     def _to_detached(self) -> None:
         self.state = DETACHED
+        self.no_more = True
 
     def _to_closing(self) -> None:
         self.closing = True
+        self.no_more = True
         if self.state < CLOSING:
             self.state = CLOSING
 
     def _to_gone(self) -> None:
         """The transport closed: drop what was not sent, tell streaming handlers."""
         self.state = GONE
+        self.no_more = True
         cur = self.parser.current
         if cur is not None:
             cur._close_stream_file()  # the body never finished
@@ -149,6 +178,15 @@ class Session:
             res._lost()
             if res.request.body_size:
                 res.request.close()  # spooled body files go with the connection
+        self._drop_waiting()
+
+    def _drop_waiting(self) -> None:
+        waiting = self.waiting
+        if waiting is not None:
+            self.waiting = None
+            for req in waiting:
+                if req.body_size:
+                    req.close()  # never answered: its spooled body goes now
 
     # -- input ------------------------------------------------------------------
 
@@ -182,11 +220,14 @@ class Session:
                     pending = self.pending
                     upgrade_req = self.upgrade_req
                     for req in reqs:
-                        if self.state >= CLOSING:
-                            # an earlier handler of this read failed (its 500 closes the connection:
-                            # what follows would run with its answer thrown away), took the
-                            # connection, or it is gone
+                        if self.no_more:
+                            # an earlier answer closes the connection (a handler's Connection:
+                            # close, or its failure's 500: what follows would run with its
+                            # answer thrown away), a handler took the connection, or it is gone
                             break
+                        if pending and req.method is not _GET and req.method not in SAFE_METHODS \
+                                and self._hold(req, reqs):
+                            break  # it waits, with what follows, for the answers before it
                         if req is upgrade_req and self._upgrade_must_wait():
                             break  # (it is the last) see _dispatch_upgrade
                         # Response(self, req) without the class call (its __init__, inlined:
@@ -223,6 +264,10 @@ class Session:
         self.flush()
         state = self.state
         if state >= CLOSING:
+            if state == CLOSING and parser._held:
+                # requests that will never run pile up in the parser: read no more
+                # (close_after_drain reads on, discarding, once the last answer is out)
+                conn.pause_reading()
             return
         cur = parser._req  # parser.current (an attribute read: once per read)
         if cur is not None:
@@ -256,7 +301,7 @@ class Session:
                 res.on_eof()
         if self.state >= CLOSING:
             return
-        if not self.pending and not self.held:
+        if not self.pending and not self.held and self.waiting is None:
             conn.close_after_drain()  # nothing in flight: FIN after what is queued
             self._to_closing()
 
@@ -267,6 +312,19 @@ class Session:
     def _pump(self) -> None:
         """Resume input once nothing holds it back (the one place that resumes)."""
         if self.state >= CLOSING or self.write_blocked or len(self.pending) >= self.depth:
+            return
+        if self.no_more:
+            # an answer closes the connection: only a body being answered is still read
+            cur = self.parser._req
+            if (cur is not None and cur.response is not None and not self.body_paused
+                    and self.conn.reading_paused):
+                self.conn.resume_reading()
+            return
+        if self.waiting is not None:
+            # held requests first (they precede an Upgrade/CONNECT one); reading
+            # stays paused until they run
+            if not self.pending:
+                self.loop.defer_call(self._dispatch_waiting)
             return
         up = self.upgrade_req
         if up is not None:
@@ -294,6 +352,7 @@ class Session:
         if self.pending:
             res = self.pending[0]
             cb = res.on_drain
+            res._wants_drain = False  # (told now, if it waited behind an earlier answer)
             if cb is not None and not res.ended:
                 try:
                     cb()
@@ -370,19 +429,29 @@ class Session:
             if pending[0] is not res:
                 self.want_continue = True  # earlier answers first
                 return
-        elif pending:
-            self.want_continue = True
+        elif pending or self.waiting is not None:
+            self.want_continue = True  # (held requests come before it, see _hold)
             return
         self.want_continue = False
         self.continued = req
         self.conn.write(_CONTINUE)
 
     def _dispatch(self, req) -> None:
-        if self.state >= CLOSING:
-            return  # an earlier handler failed (closing), took the connection, or it is gone
+        if self.no_more:
+            return  # an earlier answer closes the connection, a handler took it, or it is gone
+        waiting = self.waiting
+        if waiting is not None:
+            for r in waiting:
+                if r is req:
+                    return  # held since its head (streaming): it runs from _dispatch_waiting
+            waiting.append(req)  # behind a held request: order is kept
+            return
         upgrade = req is self.upgrade_req
-        if upgrade and self._upgrade_must_wait():
-            return  # see _dispatch_upgrade
+        if upgrade:
+            if self._upgrade_must_wait():
+                return  # see _dispatch_upgrade
+        elif self.pending and req.method not in SAFE_METHODS and self._hold(req, None):
+            return
         res = Response(self, req)
         if upgrade:
             res._upgrade = _UP_ASKED  # type: ignore[assignment]
@@ -390,6 +459,91 @@ class Session:
         req.response = res
         try:
             self.server.handler(req, res)
+        except Exception as exc:
+            self._handler_failed(req, exc)
+
+    def _hold(self, req, reqs) -> bool:
+        """Hold ``req`` (and what follows it in ``reqs``) back if an earlier answer
+        is still being made: its method is not safe, and that answer may yet
+        close the connection (RFC 9112 §9.3.2, §9.6).  Reading pauses until
+        ``_dispatch_waiting`` runs it."""
+        for res in self.pending:
+            if not res.ended:
+                break
+        else:
+            return False
+        if reqs is None:
+            self.waiting = [req]
+        else:
+            i = 0
+            while reqs[i] is not req:
+                i += 1
+            self.waiting = reqs[i:]
+        self.conn.pause_reading()
+        return True
+
+    def _dispatch_waiting(self) -> None:
+        """Deferred by ``_pump``: the held requests run, in order, now that every
+        earlier answer is handed over (a request that is not safe may be held
+        again behind one of them that is still being made)."""
+        waiting = self.waiting
+        if waiting is None or self.pending:
+            return  # ran already (more than one _pump), or held again
+        if self.no_more or self.conn.closed:
+            self._drop_waiting()
+            return
+        self.waiting = None
+        streaming = self.streaming
+        self.in_batch = True
+        try:
+            for req in waiting:
+                if self.no_more:
+                    break
+                if streaming and self.waiting is None:
+                    self._dispatch_late(req)
+                else:
+                    self._dispatch(req)
+        finally:
+            self.in_batch = False
+        if self.no_more:
+            self._drop_waiting()
+        self.flush()
+        if self.state < CLOSING and self.waiting is None and self.pending:
+            # answers still being made: read on (a held body resumes) as before the
+            # hold (with none left, flush() did this already)
+            self._pump()
+
+    def _dispatch_late(self, req: Request) -> None:
+        """Streaming: a held request's handler runs after (some of) its body
+        arrived.  That part was kept (``_on_body`` without a callback); a handler
+        that sets ``on_body`` / ``stream_to_file`` / ``on_end`` gets it now, as
+        if it had just arrived."""
+        early = req._stream_buf
+        req._stream_buf = b""
+        self._dispatch(req)
+        if req.response is None:  # not run (the connection closes)
+            req._stream_buf = early
+            return
+        if self.parser._req is req:  # the body is still arriving
+            cb = req._body_cb
+            if cb is None:
+                req._stream_buf = early  # (nothing arrived meanwhile: reading is paused)
+            elif early:
+                try:
+                    cb(bytes(early))
+                except Exception as exc:
+                    self._handler_failed(req, exc)
+            return
+        # the whole message arrived while it waited (_on_complete found no callbacks)
+        try:
+            cb = req._body_cb
+            body = req.body
+            if cb is not None and body:
+                cb(body)
+            req._close_stream_file()
+            end = req._end_cb
+            if end is not None:
+                end()
         except Exception as exc:
             self._handler_failed(req, exc)
 
@@ -410,9 +564,9 @@ class Session:
         """Deferred by ``_pump``: run the handler of the Upgrade/CONNECT request
         that waited for the answers before it, as if it had arrived alone."""
         req = self.upgrade_req
-        if (req is None or req.response is not None or self.pending or self.state >= CLOSING
-                or self.conn.closed):
-            return  # dispatched already (more than one _pump), or the connection ends
+        if (req is None or req.response is not None or self.pending or self.no_more
+                or self.conn.closed or self.waiting is not None):
+            return  # dispatched already (more than one _pump), held ones first, or the connection ends
         self.in_batch = True
         try:
             self._dispatch(req)
@@ -489,6 +643,19 @@ class Session:
         res = Response(self, _UNPARSED)
         pending.append(res)
         res.send_error(exc.status, exc.message)
+
+    def answer_closes(self) -> None:
+        """A head says ``Connection: close``: answer what precedes it, then close;
+        no later request is processed (RFC 9112 §9.6), also one already read.
+        Reading stops unless the body of a request being answered still arrives."""
+        if self.no_more:
+            return  # (said already, or CLOSING or beyond)
+        self.no_more = True
+        parser = self.parser
+        cur = parser._req
+        if (cur is None or cur.response is None) and not parser.closed:
+            # (closed: the request itself said close, the parser reads nothing more)
+            self.conn.pause_reading()
 
     def must_close(self, res) -> bool:
         """While CLOSING (or the server drains): does ``res`` carry ``Connection: close``?
@@ -596,6 +763,11 @@ class Session:
                 self.held = True  # parse what the client sent behind it
         if done:
             del pending[:done]
+            if pending and not close and pending[0]._wants_drain:
+                # a streamed answer whose write() returned False while it waited
+                # behind them is first in line: its producer resumes (next iteration,
+                # not from inside the send() that ended the answer before it)
+                self.loop.defer_call(self._resume_head)
         if close:
             for later in pending:
                 later._lost()
@@ -612,6 +784,22 @@ class Session:
                 self._continue(cur)
         if not pending:
             self._drained()
+
+    def _resume_head(self) -> None:
+        """Deferred by ``_flush_all``: ``on_drain`` of the answer now first in line."""
+        pending = self.pending
+        if not pending or self.state >= DETACHED or self.write_blocked:
+            return  # (write_blocked: on_drain runs when the transport drains)
+        res = pending[0]
+        if not res._wants_drain:
+            return
+        res._wants_drain = False
+        cb = res.on_drain
+        if cb is not None and not res.ended:
+            try:
+                cb()
+            except Exception as exc:
+                self._handler_failed(res.request, exc)
 
     def _drained(self) -> None:
         """Every answer is handed over: read (or parse) the next requests; keep-alive starts."""
@@ -730,7 +918,8 @@ class Session:
             if not self.eof:
                 self.eof = True
                 self.eof_since = now
-            if (not self.pending and not self.held) or now - self.eof_since >= server.keepalive_timeout_ms:
+            if ((not self.pending and not self.held and self.waiting is None)
+                    or now - self.eof_since >= server.keepalive_timeout_ms):
                 conn.close()
             return
         state = self.state

@@ -64,6 +64,35 @@ def status_line(status: int) -> bytes:
     return line
 
 
+def check_final_status(status) -> None:
+    """Raise ValueError unless ``status`` can answer a request: three digits (RFC
+    9110 §15), 200 to 999.  A 1xx is interim -- the client reads on for the final
+    answer, so sent as one it hangs the connection: 103 goes through
+    ``send_early_hints()``, 101 through ``upgrade()``."""
+    if status.__class__ is not int and (isinstance(status, bool) or not hasattr(type(status), "__index__")):
+        # (an IntEnum / HTTPStatus or a numpy integer is fine; True, "200" or 200.5 are not)
+        raise ValueError("HTTP status must be an int from 200 to 999, got %r" % (status,))
+    if not 200 <= status <= 999:
+        if 100 <= status < 200:
+            raise ValueError("status %d is interim (1xx), not an answer: use send_early_hints() for 103, "
+                             "upgrade() for 101; a final status is 200 to 999" % status)
+        raise ValueError("HTTP status must be a 3-digit number from 200 to 999, got %r" % (status,))
+
+
+def _cacheable(headers) -> bool:
+    """May ``headers`` key the header-block caches?  Only when every name and value
+    is exactly ``str``: ``True == 1`` and ``2 == 2.0`` are equal keys that are
+    written differently ("True" / "1"), so a cached block would answer for the other.
+    Called only when a list is not cached yet: a hit costs nothing more."""
+    for pair in headers:
+        if pair.__class__ is not tuple or len(pair) != 2:
+            return False
+        name, value = pair
+        if name.__class__ is not str or value.__class__ is not str:
+            return False
+    return True
+
+
 def check_header(name: str, value: str) -> None:
     """Raise HeaderValueError unless ``name`` is a token and ``value`` has no CR/LF/NUL/controls."""
     if not name or not set(name) <= _TOKEN_CHARS:
@@ -112,6 +141,8 @@ class DateCache:
 
 
 _STATUS_200 = status_line(200)
+# tuple(headers) -> encoded block (bytes or _Framing); only lists of str pairs
+# are stored (see _cacheable), so a hit needs no check per pair.
 _header_blocks: dict = {}
 
 
@@ -194,7 +225,8 @@ def _plain_head(headers, date: bytes, length: int) -> Optional[bytes]:
     """The head ``Response._build_head`` would build for a 200 on a kept-alive
     HTTP/1.1 connection; None if ``headers`` name framing headers (then the
     general path applies them).  Remembered in ``_last_head`` when ``headers``
-    is None or a list of tuples (immutable pairs: an equal copy stays equal)."""
+    is None or a list of str pairs (immutable: an equal copy stays equal; see
+    ``_cacheable`` for why other values are never remembered)."""
     global _last_head
     if headers:
         key = tuple(headers)
@@ -204,6 +236,9 @@ def _plain_head(headers, date: bytes, length: int) -> Optional[bytes]:
             return None
         if block is None:
             block = _encode_block(headers)
+            if not _cacheable(headers):
+                # (True, 1, 2.0 ...): encoded every time, remembered nowhere
+                return _plain_uncached(block, date, length)
             if len(_header_blocks) < 512:
                 _header_blocks[key] = block
         if block.__class__ is not bytes:
@@ -218,6 +253,15 @@ def _plain_head(headers, date: bytes, length: int) -> Optional[bytes]:
     head = b"".join((_STATUS_200, date, _SERVER, block, b"Content-Length: %d\r\n\r\n" % length))
     _last_head = (headers, snapshot, date, length, head)
     return head
+
+
+def _plain_uncached(block, date: bytes, length: int) -> Optional[bytes]:
+    """``_plain_head`` for a list that is never remembered (see ``_cacheable``)."""
+    if block.__class__ is not bytes:
+        return None
+    return b"".join((_STATUS_200, date, _SERVER, block, b"Content-Length: %d\r\n\r\n" % length))
+
+
 _UP_ASKED = 1  # Response._upgrade: the request asked to switch (Upgrade/CONNECT)
 _TUNNEL_FRAMING = ("a 2xx answer to CONNECT opens a tunnel: it has no Content-Length or "
                    "Transfer-Encoding (RFC 9110 §9.3.6); its body, if any, is the first tunnel bytes")
@@ -294,6 +338,11 @@ class Response:
     _written = 0
     _upgrade = None
     _gone = False
+    # write() behind an earlier answer still being made (see _queued_behind):
+    # segments and bytes counted so far; on_drain owed once first in line.
+    _held_n = 0
+    _held_bytes = 0
+    _wants_drain = False
     on_drain: Optional[Callable[[], object]] = None
     on_close: Optional[Callable[[], object]] = None
 
@@ -327,8 +376,11 @@ class Response:
         return self._sent_head
 
     def set_status(self, status: int) -> "Response":
+        """The final status, 200 to 999 (``ValueError`` otherwise; see ``check_final_status``)."""
         self._check_open_head()
-        self.status = int(status)
+        status = int(status)
+        check_final_status(status)
+        self.status = status
         return self
 
     def set_header(self, name: str, value) -> "Response":
@@ -357,6 +409,9 @@ class Response:
 
     def _build_head(self, length: Optional[int], hs=None) -> bytes:
         status = self.status
+        # The status line first: a bad status raises before anything is marked
+        # sent, so the handler's failure is still answered with a 500.
+        line = _STATUS_200 if status == 200 else self._status_line(status)
         if hs is None:
             hs = self._headers
         if hs:
@@ -370,7 +425,7 @@ class Response:
                 block = None
             if block is None:
                 block = _encode_block(hs)
-                if key is not None and len(_header_blocks) < 512:
+                if key is not None and len(_header_blocks) < 512 and _cacheable(hs):
                     _header_blocks[key] = block
             if block.__class__ is not bytes:
                 block, length = self._handler_framing(block, length)
@@ -397,13 +452,20 @@ class Response:
             framing = b"Content-Length: %d\r\n" % length
         if self._close:
             framing += b"Connection: close\r\n"
+            session.answer_closes()  # nothing pipelined behind this is processed (RFC 9112 §9.6)
         elif self.request.version == "1.0":
             framing += b"Connection: keep-alive\r\n"
         elif status == 101:
             framing += b"Connection: Upgrade\r\n"
         self._sent_head = True
-        line = _STATUS_200 if status == 200 else status_line(status)
         return b"".join((line, session.date.header, _SERVER, block, framing, b"\r\n"))
+
+    def _status_line(self, status) -> bytes:
+        """``_build_head``'s status line for every status but 200."""
+        if status == 101 and self._upgrade is not None and self.request.method != "CONNECT":
+            return status_line(101)  # upgrade(): its handover
+        check_final_status(status)
+        return status_line(status)
 
     def _handler_framing(self, f: _Framing, length: Optional[int]):
         """Apply the framing headers a handler set (validated in ``_encode_block``)."""
@@ -482,6 +544,7 @@ class Response:
             raise RuntimeError("response head already sent (write() began a streamed body): "
                                "finish it with write() and end(), not send()")
         if status is not None:
+            check_final_status(status)  # (before anything changes: the handler may still answer)
             self.status = status
         hs = self._headers
         if headers:
@@ -515,10 +578,22 @@ class Response:
     def json(self, obj, status: int = 200, headers=None) -> None:
         """Send ``obj`` as JSON (``application/json``, UTF-8) and end the response."""
         body = _lazy.json_dumps_compact(obj).encode("utf-8")
-        hs = [("Content-Type", "application/json")]
-        if headers:
-            hs += list(headers.items()) if hasattr(headers, "items") else list(headers)
+        if not headers:
+            hs = [] if self._has_content_type(()) else [("Content-Type", "application/json")]
+        else:
+            given = list(headers.items()) if hasattr(headers, "items") else list(headers)
+            # the caller's Content-Type (application/problem+json ...) replaces the default
+            hs = given if self._has_content_type(given) else [("Content-Type", "application/json")] + given
         self.send(body, status=status, headers=hs)
+
+    def _has_content_type(self, headers) -> bool:
+        for h in self._headers:
+            if str(h[0]).lower() == "content-type":
+                return True
+        for h in headers:
+            if str(h[0]).lower() == "content-type":
+                return True
+        return False
 
     def redirect(self, url: str, status: int = 302) -> None:
         """Redirect to ``url`` (301, 302, 303, 307 or 308) with a short text body."""
@@ -582,7 +657,46 @@ class Response:
                 raise WriteQueueFull("response body cut: %s (write() returned False; "
                                      "wait for on_drain before writing more)" % (exc,))
             return False
+        if self._segments:
+            # not handed to the transport: behind an earlier answer, or inside a read's batch
+            return self._queued_behind(session)
         return session.writable
+
+    def _queued_behind(self, session) -> bool:
+        """``write()`` when this answer's segments stayed here after the flush.
+
+        Behind an earlier pipelined answer that is still being made they cannot
+        reach the transport, so they are this answer's own queue, judged by the
+        transport's limits: at ``high_water`` False (``on_drain`` runs once this
+        answer is first in line), and a write while more than ``max_queued`` is
+        held is refused loudly (the connection closes, ``WriteQueueFull``), as the
+        transport refuses.  Until it is first in line nothing is taken from
+        ``_segments``, so the count only grows: each call adds the new segments."""
+        pending = session.pending
+        if not pending or pending[0] is self:
+            return session.writable  # first in line, inside a read: out at the batch's end
+        segs = self._segments
+        before = held = self._held_bytes
+        n = len(segs)
+        for i in range(self._held_n, n):
+            seg = segs[i]
+            held += seg.count if seg.__class__ is _FileSeg else len(seg)
+        self._held_n = n
+        self._held_bytes = held
+        conn = session.conn
+        if before > conn.max_queued:
+            exc = WriteQueueFull(
+                "write of %d bytes refused: %s %s holds %d bytes behind an earlier pipelined answer still "
+                "being made, past the %d-byte cap (client %s); connection closed"
+                % (held - before, self.request.method, self.request.target, before, conn.max_queued, session.ip))
+            log.error("%s", exc)
+            conn.close()  # every answer of the connection goes (this one too: _lost)
+            raise WriteQueueFull("response body cut: %s (write() returned False; "
+                                 "wait for on_drain before writing more)" % (exc,))
+        if held >= conn.high_water:
+            self._wants_drain = True  # the session calls on_drain when it is first in line
+            return False
+        return True
 
     def end(self, chunk=b"") -> None:
         """Finish a streamed response (or send an empty one)."""
@@ -604,6 +718,7 @@ class Response:
             # A short body would desynchronise the client: close after it.
             log.error("response ended after %d of %d announced bytes; closing", self._written, self._length)
             self._close = True
+            self._session.answer_closes()
         self._finish()
 
     def send_file(self, path, content_type: Optional[str] = None, download: bool = False) -> None:

@@ -25,6 +25,9 @@ class _Session:
         self.date = _Date(date)
         self.server = _Server()
 
+    def answer_closes(self) -> None:
+        pass
+
 
 class _Req:
     def __init__(self, method="GET", version="1.1", keep_alive=True) -> None:
