@@ -21,7 +21,11 @@ Response (``send``): ``http.response.start`` only records status and headers;
 the head leaves with the first body piece, in one write (a whole response in
 one ``res.send``).  ``more_body`` streams chunked (or with the app's
 Content-Length); while the transport is over its high-water mark the app's
-``send`` waits (a slow client pauses the app).  Extensions:
+``send`` waits (a slow client pauses the app).  So does the final body, before
+it is handed over (``_wait_room``), also while the answers ahead of it hold
+``PIPELINE_HIGH_WATER`` bytes the transport has not taken: pipelined apps all
+run at once, and their answers would otherwise pile up past the transport's
+32 MiB cap.  Extensions:
 ``http.response.pathsend`` (sendfile), ``http.response.trailers`` (when the
 request said ``TE: trailers``), ``http.response.early_hint`` (103).
 
@@ -329,6 +333,10 @@ class HttpCycle:
                 if not ok or res._segments:
                     await self._backpressure()
                 return
+            if body and self._no_room():
+                await self._wait_room()
+                if self.state != 1:  # another task of the app completed it meanwhile
+                    raise RuntimeError("ASGI: 'http.response.body' after the response completed")
             eof = self.eof  # (True for a request without a body: a class default)
             if not eof:
                 self._close_if_unread()
@@ -339,6 +347,7 @@ class HttpCycle:
             self.state = 2
             if not eof:
                 self._after_complete()
+            self._pass_turn()
             return
         if t == "http.response.start":
             if self.state != 0:
@@ -377,6 +386,7 @@ class HttpCycle:
             if not message.get("more_trailers", False):
                 self.state = 2
                 self._after_complete()
+                self._pass_turn()
             return
         if t == "http.response.pathsend":
             if self.state != 1:
@@ -399,6 +409,7 @@ class HttpCycle:
             res.send_plan(_PathPlan(res.status, fd, size))
             self.state = 2
             self._after_complete()
+            self._pass_turn()
             return
         if t == "http.response.early_hint":
             if self.state != 0:
@@ -452,6 +463,61 @@ class HttpCycle:
                 w = self.drained = Waiters(self.srv.aio)
             await w.wait()
         raise ClientDisconnected("the client has disconnected")
+
+    def _no_room(self) -> bool:
+        """Must a final body wait before it is handed over?  While the connection is
+        above high water, or the answers ahead of it hold ``PIPELINE_HIGH_WATER``
+        bytes the transport has not taken yet (made in the same read's batch, or
+        waiting behind an answer still being made)."""
+        res = self.res
+        session = res._session
+        if not session.writable:
+            return True
+        pending = session.pending
+        if len(pending) < 2 or pending[0] is res:
+            return False
+        held = 0
+        for r in pending:
+            if r is res:
+                break
+            for seg in r._segments:
+                if seg.__class__ is bytes:
+                    held += len(seg)
+        return held >= PIPELINE_HIGH_WATER
+
+    async def _wait_room(self) -> None:
+        """Park the final body until ``_no_room`` is over.  Woken by the drain (the
+        session tells the first answer in line), by the answer before it completing
+        (``_pass_turn``), or -- parked inside a read's batch -- once that batch is
+        flushed, when ``writable`` tells the truth again."""
+        res = self.res
+        session = res._session
+        while not res._gone:
+            if not self._no_room():
+                return
+            res.on_drain = self._on_drain
+            res.on_close = self._on_close
+            w = self.drained
+            if w is None:
+                w = self.drained = Waiters(self.srv.aio)
+            if session.in_batch:
+                self.srv.aio.call_soon(self._on_drain)
+            await w.wait()
+        raise ClientDisconnected("the client has disconnected")
+
+    def _pass_turn(self) -> None:
+        """This answer is complete: an answer parked behind it (``_wait_room``) may go
+        now -- no drain would tell it while the connection stays under high water.
+        (Inside a read's batch the answers parked there re-check on their own.)"""
+        session = self.res._session
+        if session.in_batch:
+            return
+        pending = session.pending
+        if pending and session.writable:
+            nxt = pending[0]
+            cb = nxt.on_drain
+            if cb is not None and not nxt.ended:
+                cb()
 
     # -- the task -----------------------------------------------------------------
 

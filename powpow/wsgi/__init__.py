@@ -15,7 +15,10 @@ backpressure, and a streamed response body waits for the client
 them, up to ``limit_concurrency`` (default: ``threads * 100``, at least 1000)
 requests in flight; past that the answer is ``503`` with ``Retry-After: 1``.
 A connection runs one exchange at a time (``_serial``): a pipelined request
-starts when the answer before it has been handed over.
+starts when the answer before it has been handed over and the connection is
+writable (under high water; else from its drain), so pipelined answers wait for
+a slow reader instead of piling up to the transport's 32 MiB cap.  A connection
+that closes with exchanges still in flight ends them (``_WsgiHttpServer``).
 
 Why the thread hop: a WSGI application blocks (database calls, files,
 ``time.sleep``); running it on the loop would stall every connection.  The
@@ -24,8 +27,9 @@ sleeps) per request, and a list body goes back in a single post (head and
 body in one write).  ``inline=True`` (or ``threads=0``) runs the application
 on the loop thread instead: fastest for tiny CPU-only apps, but any blocking
 call then stalls the whole server, and request bodies are buffered in memory
-before the app runs; a streamed body is pulled while the client keeps up
-(``Exchange._inline_pump``: a burst per loop turn, paused until on_drain).
+before the app runs (so ``max_body`` defaults to 1 MiB there); a streamed
+body is pulled while the client keeps up (``Exchange._inline_pump``: a burst
+per loop turn, paused until on_drain).
 Explicit and off by default.
 
 Environ
@@ -55,6 +59,7 @@ from typing import Any, Callable, Dict, Optional
 
 from ..errors import LoopError
 from ..http.forwarded import ProxyTrust
+from ..http.parser import MAX_BODY
 from ..http.server import HttpServer
 from ._exchange import Exchange
 from ._rules import STDERR, FileWrapper, _environ_key, absolute_form_host, header_key, path_info
@@ -75,6 +80,30 @@ _REFUSED_HEADERS = [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After
 
 def _discard(chunk) -> None:
     pass
+
+
+class _WsgiHttpServer(HttpServer):
+    """The HTTP server under ``Server``: tells it when a connection closes."""
+
+    def __init__(self, owner: "Server", **options: Any) -> None:
+        self.owner = owner
+        super().__init__(owner._handle, **options)
+
+    def _on_close(self, conn, exc) -> None:
+        session = conn.context
+        super()._on_close(conn, exc)
+        if session in self.owner._serial:
+            self.owner._connection_closed(session)
+
+
+def _made_ahead(session) -> int:
+    """Bytes of the answers a read's batch has made and not yet handed to the transport."""
+    n = 0
+    for res in session.pending:
+        for seg in res._segments:
+            if seg.__class__ is bytes:
+                n += len(seg)
+    return n
 
 
 class Server:
@@ -114,7 +143,7 @@ class Server:
         # One exchange at a time per connection: pipelined requests wait for the
         # answer before theirs (answers leave in order anyway, and a later
         # answer streamed early would pile up in memory behind the earlier one).
-        # session -> the requests waiting behind the running one.
+        # session -> the running exchange, then the ones waiting behind it.
         self._serial: Dict[Any, deque] = {}
         self._trust: Optional[ProxyTrust] = None
         if proxy_headers:
@@ -130,9 +159,14 @@ class Server:
             from ..net.tls import server_context
             ctx = server_context(ssl_certfile, ssl_keyfile)
         self.ssl = ctx
-        self.http = HttpServer(self._handle, loop=loop, streaming=True, workers=workers, access_log=access_log,
-                               keepalive_timeout=timeout_keep_alive, grace_period=self.grace, ssl=ctx,
-                               max_body=UNLIMITED_BODY if max_body is None else max_body, **http_options)
+        if max_body is None:
+            # Threads: the body streams to the app with backpressure, so no limit.
+            # Inline: it is read whole into memory before the app runs, so
+            # HttpServer's own default applies (413 past it, then close).
+            max_body = MAX_BODY if self.inline else UNLIMITED_BODY
+        self.http = _WsgiHttpServer(self, loop=loop, streaming=True, workers=workers, access_log=access_log,
+                                    keepalive_timeout=timeout_keep_alive, grace_period=self.grace, ssl=ctx,
+                                    max_body=max_body, **http_options)
         self._port = port
         self._pool: Optional[ThreadPool] = None
         self._pool_pid = 0
@@ -195,13 +229,19 @@ class Server:
         self._inflight += 1
         ex = Exchange(self, req, res, res._session.conn)
         session = res._session
-        waiting = self._serial.get(session)
-        if waiting is None:
-            self._serial[session] = deque()  # this connection has an exchange running
-            self._start(ex)
+        line = self._serial.get(session)
+        if line is None:
+            self._serial[session] = deque((ex,))  # this connection has an exchange running
+            if len(session.pending) > 1 and session.in_batch and _made_ahead(session) >= session.conn.high_water:
+                # answers to this read, made but not flushed yet, fill the connection:
+                # judge once they are handed over (inline, each pipelined request
+                # would otherwise run at once behind the last one's answer)
+                ex.loop.defer_call(ex.start_when_writable)
+            else:
+                ex.start_when_writable()
         else:
             ex.queued = True  # a pipelined request: after the one before it (see _release)
-            waiting.append(ex)
+            line.append(ex)
 
     def _start(self, ex) -> None:
         if not self.inline:
@@ -217,25 +257,41 @@ class Server:
         ex.released = True
         self._inflight -= 1
         session = ex.res._session
-        waiting = self._serial.get(session)
-        if waiting is None:
+        line = self._serial.get(session)
+        if line is None:
             return
         if ex.queued:  # never started: its client left
             try:
-                waiting.remove(ex)
+                line.remove(ex)
             except ValueError:
                 pass
             return
-        while waiting:
-            nxt = waiting.popleft()
+        if not line or line[0] is not ex:
+            return  # (not the running one)
+        line.popleft()
+        while line:
+            nxt = line[0]
             if not nxt.released:
                 nxt.queued = False
-                if self.inline:
-                    ex.loop.defer_call(nxt.start_inline)  # not from inside the previous answer's code
+                if self.inline or session.in_batch:
+                    # inline: not from inside the previous answer's code; in a batch:
+                    # once its answer is flushed (writable tells the truth only then)
+                    ex.loop.defer_call(nxt.start_when_writable)
                 else:
-                    self._get_pool().submit(nxt)
+                    nxt.start_when_writable()
                 return
+            line.popleft()
         del self._serial[session]
+
+    def _connection_closed(self, session) -> None:
+        """The connection closed with exchanges still in flight whose responses did
+        not hear of it: the HTTP layer answered one itself (a chunked body past
+        ``max_body``: 413, then close) while it waited for the end of its body.
+        They end as if their client had left, so their slots are given back."""
+        line = self._serial.get(session)
+        if line is not None:
+            for ex in list(line):
+                ex._loop_gone()
 
     def _conn_info(self, conn):
         pa = conn.peer_address
@@ -393,8 +449,9 @@ def serve(app: Callable, host: str = "127.0.0.1", port: int = 8000, **options: A
     ``limit_concurrency`` (requests in flight; more get 503), ``ssl_certfile``,
     ``ssl_keyfile``, ``ssl`` (an ``ssl.SSLContext``, wins).  WSGI only:
     ``threads=10`` (the worker pool), ``inline=False`` (run the app on the
-    loop thread: see the module docstring), ``max_body`` (None: unlimited;
-    bodies stream to the app anyway).
+    loop thread: see the module docstring), ``max_body`` (None: unlimited with
+    threads, as bodies stream to the app; inline, where a body is read whole
+    first, HttpServer's ``MAX_BODY``, 1 MiB; past it 413 and the connection closes).
     """
     level = options.get("log_level", "info")
     if level:

@@ -131,6 +131,24 @@ class Exchange:
             self.loop.defer_call(self._inline_pump)
         self.server._release(self)
 
+    def start_when_writable(self) -> None:
+        """Start this pipelined request once the connection takes more output (loop
+        thread).  While the answers before it sit above the transport's high water
+        it waits for the drain: started at once, each pipelined answer would join
+        the write queue, and 64 answers of 1 MiB pass its 32 MiB cap -- a slow but
+        honest client would be cut off."""
+        if self.gone:
+            return  # its client left while it waited (released then)
+        res = self.res
+        if not res._session.writable:
+            # the session tells the first answer in line: this one, now that the
+            # one before it is handed over
+            res.on_drain = self.start_when_writable
+            return
+        if res.on_drain is not None:
+            res.on_drain = None  # (started once)
+        self.server._start(self)
+
     # -- the application call (worker thread) ----------------------------------------
 
     def run(self) -> None:

@@ -610,6 +610,57 @@ def test_pipelined_requests_answered_in_order():
     assert data.index(b"r0") < data.index(b"r1") < data.index(b"r2")
 
 
+def read_pipelined_answers(sock, n: int, size: int, timeout: float = 30.0) -> list:
+    """Read ``n`` Content-Length answers of ``size`` body bytes at a steady, modest
+    pace (a slow but honest client); return their bodies' first 6 bytes, in order.
+    Stops early at EOF: the caller compares the count."""
+    sock.settimeout(timeout)
+    marks = []
+    buf = b""
+    end = time.monotonic() + timeout
+    while len(marks) < n and time.monotonic() < end:
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end >= 0 and len(buf) >= head_end + 4 + size:
+            assert b"\r\nContent-Length: %d\r\n" % size in buf[:head_end + 2], buf[:head_end]
+            marks.append(buf[head_end + 4:head_end + 10])
+            buf = buf[head_end + 4 + size:]
+            continue
+        try:
+            b = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not b:
+            break
+        buf += b
+        time.sleep(0.002)  # at most ~32 MB/s: the server's queue builds up
+    return marks
+
+
+@pytest.mark.parametrize("awaits", [False, True], ids=["at-once", "after-await"])
+def test_pipelined_big_answers_wait_for_a_slow_client(awaits):
+    # 48 pipelined GETs for 1 MiB answers, each a single final body: sent
+    # without waiting, they (48 MiB) pass the connection's 32 MiB write-queue cap
+    # and cut off an honest client that reads slower than the app produces.  The
+    # final body must wait for the connection like a more_body chunk does.
+    n, size = 48, 1 << 20
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        if awaits:
+            await asyncio.sleep(0)
+        await respond(send, body=scope["path"][1:].encode().rjust(6, b"0") + b"x" * (size - 6))
+
+    with asgi_server(app) as srv:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(n)))
+            time.sleep(0.5)  # the client is busy: the server has produced all it would
+            marks = read_pipelined_answers(s, n, size)
+    assert marks == [b"%06d" % i for i in range(n)]
+
+
 def test_keep_alive_timeout_closes_idle_connection():
     async def app(scope, receive, send):
         if scope["type"] == "http":

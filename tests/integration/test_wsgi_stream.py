@@ -9,7 +9,9 @@ import socket
 import threading
 import time
 
-from ._wsgi import read_response, rss_bytes, wsgi_server
+import pytest
+
+from ._wsgi import read_response, read_until_close, rss_bytes, wsgi_server
 
 MiB = 1 << 20
 
@@ -186,3 +188,119 @@ def test_upload_to_app_that_does_not_read_closes_instead_of_buffering():
             assert head.startswith(b"HTTP/1.1 413") and b"connection: close" in head.lower()
             assert body == b"too big\n"
     assert calls == [str(200 * MiB)]
+
+
+def read_pipelined_answers(sock, n: int, size: int, timeout: float = 30.0) -> list:
+    """Read ``n`` Content-Length answers of ``size`` body bytes at a steady, modest
+    pace (a slow but honest client); return their bodies' first 6 bytes, in order.
+    Stops early at EOF: the caller compares the count."""
+    sock.settimeout(timeout)
+    marks = []
+    buf = b""
+    end = time.monotonic() + timeout
+    while len(marks) < n and time.monotonic() < end:
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end >= 0 and len(buf) >= head_end + 4 + size:
+            assert b"\r\nContent-Length: %d\r\n" % size in buf[:head_end + 2], buf[:head_end]
+            marks.append(buf[head_end + 4:head_end + 10])
+            buf = buf[head_end + 4 + size:]
+            continue
+        try:
+            b = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not b:
+            break
+        buf += b
+        time.sleep(0.002)  # at most ~32 MB/s: the server's queue builds up
+    return marks
+
+
+@pytest.mark.parametrize("mode", [{}, {"inline": True}], ids=["threads", "inline"])
+def test_pipelined_big_answers_wait_for_a_slow_client(mode):
+    # 48 pipelined GETs for 1 MiB answers: started all at once, their answers
+    # (48 MiB) pass the connection's 32 MiB write-queue cap and an honest client
+    # that only reads slower than the app produces is cut off.  The next
+    # pipelined request must start only once the connection is writable.
+    n = 48
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [environ["PATH_INFO"][1:].encode().rjust(6, b"0") + b"x" * (MiB - 6)]
+
+    with wsgi_server(app, **mode) as srv:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(n)))
+            time.sleep(0.5)  # the client is busy: the server has produced all it would
+            marks = read_pipelined_answers(s, n, MiB)
+    assert marks == [b"%06d" % i for i in range(n)]
+
+
+@pytest.mark.parametrize("mode", [{"inline": True}, {"threads": 0}], ids=["inline", "threads=0"])
+def test_inline_mode_limits_request_bodies_by_default(mode):
+    # Inline, a body is read whole before the app runs: without a limit, clients
+    # sending endless bodies grow the server's memory without bound.  The default
+    # is then HttpServer's max_body (1 MiB): past it 413 and the connection closes.
+    calls = []
+
+    def app(environ, start_response):
+        n = len(environ["wsgi.input"].read())
+        calls.append(n)
+        body = b"%d" % n
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+
+    with wsgi_server(app, **mode) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (MiB + 1))
+            answer = read_until_close(s, 5)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            piece = b"10000\r\n" + b"c" * 0x10000 + b"\r\n"
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + piece * 17)
+            answer = read_until_close(s, 5)  # 1 MiB + 64 KiB, and more to come: cut at the limit
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert calls == []  # the app never ran for either
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % MiB + b"k" * MiB)
+            head, body = read_response(s)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"%d" % MiB
+    with wsgi_server(app, max_body=4 * MiB, **mode) as srv:  # an explicit limit wins
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (3 * MiB) + b"k" * (3 * MiB))
+            head, body = read_response(s)
+        assert head.startswith(b"HTTP/1.1 200") and body == b"%d" % (3 * MiB)
+
+
+def test_chunked_body_past_max_body_releases_its_exchange():
+    # The HTTP layer answers 413 itself once a chunked body passes max_body, while
+    # the app is reading it: the app must hear of it (ClientDisconnected from
+    # wsgi.input) and the request's slot be given back (wsgi_server checks in_flight).
+    errors = []
+    done = threading.Event()
+
+    def app(environ, start_response):
+        try:
+            environ["wsgi.input"].read()
+        except OSError as exc:
+            errors.append(exc)
+            raise
+        finally:
+            done.set()
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    with wsgi_server(app, max_body=MiB) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            piece = b"10000\r\n" + b"c" * 0x10000 + b"\r\n"
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + piece * 17)
+            answer = read_until_close(s, 5)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert done.wait(5)
+        deadline = time.monotonic() + 5
+        while srv.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.in_flight == 0
+    assert len(errors) == 1
