@@ -14,6 +14,14 @@ Invariants:
 
 * Answers leave in request order (``pending``); one read's answers leave in
   one write (``in_batch``).
+* One batch makes at most about the transport's high water of output
+  (``out_room``): once its answers pass it (each file range counting at least
+  ``high_water // FILES_HIGH``, for the descriptor it pins), or the transport
+  is above high water, the requests behind wait in ``waiting`` as if held
+  (``_hold_rest``) and run from ``_pump`` once that output is handed over and
+  drained.  Answers of one segment (a body under 16 KiB) are not counted:
+  ``max_pipeline_depth`` bounds them, and the per-request check stays one
+  ``len`` and a compare.
 * Reading is paused whenever more input could only pile up in memory: the
   transport's queue is above its high-water mark (``write_blocked``; the
   kernel's window then pushes back on the client), ``max_pipeline_depth``
@@ -55,6 +63,7 @@ from typing import List, Optional
 from .. import _ffi
 from .._log import get_logger
 from ..errors import ParseError
+from ..net._writing import FILES_HIGH
 from ..net.errors import ConnectionLost
 from ._message import Request
 from .parser import _FAILED, RequestParser
@@ -81,7 +90,7 @@ class Session:
                  "sent_seen", "write_since", "continued", "want_continue", "streaming", "ip", "held",
                  "write_blocked", "body_paused", "eof", "eof_since", "body_start", "body_got",
                  "date", "loop", "upgrade_req", "closing", "body_req", "lost_exc", "tls", "waiting",
-                 "no_more")
+                 "no_more", "out_room")
 
     def __init__(self, server, conn) -> None:
         self.server = server
@@ -133,6 +142,10 @@ class Session:
         # No request reaches a handler any more: CLOSING or beyond, or a head said
         # Connection: close (answer_closes).  One flag, read once per request.
         self.no_more = False
+        # Output bytes this batch may still make before later requests wait (see
+        # the module docstring); full again once a batch's output is handed over
+        # (_write), not per read: the hot path pays only for the compare.
+        self.out_room = conn.high_water
 
     # -- transitions ----------------------------------------------------------
 
@@ -252,6 +265,9 @@ class Session:
                             handler(req, res)
                         except Exception as exc:
                             self._handler_failed(req, exc)
+                        # (one segment: a small whole answer, bounded by the depth limit)
+                        if len(res._segments) != 1 and self._out_full(res, reqs):
+                            break  # this batch made enough output: the rest waits for the drain
                 if parser._state == _FAILED:  # good requests came first; now answer the bad one
                     try:
                         parser.feed(b"")
@@ -446,6 +462,11 @@ class Session:
                     return  # held since its head (streaming): it runs from _dispatch_waiting
             waiting.append(req)  # behind a held request: order is kept
             return
+        if self.in_batch and (self.out_room < 0 or self.write_blocked):
+            # a batch that made enough output (_dispatch_waiting): it waits, with what follows
+            self.waiting = [req]
+            self.conn.pause_reading()
+            return
         upgrade = req is self.upgrade_req
         if upgrade:
             if self._upgrade_must_wait():
@@ -461,6 +482,8 @@ class Session:
             self.server.handler(req, res)
         except Exception as exc:
             self._handler_failed(req, exc)
+        if self.in_batch and len(res._segments) != 1:
+            self._out_full(res)
 
     def _hold(self, req, reqs) -> bool:
         """Hold ``req`` (and what follows it in ``reqs``) back if an earlier answer
@@ -482,6 +505,38 @@ class Session:
         self.conn.pause_reading()
         return True
 
+    def _out_full(self, res, reqs=None) -> bool:
+        """Count ``res``'s output against this batch's ``out_room``; True once it
+        is spent or the transport is above high water (see the module docstring)
+        -- and, given the batch ``reqs``, the requests after ``res``'s wait
+        (``_hold_rest``: False when there are none)."""
+        room = self.out_room
+        for seg in res._segments:
+            if seg.__class__ is _FileSeg:
+                # a descriptor held until sent: weighed so that one batch pins at
+                # most about FILES_HIGH of them (multi-range answers: one per part)
+                fd_weight = self.conn.high_water // FILES_HIGH
+                room -= seg.count if seg.count > fd_weight else fd_weight
+            else:
+                room -= len(seg)
+        self.out_room = room
+        if room >= 0 and not self.write_blocked:
+            return False
+        return reqs is None or self._hold_rest(res.request, reqs)
+
+    def _hold_rest(self, req, reqs) -> bool:
+        """Hold the requests after ``req`` in ``reqs`` back until this batch's
+        output is handed over (``_pump`` runs them, from ``_dispatch_waiting``)."""
+        i = 0
+        while reqs[i] is not req:
+            i += 1
+        i += 1
+        if i == len(reqs) or self.no_more:
+            return False
+        self.waiting = reqs[i:]
+        self.conn.pause_reading()
+        return True
+
     def _dispatch_waiting(self) -> None:
         """Deferred by ``_pump``: the held requests run, in order, now that every
         earlier answer is handed over (a request that is not safe may be held
@@ -494,6 +549,7 @@ class Session:
             return
         self.waiting = None
         streaming = self.streaming
+        self.out_room = self.conn.high_water
         self.in_batch = True
         try:
             for req in waiting:
@@ -567,6 +623,7 @@ class Session:
         if (req is None or req.response is not None or self.pending or self.no_more
                 or self.conn.closed or self.waiting is not None):
             return  # dispatched already (more than one _pump), held ones first, or the connection ends
+        self.out_room = self.conn.high_water
         self.in_batch = True
         try:
             self._dispatch(req)
@@ -828,18 +885,26 @@ class Session:
                 if conn.closed:
                     seg.close()
                     continue
-                ok = conn.send_file(seg.take(), seg.offset, seg.count,
-                                    header=b"".join(data) if data else None, own_fd=True)
+                # False: above high water (FILES_HIGH file chunks queued, or the bytes),
+                # the chunk IS queued; or refused (the connection closes, the fd with it)
+                if not conn.send_file(seg.take(), seg.offset, seg.count,
+                                      header=b"".join(data) if data else None, own_fd=True):
+                    ok = False
                 data = []
             else:
                 data.append(bytes(seg))
         if data and not conn.closed:
             if len(data) == 1:
-                ok = conn.write(data[0])
-            elif len(data) > 2 or len(data[-1]) < 65536:
-                ok = conn.write(b"".join(data))
+                sent = conn.write(data[0])
+            elif (len(data) > 2 or len(data[-1]) < 65536) and self.out_room > conn.high_water >> 1:
+                # small answers (the batch counted under half high water in answers of
+                # several segments; one-segment ones are under 16 KiB): one copy, one buffer
+                sent = conn.write(b"".join(data))
             else:
-                ok = conn.writev(data)  # a big body: queued by reference, no copy
+                sent = conn.writev(data)  # big bodies: queued by reference, no second copy
+            if not sent:
+                ok = False
+        self.out_room = conn.high_water  # this batch's output is handed over
         if not ok:
             self._blocked()
 

@@ -347,3 +347,114 @@ def test_requests_keep_running_one_after_another_when_nothing_closes():
             data = read_until_closed(s, 10)
     want = ["/%d" % i for i in range(20)] + ["/end"]
     assert [b.decode() for _, b in split_responses(data)] == want and order == want
+
+
+# -- one read's pipelined answers respect the transport's high water ------------------
+
+
+def _pipeline_noread(port, request: bytes, n: int):
+    """``n`` copies of ``request`` in one sendall; a small receive buffer, nothing read."""
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the kernel absorbs little
+    c.connect(("127.0.0.1", port))
+    c.sendall(request * n)
+    return c
+
+
+def _read_answers(c, n: int, timeout=30.0):
+    """Read until ``n`` Content-Length framed answers are complete; (head, body) pairs."""
+    c.settimeout(timeout)
+    data = bytearray()
+    out = []
+    pos = 0
+    end = time.monotonic() + timeout
+    while len(out) < n:
+        assert time.monotonic() < end, "timed out with %d answers, %d bytes" % (len(out), len(data))
+        b = c.recv(1 << 20)
+        assert b, "connection closed after %d answers" % len(out)
+        data += b
+        while len(out) < n:
+            i = data.find(b"\r\n\r\n", pos)
+            if i < 0:
+                break
+            head = bytes(data[pos:i])
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            if len(data) < i + 4 + length:
+                break
+            out.append((head, bytes(data[i + 4:i + 4 + length])))
+            pos = i + 4 + length
+    assert pos == len(data), "bytes after the last answer"
+    return out
+
+
+def test_one_reads_big_answers_are_made_only_as_the_client_reads():
+    """64 pipelined GETs for 1 MiB answers, the client not reading: the handler
+    runs only about as often as the socket buffers and the high water allow
+    (it ran 64 times, 64 MiB held, before), and every answer arrives, in order."""
+    size = 1 << 20
+    calls = []
+
+    def handler(req, res):
+        calls.append(req.path)
+        res.send(req.path.encode().ljust(size, b"x"))
+
+    with serving(handler) as srv:
+        reqs = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(64))
+        c = _pipeline_noread(srv.port, reqs, 1)
+        try:
+            wait_for(lambda: len(calls) >= 1)
+            time.sleep(0.5)  # let it make whatever it would make
+            ran = len(calls)
+            # kernel buffers (a few MiB on loopback) plus about high water in the queue
+            assert ran <= 16, "%d handlers ran for a client that reads nothing" % ran
+            got = _read_answers(c, 64)
+        finally:
+            c.close()
+    assert [b[:8].rstrip(b"x") for _, b in got] == [b"/%d" % i for i in range(64)]
+    assert all(h.startswith(b"HTTP/1.1 200") and len(b) == size for h, b in got)
+    assert calls == ["/%d" % i for i in range(64)]
+
+
+def _open_fds() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_pipelined_multi_range_answers_pin_a_bounded_number_of_descriptors(tmp_path):
+    """64 pipelined 16-part range requests, the client not reading: each part
+    holds a descriptor until sent, so the batch stops at about FILES_HIGH of
+    them (it held ~1000 before); after reading, every answer is complete."""
+    import powpow
+
+    data = bytes(range(256)) * (8 << 10)  # 2 MiB
+    (tmp_path / "big.bin").write_bytes(data)
+    ranges = [(i * 131072, i * 131072 + 65535) for i in range(16)]
+    spec = ",".join("%d-%d" % r for r in ranges)
+    request = b"GET /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=" + spec.encode() + b"\r\n\r\n"
+
+    def handler(req, res):
+        if not powpow.serve_static(req, res, str(tmp_path)):
+            res.send(b"no", status=404)
+
+    with serving(handler) as srv:
+        base = _open_fds()
+        c = _pipeline_noread(srv.port, request, 64)
+        try:
+            time.sleep(1.0)
+            held = _open_fds() - base
+            assert held <= 200, "%d descriptors held for a client that reads nothing" % held
+            got = _read_answers(c, 64)
+        finally:
+            c.close()
+        assert wait_for(lambda: _open_fds() <= base + 1)
+    for head, body in got:
+        assert head.startswith(b"HTTP/1.1 206")
+        for first, last in ranges:
+            assert data[first:last + 1] in body
+        assert len(body) > 16 * 65536
