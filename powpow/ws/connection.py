@@ -18,6 +18,13 @@ Lifetimes and guarantees
   ``high_water``: stop producing until ``on_drain``), DROPPED (the queue is
   over ``max_buffered``: the message is not queued; with
   ``slow_consumer="close"`` the connection is also closed with 1008).
+* Pings are answered for you, in one write with our other output: a pong
+  owed leaves with our next write (ahead of the reply to a message that
+  followed the ping) or at the end of the read.  Past ``MAX_PONGS_OWED``
+  unanswered pings only the latest is answered (RFC 6455 5.5.3), and over
+  ``high_water`` one pong at most is held, for ``on_drain``.
+* Fairness: one connection handles at most ``FRAMES_PER_TURN`` frames per
+  loop iteration; the rest of its read waits (reading paused) for the next.
 * Thread safety: like every powpow object, a WebSocket belongs to its loop's
   thread.  From another thread use ``loop.post(lambda: ws.send(data))``.
 """
@@ -29,6 +36,12 @@ from .frames import checked_close_payload
 from .protocol import CLOSE, MESSAGE, PING, PONG, Protocol
 
 log = logging.getLogger("powpow.ws")
+
+# Fairness between connections.  The transport's read budget counts bytes (16 reads of 64 KiB
+# per wake-up), but a WebSocket costs per frame: 1 MiB of 125-byte frames is ~8000 frames, and
+# 50 peers flooding them held a new connection off for 5-10 s (7-byte frames: past 20 s).  A
+# connection handles at most this many frames per loop iteration (see _yield_turn).
+FRAMES_PER_TURN = 256
 
 
 class SendStatus(enum.IntEnum):
@@ -108,8 +121,9 @@ class WebSocket:
         self.close_code: Optional[int] = None
         self.close_reason = ""
         self._timers: Dict[str, Any] = {}
-        self._pong_owed: Optional[list] = None  # the latest pong, held while the queue is above high_water
         self._last_active = self.loop.now_ms()
+        self._yielding = False  # input left over by receive_data waits for _next_turn
+        self._paused_turn = False  # _yield_turn paused reading (and _next_turn resumes it)
         # transport.context stays None: HttpServer still walks its (handed-over)
         # connections and takes a non-None context for its own session
         transport.on_data = self._on_data
@@ -157,6 +171,8 @@ class WebSocket:
             return SendStatus.DROPPED
         if self.transport.queued_bytes > self.options.max_buffered:
             return self._overflow()
+        if self.protocol.pongs_owed:
+            return self._write([frame])
         return SendStatus.SENT if self.transport.write(frame) else SendStatus.BUFFERED
 
     def _overflow(self) -> SendStatus:
@@ -167,9 +183,23 @@ class WebSocket:
     def _write(self, buffers) -> SendStatus:
         if not buffers:
             return SendStatus.DROPPED
+        if self.protocol.pongs_owed:
+            buffers = self._owed_pongs() + buffers  # pings answered before later messages, in one write
         t = self.transport
         ok = t.write(buffers[0]) if len(buffers) == 1 else t.writev(buffers)
         return SendStatus.SENT if ok else SendStatus.BUFFERED
+
+    def _owed_pongs(self) -> list:
+        """The pongs owed (taken from the protocol), or none while the queue is over ``high_water``.
+
+        A peer that pings and never reads would grow our queue a pong at a
+        time: over high water only the latest ping stays owed (RFC 6455
+        5.5.3), and its pong leaves on drain.
+        """
+        if self.transport.queued_bytes > self.options.high_water:
+            self.protocol.keep_latest_pong()
+            return []
+        return self.protocol.take_pongs()
 
     def ping(self, payload=b"") -> SendStatus:
         if self.closed:
@@ -213,7 +243,7 @@ class WebSocket:
 
     def _on_data(self, conn, data) -> None:
         proto = self.protocol
-        events = proto.receive_data(data)
+        events = proto.receive_data(data, FRAMES_PER_TURN)
         close_event = None
         for ev in events:
             if self.closed:
@@ -228,17 +258,10 @@ class WebSocket:
                     except Exception:
                         log.exception("WebSocket on_message raised: closing with 1011")
                         self._internal_error()
-                        return
+                        break
             elif kind == PING:
-                pongs = proto.take_outgoing()  # the pong leaves before replies to later messages
-                if pongs and not conn.closed:
-                    if conn.queued_bytes <= self.options.high_water:
-                        conn.writev(pongs)
-                    else:
-                        # A peer that pings and never reads would grow the queue a pong at a
-                        # time: hold only the latest one (RFC 6455 5.5.3 allows answering only
-                        # the most recent ping) and send it on drain.
-                        self._pong_owed = pongs
+                # Its pong is owed (protocol.pongs_owed): it leaves with our next write, ahead
+                # of a reply to a later message, or below with the other pongs of this read.
                 self._call(self.handlers.on_ping, ev[1])
             elif kind == PONG:
                 t = self._timers.pop("pong", None)
@@ -247,12 +270,47 @@ class WebSocket:
                 self._call(self.handlers.on_pong, ev[1])
             elif kind == CLOSE:
                 close_event = ev
-        # replies made by the callbacks above leave before the pong / close echo
-        out = proto.data_to_send()
+        # What this read still owes, in one write: the pongs (one for a burst), then the
+        # close echo -- after the replies the callbacks above made.
+        if proto.close_pending:
+            out = proto.data_to_send()
+        elif proto.pongs_owed:
+            out = self._owed_pongs()
+        else:
+            out = None
         if out and not conn.closed:
             conn.writev(out)
         if close_event is not None and not self.closed:
             self._finish_close(close_event[1], close_event[2])
+        elif proto.input_pending:
+            self._yield_turn(conn)
+
+    def _yield_turn(self, conn) -> None:
+        """End this connection's turn: the frames left over wait for the next loop iteration.
+
+        Reading is paused while they wait, so at most one read's worth of
+        input is held here; the other ready connections and the listener go
+        first.  A pause made by the transport's owner (ASGI backpressure) is
+        left to that owner to lift.
+        """
+        if not conn.reading_paused:
+            conn.pause_reading()
+            self._paused_turn = True
+        if not self._yielding:
+            self._yielding = True
+            self.loop.defer_call(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._yielding = False
+        conn = self.transport
+        if self.closed or conn.closed:
+            return
+        if self._paused_turn:
+            # first, so that a pause made by the callbacks below (or the next yield) holds:
+            # the read itself is deferred to the next iteration
+            self._paused_turn = False
+            conn.resume_reading()
+        self._on_data(conn, b"")
 
     def _call(self, cb: Optional[Callable], *args) -> None:
         if cb is None:
@@ -269,10 +327,9 @@ class WebSocket:
             self.close_code, self.close_reason = 1011, "internal error"
 
     def _on_transport_drain(self, conn) -> None:
-        owed = self._pong_owed
-        if owed is not None:
-            self._pong_owed = None
-            if not conn.closed and not self.protocol.close_sent:
+        if self.protocol.pongs_owed:
+            owed = self.protocol.take_pongs()  # the latest ping's, held while over high water
+            if owed and not conn.closed:
                 conn.writev(owed)
         self._call(self.handlers.on_drain)
 

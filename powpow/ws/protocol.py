@@ -2,8 +2,10 @@
 
 Bytes in (``receive_data``) -> events out; frames to send come back from the
 ``send_*`` methods as lists of buffers, and frames the protocol answers on
-its own (pong, the close echo, the close that fails a connection) come from
-``data_to_send()``: call it after handling each receive's events.
+its own (pongs, the close echo, the close that fails a connection) come from
+``data_to_send()``: call it after handling each receive's events.  The pongs
+alone come from ``take_pongs()``, so that an I/O layer can send them ahead
+of its replies to messages that followed the pings.
 
 Events are tuples: ``(MESSAGE, data, is_text)`` (str for text, bytes for
 binary), ``(PING, payload)``, ``(PONG, payload)``, ``(CLOSE, code, reason)``.
@@ -21,6 +23,11 @@ Invariants
   invalid byte fails the connection when it arrives, not at the end.
 * After a close frame is received, or after the connection failed, input is
   ignored; after our close frame is sent, nothing else is sent.
+* Pings are answered when the pongs are taken, not one write each: until
+  then at most ``MAX_PONGS_OWED`` pings are owed a pong of their own, and a
+  burst of more is answered by one pong, the latest ping's (RFC 6455 5.5.3
+  allows answering only the most recent ping).  A flood of pings thus costs
+  one small frame per read, not one per ping.
 """
 import codecs
 import os
@@ -39,6 +46,9 @@ MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB, as websockets
 MAX_FRAGMENTS = 16384  # more is a slow-drip attack, not a real sender (1008)
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _KEY_BATCH = 4096  # os.urandom once per 1024 client frames
+# Pings answered one for one before we write: Autobahn 2.10 sends 10 back to back (one read) and
+# expects 10 pongs; a peer with more unanswered pings than this is flooding, not keeping alive.
+MAX_PONGS_OWED = 16
 
 
 class Protocol:
@@ -57,7 +67,10 @@ class Protocol:
         self.close_received = False
         self.close_code: Optional[int] = None  # the code reported in the CLOSE event
         self.close_reason = ""
-        self.outgoing: List[bytes] = []
+        self.outgoing: List[bytes] = []  # frames for the next data_to_send(), after the pongs
+        self.pongs_owed: List[bytes] = []  # payloads of the pings not answered yet (see take_pongs)
+        self._pongs_coalesced = False  # pongs_owed holds only the latest of a burst
+        self.input_pending = False  # receive_data stopped at max_frames: more input is kept
         self._parser = FrameParser(self._check)
         self._msg_op = 0  # opcode of the message in progress, 0 = none
         self._msg = bytearray()
@@ -77,26 +90,39 @@ class Protocol:
         """Bytes held for incomplete input (frame tail + message so far)."""
         return self._parser.buffered + len(self._msg)
 
-    def receive_data(self, data) -> list:
+    def receive_data(self, data, max_frames: int = 0) -> list:
+        """The events of ``data`` (and of input kept from before).
+
+        With ``max_frames``, parsing stops after that many frames: the rest of
+        the input is kept (copied), ``input_pending`` is True, and a later
+        ``receive_data(b"")`` goes on from there.  Frames, not bytes, are what
+        input costs; an I/O layer uses this to bound one connection's turn.
+        """
+        self.input_pending = False
         if self.close_received or self.state == CLOSED:
             return []
         parser = self._parser
         events: list = []
         parser.feed(data)
         ok = False
+        left = max_frames or -1
         try:
             while not self.close_received:
+                if not left:
+                    self.input_pending = True
+                    break
                 frame = parser.next_frame()
                 if frame is None:
                     break
+                left -= 1
                 self._handle(frame, events)
             ok = not self.close_received
-            if ok:
+            if ok and not self.input_pending:
                 self._check_partial_text(parser)
         except WsProtocolError as exc:
             self._fail(exc.code, exc.reason, events)
         finally:
-            parser.done(keep=ok)
+            parser.done(ok, self.input_pending)
         return events
 
     def _check_partial_text(self, parser: FrameParser) -> None:
@@ -136,25 +162,46 @@ class Protocol:
             raise WsProtocolError(1007, "invalid UTF-8 in a text message") from None
 
     def data_to_send(self) -> List[bytes]:
-        """Frames the protocol sends on its own; the close that answers or fails comes last.
+        """Frames the protocol sends on its own: the pongs owed, then the close that answers or fails.
 
         The close frame is made here, not when the close arrived or the input
         went bad, so that messages received before it in the same read can
         still be answered first (their replies leave before our close).
         """
+        out = self.take_pongs()
+        if self.outgoing:
+            out += self.outgoing
+            self.outgoing = []
         pending = self._pending_close
         if pending is not None:
             self._pending_close = None
-            self.outgoing.extend(self._close_frame(close_payload(*pending)))
-        out = self.outgoing
-        self.outgoing = []
+            out += self._close_frame(close_payload(*pending))
         return out
 
-    def take_outgoing(self) -> List[bytes]:
-        """The pongs queued so far, without the pending close (send them in event order)."""
-        out = self.outgoing
-        self.outgoing = []
+    @property
+    def close_pending(self) -> bool:
+        """A close frame (the echo, or the one failing the connection) waits for ``data_to_send()``."""
+        return self._pending_close is not None
+
+    def take_pongs(self) -> List[bytes]:
+        """The pongs owed (one per ping, or only the latest of a burst), without the close."""
+        owed = self.pongs_owed
+        if not owed:
+            return []
+        self.pongs_owed = []
+        self._pongs_coalesced = False
+        out: List[bytes] = []
+        if not self.close_sent:
+            for payload in owed:
+                out += self._frame(OP_PONG, payload)
         return out
+
+    def keep_latest_pong(self) -> None:
+        """Owe a pong to the latest ping only (a writer that must not queue more now)."""
+        owed = self.pongs_owed
+        if owed:
+            del owed[:-1]
+            self._pongs_coalesced = True
 
     def _check(self, fin: bool, rsv: int, opcode: int, length: int, masked: bool) -> None:
         if masked == self.client:
@@ -236,9 +283,17 @@ class Protocol:
 
     def _control(self, opcode: int, payload, events: list) -> None:
         if opcode == OP_PING:
+            payload = bytes(payload)
             if not self.close_sent:
-                self.outgoing.extend(self._frame(OP_PONG, payload))
-            events.append((PING, bytes(payload)))
+                owed = self.pongs_owed
+                if self._pongs_coalesced:
+                    owed[0] = payload
+                elif len(owed) < MAX_PONGS_OWED:
+                    owed.append(payload)
+                else:  # a flood: from now on one pong answers the latest ping (RFC 6455 5.5.3)
+                    owed[:] = [payload]
+                    self._pongs_coalesced = True
+            events.append((PING, payload))
         elif opcode == OP_PONG:
             events.append((PONG, bytes(payload)))
         else:

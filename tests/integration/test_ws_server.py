@@ -2,13 +2,14 @@
 import queue
 import socket
 import struct
+import threading
 import time
 
 import pytest
 
 import powpow
 from powpow.ws import SendStatus, WsClosed, connect_sync, upgrade
-from powpow.ws.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameParser, build_frame, close_payload
+from powpow.ws.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, build_frame, close_payload
 
 from ._ws import PyPeer, handshake, http_serving, read_head, read_until_closed, wait_for, ws_serving
 
@@ -318,6 +319,100 @@ def test_pong_leaves_before_the_echo_of_a_message_completed_after_the_ping():
             while len(server_frames(data)) < 2:
                 data += s.recv(4096)
             assert server_frames(data) == [(0xA, b"pp"), (OP_TEXT, b"frag1frag2")]
+
+
+def test_a_burst_of_pings_gets_few_pongs_the_last_for_the_last_ping():
+    """RFC 6455 5.5.3: past MAX_PONGS_OWED unanswered pings only the latest is answered."""
+    pings = []
+    with ws_serving(on_message=echo, on_ping=lambda ws, p: pings.append(p), ping_interval=None) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(handshake())
+            _, data = read_head(s)
+            burst = b"".join(build_frame(OP_PING, b"%d" % i, mask=M) for i in range(1000))
+            s.sendall(burst + build_frame(OP_TEXT, b"after the pings", mask=M))
+            data += _read_upto(s, lambda d: (OP_TEXT, b"after the pings") in server_frames(data + d))
+            frames = server_frames(data)
+            assert frames[-1] == (OP_TEXT, b"after the pings")  # after every pong
+            pongs = frames[:-1]
+            assert {op for op, _ in pongs} == {OP_PONG}
+            # was: 1000 pongs, one write each; now one per read (or per turn) of the burst
+            assert 1 <= len(pongs) <= 20, len(pongs)
+            payloads = [int(p) for _, p in pongs]
+            assert payloads[-1] == 999 and payloads == sorted(set(payloads))
+        assert wait_for(lambda: len(pings) == 1000)  # every ping still reaches on_ping
+        assert pings[-1] == b"999"
+
+
+def test_a_peer_that_pings_and_does_not_read_is_owed_one_pong():
+    """Over high water only the latest ping is answered, on drain.  Was: all the pongs of the
+    read that came last were held (970 of them here, when the pings queued up in the kernel)."""
+    opened = queue.Queue()
+    pings = []
+    with ws_serving(on_open=opened.put, on_message=echo, on_ping=lambda ws, p: pings.append(p),
+                    ping_interval=None, compression=None, max_message_size=16 << 20, high_water=16384,
+                    low_water=4096) as srv:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(handshake())
+            _, data = read_head(s)
+            ws = opened.get(timeout=5)
+            big = b"b" * (8 << 20)  # its echo stays queued: the peer reads nothing for now
+            s.sendall(build_frame(OP_BINARY, big, mask=M))
+            assert wait_for(lambda: ws.buffered_amount > 16384)
+            queued = ws.buffered_amount
+            for i in range(100):  # bursts of 10: each read alone would owe 10 pongs
+                s.sendall(b"".join(build_frame(OP_PING, b"%04d" % (10 * i + k), mask=M) for k in range(10)))
+            assert wait_for(lambda: len(pings) == 1000)
+            assert ws.buffered_amount <= queued  # no pong was queued meanwhile
+            data += _read_upto(s, lambda d: d.endswith(b"\x8a\x040999"), 10.0)  # that pong's frame
+            assert server_frames(data) == [(OP_BINARY, big), (OP_PONG, b"0999")]  # the latest ping's, on drain
+
+
+def test_a_flood_of_tiny_frames_does_not_hold_off_another_connection():
+    """Was: each flooding peer had 16 reads of 64 KiB per turn, ~150,000 7-byte frames: a message
+    on another connection waited for hundreds of thousands of frames (a new one: seconds)."""
+    handled = [0]
+    probe_seen = queue.Queue()
+
+    def on_message(ws, data, is_text):
+        if is_text:
+            probe_seen.put(handled[0])
+            ws.send(data)
+        else:
+            handled[0] += 1
+
+    def flood(s, blob):
+        try:
+            s.sendall(blob)
+        except OSError:
+            pass  # closed by the test once the probe was answered
+
+    with ws_serving(on_message=on_message, ping_interval=None, compression=None) as srv:
+        socks = []
+        try:
+            for _ in range(4):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                socks.append(s)
+                s.sendall(handshake())
+                read_head(s)
+            probe = socks[-1]
+            blob = build_frame(OP_BINARY, b"x", mask=M) * 400_000  # 2.8 MB of 7-byte frames
+            threads = [threading.Thread(target=flood, args=(s, blob), daemon=True) for s in socks[:-1]]
+            for t in threads:
+                t.start()
+            assert wait_for(lambda: handled[0] > 2000, 10)
+            before = handled[0]
+            probe.sendall(build_frame(OP_TEXT, b"probe", mask=M))
+            at_probe = probe_seen.get(timeout=20)
+            # now: 3 flooders x FRAMES_PER_TURN (256) a loop iteration, ~800 in all (was ~90,000)
+            assert at_probe - before < 10_000, at_probe - before
+            got = _read_upto(probe, lambda d: len(server_frames(d)) == 1)
+            assert server_frames(got) == [(OP_TEXT, b"probe")]
+        finally:
+            for s in socks:  # RST: the server drops the rest of the flood
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
 
 
 def _read_upto(s, done, timeout=5.0):

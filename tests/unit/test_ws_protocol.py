@@ -8,7 +8,7 @@ import pytest
 from powpow.ws.deflate import DeflateOptions, PerMessageDeflate
 from powpow.ws.frames import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, FrameParser,
                               build_frame, close_payload, frame_header)
-from powpow.ws.protocol import CLOSE, CLOSED, CLOSING, MESSAGE, OPEN, PING, PONG, Protocol
+from powpow.ws.protocol import CLOSE, CLOSED, CLOSING, MAX_PONGS_OWED, MESSAGE, OPEN, PING, PONG, Protocol
 
 M = b"\x11\x22\x33\x44"
 
@@ -111,6 +111,89 @@ def test_messages_fragmented_and_interleaved_control():
         events = feed(proto, wire, split)
         assert events == [(PING, b"p1"), (PONG, b"q"), (MESSAGE, "hé!", True), (MESSAGE, b"\x00\x01", False)]
         assert sent_frames(proto) == [(OP_PONG, b"p1")]
+
+
+PINGS = [
+    # (pings in one read, the pongs that answer them)
+    (1, [b"0"]),
+    (10, [b"%d" % i for i in range(10)]),  # Autobahn 2.10: ten back to back, ten pongs expected
+    (MAX_PONGS_OWED, [b"%d" % i for i in range(MAX_PONGS_OWED)]),
+    (MAX_PONGS_OWED + 1, [b"%d" % MAX_PONGS_OWED]),  # a flood: one pong, for the latest ping
+    (1000, [b"999"]),
+]
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "bytewise"])
+@pytest.mark.parametrize("n,pongs", PINGS, ids=[str(c[0]) for c in PINGS])
+def test_pings_not_yet_answered_are_answered_by_one_pong_past_the_limit(n, pongs, split):
+    proto = Protocol()
+    wire = b"".join(cf(OP_PING, b"%d" % i) for i in range(n)) + cf(OP_TEXT, b"after")
+    events = feed(proto, wire, split)
+    assert events == [(PING, b"%d" % i) for i in range(n)] + [(MESSAGE, "after", True)]  # each ping reported
+    assert sent_frames(proto) == [(OP_PONG, p) for p in pongs]
+    assert proto.pongs_owed == [] and sent_frames(proto) == []
+    # taken: the next pings are owed one for one again
+    proto.receive_data(cf(OP_PING, b"a") + cf(OP_PING, b"b"))
+    assert sent_frames(proto) == [(OP_PONG, b"a"), (OP_PONG, b"b")]
+
+
+def test_pongs_owed_leave_before_the_close_and_never_after_ours():
+    proto = Protocol()
+    events = proto.receive_data(cf(OP_PING, b"p") + cf(OP_CLOSE, close_payload(1000)))
+    assert events == [(PING, b"p"), (CLOSE, 1000, "")]
+    assert sent_frames(proto) == [(OP_PONG, b"p"), (OP_CLOSE, b"\x03\xe8")]
+    proto = Protocol()
+    proto.receive_data(cf(OP_PING, b"p"))
+    assert proto.close(1000)  # ours went out first (its own write): the pong owed is dropped
+    assert proto.take_pongs() == [] and proto.pongs_owed == []
+
+
+def test_keep_latest_pong_owes_one_for_the_latest_ping():
+    proto = Protocol()
+    proto.receive_data(cf(OP_PING, b"1") + cf(OP_PING, b"2"))
+    proto.keep_latest_pong()  # the writer is over its high water mark
+    proto.receive_data(cf(OP_PING, b"3") + cf(OP_PING, b"4"))
+    assert proto.pongs_owed == [b"4"]
+    assert sent_frames(proto) == [(OP_PONG, b"4")]
+
+
+@pytest.mark.parametrize("max_frames", [1, 3, 256])
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "bytewise"])
+def test_receive_data_stops_after_max_frames_and_goes_on_from_the_rest(max_frames, split):
+    wire = b"".join(cf(OP_BINARY, b"%d" % i) + cf(OP_TEXT, b"a", fin=False) + cf(OP_CONT, b"b") for i in range(300))
+    wire += cf(OP_TEXT, "é".encode()[:1], fin=False)  # an incomplete message at the end
+    expected = []
+    for i in range(300):
+        expected += [(MESSAGE, b"%d" % i, False), (MESSAGE, "ab", True)]
+    proto = Protocol()
+    events = []
+    chunks = [wire[i:i + 1] for i in range(len(wire))] if split else [memoryview(wire)]
+    for chunk in chunks:
+        got = proto.receive_data(chunk, max_frames)
+        assert len(got) <= max_frames
+        events += got
+        while proto.input_pending:  # what an I/O layer does on its next turn
+            got = proto.receive_data(b"", max_frames)
+            assert len(got) <= max_frames
+            events += got
+    assert events == expected
+    assert proto.buffered == 1  # the message in progress: the first byte of "é", nothing else held
+    # input that arrives while frames are still left is parsed after them
+    proto = Protocol()
+    events = proto.receive_data(wire, max_frames)
+    events += proto.receive_data(cf(OP_CONT, "é".encode()[1:]), max_frames)
+    while proto.input_pending:
+        events += proto.receive_data(b"", max_frames)
+    assert events == expected + [(MESSAGE, "é", True)]
+
+
+def test_frames_left_by_max_frames_still_fail_the_connection():
+    proto = Protocol()
+    events = proto.receive_data(cf(OP_TEXT, b"ok") * 3 + cf(OP_TEXT, b"\xff"), 2)
+    assert events == [(MESSAGE, "ok", True)] * 2 and proto.input_pending
+    events = proto.receive_data(b"", 2)
+    assert events == [(MESSAGE, "ok", True), (CLOSE, 1007, "invalid UTF-8 in a text message")]
+    assert not proto.input_pending and proto.buffered == 0
 
 
 def test_close_handshake_echoes_the_code():
