@@ -814,13 +814,9 @@ def test_datagram_write_buffer_flow_control(lp, tmp_path):
         b.close()
 
 
+@pytest.mark.parametrize("lp", ["powpow"], indirect=True)  # stock asyncio has no cap: it queues without bound
 def test_datagram_write_buffer_cap_fails_loudly(lp, tmp_path, caplog):
-    """A protocol that ignores pause_writing: past the cap its datagrams are dropped, reported and logged.
-
-    Stock asyncio has no cap (it queues without bound): powpow only.
-    """
-    if lp.kind != "powpow":
-        pytest.skip("asyncio's datagram transport has no write buffer cap")
+    """A protocol that ignores pause_writing: past the cap its datagrams are dropped, reported and logged."""
     a, b = _unix_dgram_pair(tmp_path)
     loop = lp.loop
 
