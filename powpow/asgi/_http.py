@@ -456,13 +456,18 @@ class HttpCycle:
                 continue
             if session.writable:
                 return
-            res.on_drain = self._on_drain
-            res.on_close = self._on_close
-            w = self.drained
-            if w is None:
-                w = self.drained = Waiters(self.srv.aio)
-            await w.wait()
+            await self._drain_waiters().wait()
         raise ClientDisconnected("the client has disconnected")
+
+    def _drain_waiters(self) -> Waiters:
+        """Hook the response's drain and close, and the waiters they wake."""
+        res = self.res
+        res.on_drain = self._on_drain
+        res.on_close = self._on_close
+        w = self.drained
+        if w is None:
+            w = self.drained = Waiters(self.srv.aio)
+        return w
 
     def _no_room(self) -> bool:
         """Must a final body wait before it is handed over?  While the connection is
@@ -495,11 +500,7 @@ class HttpCycle:
         while not res._gone:
             if not self._no_room():
                 return
-            res.on_drain = self._on_drain
-            res.on_close = self._on_close
-            w = self.drained
-            if w is None:
-                w = self.drained = Waiters(self.srv.aio)
+            w = self._drain_waiters()
             if session.in_batch:
                 self.srv.aio.call_soon(self._on_drain)
             await w.wait()
