@@ -79,3 +79,29 @@ def on_loop(srv, fn):
     srv.loop.post(call)
     assert done.wait(5)
     return box[0]
+
+
+def read_pipelined_answers(sock, n: int, size: int, timeout: float = 30.0) -> list:
+    """Read ``n`` Content-Length answers of ``size`` body bytes at a steady, modest
+    pace (a slow but honest client); return their bodies' first 6 bytes, in order.
+    Stops early at EOF: the caller compares the count."""
+    sock.settimeout(timeout)
+    marks = []
+    buf = b""
+    end = time.monotonic() + timeout
+    while len(marks) < n and time.monotonic() < end:
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end >= 0 and len(buf) >= head_end + 4 + size:
+            assert b"\r\nContent-Length: %d\r\n" % size in buf[:head_end + 2], buf[:head_end]
+            marks.append(buf[head_end + 4:head_end + 10])
+            buf = buf[head_end + 4 + size:]
+            continue
+        try:
+            b = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not b:
+            break
+        buf += b
+        time.sleep(0.002)  # at most ~32 MB/s: the server's queue builds up
+    return marks

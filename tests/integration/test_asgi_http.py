@@ -20,6 +20,7 @@ import pytest
 from powpow.asgi import ClientDisconnected
 
 from ._asgi import asgi_server, read_all, read_body, read_until, respond
+from ._http import read_pipelined_answers
 
 
 def get(port, path="/", method="GET", body=None, headers=None):
@@ -608,32 +609,6 @@ def test_pipelined_requests_answered_in_order():
             data = read_until(s, b"r2")
     assert data.count(b"HTTP/1.1 200") == 3
     assert data.index(b"r0") < data.index(b"r1") < data.index(b"r2")
-
-
-def read_pipelined_answers(sock, n: int, size: int, timeout: float = 30.0) -> list:
-    """Read ``n`` Content-Length answers of ``size`` body bytes at a steady, modest
-    pace (a slow but honest client); return their bodies' first 6 bytes, in order.
-    Stops early at EOF: the caller compares the count."""
-    sock.settimeout(timeout)
-    marks = []
-    buf = b""
-    end = time.monotonic() + timeout
-    while len(marks) < n and time.monotonic() < end:
-        head_end = buf.find(b"\r\n\r\n")
-        if head_end >= 0 and len(buf) >= head_end + 4 + size:
-            assert b"\r\nContent-Length: %d\r\n" % size in buf[:head_end + 2], buf[:head_end]
-            marks.append(buf[head_end + 4:head_end + 10])
-            buf = buf[head_end + 4 + size:]
-            continue
-        try:
-            b = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
-            break
-        if not b:
-            break
-        buf += b
-        time.sleep(0.002)  # at most ~32 MB/s: the server's queue builds up
-    return marks
 
 
 @pytest.mark.parametrize("awaits", [False, True], ids=["at-once", "after-await"])
