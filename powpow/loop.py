@@ -14,7 +14,11 @@ One iteration (``run_once``), always in this order:
    a live one (fds are reused by the OS, even between two events of the same
    poll); the counter stays a one-digit int for 2**30 registrations, which
    CPython hashes and compares in a few instructions (``gen << 32 | fd`` cost
-   ~350 instructions an event in the dict lookup, issue 13);
+   ~350 instructions an event in the dict lookup, issue 13); a BaseException
+   (KeyboardInterrupt, SystemExit) from a callback leaves ``run()`` but keeps
+   the poll's later events: the next iteration dispatches them before step 1
+   (an edge-triggered fd reports a readiness once: dropped, its connection
+   would stall for good), as steps 1 and 3 keep the rest of their batches;
 6. refresh the cached ``now``, expire timers again; idle handlers run only if
    no I/O happened in this iteration.
 
@@ -135,6 +139,8 @@ class Loop:
         self._user_watchers = 0
         self._capacity = _poller.MIN_CAPACITY
         self._full_repolls = 0
+        # [token, events, ...] of a poll whose dispatch a BaseException cut short (step 5)
+        self._io_rest: List[int] = []
         self._running = False
         self._stopping = False
         self._closed = False
@@ -559,6 +565,8 @@ class Loop:
 
     def _iterate(self, max_timeout: int) -> None:
         handler = self._exception_handler
+        if self._io_rest:
+            self._dispatch_io_rest()  # the events of the last poll that a BaseException cut off
         # 1. deferred callbacks queued before this iteration
         if self._deferred:
             batch = self._deferred
@@ -610,15 +618,21 @@ class Loop:
         if n:
             get = self._by_token.get
             pairs = iter(events)
-            for token, ev in zip(pairs, pairs):  # (token, events) pairs without index arithmetic
-                w = get(token)
-                if w is None:
-                    continue  # unregistered (or fd reused) since the poll returned
-                cb = w.callback  # (an attribute, not a method: a plain load specialises, a method load cannot)
-                try:
-                    cb(w.fd, ev)
-                except Exception as exc:
-                    handler(exc, cb)
+            # The hottest loop (_dispatch_io_rest is its rare-path twin).  One try around
+            # it, none more per event: what a BaseException leaves waits for the next turn.
+            try:
+                for token, ev in zip(pairs, pairs):  # (token, events) pairs without index arithmetic
+                    w = get(token)
+                    if w is None:
+                        continue  # unregistered (or fd reused) since the poll returned
+                    cb = w.callback  # (an attribute, not a method: a plain load specialises, a method load cannot)
+                    try:
+                        cb(w.fd, ev)
+                    except Exception as exc:
+                        handler(exc, cb)
+            except BaseException:
+                self._io_rest = _undispatched(events, pairs)
+                raise
             if n >= 2 * cap:
                 # Full array: more fds may be ready.  Grow, and poll again
                 # without sleeping (bounded), instead of making them wait.
@@ -639,6 +653,32 @@ class Loop:
                     cb()
                 except Exception as exc:
                     handler(exc, cb)
+
+    def _dispatch_io_rest(self) -> None:
+        """Dispatch the events that a BaseException left undispatched in the last poll.
+
+        The same loop as step 5, on the rare path: a token is looked up now,
+        so a watcher unregistered or replaced since then gets nothing, and a
+        second BaseException keeps what is still left, for the next turn.
+        """
+        events = self._io_rest
+        self._io_rest = []
+        handler = self._exception_handler
+        get = self._by_token.get
+        pairs = iter(events)
+        try:
+            for token, ev in zip(pairs, pairs):
+                w = get(token)
+                if w is None:
+                    continue
+                cb = w.callback
+                try:
+                    cb(w.fd, ev)
+                except Exception as exc:
+                    handler(exc, cb)
+        except BaseException:
+            self._io_rest = _undispatched(events, pairs)
+            raise
 
     # ------------------------------------------------------------ teardown
 
@@ -680,6 +720,7 @@ class Loop:
             if t.__class__ is Timer:
                 t.callback = None  # break timer <-> owner cycles (timers.GC_FREE)
         self._deferred = []
+        self._io_rest = []
         self._posted.clear()
         self._idle.clear()
         if leaked:
@@ -697,6 +738,18 @@ class Loop:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def _undispatched(events, pairs) -> List[int]:
+    """The (token, events) pairs that ``pairs``, an iterator over ``events``, has not handed out.
+
+    Odd only if the interrupt landed between the two halves of a pair (a signal
+    handler runs between any two bytecodes): that pair's token is put back.
+    """
+    rest = list(pairs)
+    if len(rest) & 1:
+        rest.insert(0, events[len(events) - len(rest) - 1])
+    return rest
 
 
 def _drain_py(fd: int) -> int:

@@ -50,7 +50,7 @@ from asyncio import base_events, events, sslproto, unix_events
 from typing import Any, Dict, List, Optional
 
 from ..errors import LoopError
-from ..loop import Loop, _fileno
+from ..loop import Loop, _fileno, _undispatched
 from ..poller import MAX_CAPACITY as _MAX_CAPACITY
 from ..timers import DUE, INACTIVE
 from ..net.connection import Connection
@@ -288,6 +288,8 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
 
     def _run_once(self) -> None:
         pl = self._pl
+        if pl._io_rest:
+            pl._dispatch_io_rest()  # the events of the last poll that a BaseException cut off
         ready = self._ready
         if self._due_next:
             self._due.extend(self._due_next)
@@ -353,7 +355,9 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
                         self._pl_exception(exc, cb)
             except BaseException:
                 # SystemExit / KeyboardInterrupt from a protocol callback leaves run_forever: keep
-                # every handle queued so far (this iteration's first), as asyncio's _ready does
+                # the poll's undispatched events (an edge-triggered fd reports a readiness once)
+                # and every handle queued so far (this iteration's first), as asyncio's _ready does
+                pl._io_rest = _undispatched(evs, pairs)
                 ready.extend(nxt)
                 nxt.clear()
                 self._ready = ready

@@ -10,7 +10,13 @@ Lifetimes and guarantees
   ``bytes`` for binary, owned by the callee (keep it as long as you like).
 * ``on_close(ws, code, reason)`` runs exactly once: with the peer's code
   after a close handshake, with our code when we failed the connection,
-  1006 when TCP went away without a close frame, 1011 after a handler raised.
+  1006 when TCP went away without a close frame, 1011 after a handler raised
+  (whether or not the peer answered our close: a silent peer does not turn
+  the handler's error into a 1006).  ``ws.close_code``/``close_reason`` then
+  hold the same.  The frames themselves, as RFC 6455 7.1.5/7.1.6 define
+  them: ``close_code_sent``/``close_reason_sent`` (what our close frame said),
+  ``close_code_received``/``close_reason_received`` (the peer's; None when
+  none came, the RFC's 1006).  A close timeout is logged with what we sent.
 * A closing handshake never hangs: after our close frame, ``close_timeout``
   bounds the wait for the peer; TCP is closed only after our frame has left
   (``close_after_drain``: FIN after the data, no RST eating it).
@@ -146,6 +152,24 @@ class WebSocket:
     @property
     def client_ip(self) -> Optional[str]:
         return self.transport.get_client_ip()
+
+    @property
+    def close_code_sent(self) -> Optional[int]:
+        """The code our close frame carried (1005: none); None while we have sent no close frame."""
+        return self.protocol.close_code_sent
+
+    @property
+    def close_reason_sent(self) -> str:
+        return self.protocol.close_reason_sent
+
+    @property
+    def close_code_received(self) -> Optional[int]:
+        """The code of the peer's close frame (1005: none); None while none came (RFC 6455: 1006)."""
+        return self.protocol.close_code_received
+
+    @property
+    def close_reason_received(self) -> str:
+        return self.protocol.close_reason_received
 
     def send(self, data) -> SendStatus:
         """str -> a text message, bytes-like -> binary."""
@@ -365,7 +389,11 @@ class WebSocket:
 
     def _close_timed_out(self) -> None:
         self._timers.pop("close", None)
-        if not self.closed:
+        proto = self.protocol
+        log.info("WebSocket %s: no close frame from the peer within %g s of ours (%s %r): closing TCP",
+                 self.transport.peer_address, self.options.close_timeout, proto.close_code_sent,
+                 proto.close_reason_sent)
+        if not self.closed and self.close_code is None:  # (a handler error has decided on 1011)
             self.close_code, self.close_reason = 1006, "close timeout"
         self.transport.close()
 

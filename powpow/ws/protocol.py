@@ -23,6 +23,13 @@ Invariants
   invalid byte fails the connection when it arrives, not at the end.
 * After a close frame is received, or after the connection failed, input is
   ignored; after our close frame is sent, nothing else is sent.
+* ``close_code`` is the code of the CLOSE event (the peer's, or ours when we
+  failed the connection); the frames themselves are kept apart, as the
+  websockets library does: ``close_code_sent``/``close_reason_sent`` say what
+  our close frame carried, ``close_code_received``/``close_reason_received``
+  what the peer's did (1005 for a frame without a code, RFC 6455 7.1.5); None
+  while no such frame has gone or come -- the RFC's "connection close code"
+  is then 1006.
 * Pings are answered when the pongs are taken, not one write each: until
   then at most ``MAX_PONGS_OWED`` pings are owed a pong of their own, and a
   burst of more is answered by one pong, the latest ping's (RFC 6455 5.5.3
@@ -53,6 +60,13 @@ MAX_PONGS_OWED = 16
 
 class Protocol:
     """One WebSocket connection's protocol state (``client=True`` for the client role)."""
+
+    # The close frames each way (see the module docstring).  Class defaults, set on the
+    # instance only when a frame goes or comes: an open connection pays nothing for them.
+    close_code_sent: Optional[int] = None
+    close_reason_sent = ""
+    close_code_received: Optional[int] = None
+    close_reason_received = ""
 
     def __init__(self, client: bool = False, max_message_size: Optional[int] = MAX_MESSAGE_SIZE,
                  max_frame_size: Optional[int] = None, max_fragments: Optional[int] = MAX_FRAGMENTS,
@@ -310,6 +324,7 @@ class Protocol:
                 except UnicodeDecodeError:
                     raise WsProtocolError(1007, "invalid UTF-8 in the close reason") from None
             self.close_received = True
+            self.close_code_received, self.close_reason_received = code, reason
             if not self.close_sent:
                 self._pending_close = (code if code != 1005 else None, "")
             self.state = CLOSED
@@ -394,6 +409,12 @@ class Protocol:
         if self.close_sent:
             return []
         self.close_sent = True
+        # read back from the payload: what the peer will read, a reason cut to fit included
+        if len(payload) >= 2:
+            self.close_code_sent = payload[0] << 8 | payload[1]
+            self.close_reason_sent = payload[2:].decode("utf-8")
+        else:
+            self.close_code_sent = 1005
         if self.state == OPEN:
             self.state = CLOSING
         return self._frame(OP_CLOSE, payload)

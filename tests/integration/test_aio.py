@@ -1122,6 +1122,61 @@ def test_system_exit_in_a_protocol_callback_loses_no_queued_callback(lp):
         b.close()
 
 
+def test_keyboard_interrupt_in_one_protocol_loses_no_other_connections_data(lp):
+    """KeyboardInterrupt raised by one connection's data_received leaves the loop; the
+    other connections reported ready by the same poll are still served when the loop
+    runs again.  powpow.aio dropped the rest of that poll's events, and its transports
+    are edge-triggered on epoll: those connections never heard of their data again."""
+    loop = lp.loop
+    n = 6
+    socks = [socket.socketpair() for _ in range(n)]
+    got = {}
+    raised = []
+    transports = []
+
+    class Proto(asyncio.Protocol):
+        def __init__(self, i):
+            self.i = i
+
+        def connection_made(self, tr):
+            transports.append(tr)
+
+        def data_received(self, data):
+            if not raised:
+                raised.append(self.i)
+                raise KeyboardInterrupt
+            got[self.i] = data
+
+    async def main():
+        for i, (a, _) in enumerate(socks):
+            await loop.connect_accepted_socket(lambda i=i: Proto(i), a)
+        await asyncio.sleep(0.01)
+        for i, (_, b) in enumerate(socks):
+            b.send(b"to %d" % i)  # all of them readable before the next poll
+        await asyncio.sleep(5)
+
+    async def served():
+        while len(got) < n - 1:
+            await asyncio.sleep(0.005)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(main())
+        assert len(raised) == 1
+        lp.run(served())  # no new data arrives: only the poll's kept events can do it
+        assert got == {i: b"to %d" % i for i in range(n) if i != raised[0]}
+        for t in asyncio.all_tasks(loop):
+            t.cancel()
+        loop.run_until_complete(asyncio.sleep(0.01))
+    finally:
+        for tr in transports:
+            tr.abort()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        for a, b in socks:
+            a.close()
+            b.close()
+
+
 def test_due_timers_from_a_protocol_callback_run_after_its_call_soon(lp):
     """call_later(<= 0) made inside data_received runs after the call_soon handles that
     callback made, as in asyncio (its due timers join _ready after the I/O handles);
