@@ -15,7 +15,10 @@ app first asks for the body; an app that answers without reading it gets its
 response and the connection closes (the client may never send the body).
 Likewise a response that completes while more than ``UNREAD_BODY_LIMIT``
 (or an unknown amount: chunked) of the body is still to come closes the
-connection after it, rather than reading and dropping the rest.
+connection after it, rather than reading and dropping the rest; ``receive()``
+then answers ``http.disconnect`` at once (also one already parked there).  A
+body the HTTP layer cuts (past ``max_body``: 413) ends a parked ``receive()``
+the same way (``server._body_cut`` once the connection closes).
 
 Response (``send``): ``http.response.start`` only records status and headers;
 the head leaves with the first body piece, in one write (a whole response in
@@ -302,6 +305,10 @@ class HttpCycle:
                     self._on_eof()
                     return {"type": "http.disconnect"}
                 res.on_eof = self._on_eof
+            elif self.state == 2:
+                # answered before the whole body came: the rest is dropped (read on,
+                # or the connection closes after the answer), none of it for the app
+                return {"type": "http.disconnect"}
             elif self.hold100:
                 self.hold100 = False
                 res._hold_continue = False
@@ -443,6 +450,8 @@ class HttpCycle:
             if self.nbytes >= BODY_HIGH_WATER:
                 self.nbytes = 0
                 self.req.resume_body()
+            if self.arrived is not None:
+                self.arrived.wake()  # a receive() parked for more body: http.disconnect
 
     async def _backpressure(self) -> None:
         res = self.res

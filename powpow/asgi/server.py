@@ -86,6 +86,33 @@ class _AsgiHttpServer(HttpServer):
     def _check_drained(self) -> None:
         pass  # the ASGI server drains itself (Server._drain)
 
+    def _on_close(self, conn, exc) -> None:
+        session = conn.context
+        super()._on_close(conn, exc)
+        if session.__class__ is Session:
+            req = session.body_req
+            if req is not None:
+                _body_cut(req)
+
+
+def _body_cut(req) -> None:
+    """The connection closed while ``req``'s body was still arriving, and its
+    response had ended already, so the session's close did not tell the app
+    (``Response._lost`` calls ``on_close`` only for an answer still being made).
+
+    That happens when the HTTP layer answered the request itself: a chunked
+    body past ``max_body`` (413 from ``Session._reject``) -- or when the app
+    answered before reading the whole body.  A ``receive()`` waiting for more
+    body would wait until shutdown's cancel, holding its task and an
+    ``inflight`` slot: it gets ``http.disconnect`` now."""
+    res = req.response
+    if res is not None and res.ended:
+        cb = res.on_close
+        if cb is not None:
+            res.on_close = None
+            res._lost()  # (an ended answer: marks it gone, calls nothing)
+            cb()
+
 
 def _trust(proxy_headers: bool, forwarded_allow_ips, uds):
     if not proxy_headers:

@@ -1,0 +1,152 @@
+"""WSGI backpressure and body-limit checks from a review of the adapter's gaps.
+
+* A streamed answer pipelined behind a big one, with a client that reads
+  nothing: the generator must stall (inline: ``Exchange._inline_pump`` pauses
+  until on_drain; threads: the worker waits on the stream credit) instead of
+  growing the server's queue towards the transport's 32 MiB cap, and both
+  answers arrive whole, in order, once the client reads.
+* A chunked body that passes ``max_body`` while the app reads ``wsgi.input``:
+  the HTTP layer answers 413 and the read raises ``ClientDisconnected`` (an
+  OSError) at once, instead of waiting for a body that never comes.
+
+Real server in a thread, raw-socket clients on 127.0.0.1.
+"""
+import hashlib
+import socket
+import threading
+import time
+
+import pytest
+
+from ._wsgi import read_until_close, wsgi_server
+
+MiB = 1 << 20
+CHUNK = 64 << 10
+FIRST = 4 * MiB
+SECOND_CHUNKS = 768  # 48 MiB: past the transport's 32 MiB cap if nothing paused it
+MODES = {"inline": {"inline": True}, "threads": {}}
+
+
+def stamped(i: int) -> bytes:
+    """Chunk ``i`` of the second answer: its index repeated (loss or reordering shows)."""
+    return (b"%08d" % i) * (CHUNK // 8)
+
+
+def split_two(data: bytes):
+    """Two Content-Length framed answers from ``data``: [(head, body), (head, body)]."""
+    out = []
+    for _ in range(2):
+        head, sep, data = data.partition(b"\r\n\r\n")
+        assert sep, head[:200]
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        out.append((head, data[:length]))
+        data = data[length:]
+    assert data == b"", data[:200]
+    return out
+
+
+@pytest.mark.parametrize("first_kind", ["list", "stream"])
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_streamed_answer_behind_a_big_one_waits_for_a_slow_reader(mode, first_kind):
+    produced = [0]
+    closed = threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/first":
+            start_response("200 OK", [("Content-Length", str(FIRST))])
+            if first_kind == "list":
+                return [b"f" * FIRST]
+            return iter([b"f" * CHUNK] * (FIRST // CHUNK))
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", str(SECOND_CHUNKS * CHUNK))])
+
+        def second():
+            try:
+                for i in range(SECOND_CHUNKS):
+                    produced[0] += 1
+                    yield stamped(i)
+            finally:
+                closed.set()
+        return second()
+
+    with wsgi_server(app, **MODES[mode]) as srv:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n"
+                      b"GET /second HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            # the client reads nothing: wait until the server stops producing
+            last, stable_since = -1, time.monotonic()
+            end = time.monotonic() + 3
+            while time.monotonic() < end:
+                now = produced[0]
+                if now != last:
+                    last, stable_since = now, time.monotonic()
+                elif time.monotonic() - stable_since > 0.3:
+                    break
+                time.sleep(0.02)
+            # bounded by the socket buffers (kernel send buffer up to 4 MiB here)
+            # and the connection's high water, far below the 48 MiB answer
+            assert produced[0] * CHUNK < 16 * MiB, produced[0]
+            assert not closed.is_set()
+            data = read_until_close(s, 10)
+        (head1, body1), (head2, body2) = split_two(data)
+        assert head1.startswith(b"HTTP/1.1 200 ") and body1 == b"f" * FIRST
+        assert head2.startswith(b"HTTP/1.1 200 ")
+        expect = hashlib.sha256()
+        for i in range(SECOND_CHUNKS):
+            expect.update(stamped(i))
+        assert len(body2) == SECOND_CHUNKS * CHUNK
+        assert hashlib.sha256(body2).hexdigest() == expect.hexdigest()
+        assert closed.wait(5)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_chunked_body_past_max_body_mid_stream_ends_the_read(mode):
+    # The app has read 128 KiB and waits in wsgi.input.read() for more; the next
+    # read holds only a chunk-size line that passes max_body (the parser refuses
+    # it before any data).  Inline, the app runs only once the body is whole: it
+    # never runs, and its slot is given back.
+    piece = b"10000\r\n" + b"c" * 0x10000 + b"\r\n"
+    errors = []
+    got = []
+    first_part = threading.Event()
+    returned = threading.Event()
+
+    def app(environ, start_response):
+        inp = environ["wsgi.input"]
+        try:
+            got.append(len(inp.read(2 * 0x10000)))
+            first_part.set()
+            got.append(len(inp.read()))
+        except OSError as exc:
+            errors.append(exc)
+            raise
+        finally:
+            returned.set()
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    with wsgi_server(app, max_body=MiB, **MODES[mode]) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + piece * 2)
+            if mode == "threads":
+                assert first_part.wait(5)
+            s.sendall(b"100000\r\n")
+            answer = read_until_close(s, 5)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+        if mode == "threads":
+            assert returned.wait(2)
+            assert got == [2 * 0x10000], got
+            assert len(errors) == 1 and isinstance(errors[0], OSError), errors
+            assert str(errors[0]), errors  # a message, not a bare error
+        else:
+            assert not returned.is_set() and got == []
+        deadline = time.monotonic() + 2
+        while srv.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.in_flight == 0
