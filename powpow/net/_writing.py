@@ -17,6 +17,13 @@ Write path, in order of cost:
    strictly ordered with ``send``.
 4. Backpressure: ``send()`` returns False once the queue reaches
    ``high_water``; ``on_drain(conn)`` runs when it is back at ``low_water``.
+   Queued file chunks count too (``_backlog``): each as ``file_weight``,
+   ``high_water // FILES_HIGH`` -- for the descriptor it holds open, not for
+   its bytes, which stay on disk -- so ``FILES_HIGH`` chunks alone reach high
+   water and ``on_drain`` waits until the chunks and the bytes together are
+   back at low water (16 chunks with the default marks).  Counting bytes
+   only, ``on_drain`` fired once the small heads *between* the chunks were
+   out, and a producer paced by it stacked one batch of open fds per call.
    The hard cap ``max_queued`` (default 32 MiB) judges the queue as it is
    *before* a write: one large ``bytes`` object is queued by reference whatever
    its size (a 100 MB ``send()`` arrives whole, streamed from the caller's
@@ -50,11 +57,19 @@ EAGAIN = errno.EAGAIN
 DEFAULT_HIGH_WATER = 1 << 20
 DEFAULT_LOW_WATER = 256 << 10
 DEFAULT_MAX_QUEUED = 32 << 20
-# File chunks queued by send_file do not count as bytes (they are sent from the file),
-# but each holds an open fd: past FILES_HIGH queued chunks send_file returns False (wait
-# for on_drain), and a call while FILES_MAX are queued is refused like a write past the cap.
+# File chunks queued by send_file are sent from the file (no memory), but each holds an
+# open fd: each counts towards the water marks as file_weight(high_water), so FILES_HIGH
+# queued chunks alone are at high water (send_file returns False: wait for on_drain) --
+# the weight the HTTP server gives a file part in its batch limit.  A call while FILES_MAX
+# are queued is refused like a write past the cap.
 FILES_HIGH = 64
 FILES_MAX = 1024
+
+
+def file_weight(high_water: int) -> int:
+    """What one queued file chunk counts towards the water marks (at least 1, so that
+    with a zero low mark on_drain still waits for the last chunk)."""
+    return high_water // FILES_HIGH or 1
 
 # Native mode: the hottest call goes straight to the shim (no wrapper frame);
 # the wrappers in _ffi._sock stay the single definition for everything else.
@@ -95,7 +110,7 @@ class _DrainLater:
 
     def __call__(self) -> None:
         c = self.conn
-        if c._gen == self.gen and c._state != CLOSED and c._above_high and c._queued <= c.low_water:
+        if c._gen == self.gen and c._state != CLOSED and c._above_high and c._backlog() <= c.low_water:
             c._drain_event()
 
 
@@ -115,6 +130,7 @@ class _Writer:
     _edge: bool
     _queue: Optional[collections.deque]
     _queued: int
+    _files: int
     _corked: bool
     _cork_ok: bool
     _interest: int
@@ -144,8 +160,14 @@ class _Writer:
 
     @property
     def queued_bytes(self) -> int:
-        """Bytes in memory waiting for the kernel (file chunks not counted: see ``output_pending``)."""
+        """Bytes in memory waiting for the kernel (file chunks are not bytes in memory: see
+        ``output_pending``; the water marks count them, see ``_backlog``)."""
         return self._queued
+
+    def _backlog(self) -> int:
+        """The queue as the water marks see it: bytes, plus ``file_weight`` per file chunk."""
+        files = self._files
+        return self._queued + files * file_weight(self.high_water) if files else self._queued
 
     @property
     def output_pending(self) -> bool:
@@ -154,7 +176,7 @@ class _Writer:
 
     @property
     def writable(self) -> bool:
-        """False when ``send`` would be refused or the queue is above ``high_water``."""
+        """False when ``send`` would be refused or the queue (bytes and file chunks) is above ``high_water``."""
         return self._state == OPEN and not self._shut_pending and not self._wr_shut and not self._above_high
 
     def send(self, data) -> bool:
@@ -256,9 +278,8 @@ class _Writer:
             if take:
                 os.close(path_or_fd)
             return False
-        files = 0
+        files = self._files
         if self._queue:
-            files = sum(1 for x in self._queue if type(x) is FileChunk)
             if self._queued > self.max_queued or files >= FILES_MAX:
                 if take:
                     os.close(path_or_fd)
@@ -285,8 +306,9 @@ class _Writer:
             q = self._queue = collections.deque()
         was_empty = not q
         q.append(chunk)
-        if files + 1 >= FILES_HIGH:
-            self._above_high = True  # push back: on_drain follows once the queue's bytes are low again
+        self._files += 1
+        if self._backlog() >= self.high_water:
+            self._above_high = True  # push back: on_drain follows once chunks and bytes are low again
         if was_empty:
             self._arm_write()
             self._flush()
@@ -302,9 +324,10 @@ class _Writer:
             raise ValueError("need 0 <= low (%r) <= high (%r)" % (low, high))
         self.high_water = high
         self.low_water = low
-        if self._queue and self._queued >= high:
+        backlog = self._backlog()
+        if self._queue and backlog >= high:
             self._above_high = True
-        elif self._above_high and self._queued <= low and self._state != CLOSED:
+        elif self._above_high and backlog <= low and self._state != CLOSED:
             # Now under the new low mark: on_drain runs from the loop, not inside this call.
             self.loop.defer_call(_DrainLater(self, self._gen))
 
@@ -322,7 +345,7 @@ class _Writer:
                 _sock.set_cork(self._sock, self.fd, True)
                 self._corked = True
             self._arm_write()
-        if self._queued >= self.high_water:
+        if self._queued >= self.high_water or (self._files and self._backlog() >= self.high_water):
             self._above_high = True
             return False
         return not self._above_high
@@ -350,6 +373,13 @@ class _Writer:
                     return
                 q.popleft()
                 head.close()
+                self._files -= 1
+                # (an empty queue: _drained() tells, after the loop -- not a send_file from
+                # on_drain flushing inside this one)
+                if q and self._above_high and self._backlog() <= self.low_water:
+                    self._drain_event()
+                    if self._state == CLOSED or q is not self._queue:
+                        return
                 continue
             if len(q) == 1:
                 n = _send(sock, fd, head)
@@ -377,7 +407,7 @@ class _Writer:
                     q[0] = memoryview(head)[n:]
                     partial = True
                     break
-            if self._above_high and self._queued <= self.low_water:
+            if self._above_high and self._backlog() <= self.low_water:
                 self._drain_event()
                 if self._state == CLOSED or q is not self._queue:
                     return

@@ -135,7 +135,7 @@ class Connection(_Writer):
 
     __slots__ = ("loop", "fd", "_sock", "family", "_owner", "_gen", "_state", "_edge",
                  "on_data", "on_close", "on_drain", "on_eof", "context",
-                 "_rbuf", "_own_rbuf", "_queue", "_queued", "_corked", "_cork_ok", "_interest",
+                 "_rbuf", "_own_rbuf", "_queue", "_queued", "_files", "_corked", "_cork_ok", "_interest",
                  "_paused", "_read_deferred", "_shut_pending", "_wr_shut", "_eof", "_linger_timer",
                  "_above_high", "high_water", "low_water", "max_queued", "linger_ms",
                  "_peer", "_sockname", "_ip", "_overflow", "peer_closed", "bytes_sent", "data_as_bytes")
@@ -181,6 +181,7 @@ class Connection(_Writer):
         self._own_rbuf = False
         self._queue = None
         self._queued = 0
+        self._files = 0  # FileChunks in _queue (O(1) for the water marks and the FILES_MAX cap)
         self._corked = False
         self._cork_ok = False
         self._interest = 0
@@ -592,6 +593,7 @@ class Connection(_Writer):
                     item.close()
         self._queue = None
         self._queued = 0
+        self._files = 0
         if self._sock is not None:
             self._sock.close()
         else:

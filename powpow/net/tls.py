@@ -18,7 +18,10 @@ Invariants:
   queue is above ``_CIPHER_HIGH``.  ``send_file`` cannot use ``sendfile``:
   the file is read ``_CHUNK`` at a time as the socket drains, never whole.
 * Backpressure counts both queues: ``queued_bytes`` = plaintext not yet
-  encrypted + ciphertext not yet in the kernel.
+  encrypted + ciphertext not yet in the kernel; the water marks also count
+  each queued file chunk as ``file_weight`` (the open descriptor it holds,
+  as on plain TCP: ``FILES_HIGH`` chunks alone reach high water, and
+  ``send_file`` is refused while ``FILES_MAX`` are queued).
 * ``bytes_sent`` is the raw transport's (ciphertext the kernel accepted):
   monotonic, the honest measure of write progress.
 * Closing sends ``close_notify`` (best effort on ``close()``, after the queue
@@ -46,6 +49,7 @@ from typing import Any, Callable, Optional
 from ._filesend import FileChunk, open_chunk
 from ._tlsconf import (_INCOMPLETE, ALERT_NO_APPLICATION_PROTOCOL, OP_NO_RENEGOTIATION, TlsError, TlsInfo,
                        client_hello_alpn, prepare_server_context, server_context)
+from ._writing import FILES_MAX, file_weight
 from .errors import ConnectionLost, WriteQueueFull
 
 __all__ = ["TlsTransport", "TlsInfo", "TlsError", "prepare_server_context", "server_context",
@@ -87,8 +91,8 @@ class TlsTransport:
 
     __slots__ = ("_raw", "_ssl", "_in", "_out", "loop", "family", "server_side", "on_data", "on_close",
                  "on_drain", "on_eof", "context", "high_water", "low_water", "max_queued", "_plain",
-                 "_plain_bytes", "_above_high", "_state", "_hs_done", "_announced", "_paused", "_read_deferred",
-                 "_eof", "_shut_pending", "_wr_shut", "_hs_timer", "_on_ready", "_on_fail", "tls",
+                 "_plain_bytes", "_plain_files", "_above_high", "_state", "_hs_done", "_announced", "_paused",
+                 "_read_deferred", "_eof", "_shut_pending", "_wr_shut", "_hs_timer", "_on_ready", "_on_fail", "tls",
                  "close_notify_received", "_first", "_first_bytes", "_sent", "_pumping", "_hello", "__weakref__")
 
     def __init__(self, raw, ctx: ssl.SSLContext, server_side: bool, server_hostname: Optional[str] = None,
@@ -112,6 +116,7 @@ class TlsTransport:
         self.max_queued = raw.max_queued
         self._plain: collections.deque = collections.deque()
         self._plain_bytes = 0
+        self._plain_files = 0  # FileChunks in _plain
         self._above_high = False
         self._state = OPEN
         self._hs_done = False
@@ -188,6 +193,12 @@ class TlsTransport:
     def output_pending(self) -> bool:
         raw = self._raw
         return bool(self._plain) or self._shut_pending or (raw is not None and raw.output_pending)
+
+    def _backlog(self) -> int:
+        """The queues as the water marks see them: ``queued_bytes`` plus ``file_weight`` per file chunk."""
+        files = self._plain_files
+        q = self.queued_bytes
+        return q + files * file_weight(self.high_water) if files else q
 
     @property
     def writable(self) -> bool:
@@ -494,10 +505,18 @@ class TlsTransport:
             if take:
                 os.close(path_or_fd)
             return False
-        if self._plain and self.queued_bytes > self.max_queued:
+        if self._plain and (self.queued_bytes > self.max_queued or self._plain_files >= FILES_MAX):
             if take:
                 os.close(path_or_fd)
-            self._refuse(len(header) if header else 0)
+            if self._plain_files >= FILES_MAX:
+                exc = WriteQueueFull(
+                    "send_file refused: %d file chunks already queued (the cap is %d; peer %s is not "
+                    "reading); connection closed"
+                    % (self._plain_files, FILES_MAX, self._raw._peer_str() if self._raw else "peer"))
+                log.warning("%s", exc)
+                self._teardown(exc)
+            else:
+                self._refuse(len(header) if header else 0)
             return False
         chunk = open_chunk(path_or_fd, offset, count, take)
         if header:
@@ -505,6 +524,7 @@ class TlsTransport:
             self._plain.append(h)
             self._plain_bytes += len(h)
         self._plain.append(chunk)
+        self._plain_files += 1
         if self._hs_done:
             self._pump()
         return self._state == OPEN and self._check_high()
@@ -520,15 +540,16 @@ class TlsTransport:
         self.low_water = low
         if self._raw is not None:
             self._raw.set_write_buffer_limits(_CIPHER_HIGH, min(_CIPHER_LOW, low))
-        if self.queued_bytes >= high:
+        backlog = self._backlog()
+        if backlog >= high:
             self._above_high = True
-        elif self._above_high and self.queued_bytes <= low and self._state != CLOSED:
+        elif self._above_high and backlog <= low and self._state != CLOSED:
             self.loop.defer_call(self._maybe_drain)
 
     def _check_high(self) -> bool:
         if self._state != OPEN:
             return False
-        if self.queued_bytes >= self.high_water:
+        if (self._backlog() if self._plain_files else self.queued_bytes) >= self.high_water:
             self._above_high = True
             self._watch_raw_drain()
             return False
@@ -542,7 +563,7 @@ class TlsTransport:
             raw._above_high = True
 
     def _maybe_drain(self) -> None:
-        if self._above_high and self._state != CLOSED and self.queued_bytes <= self.low_water:
+        if self._above_high and self._state != CLOSED and self._backlog() <= self.low_water:
             self._above_high = False
             cb = self.on_drain
             if cb is not None:
@@ -566,9 +587,14 @@ class TlsTransport:
         return True
 
     def _pump(self) -> None:
-        """Encrypt queued plaintext while the raw queue has room; one raw write per step."""
+        """Encrypt queued plaintext while the raw queue has room; one raw write per step.
+
+        ``on_drain`` runs after the pump, not inside it: what it writes or sends from a
+        file is pumped by that very call (inside, the pump was busy: the data waited for
+        a raw drain that nothing had asked for)."""
         if self._pumping or not self._hs_done:
             return
+        drained = False
         self._pumping = True
         try:
             q = self._plain
@@ -591,6 +617,7 @@ class TlsTransport:
                         if item.remaining == 0:
                             q.popleft()
                             item.close()
+                            self._plain_files -= 1
                         if not data:
                             continue
                     else:
@@ -610,14 +637,16 @@ class TlsTransport:
             if not q and self._shut_pending:
                 self._do_shutdown()
             if self._above_high:
-                if self.queued_bytes <= self.low_water:
-                    self._maybe_drain()
+                if self._backlog() <= self.low_water:
+                    drained = True
                 else:
                     self._watch_raw_drain()
         except (ssl.SSLError, OSError) as exc:
             self._fail_exc(exc, "TLS write to")
         finally:
             self._pumping = False
+        if drained:
+            self._maybe_drain()
 
     def _read_file(self, chunk: FileChunk, want: int):
         """The next bytes of ``chunk``; None: torn down (why is reported); ``_SOURCE_EMPTY``:
@@ -724,6 +753,7 @@ class TlsTransport:
                 item.close()
         self._plain.clear()
         self._plain_bytes = 0
+        self._plain_files = 0
 
     def _fail_exc(self, exc: BaseException, what: str) -> None:
         reason = getattr(exc, "reason", None) or str(exc)

@@ -55,7 +55,9 @@ Flow control and progress
     progress; a growing queue is not progress), ``high_water``,
     ``low_water``, ``max_queued``, ``set_write_buffer_limits(high, low)``,
     ``writable``, ``on_drain(conn)`` (the queue fell to ``low_water`` after a
-    write returned False).
+    write returned False).  Queued file chunks count towards ``high_water``/
+    ``low_water`` as ``high_water // FILES_HIGH`` each (the fd they hold, not
+    their size), not in ``queued_bytes``.
 
 Identity
     ``peer_address``, ``sock_address``, ``get_client_ip()`` (None for unix
