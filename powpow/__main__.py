@@ -195,6 +195,7 @@ def make_handler(root: str, listing: bool, cors, show_hidden: bool, builtin: boo
 
 def serve(args: argparse.Namespace) -> int:
     from .http import CorsOptions, HttpServer
+    from .http.cors import CorsConfigError
 
     builtin = args.dir is None
     root = os.path.abspath(SITE_DIR if builtin else args.dir)
@@ -203,8 +204,13 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     cors = None
     if args.cors or args.cors_origin:
-        cors = CorsOptions(allow_origins=tuple(args.cors_origin or ["*"]),
-                           allow_methods=("GET", "HEAD", "OPTIONS"))
+        try:
+            cors = CorsOptions(allow_origins=tuple(args.cors_origin or ["*"]),
+                               allow_methods=("GET", "HEAD", "OPTIONS"),
+                               allow_headers=STATIC_REQUEST_HEADERS, expose_headers=STATIC_RESPONSE_HEADERS)
+        except CorsConfigError as exc:  # (cors_origin checked each value already: a safety net)
+            print("powpow serve: error: argument --cors-origin: %s" % (exc,), file=sys.stderr)
+            return 2
     if args.access_log:
         import logging
 
@@ -268,6 +274,27 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --cors / --cors-origin: what a cross-origin script reading static files sends and reads.
+# The request headers the static planner honours (ranges, conditional requests; a page
+# setting one makes the browser ask a preflight first); the response headers a client of
+# ranges and validators reads beyond the CORS-safelisted ones (Content-Length, Content-Type,
+# Last-Modified... are readable anyway; Last-Modified is listed for older browsers).
+STATIC_REQUEST_HEADERS = ("range", "if-range", "if-none-match", "if-modified-since",
+                          "if-match", "if-unmodified-since")
+STATIC_RESPONSE_HEADERS = ("Content-Range", "Accept-Ranges", "ETag", "Last-Modified")
+
+
+def cors_origin(text: str) -> str:
+    """``--cors-origin`` value: an origin as CorsOptions takes it (a bad one is a usage error)."""
+    from .http.cors import CorsConfigError, CorsOptions
+
+    try:
+        return CorsOptions(allow_origins=(text,)).allow_origins[0]
+    except CorsConfigError:
+        raise argparse.ArgumentTypeError(
+            "%r is not an origin: scheme://host[:port] (e.g. https://app.example), '*' or 'null'" % text) from None
+
+
 def _add_serve_arguments(sub) -> None:
     s = sub.add_parser("serve", help="serve a directory over HTTP (default command)",
                        description="Serve DIR (default: a built-in demo site) over HTTP/1.1.")
@@ -282,7 +309,8 @@ def _add_serve_arguments(sub) -> None:
     s.add_argument("--listing", action="store_true", help="HTML listings for directories without index.html")
     s.add_argument("--show-hidden", action="store_true", help="serve dotfiles (hidden by default)")
     s.add_argument("--cors", action="store_true", help="allow cross-origin GET/HEAD from any origin")
-    s.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="allow this origin (repeatable)")
+    s.add_argument("--cors-origin", action="append", type=cors_origin, metavar="ORIGIN",
+                   help="allow this origin (repeatable), e.g. https://app.example")
     s.add_argument("--access-log", action="store_true", help="log each request (common log format) to stderr")
     s.add_argument("--keepalive-timeout", type=seconds, default=5.0, help="idle keep-alive seconds (default 5)")
     s.add_argument("--header-timeout", type=seconds, default=10.0,

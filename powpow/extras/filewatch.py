@@ -22,7 +22,16 @@ that left the tree takes its watches with it: the kernel keeps reporting a
 watched inode wherever it moves, so without ``inotify_rm_watch`` writes in
 its new home would be reported under its old path in the tree.  A kernel
 queue overflow is logged and reported as MODIFIED on the watched path.
+
+A subdirectory that cannot be watched -- one the process may not read
+(``EACCES``/``EPERM``, e.g. a private directory under a served tree), or one
+gone again (``ENOENT``/``ENOTDIR``) -- is skipped, with one warning for the
+unreadable ones, at start as when it appears later: the rest of the tree is
+still watched (a live-reload server must not refuse to start for it).  Only
+the watched path itself must be watchable.  The poll backend skips what it
+cannot list the same way.
 """
+import errno
 import enum
 import logging
 import os
@@ -51,6 +60,10 @@ class FileEvent(NamedTuple):
     path: str
     dest: Optional[str] = None
 
+
+# why a directory below the root cannot be watched (inotify_add_watch, scandir)
+_UNREADABLE = frozenset((errno.EACCES, errno.EPERM))
+_GONE = frozenset((errno.ENOENT, errno.ENOTDIR))
 
 _EVENT_HEAD = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then name)
 
@@ -88,6 +101,7 @@ class FileWatcher:
         self._closed = False
         self._fd = -1
         self._timer = None
+        self._unreadable: Set[str] = set()  # poll backend: directories it could not list last time
         if backend == "inotify":
             self._start_inotify()
         else:
@@ -140,7 +154,7 @@ class FileWatcher:
             if self.recursive and self._is_dir:
                 for dirpath, dirnames, _ in os.walk(self._root):
                     for d in dirnames:
-                        self._add_dir(os.path.join(dirpath, d))
+                        self._add_subdir(os.path.join(dirpath, d))
         except BaseException:
             os.close(fd)
             self._fd = -1
@@ -153,6 +167,20 @@ class FileWatcher:
             raise OSError(-wd, "inotify_add_watch(%r): %s" % (path, os.strerror(-wd)))
         self._wds[wd] = path
         self._left_wds.discard(wd)  # (the same inode gives the same wd)
+
+    def _add_subdir(self, path: str) -> bool:
+        """Watch a directory below the root; skip it (False) when it cannot be watched
+        (see the module docstring).  Other errors (ENOSPC: no watch left) raise."""
+        try:
+            self._add_dir(path)
+            return True
+        except OSError as exc:
+            if exc.errno in _UNREADABLE:
+                log.warning("not watching %s for changes: %s", path, os.strerror(exc.errno))
+                return False
+            if exc.errno in _GONE:
+                return False  # removed or replaced meanwhile: its DELETE events follow
+            raise
 
     def _on_inotify(self, fd: int, events: int) -> None:
         chunks = []
@@ -245,15 +273,16 @@ class FileWatcher:
 
     def _watch_new_dir(self, path: str, out: list) -> None:
         try:
-            self._add_dir(path)
+            if not self._add_subdir(path):
+                return
             for dirpath, dirnames, filenames in os.walk(path):
                 for d in dirnames:
-                    self._add_dir(os.path.join(dirpath, d))
+                    self._add_subdir(os.path.join(dirpath, d))
                     out.append((Change.CREATED, os.path.join(dirpath, d), None))
                 for f in filenames:
                     out.append((Change.CREATED, os.path.join(dirpath, f), None))
-        except OSError:
-            pass  # gone again already: its DELETE events follow
+        except OSError as exc:  # ENOSPC (the watch limit): the loop goes on, one line says what is missed
+            log.warning("not watching %s for changes: %s", path, exc)
 
     # ------------------------------------------------------------ polling
 
@@ -263,8 +292,9 @@ class FileWatcher:
             self._stat_into(snap, self.path)
             return snap
         self._stat_into(snap, self._root)
+        unlisted: List[OSError] = []
         if self.recursive:
-            for dirpath, dirnames, filenames in os.walk(self._root):
+            for dirpath, dirnames, filenames in os.walk(self._root, onerror=unlisted.append):
                 for n in dirnames + filenames:
                     self._stat_into(snap, os.path.join(dirpath, n))
         else:
@@ -272,8 +302,14 @@ class FileWatcher:
                 with os.scandir(self._root) as it:
                     for e in it:
                         self._stat_into(snap, e.path)
-            except OSError:
-                pass
+            except OSError as exc:
+                unlisted.append(exc)
+        # one warning per directory that cannot be listed, not one per scan
+        unreadable = {e.filename: e.errno for e in unlisted if e.errno in _UNREADABLE}
+        for path, code in unreadable.items():
+            if path not in self._unreadable:
+                log.warning("not watching %s for changes: %s", path, os.strerror(code))
+        self._unreadable = set(unreadable)
         return snap
 
     @staticmethod

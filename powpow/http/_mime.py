@@ -1,7 +1,8 @@
 """Content-Type for a file name, from its extension.
 
 What: ``content_type_for(name)`` returns the value of the Content-Type field
-for a static file, ``; charset=utf-8`` included where the type is text.
+for a static file, ``; charset=utf-8`` included where the type is text
+(except HTML: see below).
 
 Invariants:
 * The answer depends only on the name and the Python version, never on the
@@ -17,6 +18,13 @@ Invariants:
 * ``charset=utf-8`` is added to ``text/*`` and to the textual application
   types (JS, JSON, XML, SVG, ``+json``/``+xml`` suffixes): an absent charset
   makes browsers fall back to windows-1252 for text/plain.
+* ``text/html`` gets no charset, as from nginx, Apache and ``http.server``:
+  a page declares its own encoding (``<meta charset>``, a BOM), and a charset
+  in the header would override that declaration (HTML's encoding sniffing
+  puts the transport layer first), turning a legacy ``iso-8859-1`` page into
+  mojibake.  A page with no declaration is left to the browser's detection
+  (current browsers recognise UTF-8).  HTML that powpow writes itself
+  (listings) says ``charset=utf-8`` in the header.
 
 Why a dict lookup: this runs once per static request; a lower-cased suffix and
 one dict lookup cost well under a microsecond.
@@ -90,6 +98,8 @@ def _stdlib_types() -> Dict[str, str]:
 
 
 def _with_charset(mime: str) -> str:
+    if mime == "text/html":  # declares its own encoding (module docstring)
+        return mime
     if (mime.startswith("text/") or mime in _TEXTUAL_APPLICATION
             or mime.endswith("+json") or mime.endswith("+xml")):
         return mime + "; charset=utf-8"

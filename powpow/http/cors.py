@@ -4,27 +4,34 @@ What: ``cors_headers(method, get_header, opts)`` looks at ``Origin`` and, for a
 preflight, ``Access-Control-Request-Method`` / ``-Headers``, and returns
 ``(is_preflight, status, headers)``:
 
-* not a CORS request (no ``Origin``): ``(False, None, [])``;
+* not a CORS request (no ``Origin``): ``(False, None, headers)`` all the same
+  -- ``Access-Control-Allow-Origin: *`` (and the exposed headers) for a
+  wildcard policy, ``Vary: Origin`` for one that depends on the origin --
+  because a shared cache hands this very answer to later cross-origin
+  fetches (Fetch standard, "CORS protocol and HTTP caches");
 * preflight (``OPTIONS`` + ``Origin`` + ``Access-Control-Request-Method``):
   ``(True, 204, allow-headers)`` or ``(True, 403, [Vary])`` when the origin,
   method or a requested header is not allowed -- the server answers it
   directly and never calls the handler;
 * any other request with an ``Origin``: ``(False, None, headers)`` to add to
   the handler's response.  A disallowed origin gets no ``Access-Control-*``
-  header (the browser then hides the response) but the request is not refused:
-  CORS protects readers, not the server.
+  header (the browser then hides the response), only ``Vary: Origin``, but the
+  request is not refused: CORS protects readers, not the server.
 
 Invariants (each a test):
 * ``Access-Control-Allow-Origin: *`` only when ``*`` is allowed *and*
-  credentials are not; otherwise the origin is echoed with ``Vary: Origin``,
-  so a shared cache never serves one origin's answer to another.
+  credentials are not -- then on every answer that is not a preflight,
+  whatever the ``Origin``; otherwise the origin is echoed, and every answer
+  (with an allowed, a refused or no ``Origin``) says ``Vary: Origin``, so a
+  shared cache never serves one origin's answer to another.
   (``allow_origins=("*",)`` with ``allow_credentials=True`` therefore lets
   every site read credentialed responses -- that is what was asked for, but
   it is rarely what is meant; list the origins instead.)
 * Methods compare case-sensitively (RFC 9110 §9.1), header names
   case-insensitively; allowed requested headers are echoed back (lower-case),
   which also works with credentials, where browsers refuse a literal ``*``.
-* Configured values are checked once for CR/LF/NUL, never per request.
+* Configured values are checked once for CR/LF/NUL, never per request.  An
+  origin may end in one ``/`` (as copied from the address bar); it is dropped.
 """
 from typing import Callable, Iterable, List, Optional, Tuple, Union
 
@@ -57,7 +64,7 @@ class CorsOptions:
 
     __slots__ = ("allow_origins", "origin_predicate", "any_origin", "allow_methods",
                  "any_method", "allow_headers", "any_header", "expose_headers",
-                 "allow_credentials", "max_age", "_methods_value")
+                 "allow_credentials", "max_age", "_methods_value", "_static_headers")
 
     def __init__(
         self,
@@ -74,12 +81,16 @@ class CorsOptions:
         else:
             if isinstance(allow_origins, str):
                 allow_origins = (allow_origins,)
-            origins = _clean("allow_origins", allow_origins)
+            # "https://app.example/" (copied from the address bar) means the origin
+            # "https://app.example": one trailing slash goes before the check
+            origins = tuple(o[:-1] if o.endswith("/") and "://" in o and not o.endswith("//") else o
+                            for o in _clean("allow_origins", allow_origins))
             for o in origins:
-                if o not in ("*", "null") and ("://" not in o or "/" in o.split("://", 1)[1]):
+                if o not in ("*", "null") and ("://" not in o or not o.split("://", 1)[1]
+                                               or "/" in o.split("://", 1)[1]):
                     raise CorsConfigError("allow_origins: %r is not scheme://host[:port]" % (o,))
             self.origin_predicate = None
-            self.allow_origins = tuple(o.rstrip("/") for o in origins)
+            self.allow_origins = origins
         self.any_origin = "*" in self.allow_origins
         if isinstance(allow_methods, str):
             allow_methods = (allow_methods,)
@@ -97,6 +108,14 @@ class CorsOptions:
             raise CorsConfigError("max_age must be a non-negative int or None")
         self.max_age = max_age
         self._methods_value = ", ".join(m for m in self.allow_methods if m != "*")
+        # What every answer that is not a preflight carries whatever its Origin (see
+        # the module docstring): computed once, copied per request.
+        if self.varies_by_origin:
+            self._static_headers = [("Vary", "Origin")]
+        else:
+            self._static_headers = [("Access-Control-Allow-Origin", "*")]
+            if self.expose_headers:
+                self._static_headers.append(("Access-Control-Expose-Headers", ", ".join(self.expose_headers)))
 
     def origin_allowed(self, origin: str) -> bool:
         if self.origin_predicate is not None:
@@ -126,14 +145,16 @@ def cors_headers(method: str, get_header: GetHeader, opts: CorsOptions,
     """``(is_preflight, status, headers)`` for one request; see the module docstring."""
     origin = get_header("origin")
     if origin is None:
-        return False, None, []
+        return False, None, list(opts._static_headers)
     origin = origin.strip(" \t")
     # An Origin with CR/LF cannot arrive through the parser; refuse to echo one anyway.
     safe_origin = origin and not any(c in origin for c in "\r\n\x00,")
     requested_method = get_header("access-control-request-method") if method == "OPTIONS" else None
     if requested_method is None:
+        if not opts.varies_by_origin:  # "*": the same answer for every origin
+            return False, None, list(opts._static_headers)
         if not safe_origin or not opts.origin_allowed(origin):
-            return False, None, [("Vary", "Origin")] if opts.varies_by_origin else []
+            return False, None, [("Vary", "Origin")]
         headers = opts._origin_headers(origin)
         if opts.expose_headers:
             headers.append(("Access-Control-Expose-Headers", ", ".join(opts.expose_headers)))

@@ -35,6 +35,10 @@ Path safety (the invariants; each is a row of the test table):
   regular file or directory, a file named with a trailing slash, a directory
   with neither index nor listing (404 rather than 403: the answer does not
   reveal that the directory exists).
+* An index that is there but refused (403: unreadable, a symlink out of the
+  root) or that cannot be opened (503) is the directory's answer; only one
+  that is not there (404) lets the next index name, then the listing, answer
+  -- as nginx does: a listing would show what the index was put there to hide.
 * The root is followed to the directory it names *now* (one ``stat`` a request;
   ``realpath`` again only when that is another directory than last time), as
   nginx and ``http.server`` do: a root symlink repointed by an atomic deploy
@@ -53,8 +57,10 @@ Path safety (the invariants; each is a row of the test table):
 
 HTTP (RFC 9110): validators and conditionals in ``_conditional`` (§8.8, §13),
 ranges and multipart/byteranges in ``_ranges`` (§14), content types in
-``_mime``.  Range is honoured for GET only (§14.2: GET is the only method that
-defines range handling; HEAD answers like a full GET).  Methods other than
+``_mime``.  Last-Modified is never in the future (``_last_modified``); list
+fields sent on several lines count whole (``_field_reader``, §5.3).  Range
+is honoured for GET only (§14.2: GET is the only method that defines range
+handling; HEAD answers like a full GET).  Methods other than
 GET/HEAD get 405 ``Allow: GET, HEAD``: OPTIONS/CORS preflight belongs to
 ``powpow.http.cors``, answered by the server before it calls us.
 
@@ -68,7 +74,7 @@ import os
 import re
 import stat as _stat
 import time
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from powpow._log import get_logger
 from powpow.errors import PowpowError
@@ -85,6 +91,8 @@ __all__ = [
 log = get_logger("powpow.http")
 
 GetHeader = Callable[[str], Optional[str]]
+# what plan_static/plan_file take: a GetHeader, or a headers object (see _field_reader)
+Headerish = Union[GetHeader, Any]
 Part = Union[bytes, FilePart]
 
 # A listing of a directory with a million entries would be a 100 MB page built
@@ -492,6 +500,26 @@ def content_disposition(filename: str, disposition: str = "attachment") -> str:
     return "%s; filename=\"%s\"; filename*=UTF-8''%s" % (disposition, fallback, exact)
 
 
+def _last_modified(st: os.stat_result) -> int:
+    """Last-Modified in whole seconds: the mtime, but never one in the future.
+
+    RFC 9110 §8.8.2.1: an origin MUST NOT send a Last-Modified later than its
+    Date.  A file whose mtime is ahead of the clock (unpacked from a host whose
+    clock was ahead) would otherwise advertise a date that every later edit is
+    "before", and If-Modified-Since would answer 304 after a real change.  Such
+    a file gets the last second that is already over (now - 1), so the date
+    moves with the clock until it passes the mtime, and
+    * an edit made even within the current second gets an mtime after it (the
+      next If-Modified-Since is then answered 200, not 304);
+    * it is not after the Date header either, which the server refreshes once
+      a second (and so may be up to a second old).
+    The conditionals are evaluated against this same value.  (The ETag is made
+    of size, mtime in ns and inode, not of this date.)"""
+    mtime = st.st_mtime_ns // 1_000_000_000
+    now = int(time.time())
+    return mtime if mtime <= now else now - 1
+
+
 def _etag(st: os.stat_result, suffix: str = "") -> str:
     # Strong: a new inode (atomic rename deploy) or any write (mtime_ns, size) changes it.
     return '"%x-%x-%x%s"' % (st.st_size, st.st_mtime_ns, st.st_ino, suffix)
@@ -550,7 +578,7 @@ def _plan_open(
     mime = content_type or content_type_for(name)
     size = st.st_size
     etag = _etag(st, "-gz" if coding else "")
-    last_modified = st.st_mtime_ns // 1_000_000_000
+    last_modified = _last_modified(st)
     validators = [("ETag", etag), ("Last-Modified", http_date(last_modified))]
     if cache_control is not None:
         validators.append(("Cache-Control", cache_control))
@@ -655,7 +683,7 @@ def _plan_injected(
     import zlib
     mime = content_type or content_type_for(name)
     etag = _etag(st, "-i%08x" % (zlib.crc32(inject) & 0xFFFFFFFF))
-    last_modified = st.st_mtime_ns // 1_000_000_000
+    last_modified = _last_modified(st)
     validators = [("ETag", etag), ("Last-Modified", http_date(last_modified))]
     if cache_control is not None:
         validators.append(("Cache-Control", cache_control))
@@ -701,12 +729,55 @@ def _serve_path(method: str, get_header: GetHeader, requested: str, name: str,
                          opts.download, opts.cache_control, None, root.real, opts.inject_html)
 
 
-def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
+# -- request fields ---------------------------------------------------------------
+#
+# RFC 9110 §5.3: a field sent on several lines means the same as one line with
+# the values joined by commas.  Of the fields read here, these are lists (the
+# others -- Range, If-Range, the dates -- are single values, first line wins).
+_LIST_FIELDS = frozenset(("if-match", "if-none-match", "accept-encoding"))
+
+
+class _JoinedFields:
+    """``get_header`` that joins the lines of a repeated list field (see above)."""
+
+    __slots__ = ("_get", "_get_all")
+
+    def __init__(self, get: GetHeader, get_all: Callable[[str], List[str]]) -> None:
+        self._get = get
+        self._get_all = get_all
+
+    def __call__(self, name: str) -> Optional[str]:
+        value = self._get(name)
+        if value is not None and name in _LIST_FIELDS:
+            values = self._get_all(name)
+            if len(values) > 1:
+                value = ", ".join(values)
+        return value
+
+
+def _field_reader(headers: Headerish) -> GetHeader:
+    """The ``get_header`` the planners use, from what the caller gave: a
+    callable ``name -> value``, or a headers object with ``get`` and ``get_all``
+    (powpow's ``Headers``).  A bound ``get`` of such an object (``req.headers.get``)
+    counts as the object, so repeated list fields are joined either way; with
+    any other callable the caller's value is all there is."""
+    owner = getattr(headers, "__self__", None) if getattr(headers, "__name__", None) == "get" else None
+    if owner is None:
+        owner = headers
+    get_all = getattr(owner, "get_all", None)
+    if get_all is None:
+        return headers if callable(headers) else headers.get
+    return _JoinedFields(owner.get, get_all)  # type: ignore[union-attr]
+
+
+def plan_static(method: str, raw_target_path: str, get_header: Headerish,
                 opts: StaticOptions) -> Optional[StaticResponse]:
     """Plan the answer to ``method raw_target_path`` from the files under ``opts.root``.
 
     ``raw_target_path``: the path as received (percent-encoded, no query).
-    ``get_header(lowercase_name)``: a request header's value or None.
+    ``get_header``: the request's fields -- ``req.headers`` (or its bound
+    ``get``), or any ``get_header(lowercase_name) -> value or None``; with the
+    former, a list field sent on several lines (If-None-Match...) counts whole.
     Returns None when the path is not under ``opts.prefix`` (the caller's own
     handler takes over); otherwise a ``StaticResponse``, never an exception."""
     prefix = opts.prefix
@@ -720,6 +791,7 @@ def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
         return _not_allowed(method)
     if rest is None:
         return _redirect(method, raw_target_path)
+    get_header = _field_reader(get_header)
     try:
         names, trailing = _split_target(rest, opts.show_hidden)
         root = _current_root(opts)  # once: the whole answer is planned against this resolution
@@ -734,9 +806,12 @@ def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
                     return _serve_path(method, get_header, os.path.join(requested, index),
                                        index, opts, root)
                 except StaticError as e:
-                    if e.status >= 500:  # out of descriptors: not "no such index"
+                    # Only an index that is not there lets the next name or the listing
+                    # answer; one that is there but refused (unreadable, a symlink out of
+                    # the root: 403) or unopenable (503) is the answer, as with nginx --
+                    # a listing would show what the index was put there to hide.
+                    if e.status != 404:
                         raise
-                    continue
             if opts.listing:
                 return _plan_listing(method, real, prefix + "/".join(names) + ("/" if names else ""),
                                      bool(names), opts, root)
@@ -751,7 +826,7 @@ def plan_static(method: str, raw_target_path: str, get_header: GetHeader,
         return _small(method, e.status, e.reason, e.headers)
 
 
-def plan_file(method: str, path: Union[str, "os.PathLike[str]"], get_header: GetHeader, *,
+def plan_file(method: str, path: Union[str, "os.PathLike[str]"], get_header: Headerish, *,
               download: bool = False, filename: Optional[str] = None,
               content_type: Optional[str] = None,
               cache_control: Optional[str] = None) -> StaticResponse:
@@ -767,6 +842,7 @@ def plan_file(method: str, path: Union[str, "os.PathLike[str]"], get_header: Get
     if cache_control is not None:
         _check_value("cache_control", cache_control)
     name = filename or os.path.basename(path)
+    get_header = _field_reader(get_header)
     try:
         real = os.path.realpath(path)
         return _plan_regular(method, get_header, real, name, None, download, cache_control,

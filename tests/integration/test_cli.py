@@ -80,7 +80,7 @@ def test_serve_builtin_site_then_ctrl_c():
     proc, port = start_serve()
     r, body = get(port, "/")
     assert r.status == 200 and b"powpow is serving" in body
-    assert r.getheader("Content-Type") == "text/html; charset=utf-8"
+    assert r.getheader("Content-Type") == "text/html"
     r, body = get(port, "/_powpow/info")
     info = json.loads(body)
     assert info["server"] == "powpow" and info["pid"] == proc.pid
