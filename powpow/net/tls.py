@@ -11,7 +11,8 @@ Invariants:
 * Ciphertext from the socket goes into the incoming BIO; plaintext is
   decrypted into a per-thread buffer (one per thread, not one per
   connection: an idle TLS connection costs OpenSSL's state and no buffer of
-  ours) and handed to ``on_data`` as a memoryview valid during the call.
+  ours) and handed to ``on_data`` as a memoryview valid during the call
+  (``data_as_bytes = True``: as bytes of its own, as on ``Connection``).
 * Writes queue plaintext by reference and encrypt it as the socket drains:
   at most ``_CHUNK`` plaintext per step, the ciphertext of one step leaving
   in one ``raw.write`` (one syscall), and no more encryption while the raw
@@ -28,7 +29,14 @@ Invariants:
   on ``close_after_drain()``/``write_eof()``).  A peer that closes TCP without
   ``close_notify`` is an end of input like any other (``on_eof``); the
   protocol's framing decides whether the message was complete
-  (``close_notify_received`` says which it was).
+  (``close_notify_received`` says which it was).  What a peer sends after its
+  ``close_notify`` is never buffered (RFC 8446 6.1: it MUST be ignored): it is
+  counted and dropped, and past ``_AFTER_CLOSE_NOTIFY_MAX`` the connection is cut
+  (a peer that half-closes TLS and keeps streaming bytes cost memory without
+  bound while an answer was pending).
+* A fatal error after the handshake (a record that does not decrypt) sends the
+  alert OpenSSL wrote for it (RFC 8446 5.2) -- best effort, one non-blocking
+  write -- before the connection is torn down.
 * The handshake has its own deadline (``handshake_timeout``); the owner
   (``on_ready``) hears of the transport only once the handshake succeeded,
   a failure goes to ``on_fail`` and never raises out of the loop.
@@ -65,6 +73,7 @@ _CIPHER_LOW = 64 << 10
 _DECRYPT_SIZE = 64 << 10    # one SSL_read yields at most one 16 KiB record; room for a few
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 _HELLO_MAX = 32 << 10       # ClientHello bytes kept for the ALPN check (a bigger one: OpenSSL decides)
+_AFTER_CLOSE_NOTIFY_MAX = 64 << 10  # bytes ignored after the peer's close_notify before we cut it off
 
 _local = threading.local()
 _PLAIN_HTTP = (b"GET ", b"POST", b"HEAD", b"PUT ", b"DELE", b"OPTI", b"PATC", b"CONN", b"TRAC", b"PRI ")
@@ -93,7 +102,8 @@ class TlsTransport:
                  "on_drain", "on_eof", "context", "high_water", "low_water", "max_queued", "_plain",
                  "_plain_bytes", "_plain_files", "_above_high", "_state", "_hs_done", "_announced", "_paused",
                  "_read_deferred", "_eof", "_shut_pending", "_wr_shut", "_hs_timer", "_on_ready", "_on_fail", "tls",
-                 "close_notify_received", "_first", "_first_bytes", "_sent", "_pumping", "_hello", "__weakref__")
+                 "close_notify_received", "_first", "_first_bytes", "_sent", "_pumping", "_hello", "_ignored",
+                 "data_as_bytes", "__weakref__")
 
     def __init__(self, raw, ctx: ssl.SSLContext, server_side: bool, server_hostname: Optional[str] = None,
                  handshake_timeout: Optional[float] = DEFAULT_HANDSHAKE_TIMEOUT,
@@ -130,6 +140,8 @@ class TlsTransport:
         self._on_fail = on_fail
         self.tls: Optional[TlsInfo] = None
         self.close_notify_received = False
+        self._ignored = 0  # bytes dropped after the peer's close_notify
+        self.data_as_bytes = False  # on_data gets bytes (a copy of its own) instead of a memoryview
         self._first = True
         self._first_bytes = b""  # the peer's first bytes: plain HTTP to a TLS port is answered in words
         self._sent = 0  # bytes_sent of raw connections already closed (kept monotonic)
@@ -173,6 +185,12 @@ class TlsTransport:
 
     def get_client_ip(self) -> Optional[str]:
         return self._raw.get_client_ip() if self._raw is not None else None
+
+    def set_nodelay(self, on: bool = True) -> None:
+        """``TCP_NODELAY`` on the socket underneath (as ``Connection.set_nodelay``)."""
+        raw = self._raw
+        if raw is not None:
+            raw.set_nodelay(on)
 
     @property
     def peer_closed(self) -> bool:
@@ -337,8 +355,9 @@ class TlsTransport:
         if self._state == CLOSED:
             return
         if not self._hs_done:
-            self._handshake_failed(ConnectionLost(errno.ECONNRESET, "handshake cut short by", raw._peer_str()),
-                                   "peer closed the connection during the handshake")
+            # An orderly FIN, not a reset (an RST arrives through _raw_close as ECONNRESET).
+            self._handshake_failed(TlsError("peer closed the connection during the TLS handshake",
+                                            "UNEXPECTED_EOF_WHILE_READING"), "UNEXPECTED_EOF_WHILE_READING")
             return
         if not self._eof:
             self._decrypt()
@@ -394,15 +413,39 @@ class TlsTransport:
                 return
             if n <= 0:  # the peer's close_notify (CPython's read returns 0 for it)
                 self.close_notify_received = True
+                self._ignore_after_close_notify()
                 self._flush_out()
                 self._tls_eof()
                 return
             if self._state == OPEN:
                 cb = self.on_data
                 if cb is not None:
-                    cb(self, view[:n])
+                    cb(self, bytes(view[:n]) if self.data_as_bytes else view[:n])
         if self._out.pending and self._state != CLOSED:
             self._flush_out()  # e.g. a KeyUpdate answer
+
+    def _ignore_after_close_notify(self) -> None:
+        """The peer's close_notify is in: from now on its bytes are dropped, never decrypted or
+        kept (RFC 8446 6.1).  The raw reads go to ``_raw_data_after_close_notify`` (the usual
+        path pays nothing for this), and what already followed the alert leaves the BIO."""
+        raw = self._raw
+        if raw is not None:
+            raw.on_data = self._raw_data_after_close_notify
+        if self._in.pending:
+            self._raw_data_after_close_notify(raw, self._in.read())
+
+    def _raw_data_after_close_notify(self, raw, view) -> None:
+        if self._state == CLOSED:
+            return
+        self._ignored += len(view)
+        if self._ignored > _AFTER_CLOSE_NOTIFY_MAX:
+            # Ignoring costs no memory, but a peer that half-closed TLS and keeps streaming
+            # bytes is broken or hostile: cut it off (its answer, if any, is lost with it).
+            err = ConnectionLost(errno.EPROTO, "%d bytes after its close_notify (data after a closure alert, "
+                                 "RFC 8446 6.1) from" % self._ignored,
+                                 raw._peer_str() if raw is not None else "peer")
+            log.info("%s", err)
+            self._teardown(err)
 
     def _tls_eof(self) -> None:
         if self._eof:
@@ -698,9 +741,13 @@ class TlsTransport:
         else:
             raw.write_eof()
 
-    def close(self) -> None:
-        """Close now (a best-effort ``close_notify`` first), dropping anything queued."""
+    def close(self, reset: bool = False) -> None:
+        """Close now (a best-effort ``close_notify`` first), dropping anything queued;
+        ``reset=True`` is ``abort()`` (an RST, no ``close_notify``), as on ``Connection``."""
         if self._state == CLOSED:
+            return
+        if reset:
+            self.abort()
             return
         raw = self._raw
         if self._hs_done and not self._wr_shut and raw is not None and not raw.output_pending:
@@ -760,6 +807,14 @@ class TlsTransport:
         raw = self._raw
         err = ConnectionLost(errno.EPROTO, "%s (%s)" % (what, reason), raw._peer_str() if raw is not None else "peer")
         err.__cause__ = exc
+        if raw is not None and self._out.pending:
+            # The fatal alert OpenSSL wrote for this (e.g. bad_record_mac): RFC 8446 5.2 says the
+            # connection MUST end with it, so the peer learns why instead of seeing a bare EOF.
+            # Best effort: one non-blocking send, nothing waits for it (what the kernel does not
+            # take now is dropped with the connection).
+            raw.write(self._out.read())
+            if self._raw is None:
+                return  # that send failed: the raw connection closed and reported why
         self._teardown(err)
 
     def _teardown(self, exc: Optional[BaseException]) -> None:
