@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 
 def test_demo_runs_echoes_and_exits_cleanly():
     proc = subprocess.run([sys.executable, "-m", "powpow", "demo", "--seconds", "1", "--clients", "4"],
@@ -37,9 +39,24 @@ def test_demo_stops_on_sigint():
     assert "done:" in out and "Traceback" not in err
 
 
+_started = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftover_servers():
+    """A test that fails between start_serve and stop must not leave its server running."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def start_serve(*args):
     proc = subprocess.Popen([sys.executable, "-m", "powpow", "serve", "--port", "0"] + list(args),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _started.append(proc)
     line = proc.stdout.readline()
     m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
     assert m, (line, proc.stderr.read() if proc.poll() is not None else "")
