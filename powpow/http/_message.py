@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 from powpow import _lazy
 from powpow.errors import ParseError
 
+from ._grammar import HOST as _HOST
 from .cookies import parse_cookie_header
 
 # Django's DATA_UPLOAD_MAX_NUMBER_FIELDS is 1000 too: enough for any real form
@@ -285,7 +286,10 @@ class Request:
     is delivered to the callback and ``body`` is ``b""``.
 
     Target: ``target`` (as sent), ``path`` (percent-decoded), ``raw_path``
-    (not decoded), ``query`` (raw query string), ``args`` (``QueryArgs``).
+    (not decoded), ``query`` (raw query string), ``args`` (``QueryArgs``),
+    ``host`` (the host the request is for: the authority of an absolute-form
+    target such as ``GET http://example.com/x``, which replaces the Host field
+    (RFC 9112 §3.2.2), else the Host field; see there).
     Also ``headers`` (``Headers``), ``cookies`` (dict) and ``json()``.
     """
 
@@ -311,6 +315,7 @@ class Request:
     _path: Optional[str] = None
     _raw_path: Optional[str] = None
     _query: Optional[str] = None
+    _host: Optional[str] = None
     _args: Optional[QueryArgs] = None
     _cookies: Optional[Dict[str, str]] = None
     version = "1.1"
@@ -392,6 +397,39 @@ class Request:
         return q
 
     @property
+    def host(self) -> str:
+        """The host this request is for, ``host[:port]`` as sent (RFC 9112 §3.3).
+
+        For an absolute-form target (``GET http://example.com:8080/x HTTP/1.1``,
+        as sent to proxies) it is the target's authority, ``"example.com:8080"``:
+        RFC 9112 §3.2.2 says to ignore the Host field then (a proxy that routed on
+        the target and a handler that read Host would otherwise see two different
+        hosts; ASGI's scope and WSGI's ``HTTP_HOST`` do the same).  For CONNECT it
+        is the target (``host:port``); else the ``Host`` field's value, ``""``
+        when there is none (HTTP/1.0).
+
+        The server answers 400 to an absolute-form target whose scheme is not
+        http or https, or whose authority is no valid ``host[:port]`` (userinfo,
+        an empty host, a port past 65535), so a handler never sees one (a
+        request parsed without a server gives ``""`` for it).  Never checked
+        against the names the server is meant to serve: route on it, do not
+        trust it."""
+        h = self._host
+        if h is None:
+            buf = self._buf
+            ts = self._ts
+            if self._te > ts and buf[ts] != 47:  # '*', authority- or absolute-form
+                target = self.target
+                if self.method == "CONNECT":
+                    h = target
+                elif "://" in target:
+                    h = "" if absolute_form_problem(target) is not None else _authority(target)
+            if h is None:
+                h = self.headers.get("host") or ""
+            self._host = h
+        return h
+
+    @property
     def args(self) -> QueryArgs:
         """The query string parsed (``QueryArgs``: ``get``, ``get_all``, ``[]``, ``in``).
 
@@ -466,7 +504,12 @@ class Request:
 
     def on_disconnect(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` if the client goes away before the response has ended
-        (server-sent events, long polling).  Same as ``response.on_close``."""
+        (server-sent events, long polling).  Same as ``response.on_close``.
+
+        Streaming mode: also when the request's body fails while the handler
+        runs (bad chunked framing, past ``max_body``, a body deadline): the
+        server answers the error itself (400, 413, 408) and closes, ``on_end``
+        never runs, and what the handler sends after it goes nowhere."""
         if self.response is None:
             if self._session is not None:
                 return  # answered already: the client can no longer miss the end of it
@@ -510,13 +553,14 @@ class Request:
 
     def on_end(self, callback: Callable[[], object]) -> None:
         """Streaming mode: ``callback()`` once the whole body has arrived (``body`` is
-        complete by then unless ``on_body``/``stream_to_file`` took it)."""
+        complete by then unless ``on_body``/``stream_to_file`` took it).  A body
+        that fails first never ends: ``on_disconnect``'s callback runs instead."""
         self._end_cb = callback
 
     def stream_to_file(self, path, mode: int = 0o600) -> None:
         """Streaming mode: write the body to a new file ``path`` (created exclusively,
         ``mode`` 0600 by default); it is closed when the body ends, before ``on_end``
-        runs (or when the connection drops first)."""
+        runs (or when the body fails or the connection drops first)."""
         fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
         self._file_fd = fd
 
@@ -608,3 +652,47 @@ def _split_other(req: Request, part: int) -> str:
     if s < 0:
         return "/"
     return rest[s : q if q >= 0 else len(rest)]
+
+
+def _authority(target: str) -> str:
+    """The authority of an absolute-form target: after "://", up to the first
+    "/" or "?" (RFC 3986 §3.2; the parser refuses "#")."""
+    start = target.find("://") + 3
+    end = len(target)
+    for sep in "/?":
+        j = target.find(sep, start, end)
+        if j >= 0:
+            end = j
+    return target[start:end]
+
+
+def absolute_form_problem(target: str) -> Optional[str]:
+    """Why an absolute-form ``target`` names no host this server could answer
+    for (the message for the 400), or None when it is fine or of another form.
+
+    The parser's grammar takes any ``scheme://`` followed by target bytes; an
+    origin server answers only for http and https (RFC 9110 §4.2), and the
+    authority must be a valid ``host[:port]`` -- the Host field's grammar --
+    with a host (RFC 9110 §4.2.1: an empty one MUST be rejected), no userinfo
+    (§4.2.4: treat its presence as an error; it hides the real host from a
+    reader: ``http://trusted.example@evil.example/``) and a port that can
+    exist (16 bits, RFC 9293 §3.1).  Runs only for targets that do not start
+    with "/" (the server's hot path never calls it)."""
+    i = target.find("://")
+    if i < 0:
+        return None  # '*' or CONNECT's authority-form (the parser checked that)
+    scheme = target[:i].lower()
+    if scheme != "http" and scheme != "https":
+        return "absolute-form target with scheme %r: only http and https are served" % (target[:i][:20],)
+    auth = _authority(target)
+    if "@" in auth:
+        return "userinfo in the target's authority is not allowed (RFC 9110 4.2.4)"
+    if not auth or auth[0] == ":":
+        return "absolute-form target without a host (RFC 9110 4.2.1)"
+    if _HOST.fullmatch(auth.encode("latin-1")) is None:
+        return "invalid host in the target's authority: %r" % (auth[:100],)
+    if ":" in auth and auth[-1] != "]":  # (an IP literal's colons are inside its brackets)
+        port = auth.rpartition(":")[2].lstrip("0")  # digits, maybe none (the grammar)
+        if len(port) > 5 or (port and int(port) > 65535):
+            return "port out of range in the target's authority: %r" % (auth[:100],)
+    return None

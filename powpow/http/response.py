@@ -325,7 +325,9 @@ class Response:
 
     Streaming: ``write(chunk)`` returns False while the client is behind
     (stop producing until ``on_drain`` runs) or gone; ``on_close`` runs if the
-    client goes away before the response ended (writes are then dropped).
+    client goes away before the response ended (writes are then dropped) --
+    also, in streaming mode, when the request's body fails under the handler
+    (the server answers the error in its place).
     """
 
     # Class-level defaults (no __slots__): a response lives for one request,

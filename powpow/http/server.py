@@ -63,7 +63,12 @@ with mTLS).  A handshake must finish within ``handshake_timeout`` seconds.
 Errors
 ------
 A ``ParseError`` is answered with its status and ``Connection: close``, after
-the responses to the good requests before it.  An exception in a handler is
+the responses to the good requests before it; so is (400) an absolute-form
+target that names no http(s) host (``GET ftp://h/``, ``GET http://u@h/``,
+``GET http://h:99999/``: RFC 9110 §4.2), before its handler would run --
+``req.host`` of one that is fine is its authority (RFC 9112 §3.2.2).  In
+streaming mode a body that fails under a running handler is answered in its
+place, and the handler is told as of a disconnect (``on_close``).  An exception in a handler is
 logged; a 500 goes out if nothing was sent yet; the connection is closed
 after what precedes it has been delivered.  Other connections never notice.
 """
@@ -71,7 +76,7 @@ import os
 import signal
 import socket
 import time
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 from .._log import get_logger
 from ..loop import Loop
@@ -81,6 +86,9 @@ from ._session import BODY, GONE, Session
 from .parser import MAX_BODY, MAX_HEADER_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from .response import _SERVER, NO_BODY_STATUS, DateCache, HeaderValueError, Response, _FileSeg, status_line
 from .forwarded import ProxyTrust
+
+if TYPE_CHECKING:
+    from .workers import WorkerListeners
 
 __all__ = ["HttpServer", "Response", "HeaderValueError"]
 
@@ -192,9 +200,10 @@ class HttpServer:
         self._timers: List[Any] = []
         self._draining = False
         self._listen_args: List[Tuple[int, str, int, Any]] = []
+        # workers > 1: the TCP listeners, bound and listening here before the fork (workers.py)
+        self._worker_listeners: Optional["WorkerListeners"] = None
         # workers > 1: unix listeners bound here, shared by the workers
         self._unix_socks: List[Tuple[socket.socket, str]] = []
-        self._reserve: Optional[socket.socket] = None
         self.port: Optional[int] = None
 
     # -- setup ------------------------------------------------------------
@@ -225,10 +234,15 @@ class HttpServer:
         whatever the server's own ``ssl``)."""
         ctx = _http_ctx(ssl) or self.ssl
         if self.workers > 1:
-            # Reserve the port in the parent; workers bind it with SO_REUSEPORT.
-            self._reserve = _reserve_port(host, port)
-            self.port = self._reserve.getsockname()[1]
-            self._listen_args.append((self.port, host, backlog, ctx))
+            # Listening from now on, before any worker is forked: a client that connects
+            # when listen() returns waits in the backlog (one SO_REUSEPORT socket a worker).
+            from .workers import WorkerListeners
+            if self._worker_listeners is None:
+                self._worker_listeners = WorkerListeners(self.workers)
+            bound = self._worker_listeners.listen(host, port, backlog, ctx)
+            if self.port is None:
+                self.port = bound
+            self._listen_args.append((bound, host, backlog, ctx))
             return self
         tcp = self._ensure_tcp()
         tcp.listen(port, host, backlog, reuse_port, ssl=ctx)
@@ -409,9 +423,9 @@ class HttpServer:
         if self._tcp is not None:
             self._tcp.close()
             self._tcp = None
-        if self._reserve is not None:
-            self._reserve.close()
-            self._reserve = None
+        if self._worker_listeners is not None:
+            self._worker_listeners.close()
+            self._worker_listeners = None
         for sock, path in self._unix_socks:
             sock.close()
             try:
@@ -430,21 +444,6 @@ def _http_ctx(ctx):
         return None
     from ..net.tls import prepare_server_context
     return prepare_server_context(ctx, ("http/1.1",))
-
-
-def _reserve_port(host: str, port: int) -> socket.socket:
-    from ..net import addr as _addr
-
-    family, sockaddr = _addr.resolve_passive(host, port, socket.SOCK_STREAM)  # as a worker's listen will
-    s = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        s.bind(sockaddr)
-    except BaseException:
-        s.close()
-        raise
-    return s
 
 
 # ---------------------------------------------------------------- static files

@@ -255,8 +255,10 @@ def test_chunked_body_past_max_body_releases_its_exchange():
     # wsgi.input) and the request's slot be given back (wsgi_server checks in_flight).
     errors = []
     done = threading.Event()
+    reading = threading.Event()
 
     def app(environ, start_response):
+        reading.set()
         try:
             environ["wsgi.input"].read()
         except OSError as exc:
@@ -270,7 +272,9 @@ def test_chunked_body_past_max_body_releases_its_exchange():
     with wsgi_server(app, max_body=MiB) as srv:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
             piece = b"10000\r\n" + b"c" * 0x10000 + b"\r\n"
-            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + piece * 17)
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + piece)
+            assert reading.wait(5)  # the app reads wsgi.input (told before it runs, it is not run at all)
+            s.sendall(piece * 16)
             answer = read_until_close(s, 5)
         assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
         assert done.wait(5)
