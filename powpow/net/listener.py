@@ -142,25 +142,7 @@ class TcpServer:
 
         ``ssl``: a context for this listener (default: the server's ``ssl``)."""
         family, sa = _addr.resolve_passive(host, port, socket.SOCK_STREAM)
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                if not _sock.have_reuseport():
-                    raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not supported on this platform")
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if sa[0] in ("::", "") else 1)
-            try:
-                sock.bind(sa)
-            except OSError as exc:
-                raise OSError(exc.errno, "cannot listen on %s: %s"
-                              % (_addr.format_addr(family, sa), exc.strerror)) from None
-            sock.listen(backlog)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        sock = open_listener(family, sa, backlog, reuse_port)
         self._add_listener(_Listener(sock, None, _server_ctx(ssl) or self.ssl))
         return self
 
@@ -466,6 +448,34 @@ class _AcceptMore:
         srv = self.server
         if not srv._closed and srv._backoff_timer is None and srv._by_fd.get(self.lst.fd) is self.lst:
             srv._accept_all(self.lst)
+
+
+def open_listener(family: int, sa: tuple, backlog: int = 1024, reuse_port: bool = False) -> socket.socket:
+    """A TCP socket bound to ``sa`` (from ``addr.resolve_passive``), listening, non-blocking.
+
+    Also what ``HttpServer(workers=N)`` binds in the parent before forking (one
+    SO_REUSEPORT socket a worker, see ``http.workers``), so both paths set the
+    same options.  ``"::"`` is dual-stack; another IPv6 address is IPv6 only."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            if not _sock.have_reuseport():
+                raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not supported on this platform")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if sa[0] in ("::", "") else 1)
+        try:
+            sock.bind(sa)
+        except OSError as exc:
+            raise OSError(exc.errno, "cannot listen on %s: %s"
+                          % (_addr.format_addr(family, sa), exc.strerror)) from None
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _open_reserve() -> int:

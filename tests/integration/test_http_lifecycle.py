@@ -152,6 +152,6 @@ def test_listen_with_workers_reserves_a_named_host():
     server = HttpServer(lambda req, res: res.send(b"ok"), workers=2)
     server.listen(0, "localhost")
     try:
-        assert server._reserve.getsockname()[0] in ("127.0.0.1", "::1") and server.port > 0
+        assert server._worker_listeners.addresses[0][0] in ("127.0.0.1", "::1") and server.port > 0
     finally:
-        server._reserve.close()
+        server.close()
