@@ -128,6 +128,7 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
         self._due_next: List[_Timer] = []  # call_later(<= 0) from I/O callbacks: _due of the next iteration
         self._flushq: List[StreamTransport] = []
         self._fdh: Dict[int, List[Any]] = {}  # fd -> [reader handle, writer handle]
+        self._child_pidfds: Dict[int, int] = {}  # pid -> pidfd of a child still watched (_subprocess.py)
         self._signal_handlers: Dict[int, events.Handle] = {}
         self._full_repolls = 0
         self._unix_server_sockets: Dict[Any, int] = {}
@@ -441,12 +442,20 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
             return
         # stream transports call their protocols from the Connection's on_data, chosen for the debug
         # mode at their creation (so that a normal read tests nothing): switch the live ones
-        for w in list(pl._by_token.values()):
+        for transport in self._stream_transports():
+            transport._set_debug(bool(enabled))
+
+    def _stream_transports(self) -> List[StreamTransport]:
+        """The stream transports whose sockets are still watched, found through the poller's watchers
+        (no registry to keep on the hot path: only set_debug and close need them)."""
+        found = []
+        for w in list(self._pl._by_token.values()):
             conn = getattr(w.callback, "__self__", None)
             if isinstance(conn, Connection):
                 transport = getattr(conn.on_data, "__self__", None)
                 if isinstance(transport, StreamTransport):
-                    transport._set_debug(bool(enabled))
+                    found.append(transport)
+        return found
 
     def _flush_writes(self) -> None:
         q = self._flushq
@@ -459,12 +468,25 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
             return
+        # No iteration follows: what waits for one is done now.  Writes collected for the end-of-iteration
+        # flush (made before a stop, or a BaseException that cut the iteration short) leave, then the stream
+        # transports' sockets close (StreamTransport._close_for_loop_close) -- else a close() waiting for its
+        # output, or a socket object someone holds, kept its fd open as long as those objects lived.  Before
+        # super().close(): their connection_lost handles are dropped with the ready queue, as asyncio drops
+        # those of transports closed at this point.
+        if self._flushq:
+            self._flush_writes()
+        for transport in self._stream_transports():
+            transport._close_for_loop_close()
         for sig in list(self._signal_handlers):
             self.remove_signal_handler(sig)
         super().close()
         for fd in list(self._fdh):
             self._pl.unregister(fd)
         self._fdh.clear()
+        if self._child_pidfds:
+            from ._subprocess import release_child_watchers
+            release_child_watchers(self)
         self._due.clear()
         self._tpending.clear()
         self._pl.close()
@@ -576,6 +598,10 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
         return ssl_protocol._app_transport
 
     async def _sendfile_native(self, transp, file, offset, count):
+        # asyncio's own checks first (binary file, SOCK_STREAM, int offset >= 0, int count > 0 or None),
+        # with its messages, as its selector loop's sock_sendfile makes them: nothing is queued for
+        # arguments it refuses, and the transport stays usable
+        self._check_sendfile_params(transp._sock, file, offset, count)
         return await transp._sendfile(file, offset, count)
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):

@@ -6,13 +6,16 @@ is watched without a global child watcher: a pidfd registered with the loop
 (Linux 5.3+, like asyncio's ``PidfdChildWatcher``), else one waiting thread per
 child that reports back with ``call_soon_threadsafe``.  Either way the reaping
 ``waitpid`` targets only that pid, so other children of the process are left
-alone.
+alone.  A loop closed before its children exit closes their pidfds and hands
+the pids to waiting threads (``release_child_watchers``), which reap them
+whenever they exit -- as 3.11's ``ThreadedChildWatcher`` reaps regardless of
+the loop: no pidfd leaks and no zombie, even if the ``Process`` is kept.
 """
 import os
 import threading
 from asyncio import unix_events
 
-__all__ = ["make_subprocess_transport"]
+__all__ = ["make_subprocess_transport", "release_child_watchers"]
 
 
 def _exitcode(status: int) -> int:
@@ -42,11 +45,18 @@ def _watch(loop, pid: int, transp) -> None:
             fd = -1
     if fd >= 0:
         def exited() -> None:
+            if loop._child_pidfds.pop(pid, None) is None:
+                return  # (released by the loop's close meanwhile)
             loop._remove_reader(fd)
             os.close(fd)
             transp._process_exited(_reap(pid))
 
-        loop._add_reader(fd, exited)
+        try:
+            loop._add_reader(fd, exited)
+        except BaseException:
+            os.close(fd)
+            raise
+        loop._child_pidfds[pid] = fd
         return
 
     def wait() -> None:
@@ -56,7 +66,21 @@ def _watch(loop, pid: int, transp) -> None:
         except RuntimeError:
             pass  # loop closed meanwhile
 
-    threading.Thread(target=wait, name="powpow-waitpid-%d" % pid, daemon=True).start()
+    _reap_in_thread(pid, wait)
+
+
+def _reap_in_thread(pid: int, target) -> None:
+    threading.Thread(target=target, name="powpow-waitpid-%d" % pid, daemon=True).start()
+
+
+def release_child_watchers(loop) -> None:
+    """``EventLoop.close()``, after it unregistered every fd: close the pidfds of the children still
+    running and reap those in waiting threads (nobody is told the exit code: the loop is gone)."""
+    watched = loop._child_pidfds
+    loop._child_pidfds = {}
+    for pid, fd in watched.items():
+        os.close(fd)
+        _reap_in_thread(pid, lambda pid=pid: _reap(pid))
 
 
 async def make_subprocess_transport(loop, protocol, args, shell, stdin, stdout, stderr, bufsize, extra, **kwargs):

@@ -10,7 +10,11 @@ Invariants:
 * Writes of one loop iteration are collected in ``_wbuf`` and leave together,
   in one ``writev``, when the loop flushes at the end of the iteration
   (``EventLoop._flush_writes``); ``get_write_buffer_size`` counts both the
-  collected buffers and what the kernel has not taken yet.
+  collected buffers and what the kernel has not taken yet.  A write made while
+  the loop is not running tries the socket at once, as asyncio's, and
+  ``EventLoop.close()`` flushes what is still collected, then closes the
+  sockets of its transports (``_close_for_loop_close``): nothing waits for an
+  iteration that will never come, and no fd outlives the loop.
 * Flow control is asyncio's: ``pause_writing`` when what the kernel did not
   take is above the high mark (64 KiB; checked when the buffers are written,
   at the flush or at once when a write crosses the mark), ``resume_writing``
@@ -333,6 +337,11 @@ class StreamTransport(_FlowControlMixin):
         self._wbuf.append(data)
         self._wsize += len(data)
         if not self._queued_flush:
+            if self._loop._thread_id is None:
+                # the loop is not running (sync code between run_until_complete calls): no flush would come
+                # unless it runs again, so try the socket now, as asyncio's write() does
+                self._flush()
+                return
             self._queued_flush = True
             self._loop._flushq.append(self)
         if self._wsize + self._conn.queued_bytes > self._high:
@@ -396,6 +405,12 @@ class StreamTransport(_FlowControlMixin):
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # a pipe, a device, /proc: no size to send by; asyncio's fallback
             raise asyncio.exceptions.SendfileNotAvailableError("not a regular file")
+        # (EventLoop._sendfile_native ran asyncio's argument checks; these keep a float or a negative
+        # number from ever reaching the Connection's queue, where it would stop all later output)
+        if not isinstance(offset, int) or (count is not None and not isinstance(count, int)):
+            raise TypeError("offset and count must be integers (got %r, %r)" % (offset, count))
+        if offset < 0 or (count is not None and count <= 0):
+            raise ValueError("offset must be >= 0 and count > 0 (got %r, %r)" % (offset, count))
         size = st.st_size
         if count is None or offset + count > size:
             count = max(0, size - offset)
@@ -407,6 +422,7 @@ class StreamTransport(_FlowControlMixin):
         conn = self._conn
         base = conn.bytes_sent + conn.queued_bytes  # the file's first byte is counted from here
         fut = self._sendfile_fut = self._loop.create_future()
+        done = False
         try:
             if not conn.send_file(fd, offset, count):
                 if conn.closed:
@@ -414,10 +430,12 @@ class StreamTransport(_FlowControlMixin):
             if conn.output_pending:
                 conn._above_high = True
                 await fut
+            done = True
             return count
         finally:
             self._sendfile_fut = None
-            file.seek(offset + (count if not self._lost else max(0, min(count, conn.bytes_sent - base))))
+            # as asyncio: on an error or a cancellation the file position tells how much was sent
+            file.seek(offset + (count if done else max(0, min(count, conn.bytes_sent - base))))
 
     def can_write_eof(self) -> bool:
         return True
@@ -502,6 +520,20 @@ class StreamTransport(_FlowControlMixin):
             conn._above_high = True
         else:
             conn.close()
+
+    def _close_for_loop_close(self) -> None:
+        """``EventLoop.close()``: the socket is closed now, whether a ``close()`` still waits for its
+        output or the transport was left open -- the loop never runs again to serve it.  (asyncio leaves
+        both to its transports' ``__del__``, which closes the socket when the garbage collector gets to
+        it; here the fd does not outlive the loop, even while someone holds the socket object.)  Output
+        the kernel never took is lost: the peer gets an RST, not a FIN that would make the cut stream
+        look complete.  ``connection_lost`` is not called: its handle would run in no iteration.
+        """
+        conn = self._conn
+        if self._lost or conn.closed:
+            return
+        self._drain_close = False
+        conn.close(reset=conn.output_pending)
 
     def abort(self) -> None:
         bufs = self._wbuf
