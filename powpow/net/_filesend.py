@@ -93,16 +93,35 @@ class FileChunk:
             self.fd = -1
 
 
+def _bad_range(offset, count) -> Optional[Exception]:
+    """The error for an ``offset``/``count`` that no chunk may be made of, else None.
+
+    Checked before anything is queued: a chunk with a float count would make
+    every later flush raise, blocking the queue (and any close behind it).
+    """
+    if not isinstance(offset, int):
+        return TypeError("offset must be an int, got %s" % type(offset).__name__)
+    if offset < 0:
+        return ValueError("offset must be >= 0, got %r" % (offset,))
+    if count is not None:
+        if not isinstance(count, int):
+            return TypeError("count must be an int or None, got %s" % type(count).__name__)
+        if count < 0:
+            return ValueError("count must be >= 0 or None, got %r" % (count,))
+    return None
+
+
 def open_chunk(path_or_fd, offset: int, count: Optional[int], take: bool) -> FileChunk:
     """A chunk for ``send_file``: open a path, dup an fd, or (``take``) own the fd as it is.
 
     Raises on a bad offset or a file that cannot be opened/``fstat``-ed; a
     taken fd is closed then too, so ownership never leaks back to the caller.
     """
-    if offset < 0:
+    problem = _bad_range(offset, count)
+    if problem is not None:
         if take:
             os.close(path_or_fd)
-        raise ValueError("offset must be >= 0, got %r" % (offset,))
+        raise problem
     if take:
         ffd = path_or_fd
     elif isinstance(path_or_fd, int):

@@ -250,3 +250,36 @@ def test_a_large_write_from_on_drain_over_tls_is_sent(certs, backend):
             data = _read_all(s, len(first) + len(second))
     assert st["ok"] is False and st["drains"] == 1 and st["closed"] is None, st
     _assert_arrived(data, first + second)
+
+
+@pytest.mark.parametrize("offset,count,exc", [
+    (0, 1.5, TypeError), (0.0, None, TypeError), (-1, None, ValueError), (0, -5, ValueError)])
+def test_send_file_with_a_bad_range_raises_and_queues_nothing(tmp_path, tls, backend, offset, count, exc):
+    """A bad offset/count raises before anything is queued (header included), and the
+    connection goes on: a chunk with a float count made every later flush raise, so the
+    queue, and a close waiting behind it, never moved again."""
+    path = str(tmp_path / "part.bin")
+    with open(path, "wb") as f:
+        f.write(FILE)
+    st = {}
+    done = threading.Event()
+
+    def on_accept(conn):
+        st["fds_before"] = _open_fds()
+        try:
+            conn.send_file(path, offset, count, header=b"never sent")
+        except exc as e:
+            st["raised"] = e
+        st["fds_after"] = _open_fds()
+        conn.write(b"after:")
+        conn.send_file(path, header=b"")
+        conn.close_after_drain()
+        done.set()
+
+    with _serving(on_accept, backend, tls.server_ctx() if tls else None) as srv:
+        with contextlib.closing(_client(srv.port, tls)) as s:
+            assert done.wait(5.0)
+            data = _read_all(s, len(FILE) + 6)
+    assert isinstance(st.get("raised"), exc), st
+    assert st["fds_after"] == st["fds_before"]  # nothing of the refused file kept open
+    _assert_arrived(data, b"after:" + FILE)
