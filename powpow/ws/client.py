@@ -73,6 +73,7 @@ class _Opening:
         self.conn = None
         self.ws: Optional[WebSocket] = None
         self.failed = False
+        self.open_timeout = open_timeout
         self.timer = loop.add_timer(int(open_timeout * 1000), self._timeout)
         tls = _tls_context(url, ssl_ctx)
         extra = {} if tls is None else {"ssl": tls, "server_hostname": host,
@@ -96,7 +97,7 @@ class _Opening:
             log.warning("WebSocket connection failed: %s", exc)
 
     def _timeout(self) -> None:
-        self._fail(WsHandshakeError("opening handshake timed out"))
+        self._fail(WsHandshakeError("opening handshake timed out after %g s" % self.open_timeout))
 
     def _on_connect_error(self, exc) -> None:
         self._fail(exc)
@@ -155,23 +156,38 @@ def connect(loop, url: str, on_open: Optional[Callable] = None, on_message: Opti
 
 
 class SyncClient:
-    """A blocking WebSocket client (``connect_sync``): one socket, the sans-I/O protocol, no loop."""
+    """A blocking WebSocket client (``connect_sync``): one socket, the sans-I/O protocol, no loop.
+
+    ``open_timeout`` (default: ``timeout``) bounds the whole opening
+    handshake -- TCP connect, TLS, our request and the 101 head -- not each
+    read: a server that drips its answer a byte at a time still fails with
+    ``WsHandshakeError("opening handshake timed out after N s")`` once it has
+    passed.  ``timeout`` is then the default of ``recv`` and ``close``.
+    """
 
     def __init__(self, url: str, timeout: float = 5.0, headers=None, subprotocols=(), compression=None,
-                 max_message_size: Optional[int] = 1 << 20, ssl=None) -> None:
+                 max_message_size: Optional[int] = 1 << 20, ssl=None,
+                 open_timeout: Optional[float] = None) -> None:
         host, port, path, host_header = parse_url(url)
         tls = _tls_context(url, ssl)
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        if tls is not None:
-            try:
-                self.sock = tls.wrap_socket(self.sock, server_hostname=host)
-            except BaseException:
-                self.sock.close()
-                raise
+        limit = timeout if open_timeout is None else open_timeout
+        deadline = time.monotonic() + limit
+
+        def left() -> float:
+            t = deadline - time.monotonic()
+            if t <= 0:
+                raise WsHandshakeError("opening handshake timed out after %g s" % limit)
+            return t
+
+        self.sock = socket.create_connection((host, port), timeout=limit)
         self.timeout = timeout
         dopts = _deflate.options_from(compression)
         key = new_key()
         try:
+            if tls is not None:
+                self.sock.settimeout(left())
+                self.sock = tls.wrap_socket(self.sock, server_hostname=host)
+            self.sock.settimeout(left())
             self.sock.sendall(client_request(host_header, path, key, headers, list(subprotocols or ()),
                                              _deflate.client_offer(dopts) if dopts else None))
             buf = b""
@@ -179,6 +195,7 @@ class SyncClient:
                 got = parse_response(buf)
                 if got is not None:
                     break
+                self.sock.settimeout(left())  # the deadline is the handshake's, not each read's
                 chunk = self.sock.recv(65536)
                 if not chunk:
                     raise WsHandshakeError("connection closed before the 101")
@@ -187,6 +204,10 @@ class SyncClient:
             self.response = resp
             self.subprotocol = check_response(resp, key, list(subprotocols or ()))
             codec = _deflate.client_accept(resp.headers.get("sec-websocket-extensions", []), dopts)
+            self.sock.settimeout(timeout)
+        except socket.timeout:
+            self.sock.close()
+            raise WsHandshakeError("opening handshake timed out after %g s" % limit) from None
         except BaseException:
             self.sock.close()
             raise

@@ -31,6 +31,10 @@ Lifetimes and guarantees
   ``high_water`` one pong at most is held, for ``on_drain``.
 * Fairness: one connection handles at most ``FRAMES_PER_TURN`` frames per
   loop iteration; the rest of its read waits (reading paused) for the next.
+* ``idle_timeout``: any message sent or received (``send``, ``broadcast``,
+  ``publish``) keeps the connection open; control frames do not.
+* ``subscribe`` on a closed or closing socket is a no-op returning False
+  (the close has already made it leave every topic).
 * Thread safety: like every powpow object, a WebSocket belongs to its loop's
   thread.  From another thread use ``loop.post(lambda: ws.send(data))``.
 """
@@ -195,6 +199,9 @@ class WebSocket:
             return SendStatus.DROPPED
         if self.transport.queued_bytes > self.options.max_buffered:
             return self._overflow()
+        # a message sent keeps idle_timeout away, as in _send_message; the loop's cached
+        # clock (now_ms() without the call: broadcast runs this once per subscriber)
+        self._last_active = self.loop._now
         if self.protocol.pongs_owed:
             return self._write([frame])
         return SendStatus.SENT if self.transport.write(frame) else SendStatus.BUFFERED
@@ -251,10 +258,16 @@ class WebSocket:
             self._timers["close"] = self.loop.add_timer(int(self.options.close_timeout * 1000),
                                                         self._close_timed_out)
 
-    def subscribe(self, topic: str) -> None:
+    def subscribe(self, topic: str) -> bool:
+        """Join ``topic`` of the hub; False (and nothing joined) once the socket is closed or closing.
+
+        A subscribe that lands after the close (``loop.post`` from a worker
+        thread) is a no-op: the socket has already left every topic, and
+        nothing published could reach it any more.
+        """
         if self.hub is None:
             raise RuntimeError("no pub/sub hub: use WsServer or upgrade(..., hub=Hub())")
-        self.hub.subscribe(self, topic)
+        return self.hub.subscribe(self, topic)
 
     def unsubscribe(self, topic: str) -> None:
         if self.hub is not None:

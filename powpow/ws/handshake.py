@@ -45,20 +45,37 @@ def valid_key(key: Optional[str]) -> bool:
         return False
 
 
+def all_tokens(headers, name: str) -> List[str]:
+    """The comma-separated tokens of every ``name`` line (RFC 7230 3.2.2: repeated lines join with ",")."""
+    return [t.strip().lower() for v in headers.get_all(name) for t in v.split(",")]
+
+
 def check_request(req) -> Optional[Tuple[int, str]]:
-    """None when ``req`` is a valid WebSocket upgrade, else ``(status, reason)``."""
+    """None when ``req`` is a valid WebSocket upgrade, else ``(status, reason)``.
+
+    Every line of a repeated header counts, as in the websockets library: the
+    list headers (Upgrade, Connection) are joined; a second
+    Sec-WebSocket-Key, or a second Sec-WebSocket-Version with another value,
+    is a 400 (which one would the accept key or the framing follow?).
+    """
     h = req.headers
-    if "websocket" not in header_tokens(h.get("upgrade")):
+    if "websocket" not in all_tokens(h, "upgrade"):
         return 426, "this endpoint speaks WebSocket: Upgrade: websocket required"
     if req.method != "GET":
         return 400, "WebSocket handshake must be a GET"
     if req.version != "1.1":
         return 400, "WebSocket handshake must be HTTP/1.1"
-    if "upgrade" not in header_tokens(h.get("connection")):
+    if "upgrade" not in all_tokens(h, "connection"):
         return 400, "Connection: Upgrade missing"
-    if h.get("sec-websocket-version", "").strip() != "13":
+    versions = {v.strip() for v in h.get_all("sec-websocket-version")}
+    if len(versions) > 1:
+        return 400, "more than one Sec-WebSocket-Version (%s)" % ", ".join(sorted(versions))[:100]
+    if versions != {"13"}:
         return 426, "Sec-WebSocket-Version 13 required"
-    if not valid_key(h.get("sec-websocket-key", "").strip()):
+    keys = h.get_all("sec-websocket-key")
+    if len(keys) > 1:
+        return 400, "more than one Sec-WebSocket-Key"
+    if not keys or not valid_key(keys[0].strip()):
         return 400, "Sec-WebSocket-Key must be 16 bytes in base64"
     return None
 

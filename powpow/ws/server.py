@@ -130,11 +130,19 @@ class Hub:
         self.topics: Dict[str, Set[WebSocket]] = {}
         self.fanout: Any = None  # a redis.RedisFanout relaying publishes across processes, or None
 
-    def subscribe(self, ws: WebSocket, topic: str) -> None:
+    def subscribe(self, ws: WebSocket, topic: str) -> bool:
+        """Add ``ws`` to ``topic``; False (nothing added) when ``ws`` is closed or closing.
+
+        The close made the socket leave every topic once (``forget``): one
+        added after that would stay here for good, failing every publish.
+        """
+        if ws.closed or ws.protocol.close_sent:
+            return False
         self.topics.setdefault(topic, set()).add(ws)
         if ws.topics is None:
             ws.topics = set()
         ws.topics.add(topic)
+        return True
 
     def unsubscribe(self, ws: WebSocket, topic: str) -> None:
         subs = self.topics.get(topic)
@@ -157,7 +165,16 @@ class Hub:
 
     def publish_local(self, topic: str, message) -> List[WebSocket]:
         subs = self.topics.get(topic)
-        return broadcast(list(subs), message) if subs else []
+        if not subs:
+            return []
+        failed = broadcast(list(subs), message)
+        for ws in failed:
+            if ws.closed:
+                # a member whose close did not reach this hub (subscribed here with another
+                # or no ws.hub): reported failed this once, then gone
+                self.unsubscribe(ws, topic)
+                self.forget(ws)
+        return failed
 
     def subscribers(self, topic: str) -> int:
         return len(self.topics.get(topic, ()))
@@ -191,7 +208,8 @@ def upgrade(req, res, on_message: Optional[Callable] = None, on_open: Optional[C
     key = req.headers.get("sec-websocket-key").strip()
     out = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", accept_key(key))]
     chosen = None
-    offered_raw = req.headers.get("sec-websocket-protocol")
+    # every Sec-WebSocket-Protocol line counts (RFC 7230 3.2.2: repeated list headers join with ",")
+    offered_raw = ", ".join(req.headers.get_all("sec-websocket-protocol"))
     offered = header_tokens(offered_raw)
     for p in subprotocols:
         if p.lower() in offered:
