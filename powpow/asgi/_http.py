@@ -570,9 +570,12 @@ class HttpCycle:
         if isinstance(exc, asyncio.CancelledError):
             log.info("ASGI task cancelled (%s %s): closing", self.req.method, self.req.target)
             status = 503  # the server is shutting down (the grace period is over)
+        elif isinstance(exc, HeaderValueError):
+            # the app's response was refused (a bad header, a Content-Length that does not
+            # match the body): no traceback helps, the reason does
+            log.error("ASGI response refused (%s %s): %s", self.req.method, self.req.target, exc)
         else:
-            log.error("Exception in ASGI application (%s %s)", self.req.method, self.req.target,
-                      exc_info=exc if not isinstance(exc, HeaderValueError) else None)
+            log.error("Exception in ASGI application (%s %s)", self.req.method, self.req.target, exc_info=exc)
         session = res._session
         session._to_closing()
         if not res.ended:

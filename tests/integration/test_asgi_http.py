@@ -488,6 +488,23 @@ def test_1xx_or_out_of_range_final_status_is_500(status, caplog):
                for r in caplog.records if r.exc_info)
 
 
+def test_refused_response_head_is_500_and_the_log_says_why(caplog):
+    """A response powpow refuses (Content-Length 10 with a 3-byte body: the connection would
+    be desynchronised) is a 500; the log names the reason -- it said only "Exception in ASGI
+    application", with neither message nor traceback."""
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+            await send({"type": "http.response.body", "body": b"abc"})
+
+    with caplog.at_level(logging.ERROR, logger="powpow.asgi"):
+        with asgi_server(app, log_level=None) as srv:
+            status, hdrs, body = get(srv.port)
+    assert status == 500 and hdrs.get("connection") == "close"
+    msgs = [r.getMessage() for r in caplog.records if r.name == "powpow.asgi"]
+    assert any("GET /" in m and "Content-Length" in m and "10" in m for m in msgs), msgs
+
+
 def test_app_exception_after_start_closes_without_complete_body():
     async def app(scope, receive, send):
         if scope["type"] != "http":
