@@ -48,7 +48,18 @@ Differences from the Nim original (where it is not RFC-correct):
   (RFC 9110 6.4.1, 8.6); content given for one raises ``ValueError``, nothing
   sent, as does a Content-Length or Transfer-Encoding header on 1xx or 204
   (a 304's Content-Length, the 200's length, is passed as given); to HEAD the
-  head goes alone, Content-Length included;
+  head goes alone, Content-Length included -- with empty content any valid
+  Content-Length is sent as given (the GET's length, RFC 9110 9.3.2, 8.6);
+* header names must be tokens and values free of control characters but HTAB
+  (RFC 9110 5.1, 5.5): anything else raises ``HeaderValueError`` (a
+  ``ValueError``) before a byte is sent, as ``HttpServer`` does;
+* every final response, the server's own 4xx/5xx included, carries ``Date``
+  (RFC 9110 6.6.1) unless the callback gave one;
+* a callback's ``Connection: close`` ends the connection after that answer:
+  nothing pipelined behind it runs (RFC 9112 9.6).  Closing after an answer is
+  a half-close and a short drain (the "lingering close" of RFC 9112 9.6), so
+  bytes the client sent meanwhile do not turn the close into a reset that
+  could destroy the answer before the client reads it;
 * ``protocol`` is ``(orig, major, minor)`` with ``orig`` like ``"HTTP/1.1"``;
   ``url`` is ``urllib.parse.urlsplit`` of the target (``path``, ``query``...);
   ``hostname`` is the peer address as text; ``client`` is the socket.
@@ -64,7 +75,7 @@ from urllib.parse import SplitResult, urlsplit
 from .errors import ParseError
 from .http._message import Headers
 from .http.parser import RequestParser
-from .http.response import reason
+from .http.response import DateCache, HeaderValueError, check_header, reason
 
 __all__ = ["AsyncHttpServer", "Request"]
 
@@ -73,9 +84,19 @@ log = logging.getLogger("powpow.asynchttpserver")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FRAMING = ("content-length", "transfer-encoding")
 _READ_SIZE = 65536
+# Lingering close (RFC 9112 9.6): after the last answer the write side is shut and
+# what the client still sends is read and dropped, for at most this long / this
+# much, before the socket closes -- closing with unread input sends a RST, which
+# can discard the answer from the client's receive buffer before it is read.
+_LINGER_S = 2.0
+_LINGER_BYTES = 1 << 20
+# ``Date: ...\r\n``, rebuilt at most once a second (the one HttpServer uses).
+_date = DateCache()
 
 
 def _header_pairs(headers):
+    """``headers`` as ``(str, str)`` pairs, checked as HttpServer checks a handler's:
+    names are tokens, values have no CTL but HTAB (RFC 9110 5.1, 5.5) and fit ISO-8859-1."""
     if headers is None:
         return []
     if hasattr(headers, "items"):
@@ -85,14 +106,31 @@ def _header_pairs(headers):
     out = []
     for k, v in items:
         k, v = str(k), str(v)
-        if any(c in k for c in "\r\n:") or "\r" in v or "\n" in v:
-            raise ValueError("header %r: %r would split the response" % (k, v))
+        check_header(k, v)  # HeaderValueError (a ValueError): nothing is sent
         out.append((k, v))
     return out
 
 
 def _encode_headers(pairs) -> bytes:
-    return b"".join(("%s: %s\r\n" % (k, v)).encode("latin-1") for k, v in pairs)
+    try:
+        return "".join(["%s: %s\r\n" % (k, v) for k, v in pairs]).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise HeaderValueError("header value not encodable as ISO-8859-1: %s" % exc) from None
+
+
+def _has_close(pairs) -> bool:
+    """Does a ``Connection`` header among ``pairs`` carry the ``close`` option (RFC 9112 9.6)?"""
+    for k, v in pairs:
+        if k.lower() == "connection" and any(t.strip().lower() == "close" for t in v.split(",")):
+            return True
+    return False
+
+
+def _content_length(value: str) -> int:
+    digits = value.strip(" \t")
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise HeaderValueError("Content-Length %r is not a decimal length: nothing sent" % (value,))
+    return int(digits)
 
 
 class Request:
@@ -127,10 +165,15 @@ class Request:
         added, and content for them raises ``ValueError`` before anything is sent
         (dropping it would hide a bug).  RFC 9110 8.6 and RFC 9112 6.1 forbid
         Content-Length and Transfer-Encoding on 1xx and 204: given, they raise
-        too.  A 304 may carry the 200's Content-Length: sent as given.
+        too.  A 304 may carry the 200's Content-Length: sent as given, as is the
+        Content-Length of a HEAD answered with empty content (the GET's length).
+        ``Date`` is added to final responses unless ``headers`` has one; a
+        ``Connection: close`` in ``headers`` closes the connection after this
+        answer (requests pipelined behind it are not run).
         """
         body = content.encode("utf-8") if isinstance(content, str) else bytes(content)
         pairs = _header_pairs(headers)
+        head_only = self.req_method == "HEAD"
         if code < 200 or code == 204 or code == 304:
             if body:
                 raise ValueError("a %d response has no content, %d bytes given: nothing sent "
@@ -141,20 +184,25 @@ class Request:
         else:
             declared = [v for k, v in pairs if k.lower() == "content-length"]
             if declared:
-                try:
-                    n = int(declared[-1].strip())
-                except ValueError:
-                    raise ValueError("Content-Length %r is not a number" % (declared[-1],)) from None
-                if n != len(body) or len(set(declared)) != 1:
+                lengths = {_content_length(v) for v in declared}
+                if len(lengths) != 1:
+                    raise HeaderValueError("Content-Length given twice, %s: nothing sent" % " and ".join(declared))
+                # HEAD with empty content: the length a GET would have (RFC 9110 9.3.2, 8.6)
+                if lengths.pop() != len(body) and not (head_only and not body):
                     raise ValueError("Content-Length %s given but the content is %d bytes: nothing sent "
                                      "(the connection would be desynchronised)" % (declared[-1], len(body)))
             else:
                 pairs.append(("Content-Length", str(len(body))))
-        head = ("HTTP/1.1 %d %s\r\n" % (code, reason(code))).encode("latin-1") + _encode_headers(pairs) + b"\r\n"
-        if self.req_method == "HEAD":
+        status = ("HTTP/1.1 %d %s\r\n" % (code, reason(code))).encode("latin-1")
+        if code >= 200 and not any(k.lower() == "date" for k, _ in pairs):
+            status += _date.refresh()  # RFC 9110 6.6.1
+        head = status + _encode_headers(pairs) + b"\r\n"
+        if head_only:
             body = b""
         if code == 101 or (self.req_method == "CONNECT" and 200 <= code < 300):
             self._conn.switched = True  # the connection is the callback's from now on
+        elif code >= 200 and _has_close(pairs):
+            self._conn.close_after = True  # RFC 9112 9.6: nothing more is read or run
         # an interim answer (1xx but 101) leaves the final one still owed: a 500 can follow it
         await self._conn.send(head + body, interim=code < 200 and code != 101)
 
@@ -170,7 +218,7 @@ class Request:
 
 
 class _Conn:
-    __slots__ = ("loop", "sock", "hostname", "server", "answering", "switched")
+    __slots__ = ("loop", "sock", "hostname", "server", "answering", "switched", "close_after")
 
     def __init__(self, loop, sock, addr, server) -> None:
         self.loop = loop
@@ -179,6 +227,7 @@ class _Conn:
         self.hostname = addr[0] if isinstance(addr, tuple) else str(addr or "")
         self.answering = False  # bytes of the current request's final response were sent
         self.switched = False  # a 101 (or a 2xx to CONNECT) went out: the callback owns the connection
+        self.close_after = False  # the callback answered with Connection: close
 
     async def send(self, data: bytes, interim: bool = False) -> None:
         if not interim:
@@ -187,12 +236,36 @@ class _Conn:
 
     async def error(self, status: int, message: str, head_only: bool = False) -> None:
         body = ("%d %s: %s\n" % (status, reason(status), message)).encode("utf-8", "replace")
-        head = "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" \
-               "Connection: close\r\n\r\n" % (status, reason(status), len(body))
+        head = "HTTP/1.1 %d %s\r\n%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" \
+               "Connection: close\r\n\r\n" % (status, reason(status), _date.refresh().decode("ascii"), len(body))
         try:
             await self.send(head.encode("latin-1") + (b"" if head_only else body))
         except OSError:
-            pass
+            return
+        await self.linger()
+
+    async def linger(self) -> None:
+        """Lingering close (RFC 9112 9.6): FIN after the answer, then drop what the client
+        still sends until its FIN, ``_LINGER_S`` or ``_LINGER_BYTES``; ``serve`` closes."""
+        loop = self.loop
+        sock = self.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        deadline = loop.time() + _LINGER_S
+        dropped = 0
+        while dropped < _LINGER_BYTES:
+            wait = deadline - loop.time()
+            if wait <= 0:
+                return
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, _READ_SIZE), wait)
+            except (asyncio.TimeoutError, OSError):
+                return
+            if not data:
+                return
+            dropped += len(data)
 
     async def serve(self, cb) -> None:
         loop = self.loop
@@ -251,8 +324,13 @@ class _Conn:
                             if not self.answering:
                                 await self.error(500, "the request handler failed", preq.method == "HEAD")
                             return
-                        if self.switched or not preq.keep_alive:
+                        if self.switched:
                             return  # a 101 / 2xx to CONNECT: the connection was the callback's
+                        if self.close_after or not preq.keep_alive:
+                            # RFC 9112 9.6: nothing behind a close is processed; the answer
+                            # went out whole (sock_sendall), now FIN and a short drain
+                            await self.linger()
+                            return
                     reqs = []
                     if parser.upgraded:
                         # an Upgrade/CONNECT answered as plain HTTP: what follows it is HTTP again
