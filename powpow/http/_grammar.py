@@ -112,7 +112,7 @@ def check_version(buf, ts: int, c0: int):
     """Slow path of the version check; returns (version, end of target)."""
     sp = buf.rfind(b" ", ts, c0)
     if sp < 0:
-        raise err(400, "malformed request line")
+        raise err(400, "request line has no HTTP version (HTTP/0.9 is not supported)")
     v = buf[sp + 1 : c0]
     if v == b"HTTP/1.1":
         return "1.1", sp

@@ -10,7 +10,7 @@ Offsets returned are absolute offsets into the caller's buffer (the CR of
 each line); the resume state holds them relative to the block start, so the
 caller may move the buffer between calls.
 """
-from typing import List
+from typing import Any, Callable, List, Optional
 
 from powpow._ffi import scan_lines
 
@@ -36,11 +36,20 @@ def parse_fields(buf, pos: int, lines, last: int) -> Headers:
 
 
 def scan_block(buf, pos: int, end: int, out, resume, max_first: int, max_block: int,
-               max_fields: int, what: str, status: int, n: int = -1, bad: int = -1):
+               max_fields: int, what: str, status: int, n: int = -1, bad: int = -1,
+               check_first: Optional[Callable[[Any, int, int], None]] = None):
     """Incremental scan of a CRLF line block that ends with an empty line.
 
     ``max_first >= 0``: the first line is a request line with its own limit (414)
-    and does not count as a field.  ``resume`` is the state returned by the
+    and does not count as a field.  ``check_first(buf, start, cr)``, if given,
+    validates that line (raising ParseError) the first time it is complete and
+    free of forbidden bytes, before any verdict on the bytes behind it -- except
+    for a whole head with no other error, which the caller validates itself.
+    So an invalid request line is refused as soon as its CRLF arrives, not
+    after the rest of a head that may never come (RFC 9112 3: an invalid
+    request-line SHOULD get 400), and still at the same byte however the input
+    is split.  It runs at most once per block: a resume state that holds a
+    line means it ran already.  ``resume`` is the state returned by the
     previous call for the same block (offsets relative to ``pos``) or None; ``n``
     and ``bad`` may pass in a scan of ``buf[pos:...]`` already done by the caller.
     Errors are decided by byte position, so for any prefix of the input the
@@ -75,24 +84,35 @@ def scan_block(buf, pos: int, end: int, out, resume, max_first: int, max_block: 
             return None, 0, resume_state(buf, pos, lines, scan_end)
         h0 = lines[0] + 2
         nfields = total - 1
+        if prev or (0 <= bad < lines[0]):
+            check_first = None  # checked by an earlier call, or a forbidden byte comes first
     else:
         h0 = pos
         nfields = total
+        check_first = None
     t2 = h0 + max_block + 1
     if total >= 1 and lines[-1] == (lines[-2] + 2 if total >= 2 else pos):
         if lines[-1] - h0 > max_block:
-            raise err(status, "%s larger than %d bytes" % (what, max_block))
-        if nfields - 1 > max_fields:
-            raise err(status, "more than %d fields in %s" % (max_fields, what))
-        return lines, total, None
-    if nfields > max_fields:
-        raise err(status, "more than %d fields in %s" % (max_fields, what))
-    if bad >= 0:
+            problem = err(status, "%s larger than %d bytes" % (what, max_block))
+        elif nfields - 1 > max_fields:
+            problem = err(status, "more than %d fields in %s" % (max_fields, what))
+        else:
+            return lines, total, None
+    elif nfields > max_fields:
+        problem = err(status, "more than %d fields in %s" % (max_fields, what))
+    elif bad >= 0:
         if bad <= t2:
-            raise bad_byte(buf, bad, what)
-        raise err(status, "%s larger than %d bytes" % (what, max_block))
-    if scan_end > t2:
-        raise err(status, "%s larger than %d bytes" % (what, max_block))
+            problem = bad_byte(buf, bad, what)
+        else:
+            problem = err(status, "%s larger than %d bytes" % (what, max_block))
+    elif scan_end > t2:
+        problem = err(status, "%s larger than %d bytes" % (what, max_block))
+    else:
+        problem = None
+    if check_first is not None:
+        check_first(buf, pos, lines[0])  # the request line's verdict comes first (by position)
+    if problem is not None:
+        raise problem
     return None, 0, resume_state(buf, pos, lines, scan_end)
 
 

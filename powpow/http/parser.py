@@ -96,6 +96,10 @@ chunked or chunked twice (400; other codings are 501), Content-Length that is no
 plain digits or disagrees between duplicates, chunk sizes that are not strict hex,
 missing CRLF after chunk data.  Only SP and HTAB are stripped from values.
 Request smuggling lives in exactly these gaps, so each rule is a test case.
+A request line is judged as soon as its CRLF arrives, before the rest of the
+head and before any error behind it: "GET /" CRLF (HTTP/0.9) fails at once
+instead of waiting for a blank line that may never come (``scan_block``'s
+``check_first``, run only when a read ends mid-head or a head fails a limit).
 
 Limits and why
 --------------
@@ -198,6 +202,20 @@ def _memo_headers(memo) -> Headers:
     hdrs._index = index if index is not None else name_index(names)
     hdrs._memo_d = {}
     return hdrs
+
+
+def _check_request_line(buf, pos: int, cr: int) -> None:
+    """Validate a complete request line buf[pos:cr] before its head is complete.
+
+    The same validators ``_build`` calls on its slow path, in the same order,
+    so the verdict is the one the whole head would get; ``scan_block`` calls
+    this once per head, only when a read ends mid-head (or the head fails a
+    limit), so that "GET /" CRLF (HTTP/0.9) or "GET / HTTP/1.2" CRLF is
+    answered at once instead of after the header timeout.
+    """
+    method, ts = _method_slow(buf, pos, cr)  # FIRST's prefixes find the same method and target start
+    te = _check_version(buf, ts, cr)[1]
+    _check_target(buf, ts, te, method)
 
 
 class RequestParser:
@@ -695,7 +713,7 @@ class RequestParser:
         lines, total, self._resume = scan_block(
             buf, pos, end, self._out, self._resume,
             self.max_request_line if head else -1, max_block, self.max_headers,
-            what, 431, n, bad)
+            what, 431, n, bad, _check_request_line if head else None)
         return None if lines is None else (lines, total)
 
     def _build(self, buf, pos: int, lines, n: int, r: int = 0) -> Request:
