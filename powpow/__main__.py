@@ -22,9 +22,11 @@ from typing import Optional
 
 from . import _ffi
 from ._appcli import port_number, seconds, whole_number
+from ._log import get_logger
 from .loop import Events, Loop
 
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
+_log = get_logger("powpow.serve")
 
 
 class EchoDemo:
@@ -193,10 +195,37 @@ def make_handler(root: str, listing: bool, cors, show_hidden: bool, builtin: boo
     return handler
 
 
+def raise_open_file_limit() -> None:
+    """Raise the soft ``RLIMIT_NOFILE`` to the hard limit (nginx's ``worker_rlimit_nofile``):
+    the common soft default of 1024 descriptors is a few hundred busy connections of a
+    file server.  Best effort: where it cannot be raised the server runs with what it has."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return
+    # (debug lines: only where logging is loaded already -- nothing could show them
+    # otherwise, and importing it costs the start-up time the lazy loggers save)
+    debug = _log.debug if "logging" in sys.modules else None
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard
+        if want == resource.RLIM_INFINITY or (sys.platform == "darwin" and want > 10240):
+            # macOS refuses more than OPEN_MAX (10240) for the soft limit, whatever the hard one
+            want = 10240 if sys.platform == "darwin" else soft
+        if soft != resource.RLIM_INFINITY and want > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            if debug is not None:
+                debug("open file limit raised from %d to %d", soft, want)
+    except (OSError, ValueError) as exc:
+        if debug is not None:
+            debug("open file limit left as it is: %s", exc)
+
+
 def serve(args: argparse.Namespace) -> int:
     from .http import CorsOptions, HttpServer
     from .http.cors import CorsConfigError
 
+    raise_open_file_limit()
     builtin = args.dir is None
     root = os.path.abspath(SITE_DIR if builtin else args.dir)
     if not os.path.isdir(root):

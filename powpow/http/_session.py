@@ -22,6 +22,20 @@ Invariants:
   drained.  Answers of one segment (a body under 16 KiB) are not counted:
   ``max_pipeline_depth`` bounds them, and the per-request check stays one
   ``len`` and a compare.
+* Open files per connection are bounded (``max_queued_files``, default
+  ``MAX_QUEUED_FILES``): each file part of an answer holds a descriptor until
+  it is sent, and a client that pipelines GETs of static files and reads
+  nothing pinned one per answer (~63 a connection: 16 such clients used up a
+  1024-descriptor limit).  Once the files queued in the transport plus those
+  in answers not handed over reach the bound, the next request waits (as
+  above: ``_out_full``, ``waiting``), reading pauses, and after a hand-over
+  that leaves the transport with that many (``_write``) the session is
+  ``write_blocked`` with ``files_wait`` until fewer are queued (the transport
+  is asked for ``on_drain`` then: ``_wake_when_fewer_files``).  Only answers
+  with a file part pay for it (one count and a scan of ``pending``); one
+  answer with more parts (multi-range) still goes out whole: the bound holds
+  the *next* request, never the answer being made.  nginx and http.server
+  hold one file per connection.
 * Streaming mode runs a handler when its head is parsed, from inside the
   parser's ``feed`` (not in a batch): while the transport is above high water
   (``write_blocked``) that request waits in ``waiting`` instead, with every
@@ -61,6 +75,16 @@ Invariants:
   answered 400 and closes (RFC 9110 §4.2).  Origin-form requests pay one
   byte compare for it (callgrind: ~300 instructions a request, ~1 %, on
   CPython 3.11, whose bytes indexing is not specialised).
+* An answer cut short after its head went out (its handler failed, or its
+  request body did: ``cut_answer``) must not look complete.  Chunked, the
+  missing last chunk tells, and a Content-Length not reached does; a
+  close-delimited body (HTTP/1.0, a tunnel) has only the end of the
+  connection to tell, so that ends with a reset (RST; over TLS without
+  close_notify), never FIN (RFC 9112 §9.8: behind nginx's
+  ``proxy_http_version 1.0`` the cut body was cached as complete).  An RST
+  drops what the kernel still holds, so it waits until every byte before it
+  is sent and acknowledged (``_ResetWhenDelivered``): the answers before the
+  cut one arrive intact.
 * Deadlines are checked by the server's sweep (``check_deadline``) from
   ``since`` (phase start / last progress) and, while output is pending, from
   the last time ``bytes_sent`` grew: a queue that grows is not progress.
@@ -70,11 +94,14 @@ Invariants:
 ``flush()`` / ``flush_now()``, ``writable``, ``pending``, ``conn``, ``ip``,
 ``upgrade(res, headers)``, ``client_ip(req)``, ``pause_body()`` /
 ``resume_body()`` and ``loop``; the session reads a response's ``ended``,
-``_segments``, ``_close``, ``_upgrade``, ``on_drain``, ``_wants_drain`` and
-calls ``_lost()`` / ``_reset()``.
+``_segments``, ``_close``, ``_upgrade``, ``on_drain``, ``_wants_drain``,
+``_chunked``, ``_length``, ``_written``, ``_cut`` and calls ``_lost()`` /
+``_reset()``; it sets ``_cut_reason`` before ``_lost()`` when its request body
+failed (WSGI's input names the reason).
 """
 import errno
-from typing import List, Optional
+import sys
+from typing import Any, List, Optional
 
 from .. import _ffi
 from .._log import get_logger
@@ -83,7 +110,7 @@ from ..net._writing import FILES_HIGH
 from ..net.errors import ConnectionLost
 from ._message import Request, absolute_form_problem
 from .parser import _FAILED, RequestParser
-from .response import _UNPARSED, _UP_ASKED, Response, _FileSeg, close_segments
+from .response import _UNPARSED, _UP_ASKED, NO_BODY_STATUS, Response, _FileSeg, close_segments
 
 log = get_logger("powpow.http")
 _new = _ffi.blank  # object.__new__ (a specialised builtin call on CPython)
@@ -98,6 +125,91 @@ STATE_NAMES = ("idle", "head", "body", "closing", "detached", "gone")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
+# Open files (file parts of answers) one connection may hold queued before the next
+# request waits: a sendfile stream is kept busy with a few queued behind the one being
+# sent, and a client that reads nothing pins that many descriptors, not one per
+# pipelined answer (see the module docstring; nginx and http.server: one).
+MAX_QUEUED_FILES = 4
+
+
+def _queued_files(conn) -> int:
+    """File chunks (each an open descriptor) in ``conn``'s write queue: ``Connection``
+    and ``TlsTransport`` count them for their water marks; 0 for a transport that does not."""
+    n = getattr(conn, "_files", None)
+    if n is None:
+        return getattr(conn, "_plain_files", 0)
+    return n
+
+
+def _wake_when_fewer_files(conn) -> None:
+    """Have ``conn`` call ``on_drain`` once its queue makes progress and is under its low
+    mark.  The transports count a queued file as ``high_water // FILES_HIGH`` (64 to reach
+    high water), so a few would never make them call it: marked above high water, they do
+    (both run ``on_drain`` when a queue marked so is back at ``low_water``; ``on_drain``
+    looks again and marks anew while the files are still that many)."""
+    if hasattr(conn, "_above_high"):
+        conn._above_high = True
+
+
+def _kernel_unsent(conn) -> int:
+    """Bytes in ``conn``'s socket send queue the peer has not acknowledged yet (Linux
+    ``SIOCOUTQ``); 0 where the platform cannot tell.  An RST makes the kernel drop them."""
+    if not sys.platform.startswith("linux"):
+        return 0
+    raw = getattr(conn, "raw", None) or conn  # TlsTransport: the TCP connection under it
+    fd = getattr(raw, "fd", -1)
+    if fd < 0:
+        return 0
+    import fcntl
+    import termios
+    try:
+        out = fcntl.ioctl(fd, termios.TIOCOUTQ, b"\0\0\0\0")  # (TIOCOUTQ == SIOCOUTQ)
+    except OSError:
+        return 0
+    return int.from_bytes(out, sys.byteorder, signed=True)
+
+
+class _ResetWhenDelivered:
+    """Timer callback: reset (``abort()``) a session's connection once everything written
+    before the cut answer's end is sent and acknowledged (see ``Session.cut_answer``).
+
+    An RST makes the kernel drop its send queue, and would take the complete answers
+    before the cut one with it; the peer keeps what it has acknowledged.  Polled: a
+    transport says nothing when its queue empties (below high water), the kernel nothing
+    when the peer acknowledges -- 1 ms doubling to 100 ms (this runs only for cut
+    answers).  A client that takes nothing for ``write_timeout`` is reset anyway."""
+
+    __slots__ = ("session", "delay", "seen", "since")
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.delay = 1
+        self.seen: Optional[tuple] = None
+        self.since = session.loop.now_ms()
+
+    def __call__(self) -> None:
+        session = self.session
+        session.reset_timer = None
+        if session.state == GONE:
+            return
+        conn = session.conn
+        unsent = _kernel_unsent(conn)
+        if not unsent and not conn.output_pending:
+            conn.abort()
+            return
+        now = session.loop.now_ms()
+        seen = (conn.bytes_sent, unsent)
+        if seen != self.seen:
+            self.seen = seen
+            self.since = now  # progress
+        elif now - self.since >= session.server.write_timeout_ms:
+            log.info("resetting %s: the client took nothing for %d ms of the answers before a cut one",
+                     session.ip, session.server.write_timeout_ms)
+            conn.abort()
+            return
+        session.reset_timer = session.loop.add_timer(self.delay, self)
+        self.delay = min(self.delay * 2, 100)
+
 
 class Session:
     """Per-connection HTTP state (``transport.context``)."""
@@ -106,7 +218,7 @@ class Session:
                  "sent_seen", "write_since", "continued", "want_continue", "streaming", "ip", "held",
                  "write_blocked", "body_paused", "eof", "eof_since", "body_start", "body_got",
                  "date", "loop", "upgrade_req", "closing", "body_req", "lost_exc", "tls", "waiting",
-                 "no_more", "out_room")
+                 "no_more", "out_room", "files_wait", "reset_timer")
 
     def __init__(self, server, conn) -> None:
         self.server = server
@@ -162,6 +274,12 @@ class Session:
         # the module docstring); full again once a batch's output is handed over
         # (_write), not per read: the hot path pays only for the compare.
         self.out_room = conn.high_water
+        # write_blocked because max_queued_files files are queued in the transport
+        # (``_write``): on_drain resumes only once fewer are
+        self.files_wait = False
+        # a cut answer ends the connection with a reset once what precedes it is
+        # delivered: the pending check (_ResetWhenDelivered), else None
+        self.reset_timer: Any = None
 
     # -- transitions ----------------------------------------------------------
 
@@ -197,6 +315,9 @@ class Session:
         """The transport closed: drop what was not sent, tell streaming handlers."""
         self.state = GONE
         self.no_more = True
+        if self.reset_timer is not None:
+            self.loop.cancel_timer(self.reset_timer)
+            self.reset_timer = None
         cur = self.parser.current
         if cur is not None:
             cur._close_stream_file()  # the body never finished
@@ -382,6 +503,11 @@ class Session:
 
     def on_drain(self, conn) -> None:
         """The transport's queue fell under low water."""
+        if self.files_wait:
+            if _queued_files(conn) >= self.server.max_queued_files:
+                _wake_when_fewer_files(conn)  # still that many open files queued: wait on
+                return
+            self.files_wait = False
         self.write_blocked = False
         if self.pending:
             res = self.pending[0]
@@ -480,11 +606,13 @@ class Session:
                     return  # held since its head (streaming): it runs from _dispatch_waiting
             waiting.append(req)  # behind a held request: order is kept
             return
-        if self.write_blocked or (self.in_batch and self.out_room < 0):
-            # a batch that made enough output (_dispatch_waiting), or the transport is
-            # above high water -- also for a head parsed in streaming mode, whose
-            # handler would otherwise run (and answer into the transport) for a
-            # client that reads nothing: it waits, with what follows, for the drain
+        if self.write_blocked or (self.out_room < 0 and (self.in_batch or self.pending)):
+            # a batch that made enough output (_dispatch_waiting) -- or, streaming, the
+            # answers kept behind one still being made did (files: max_queued_files) --
+            # or the transport is above high water -- also for a head parsed in
+            # streaming mode, whose handler would otherwise run (and answer into the
+            # transport) for a client that reads nothing: it waits, with what follows,
+            # for the drain (or for the answers before it to be handed over)
             self.waiting = [req]
             self.conn.pause_reading()
             return
@@ -505,7 +633,9 @@ class Session:
             self.server.handler(req, res)
         except Exception as exc:
             self._handler_failed(req, exc)
-        if self.in_batch and len(res._segments) != 1:
+        if (self.in_batch or res._segments) and len(res._segments) != 1:
+            # (outside a batch, segments left mean it waits behind an answer still
+            # being made: what piles up there counts too)
             self._out_full(res)
 
     def _refuse_target(self, req) -> bool:
@@ -551,22 +681,41 @@ class Session:
 
     def _out_full(self, res, reqs=None) -> bool:
         """Count ``res``'s output against this batch's ``out_room``; True once it
-        is spent or the transport is above high water (see the module docstring)
-        -- and, given the batch ``reqs``, the requests after ``res``'s wait
-        (``_hold_rest``: False when there are none)."""
+        is spent, the transport is above high water, or the connection's open
+        files reach ``max_queued_files`` (see the module docstring) -- and, given
+        the batch ``reqs``, the requests after ``res``'s wait (``_hold_rest``:
+        False when there are none)."""
         room = self.out_room
+        files = False
         for seg in res._segments:
             if seg.__class__ is _FileSeg:
                 # a descriptor held until sent: weighed so that one batch pins at
                 # most about FILES_HIGH of them (multi-range answers: one per part)
                 fd_weight = self.conn.high_water // FILES_HIGH
                 room -= seg.count if seg.count > fd_weight else fd_weight
+                files = True
             else:
                 room -= len(seg)
+        if files and self._files_full():
+            # the next request waits, and so does the next read (were this the last
+            # request of its read): _pump resumes once the files are handed over
+            if room >= 0:
+                room = -1
+            self.conn.pause_reading()
         self.out_room = room
         if room >= 0 and not self.write_blocked:
             return False
         return reqs is None or self._hold_rest(res.request, reqs)
+
+    def _files_full(self) -> bool:
+        """Do the open files of this connection -- queued in the transport, or file
+        parts of answers not handed over yet -- reach ``max_queued_files``?"""
+        n = _queued_files(self.conn)
+        for res in self.pending:
+            for seg in res._segments:
+                if seg.__class__ is _FileSeg:
+                    n += 1
+        return n >= self.server.max_queued_files
 
     def _hold_rest(self, req, reqs) -> bool:
         """Hold the requests after ``req`` in ``reqs`` back until this batch's
@@ -715,8 +864,7 @@ class Session:
                 except Exception:  # pragma: no cover - our own error path
                     res.ended = True
             else:
-                res._close = True
-                res.ended = True
+                self.cut_answer(res)  # too late for a status: its body ends here
         self.flush()
         if ended and not self.pending and self.state == CLOSING:
             self.conn.close_after_drain()
@@ -749,10 +897,10 @@ class Session:
         ASGI ``receive()`` answers ``http.disconnect``.  Its ``on_end`` never
         runs; what it sends from now on goes nowhere."""
         pending = self.pending
+        res._cut_reason = exc  # (WSGI's input names it: not "the client went away")
         if res._sent_head:
-            res._close = True  # too late for a status: end what was sent, close
             res._lost()
-            res.ended = True
+            self.cut_answer(res)  # too late for a status: end what was sent, close
         else:
             err = Response(self, res.request)
             err._close = True
@@ -760,6 +908,28 @@ class Session:
             res._lost()
             err.send_error(exc.status, exc.message)
         self.flush()
+
+    def cut_answer(self, res: Response) -> None:
+        """End ``res``, whose head went out, short: its body will never be complete
+        (its handler failed, or its request body did).  The connection closes after
+        the answers before it (``flush()`` moves it on).  Chunked, the missing last
+        chunk tells the client, and a Content-Length not reached does: those close
+        as usual (so does a body that has none: HEAD, 204/304).  A close-delimited
+        body (HTTP/1.0, a tunnel) ends with a reset once what precedes it is
+        delivered: a FIN or close_notify would say it is complete (RFC 9112 §9.8)."""
+        res._close = True
+        if res._length is None and not (res._chunked or res._head_only or res.status in NO_BODY_STATUS):
+            res._cut = True
+        res.ended = True
+
+    def _reset_when_delivered(self) -> None:
+        """The cut answer is handed over: reset the connection once everything
+        before its end is delivered (``_ResetWhenDelivered``); nothing more is read."""
+        if self.reset_timer is not None or self.state == GONE:
+            return
+        self.conn.pause_reading()
+        # (from the loop: never torn down inside the handler or read that cut it)
+        self.reset_timer = self.loop.add_timer(0, _ResetWhenDelivered(self))
 
     def answer_closes(self) -> None:
         """A head says ``Connection: close``: answer what precedes it, then close;
@@ -850,6 +1020,7 @@ class Session:
             return
         out: list = []
         close = False
+        cut = False
         done = 0
         for res in pending:  # (a pipelined batch: once per answer)
             segs = res._segments
@@ -867,6 +1038,7 @@ class Session:
                 req._session = self
             if res._close:
                 close = True
+                cut = res._cut
                 break
             if res._upgrade is not None:
                 # An Upgrade/CONNECT request answered normally (the handler did
@@ -893,7 +1065,10 @@ class Session:
             self._write(out)
         if close:
             self._to_closing()
-            conn.close_after_drain()
+            if cut:
+                self._reset_when_delivered()  # see cut_answer
+            else:
+                conn.close_after_drain()
             return
         if self.want_continue:
             cur = self.parser.current
@@ -938,6 +1113,7 @@ class Session:
         conn = self.conn
         data = []
         ok = True
+        files = False
         for seg in out:
             if seg.__class__ is bytes:
                 data.append(seg)
@@ -951,6 +1127,7 @@ class Session:
                                       header=b"".join(data) if data else None, own_fd=True):
                     ok = False
                 data = []
+                files = True
             else:
                 data.append(bytes(seg))
         if data and not conn.closed:
@@ -965,6 +1142,12 @@ class Session:
             if not sent:
                 ok = False
         self.out_room = conn.high_water  # this batch's output is handed over
+        if files and not conn.closed and _queued_files(conn) >= self.server.max_queued_files:
+            # that many open files wait in the transport: no request runs (and opens
+            # one more) until fewer do -- on_drain looks (see the module docstring)
+            self.files_wait = True
+            _wake_when_fewer_files(conn)
+            ok = False
         if not ok:
             self._blocked()
 
@@ -1025,6 +1208,8 @@ class Session:
     # -- deadlines (called by the server's sweep) ---------------------------------
 
     def check_deadline(self, conn, now: int) -> None:
+        if self.reset_timer is not None:
+            return  # a cut answer's connection: _ResetWhenDelivered ends it (with its own deadline)
         server = self.server
         if conn.output_pending:
             # writing: progress is bytes the kernel took, not a queue that grows
@@ -1079,6 +1264,6 @@ class Session:
             return
         self._reject(ParseError(status, why))
         self.flush()
-        if self.state != GONE and not self.conn.closed:
+        if self.state != GONE and not self.conn.closed and self.reset_timer is None:
             self.conn.close_after_drain()
 

@@ -345,6 +345,12 @@ class Response:
     _held_n = 0
     _held_bytes = 0
     _wants_drain = False
+    # Cut short after its head went out (Session.cut_answer): the connection ends with
+    # a reset, not FIN / close_notify, when the framing cannot tell the client.
+    _cut = False
+    # Why the server gave up on the request's body (a ParseError: 413, 400, 408), set
+    # before _lost() tells the handler; None when the client went away.
+    _cut_reason: Optional[Exception] = None
     on_drain: Optional[Callable[[], object]] = None
     on_close: Optional[Callable[[], object]] = None
 

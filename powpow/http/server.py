@@ -21,7 +21,9 @@ is above ``HTTP_HIGH_WATER`` (the kernel's window then pushes back on the
 client), while ``max_pipeline_depth`` answers are outstanding or requests are
 held back at that depth, and while an Upgrade/CONNECT request waits for its
 handler.  A client that pipelines and never reads costs well under 1 MiB
-beyond its socket buffers.
+beyond its socket buffers, and at most ``max_queued_files`` open files (file
+parts of answers hold a descriptor until sent): past that the next request
+waits until fewer are queued.
 
 Protocol switches
 -----------------
@@ -70,7 +72,11 @@ target that names no http(s) host (``GET ftp://h/``, ``GET http://u@h/``,
 streaming mode a body that fails under a running handler is answered in its
 place, and the handler is told as of a disconnect (``on_close``).  An exception in a handler is
 logged; a 500 goes out if nothing was sent yet; the connection is closed
-after what precedes it has been delivered.  Other connections never notice.
+after what precedes it has been delivered -- with a reset (RST; over TLS no
+close_notify) when the answer's head went out and its body is close-delimited
+(an HTTP/1.0 client): a FIN would tell the client the body is complete (a
+chunked body lacks its last chunk, a Content-Length is not reached: those
+tell).  Other connections never notice.
 """
 import os
 import signal
@@ -82,7 +88,7 @@ from .._log import get_logger
 from ..loop import Loop
 from ..net.connection import Connection
 from ..net.tcp import TcpServer
-from ._session import BODY, GONE, Session
+from ._session import BODY, GONE, MAX_QUEUED_FILES, Session
 from .parser import MAX_BODY, MAX_HEADER_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from .response import _SERVER, NO_BODY_STATUS, DateCache, HeaderValueError, Response, _FileSeg, status_line
 from .forwarded import ProxyTrust
@@ -155,7 +161,8 @@ class HttpServer:
                  access_log: bool = False, trusted_proxies: Sequence[str] = (),
                  forwarded_header: str = "x-forwarded-for",
                  workers: int = 1, grace_period: float = 10.0, streaming: bool = False,
-                 worker_mode: str = "process", ssl=None, handshake_timeout: float = 10.0) -> None:
+                 worker_mode: str = "process", ssl=None, handshake_timeout: float = 10.0,
+                 max_queued_files: int = MAX_QUEUED_FILES) -> None:
         # every option but the loop, for the copies thread workers make
         self._options = {k: v for k, v in locals().items() if k not in ("self", "handler", "loop")}
         if worker_mode not in ("process", "thread"):
@@ -176,6 +183,10 @@ class HttpServer:
         self.loop: Loop = loop  # type: ignore[assignment]
         self.max_connections = max_connections
         self.max_pipeline_depth = max_pipeline_depth
+        if int(max_queued_files) < 1:
+            raise ValueError("max_queued_files must be at least 1, got %r" % (max_queued_files,))
+        # open files (file parts of answers) queued per connection before the next request waits
+        self.max_queued_files = int(max_queued_files)
         self.max_body = max_body
         self.max_request_line = max_request_line
         self.max_header_size = max_header_size
@@ -387,7 +398,7 @@ class HttpServer:
 
     def _session_quiet(self, session) -> None:
         """Draining: a connection handed its last answer over."""
-        if session.state < GONE and session.state != BODY and not session.held:
+        if session.state < GONE and session.state != BODY and not session.held and session.reset_timer is None:
             session._to_closing()
             session.conn.close_after_drain()
         self.loop.defer_call(self._check_drained)
@@ -403,8 +414,8 @@ class HttpServer:
             session = conn.context
             if session.__class__ is not Session:
                 continue  # handed over: not an answer of ours
-            if conn.output_pending or session.pending or session.state == BODY:
-                return
+            if conn.output_pending or session.pending or session.state == BODY or session.reset_timer is not None:
+                return  # (reset_timer: a cut answer's connection ends with its reset, not our close)
         self._finish_drain()
 
     def _finish_drain(self) -> None:

@@ -15,8 +15,11 @@ upload is therefore bounded by HIGH_WATER plus one read, whatever its size.
 Reads follow PEP 3333 and ``io.RawIOBase`` habits: ``read(n)`` returns at
 most ``n`` bytes and blocks until some arrive (``b""`` only at the end),
 ``read()`` / ``read(-1)`` everything up to the end, ``readline(limit)``,
-``readlines(hint)``, iteration by lines.  A client that goes away while the
-app reads raises ``ClientDisconnected`` (an ``OSError``) from the read.
+``readlines(hint)``, iteration by lines.  A body that ends early while the app
+reads raises ``ClientDisconnected`` (an ``OSError``) from the read: the client
+went away, or the server cut the body -- past ``max_body`` (413), bad chunked
+framing (400), a body deadline (408) -- and the message (and ``status``) say
+which.
 """
 import threading
 from collections import deque
@@ -30,7 +33,22 @@ READ_BACKSTOP_S = 300.0
 
 
 class ClientDisconnected(OSError):
-    """The client went away (or the body timed out) before the request body was read."""
+    """The request body ended early: the client went away, or the server cut it.
+
+    ``status``: the HTTP status the server answered when it cut the body (413 past
+    ``max_body``, 400 bad framing, 408 a body deadline); None when the client left."""
+
+    status: Optional[int] = None
+
+
+def _lost_message(why) -> str:
+    """What a read raises about a body that ended early: ``why`` is the ``ParseError``
+    the server answered (it cut the body), or None (the client went away)."""
+    status = getattr(why, "status", None)
+    if status is None:
+        return "the client went away before the request body was read"
+    message = getattr(why, "message", None) or str(why)
+    return "the server cut the request body (answered %d: %s) before it was read" % (status, message)
 
 
 class WsgiInput:
@@ -43,7 +61,8 @@ class WsgiInput:
         self._chunks: deque = deque()
         self._buffered = 0       # bytes in _chunks (guarded by _cond)
         self._eof = False        # the whole body has arrived
-        self._broken = False     # the client went away first
+        self._broken = False     # the client went away first (or the server cut the body)
+        self._why = None         # the server cut it: the ParseError it answered (see lost())
         self._paused = False     # the loop paused reading for us
         self._waiting = False    # the worker sleeps on _cond
         self._cur = b""          # worker side: the chunk being read, from _pos
@@ -74,9 +93,16 @@ class WsgiInput:
             self._eof = True
             self._cond.notify_all()
 
-    def lost(self) -> None:
+    def lost(self, why=None) -> None:
+        """The body will not arrive whole.  ``why``: the ``ParseError`` the server answered
+        when it cut the body; by default the one its response recorded (the session sets
+        ``_cut_reason`` before telling), None if the client went away."""
+        if why is None:
+            why = getattr(getattr(self._ex, "res", None), "_cut_reason", None)
         with self._cond:
             self._broken = True
+            if why is not None:
+                self._why = why
             self._cond.notify_all()
 
     def discard(self) -> None:
@@ -108,7 +134,10 @@ class WsgiInput:
                 if self._eof:
                     return None
                 if self._broken:
-                    raise ClientDisconnected("the client went away before the request body was read")
+                    why = self._why
+                    exc = ClientDisconnected(_lost_message(why))
+                    exc.status = getattr(why, "status", None)
+                    raise exc
                 self._waiting = True
                 try:
                     if not cond.wait(READ_BACKSTOP_S):
