@@ -584,8 +584,9 @@ class HttpCycle:
                 res._close = True
                 res.send_error(status)
             else:
-                res._close = True
-                res.ended = True
+                # too late for a status: end what was sent so that it never looks
+                # complete (close-delimited: a reset, not a FIN; see cut_answer)
+                session.cut_answer(res)
         session.flush()
 
 

@@ -26,7 +26,9 @@ connection is closed; fewer bytes close the connection after them (the
 client sees a short body, never a desynchronised stream); both are logged.
 Hop-by-hop headers from the application are refused (``start_response``
 raises), as wsgiref does.  An exception before the head is sent gives a 500;
-after it, the connection is closed without completing the body.
+after it, the connection is closed without completing the body: chunked, the
+last chunk is missing; close-delimited (HTTP/1.0), the connection ends with a
+reset, not a FIN that would say the body is complete (``Session.cut_answer``).
 """
 import logging
 import os
@@ -585,7 +587,12 @@ class Exchange:
         session = res._session
         res._close = True
         if not res.ended:
-            res.ended = True
+            if res._sent_head:
+                # part of the body went out: close-delimited (HTTP/1.0), a FIN would
+                # say it is complete -- cut_answer ends it with a reset instead
+                session.cut_answer(res)
+            else:
+                res.ended = True
             session._to_closing()
             session.flush()
         else:
