@@ -122,6 +122,18 @@ def encode_headers(headers: Iterable[Tuple[str, str]], out: List[str]) -> None:
         out.append("%s: %s\r\n" % (name, value))
 
 
+def _check_stored_header(name: str, value: str) -> None:
+    """``Response.set_header`` / ``add_header``: what ``_encode_block`` would reject
+    later, raised now (same messages)."""
+    check_header(name, value)
+    if len(_checked_names) < 1024:
+        _checked_names[name] = True
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise HeaderValueError("header value not encodable as ISO-8859-1: %s" % exc) from None
+
+
 class DateCache:
     """``Date: <IMF-fixdate>\\r\\n`` as bytes, refreshed when the second changes."""
 
@@ -147,34 +159,53 @@ _header_blocks: dict = {}
 
 
 _FRAMING_NAMES = frozenset(["content-length", "transfer-encoding", "connection"])
+# Names that send a list down the general path (a ``_Framing`` block): the framing
+# ones above, and Server / Date, single-valued fields (RFC 9110 §5.3, §6.6.1,
+# §10.2.4) that powpow writes itself unless the handler gave its own.  Looked at
+# only when a list is encoded (a cache miss): lists without them cost nothing more.
+_SPECIAL_NAMES = _FRAMING_NAMES | frozenset(["server", "date"])
 
 
 class _Framing:
-    """A handler's header list that names framing headers: the rest encoded, those apart."""
+    """A handler's header list that names framing headers (the rest encoded, those
+    apart) or its own Server / Date (kept in ``block``; ``server`` / ``date`` say
+    that powpow's line is left out)."""
 
-    __slots__ = ("block", "length", "te", "conn")
+    __slots__ = ("block", "length", "te", "conn", "server", "date")
 
-    def __init__(self, block: bytes, length: Optional[int], te: Optional[str], conn: List[str]) -> None:
+    def __init__(self, block: bytes, length: Optional[int], te: Optional[str], conn: List[str],
+                 server: bool = False, date: bool = False) -> None:
         self.block = block
         self.length = length
         self.te = te
         self.conn = conn
+        self.server = server
+        self.date = date
 
 
 def _encode_block(headers):
     """The encoded header block (bytes), or a ``_Framing`` when the handler set
     Content-Length / Transfer-Encoding / Connection: powpow writes the framing
-    itself, once (RFC 9112 §6), after validating the handler's values."""
+    itself, once (RFC 9112 §6), after validating the handler's values -- or its
+    own Server / Date: written instead of powpow's, never beside (RFC 9110 §5.3)."""
     parts: List[str] = []
     encode_headers(headers, parts)  # validates: raises HeaderValueError
-    framing = any(str(h[0]).lower() in _FRAMING_NAMES for h in headers)
+    framing = any(str(h[0]).lower() in _SPECIAL_NAMES for h in headers)
     if framing:
         rest = []
         length = None
         te = None
         conn: List[str] = []
+        server = date = False
         for name, value in headers:
             lname = str(name).lower()
+            if lname not in _FRAMING_NAMES:
+                if lname == "server":
+                    server = True
+                elif lname == "date":
+                    date = True
+                rest.append((name, value))
+                continue
             value = str(value).strip()
             if lname == "content-length":
                 if not value.isdigit() or len(value) > 18:
@@ -195,8 +226,6 @@ def _encode_block(headers):
                         raise HeaderValueError("Connection %r: only close, keep-alive and upgrade are "
                                                "accepted from a handler" % (value,))
                     conn.append(tok)
-            else:
-                rest.append((name, value))
         if length is not None and te is not None:
             raise HeaderValueError("both Content-Length and Transfer-Encoding set by the handler")
         parts = []
@@ -206,7 +235,7 @@ def _encode_block(headers):
     except UnicodeEncodeError as exc:
         raise HeaderValueError("header value not encodable as ISO-8859-1: %s" % exc) from None
     if framing:
-        return _Framing(block, length, te, conn)
+        return _Framing(block, length, te, conn, server, date)
     return block
 
 
@@ -394,15 +423,28 @@ class Response:
     def set_header(self, name: str, value) -> "Response":
         """Set (replace) a header.  CR, LF or NUL in it raise HeaderValueError."""
         self._check_open_head()
+        if value.__class__ is not str:
+            value = str(value)
+        # Checked here, at the call, not when the head is built: stored, a bad value
+        # would fail every later answer of the handler too (its fallback included).
+        if name not in _checked_names or not (value.isascii() and value.isprintable()):
+            _check_stored_header(name, value)
         lname = name.lower()
         self._headers = [h for h in self._headers if h[0].lower() != lname]
-        self._headers.append((name, str(value)))
+        self._headers.append((name, value))
         return self
 
     def add_header(self, name: str, value) -> "Response":
-        """Add a header, keeping earlier ones of the same name (e.g. Set-Cookie)."""
+        """Add a header, keeping earlier ones of the same name (e.g. Set-Cookie).
+        CR, LF or NUL in it raise HeaderValueError."""
         self._check_open_head()
-        self._headers.append((name, str(value)))
+        if name.__class__ is not str:
+            name = str(name)
+        if value.__class__ is not str:
+            value = str(value)
+        if name not in _checked_names or not (value.isascii() and value.isprintable()):
+            _check_stored_header(name, value)  # (see set_header)
+        self._headers.append((name, value))
         return self
 
     def _check_open_head(self) -> None:
@@ -422,6 +464,7 @@ class Response:
         line = _STATUS_200 if status == 200 else self._status_line(status)
         if hs is None:
             hs = self._headers
+        own = None  # a _Framing: the handler's framing headers, its own Server / Date
         if hs:
             # Handlers tend to send the same header list every time: validate
             # and encode it once (CR/LF/NUL still raise HeaderValueError).
@@ -436,6 +479,7 @@ class Response:
                 if key is not None and len(_header_blocks) < 512 and _cacheable(hs):
                     _header_blocks[key] = block
             if block.__class__ is not bytes:
+                own = block
                 block, length = self._handler_framing(block, length)
         else:
             block = b""
@@ -443,7 +487,9 @@ class Response:
         if session.closing and session.must_close(self):
             self._close = True
         if status in NO_BODY_STATUS:
-            framing = b""
+            # A 304 may carry the Content-Length the 200 would have (RFC 9110 §8.6,
+            # §15.4.5: a handler relaying an upstream 304); a 204 or 1xx never does.
+            framing = b"Content-Length: %d\r\n" % self._length if status == 304 and self._length is not None else b""
         elif self._upgrade is not None and self._opens_tunnel():
             if self._length is not None:
                 raise HeaderValueError(_TUNNEL_FRAMING)
@@ -466,7 +512,11 @@ class Response:
         elif status == 101:
             framing += b"Connection: Upgrade\r\n"
         self._sent_head = True
-        return b"".join((line, session.date.header, _SERVER, block, framing, b"\r\n"))
+        if own is None:
+            return b"".join((line, session.date.header, _SERVER, block, framing, b"\r\n"))
+        # the handler's own Server / Date (in its block) replace powpow's (RFC 9110 §5.3)
+        return b"".join((line, b"" if own.date else session.date.header, b"" if own.server else _SERVER,
+                         block, framing, b"\r\n"))
 
     def _status_line(self, status) -> bytes:
         """``_build_head``'s status line for every status but 200."""
@@ -491,6 +541,8 @@ class Response:
                     raise HeaderValueError("Content-Length %d set by the handler, but the body is %d bytes"
                                            % (f.length, length))
                 length = f.length  # HEAD: the length a GET would have
+        elif f.length is not None and self.status == 304:
+            self._length = f.length  # written by _build_head (a 204's is dropped: RFC 9110 §8.6)
         return f.block, length
 
     def _opens_tunnel(self) -> bool:
@@ -722,7 +774,8 @@ class Response:
             Response.write(self, chunk)  # the class's: an async handler's res.write is a coroutine
         if self._chunked and not self._head_only:
             self._segments.append(b"0\r\n\r\n")
-        elif self._length is not None and self._written != self._length and not self._head_only:
+        elif (self._length is not None and self._written != self._length and not self._head_only
+              and self.status not in NO_BODY_STATUS):  # (204/304: no body; a 304 keeps its Content-Length)
             # A short body would desynchronise the client: close after it.
             log.error("response ended after %d of %d announced bytes; closing", self._written, self._length)
             self._close = True
