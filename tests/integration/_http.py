@@ -105,3 +105,43 @@ def read_pipelined_answers(sock, n: int, size: int, timeout: float = 30.0) -> li
         buf += b
         time.sleep(0.002)  # at most ~32 MB/s: the server's queue builds up
     return marks
+
+
+def wait_quiet(counter, quiet=0.3, timeout=3.0) -> int:
+    """Wait until ``counter()`` stops changing for ``quiet`` seconds; its value then."""
+    end = time.monotonic() + timeout
+    last, since = counter(), time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.02)
+        now = counter()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return last
+
+
+def read_answers(c, n: int, timeout=20.0):
+    """Read ``n`` Content-Length framed answers; (head, body) pairs."""
+    c.settimeout(timeout)
+    data = bytearray()
+    out = []
+    pos = 0
+    end = time.monotonic() + timeout
+    while len(out) < n:
+        assert time.monotonic() < end, "timed out with %d answers" % len(out)
+        b = c.recv(1 << 20)
+        assert b, "connection closed after %d answers" % len(out)
+        data += b
+        while len(out) < n:
+            i = data.find(b"\r\n\r\n", pos)
+            if i < 0:
+                break
+            head = bytes(data[pos:i])
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if len(data) < i + 4 + length:
+                break
+            out.append((head, bytes(data[i + 4:i + 4 + length])))
+            pos = i + 4 + length
+    assert pos == len(data), "bytes after the last answer"
+    return out

@@ -25,7 +25,7 @@ import pytest
 
 from powpow.http import serve_static
 from powpow.http._session import MAX_QUEUED_FILES
-from ._http import on_loop, serving
+from ._http import on_loop, read_answers, serving, wait_quiet
 from ._wsgi import read_until_close, wsgi_server
 
 FILE_SIZE = 128 << 10  # more than a stalled client's socket buffers take at once
@@ -55,46 +55,6 @@ def _open_files_under(root: str) -> int:
         except OSError:
             pass  # closed meanwhile
     return n
-
-
-def _wait_quiet(counter, quiet=0.3, timeout=3.0) -> int:
-    """Wait until ``counter()`` stops changing for ``quiet`` seconds; its value then."""
-    end = time.monotonic() + timeout
-    last, since = counter(), time.monotonic()
-    while time.monotonic() < end:
-        time.sleep(0.02)
-        now = counter()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            break
-    return last
-
-
-def _read_answers(sock, n: int, timeout=10.0):
-    """Read ``n`` Content-Length framed answers from ``sock``; (head, body) pairs."""
-    sock.settimeout(timeout)
-    data = bytearray()
-    out = []
-    pos = 0
-    end = time.monotonic() + timeout
-    while len(out) < n:
-        assert time.monotonic() < end, "timed out with %d answers" % len(out)
-        b = sock.recv(1 << 20)
-        assert b, "connection closed after %d answers" % len(out)
-        data += b
-        while len(out) < n:
-            i = data.find(b"\r\n\r\n", pos)
-            if i < 0:
-                break
-            head = bytes(data[pos:i])
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            if len(data) < i + 4 + length:
-                break
-            out.append((head, bytes(data[i + 4:i + 4 + length])))
-            pos = i + 4 + length
-    assert pos == len(data), "bytes after the last answer"
-    return out
 
 
 def _static(root):
@@ -134,19 +94,19 @@ def test_non_reading_pipelining_clients_hold_a_few_open_files_each(tmp_path, cer
                 s.sendall(b"".join(b"GET /f%d.bin HTTP/1.1\r\nHost: x\r\n\r\n" % (i % FILES)
                                    for i in range(GETS)))
                 clients.append(s)
-            held = _wait_quiet(lambda: _open_files_under(root))
+            held = wait_quiet(lambda: _open_files_under(root))
             assert 0 < held <= CONNS * MAX_QUEUED_FILES, \
                 "%d files open for %d clients that read nothing" % (held, CONNS)
             assert on_loop(srv, lambda: srv.connection_count) == CONNS  # nobody was cut off
             for s in clients:
-                got = _read_answers(s, GETS)
+                got = read_answers(s, GETS)
                 for i, (head, body) in enumerate(got):
                     assert head.startswith(b"HTTP/1.1 200 "), head
                     assert body == bodies[i % FILES], i
         finally:
             for s in clients:
                 s.close()
-        assert _wait_quiet(lambda: _open_files_under(root), quiet=0.1) == 0
+        assert wait_quiet(lambda: _open_files_under(root), quiet=0.1) == 0
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc/self/fd")
@@ -170,10 +130,10 @@ def test_file_answers_behind_an_unfinished_one_hold_a_few_open_files(tmp_path, s
         with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
             s.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + b"".join(
                 b"GET /f%d.bin HTTP/1.1\r\nHost: x\r\n\r\n" % (i % FILES) for i in range(GETS - 1)))
-            held = _wait_quiet(lambda: _open_files_under(root))
+            held = wait_quiet(lambda: _open_files_under(root))
             assert 0 < held <= MAX_QUEUED_FILES, "%d files open behind one unfinished answer" % held
             on_loop(srv, lambda: slow[0].send(b"slow"))
-            got = _read_answers(s, GETS)
+            got = read_answers(s, GETS)
     assert got[0][1] == b"slow"
     for i, (head, body) in enumerate(got[1:]):
         assert head.startswith(b"HTTP/1.1 200 ") and body == bodies[i % FILES], i
@@ -190,7 +150,7 @@ def test_a_multi_range_answer_with_more_parts_than_the_bound_goes_out_whole(tmp_
             s.sendall(b"GET /f1.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=%s\r\n\r\n"
                       % ",".join("%d-%d" % r for r in ranges).encode()
                       + b"GET /f2.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-            (head1, body1), (head2, body2) = _read_answers(s, 2)
+            (head1, body1), (head2, body2) = read_answers(s, 2)
     assert head1.startswith(b"HTTP/1.1 206 ") and b"multipart/byteranges" in head1, head1
     for a, b in ranges:
         assert b"Content-Range: bytes %d-%d/%d\r\n\r\n" % (a, b, FILE_SIZE) + bodies[1][a:b + 1] in body1

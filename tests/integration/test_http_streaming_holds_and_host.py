@@ -13,7 +13,7 @@ import pytest
 import powpow.aio
 from powpow import HttpServer
 from ._asgi import asgi_server
-from ._http import on_loop, serving, split_responses
+from ._http import on_loop, read_answers, serving, split_responses, wait_quiet
 from ._wsgi import wsgi_server
 
 SIZE = 1 << 20  # one answer: 4x the transport's high water (HTTP_HIGH_WATER, 256 KiB)
@@ -42,20 +42,6 @@ def wait_for(cond, timeout=3.0):
     return cond()
 
 
-def wait_quiet(counter, quiet=0.3, timeout=3.0) -> int:
-    """Wait until ``counter()`` stops growing for ``quiet`` seconds; its value then."""
-    end = time.monotonic() + timeout
-    last, since = counter(), time.monotonic()
-    while time.monotonic() < end:
-        time.sleep(0.02)
-        now = counter()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            break
-    return last
-
-
 def noread_client(port, data: bytes):
     """A client that sends ``data`` and reads nothing (a small receive buffer)."""
     c = socket.socket()
@@ -63,32 +49,6 @@ def noread_client(port, data: bytes):
     c.connect(("127.0.0.1", port))
     c.sendall(data)
     return c
-
-
-def read_answers(c, n: int, timeout=20.0):
-    """Read ``n`` Content-Length framed answers; (head, body) pairs."""
-    c.settimeout(timeout)
-    data = bytearray()
-    out = []
-    pos = 0
-    end = time.monotonic() + timeout
-    while len(out) < n:
-        assert time.monotonic() < end, "timed out with %d answers" % len(out)
-        b = c.recv(1 << 20)
-        assert b, "connection closed after %d answers" % len(out)
-        data += b
-        while len(out) < n:
-            i = data.find(b"\r\n\r\n", pos)
-            if i < 0:
-                break
-            head = bytes(data[pos:i])
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            if len(data) < i + 4 + length:
-                break
-            out.append((head, bytes(data[i + 4:i + 4 + length])))
-            pos = i + 4 + length
-    assert pos == len(data), "bytes after the last answer"
-    return out
 
 
 def _answer(mark: bytes) -> bytes:
