@@ -305,7 +305,8 @@ class FileWatcher:
             except OSError as exc:
                 unlisted.append(exc)
         # one warning per directory that cannot be listed, not one per scan
-        unreadable = {e.filename: e.errno for e in unlisted if e.errno in _UNREADABLE}
+        # (os.fsdecode: PyPy's os.walk reports a str tree's failed directory as bytes)
+        unreadable = {os.fsdecode(e.filename): e.errno for e in unlisted if e.errno in _UNREADABLE}
         for path, code in unreadable.items():
             if path not in self._unreadable:
                 log.warning("not watching %s for changes: %s", path, os.strerror(code))
