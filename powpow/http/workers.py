@@ -348,14 +348,16 @@ def run_threads(server) -> int:
         for s in servers:
             s.loop.post(s.shutdown)
 
-    threads = [threading.Thread(target=s.loop.run, name="powpow-worker-%d" % i, daemon=True)
-               for i, s in enumerate(servers[1:], 1)]
-    for t in threads:
-        t.start()
+    # The stop handlers first: once a worker thread runs it answers clients, and a
+    # client that was answered may send SIGTERM before this thread got further.
     loop = main.loop
     loop.add_signal(signal.SIGINT, stop_all)
     loop.add_signal(signal.SIGTERM, stop_all)
+    threads = [threading.Thread(target=s.loop.run, name="powpow-worker-%d" % i, daemon=True)
+               for i, s in enumerate(servers[1:], 1)]
     try:
+        for t in threads:
+            t.start()
         loop.run()
     finally:
         loop.remove_signal(signal.SIGINT)
@@ -363,7 +365,8 @@ def run_threads(server) -> int:
         for s in servers[1:]:
             s.loop.post(s.shutdown)
         for t in threads:
-            t.join(server.grace_period + 5)
+            if t.ident is not None:  # (started)
+                t.join(server.grace_period + 5)
         for s in servers:
             s.close()
     return 0

@@ -11,9 +11,14 @@
   workers and with thread workers.  It was: ``listen()`` only reserved the port
   and each worker bound its listener after the fork (~10 refusals in the first
   30 ms).
+- With thread workers, a client that was answered may send SIGTERM at once:
+  the server stops cleanly (exit 0).  It did not when the main thread was slow
+  (PyPy pure, in CI): the worker threads answered before the main thread had
+  installed its stop handlers, and the SIGTERM killed the process (-15).
 """
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -191,3 +196,47 @@ def test_listen_with_workers_accepts_connections_when_it_returns_and_close_relea
         server.close()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+SLOW_MAIN_THREAD_SERVER = """
+    import sys, time
+    from powpow.loop import Loop
+    from powpow.http import HttpServer
+
+    add_signal = Loop.add_signal
+
+    def slow_add_signal(self, signum, callback):  # a main thread that is slow to get here
+        time.sleep(0.3)
+        add_signal(self, signum, callback)
+
+    Loop.add_signal = slow_add_signal
+    server = HttpServer(lambda req, res: res.send(b"ok"), workers=3, worker_mode="thread")
+    server.listen(0, "127.0.0.1")
+    print("ready at http://127.0.0.1:%d/" % server.port, flush=True)
+    server.run()
+"""
+
+
+def test_thread_workers_stop_cleanly_on_a_sigterm_sent_as_soon_as_a_client_is_answered():
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(SLOW_MAIN_THREAD_SERVER)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT,
+                         start_new_session=True)
+    try:
+        m = re.search(rb"http://127\.0\.0\.1:(\d+)/", p.stdout.readline())
+        assert m, p.stderr.read()
+        port = int(m.group(1))
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(6)]
+        for s in socks:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        # the first answer, whichever thread gives it (the main thread's listener
+        # is served only once its loop runs)
+        first, _, _ = select.select(socks, [], [], 5)
+        assert first, "no answer"
+        assert read_until_close(first[0]).startswith(b"HTTP/1.1 200 ")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(STOP_WITHIN + 1) == 0, p.stderr.read()
+        for s in socks:
+            s.close()
+    finally:
+        finish(p)
