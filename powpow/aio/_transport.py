@@ -241,7 +241,7 @@ class StreamTransport(_FlowControlMixin):
         self._on_drain_inner(conn)
         if self._drain_close and not self._lost and not self._queued_flush and not conn.closed:
             if conn.output_pending:
-                conn._above_high = True  # written meanwhile (resume_writing): tell us again when out
+                conn.want_drain()  # written meanwhile (resume_writing): tell us again when out
             else:
                 self._drain_close = False
                 conn.close_after_drain()  # FIN now, then read-and-discard until the peer's FIN (no RST)
@@ -250,7 +250,7 @@ class StreamTransport(_FlowControlMixin):
         fut = self._sendfile_fut
         if fut is not None:
             if conn.output_pending:
-                conn._above_high = True  # tell us again when the file chunk is out
+                conn.want_drain()  # tell us again when the file chunk is out
             elif not fut.done():
                 fut.set_result(None)
         if self._protocol_paused and self.get_write_buffer_size() <= self._low:
@@ -372,9 +372,9 @@ class StreamTransport(_FlowControlMixin):
                 if conn.queued_bytes <= self._low:
                     self._on_drain(conn)
                 else:
-                    conn._above_high = True  # make the Connection report its drain at the low mark
+                    conn.want_drain()  # make the Connection report its drain at the low mark
             elif conn.queued_bytes > self._high:
-                conn._above_high = True
+                conn.want_drain()
                 self._pause_protocol()
         if self._eof_pending and not conn.closed:
             self._eof_pending = False
@@ -428,7 +428,7 @@ class StreamTransport(_FlowControlMixin):
                 if conn.closed:
                     raise ConnectionError("Connection is closed")
             if conn.output_pending:
-                conn._above_high = True
+                conn.want_drain()
                 await fut
             done = True
             return count
@@ -517,7 +517,7 @@ class StreamTransport(_FlowControlMixin):
             # Connection reports that drain (low mark 0) and _on_drain comes back here
             self._drain_close = True
             conn.set_write_buffer_limits(max(conn.high_water, 1), 0)
-            conn._above_high = True
+            conn.want_drain()
         else:
             conn.close()
 

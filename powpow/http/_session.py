@@ -135,20 +135,17 @@ MAX_QUEUED_FILES = 4
 def _queued_files(conn) -> int:
     """File chunks (each an open descriptor) in ``conn``'s write queue: ``Connection``
     and ``TlsTransport`` count them for their water marks; 0 for a transport that does not."""
-    n = getattr(conn, "_files", None)
-    if n is None:
-        return getattr(conn, "_plain_files", 0)
-    return n
+    return getattr(conn, "queued_files", 0)
 
 
 def _wake_when_fewer_files(conn) -> None:
     """Have ``conn`` call ``on_drain`` once its queue makes progress and is under its low
     mark.  The transports count a queued file as ``high_water // FILES_HIGH`` (64 to reach
-    high water), so a few would never make them call it: marked above high water, they do
-    (both run ``on_drain`` when a queue marked so is back at ``low_water``; ``on_drain``
-    looks again and marks anew while the files are still that many)."""
-    if hasattr(conn, "_above_high"):
-        conn._above_high = True
+    high water), so a few would never make them call it: ``want_drain`` does (``on_drain``
+    looks again and asks anew while the files are still that many)."""
+    want = getattr(conn, "want_drain", None)
+    if want is not None:
+        want()
 
 
 def _kernel_unsent(conn) -> int:

@@ -164,6 +164,19 @@ class _Writer:
         ``output_pending``; the water marks count them, see ``_backlog``)."""
         return self._queued
 
+    @property
+    def queued_files(self) -> int:
+        """File chunks (``send_file`` parts not sent yet) in the queue: each holds its file
+        descriptor open until it is sent."""
+        return self._files
+
+    def want_drain(self) -> None:
+        """Have ``on_drain`` run once the queue makes progress and is at ``low_water``, as if
+        it had passed ``high_water`` (``writable`` is False until then).  For a caller that
+        bounds something the marks do not, e.g. how many files it keeps queued; with an
+        empty queue there is no progress to wait for, and no call comes."""
+        self._above_high = True
+
     def _backlog(self) -> int:
         """The queue as the water marks see it: bytes, plus ``file_weight`` per file chunk."""
         files = self._files

@@ -212,6 +212,15 @@ class TlsTransport:
         raw = self._raw
         return bool(self._plain) or self._shut_pending or (raw is not None and raw.output_pending)
 
+    @property
+    def queued_files(self) -> int:
+        """File chunks (``send_file`` parts not encrypted yet) in the queue, each holding its descriptor."""
+        return self._plain_files
+
+    def want_drain(self) -> None:
+        """As ``Connection.want_drain``: ``on_drain`` once the queue makes progress and is at ``low_water``."""
+        self._above_high = True
+
     def _backlog(self) -> int:
         """The queues as the water marks see them: ``queued_bytes`` plus ``file_weight`` per file chunk."""
         files = self._plain_files

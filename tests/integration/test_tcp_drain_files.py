@@ -224,6 +224,52 @@ def test_file_chunks_and_bytes_count_together_against_high_water(tmp_path, tls, 
     _assert_arrived(data, _expected(40) + tail)
 
 
+def test_queued_files_counts_the_chunks_and_want_drain_brings_an_on_drain(tmp_path, tls, backend):
+    """The public seam for bounding open files (the HTTP server's ``max_queued_files``):
+    ``queued_files`` counts the chunks not sent yet, and ``want_drain()`` with a few of them
+    queued (far under high water) makes ``writable`` False and brings one ``on_drain``, once
+    the queue has moved and is at the low mark."""
+    path = str(tmp_path / "part.bin")
+    with open(path, "wb") as f:
+        f.write(FILE)
+    prefix = os.urandom(400 << 10)  # under high water, more than the small socket buffers take
+    count = 4
+    st = {"drains": [], "closed": None}
+    queued = threading.Event()
+
+    def on_drain(conn):
+        st["drains"].append((conn.queued_files, conn.writable))
+        conn.close_after_drain()
+
+    def on_accept(conn):
+        conn.on_drain = on_drain
+        conn.on_close = lambda c, exc: st.update(closed=exc)
+        st["before"] = conn.queued_files
+        st["write_ok"] = conn.write(prefix)
+        st["files_ok"] = all([conn.send_file(path, header=_header(n)) for n in range(count)])
+        st["queued"] = conn.queued_files
+        st["writable_before"] = conn.writable
+        conn.want_drain()
+        st["writable_after"] = conn.writable
+        queued.set()
+
+    with _serving(on_accept, backend, tls.server_ctx() if tls else None) as srv:
+        with contextlib.closing(_client(srv.port, tls)) as s:
+            assert queued.wait(5.0)
+            time.sleep(0.2)  # the server has sent what the buffers take: no drain yet
+            st["drains_while_stalled"] = len(st["drains"])
+            data = _read_all(s, len(prefix) + len(_expected(count)))
+    assert st["closed"] is None, st["closed"]
+    assert st["before"] == 0 and st["queued"] == count, st
+    assert st["write_ok"] and st["files_ok"] and st["writable_before"], st
+    assert st["writable_after"] is False, st
+    assert st["drains_while_stalled"] == 0, st
+    assert len(st["drains"]) == 1, st["drains"]
+    files_left, writable = st["drains"][0]
+    assert files_left <= count and writable, st["drains"]
+    _assert_arrived(data, prefix + _expected(count))
+
+
 def test_a_large_write_from_on_drain_over_tls_is_sent(certs, backend):
     """Regression: TLS ran on_drain from inside its write pump; a write there of more than
     one encryption step (128 KiB) was queued as plaintext for the pump, which was busy, and
