@@ -227,6 +227,8 @@ class DatagramTransport(asyncio.Transport, asyncio.DatagramTransport):  # asynci
             self._loop.call_soon(self._finish, None)
 
     def abort(self) -> None:
+        if self._sock is None:
+            return  # finished: its fd number may be another socket's by now (asyncio: the same)
         self._closing = True
         self._queue.clear()
         self._qsize = 0

@@ -20,7 +20,10 @@ through ``res.on_close``: that slot belongs to the handler (``res.on_close =
 cb``, ``req.on_disconnect(cb)``), and a hook kept there was overwritten by
 the first callback the handler set -- its task then waited forever on a drain
 that a lost connection never brings.  A drain being awaited is also failed on
-loss (``ConnectionResetError``), so no await outlives the connection.
+loss (``ConnectionResetError``), so no await outlives the connection; the
+handler sees the task's cancellation first, also when the loss shows in the
+send of its own ``write`` (a client that closed: the reset comes back to the
+first chunk sent after its FIN).
 """
 import asyncio
 import logging
@@ -49,6 +52,10 @@ def aio_loops(loop):
 
 async def _drain(res) -> None:
     if res._gone:
+        # Lost inside this write (the send failed): ``_lost`` has cancelled the task, and
+        # the cancellation is what the handler sees, as when the loss comes while it waits
+        # (a task whose cancel was swallowed, or an ended answer, gets the error below).
+        await asyncio.sleep(0)
         raise ConnectionResetError("the client has gone")
     if res._session.writable and not res._wants_drain:
         return  # (_wants_drain: behind an earlier answer, its own queue is full)

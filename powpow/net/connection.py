@@ -400,6 +400,13 @@ class Connection(_Writer):
                     return
             if not events & _READ_HUP_ERROR or (self._eof and not events & ERROR):
                 return
+            if self._eof:
+                # An error after the peer's FIN: the reset its kernel sends when our data
+                # reaches a socket it closed.  A read would say EOF again (the FIN comes
+                # first), and the error would stay unseen until a later send failed.
+                self._teardown(ConnectionLost(self._so_error() or errno.ECONNRESET, "connection with",
+                                              self._peer_str()))
+                return
             if self._paused:
                 self._on_paused_event(events)
                 return

@@ -735,6 +735,33 @@ def test_datagram_endpoint(lp):
     lp.run(main())
 
 
+def test_datagram_abort_after_close_leaves_the_fds_new_owner_alone(lp):
+    """Regression: ``abort()`` on a datagram transport already closed (cleanup code in a
+    ``finally`` often does it) removed the reader of whatever held its old fd number by
+    then -- a socketpair here; its reader never ran again.  asyncio: a no-op."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        tr, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        fd = tr.get_extra_info("socket").fileno()
+        tr.close()
+        await asyncio.sleep(0.01)  # connection_lost ran: the socket is closed, its fd number free
+        a, b = socket.socketpair()
+        try:
+            a.setblocking(False)
+            assert a.fileno() == fd  # (the lowest free number: the case this test is about)
+            got = loop.create_future()
+            loop.add_reader(a, lambda: got.done() or got.set_result(a.recv(10)))
+            tr.abort()
+            tr.abort()
+            b.send(b"ping")
+            assert await asyncio.wait_for(got, 2) == b"ping"
+            loop.remove_reader(a)
+        finally:
+            a.close()
+            b.close()
+    lp.run(main())
+
+
 def _unix_dgram_pair(tmp_path):
     """A unix datagram socket connected to one that reads nothing: its sends hit EAGAIN after a few
     datagrams (the peer's max_dgram_qlen), unlike UDP on loopback, which drops at the receiver."""

@@ -100,6 +100,46 @@ def test_disconnect_cancels_task():
     assert _serve(handler, client) == b"True"
 
 
+@pytest.mark.parametrize("writes_per_tick", [1, 3])
+def test_a_client_that_closes_cancels_a_streaming_handler_at_its_next_write(writes_per_tick):
+    """A client that closes (a FIN, as a browser leaving an event stream) while the handler
+    streams: the chunk sent after the FIN brings back the peer's reset, and the handler's task
+    is cancelled -- ``CancelledError``, as documented, one tick later at most.  It was: the
+    reset after the FIN went unseen (the read said EOF again), the loss showed only when a
+    later send failed, and the handler got ``ConnectionResetError`` from ``write``."""
+    seen = []
+    started = []
+    tick = 0.3
+
+    async def handler(req, res):
+        res.set_header("Content-Type", "text/event-stream")
+        try:
+            for i in range(50):
+                for _ in range(writes_per_tick):
+                    await res.write("data: tick %d\n\n" % i)
+                await asyncio.sleep(tick)
+            res.end()
+        except BaseException as exc:
+            seen.append((type(exc).__name__, time.monotonic() - started[0]))
+            raise
+
+    def client(port):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200 ")
+        started.append(time.monotonic())
+        s.close()  # FIN (nothing unread: no reset from the close itself)
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    _serve(handler, client)
+    assert len(seen) == 1, seen
+    name, after = seen[0]
+    assert name == "CancelledError", seen
+    assert after < 2 * tick + 0.4, seen  # the first write after the FIN, not one after it
+
+
 def test_callback_handler_has_no_task():
     def handler(req, res):
         res.send(b"plain")

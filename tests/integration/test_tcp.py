@@ -891,3 +891,43 @@ def test_listen_rejects_a_port_out_of_range(loop, port):
     with pytest.raises(ValueError, match=str(port)):
         bind_udp(loop, "127.0.0.1", port, None)
     settle(loop)
+
+
+def test_a_reset_after_the_peers_fin_closes_the_connection_at_once(loop, backend):
+    """A peer that closed (FIN) and is then sent data answers with a reset: the server,
+    which kept its side open with ``on_eof``, hears it at once (``on_close`` with a
+    ``ConnectionLost``) on the edge-triggered pollers.  It did not: the read on that error
+    event said EOF again (the FIN comes first), and the loss stayed unseen until a later
+    send failed -- an HTTP stream to a closed browser tab kept its handler running one
+    chunk longer.  Level-triggered (poll), a connection past its EOF with nothing queued is
+    parked (``Loop.register``), so there the next send tells, as before."""
+    closed = []
+    conns = []
+
+    def on_eof(c):
+        c.send(b"to a closed peer")  # its kernel answers with RST
+
+    def on_accept(c):
+        conns.append(c)
+        c.on_eof = on_eof
+        c.on_close = lambda c, exc: closed.append(exc)
+
+    srv = TcpServer(loop, on_accept=on_accept).listen(0, "127.0.0.1")
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"x")
+    s.close()
+    if backend in ("epoll", "kqueue"):
+        run_until(loop, lambda: closed, timeout=3.0)
+    else:
+        run_until(loop, lambda: conns and conns[0].peer_closed and not conns[0].output_pending, timeout=3.0)
+        for _ in range(3):
+            time.sleep(0.05)
+            settle(loop)
+            if closed:
+                break
+            conns[0].send(b"again")
+        run_until(loop, lambda: closed, timeout=3.0)
+    assert isinstance(closed[0], powpow.ConnectionLost), closed
+    assert closed[0].errno in (errno.ECONNRESET, errno.EPIPE), closed
+    srv.close()
+    settle(loop)
