@@ -64,6 +64,7 @@ class Connector:
         self.nodelay = nodelay
         self.conn_opts = conn_opts
         self.done = False
+        self._tls: Any = None  # the TlsTransport while its handshake runs (cancel() abandons it)
         self._addrs: List[Any] = []  # getaddrinfo tuples
         self._idx = 0
         self._attempts: Dict[int, Tuple[socket.socket, int, Any]] = {}  # fd -> (sock, family, sockaddr)
@@ -197,8 +198,16 @@ class Connector:
         self._attempts.clear()
 
     def cancel(self) -> None:
+        """Abandon the attempt: no callback runs, and a connection being set up (the TCP
+        connect, or the TLS handshake after it) is closed."""
         if not self.done:
             self._finish()
+        tls = self._tls
+        if tls is not None:
+            self._tls = None
+            tls._on_ready = tls._on_fail = None
+            tls.on_data = tls.on_close = None
+            tls.abort()
 
     def _won(self, s: socket.socket, fam: int) -> None:
         self._finish()
@@ -209,7 +218,9 @@ class Connector:
         o = self.conn_opts
         rbuf = loop.buffers.acquire()
         try:
-            conn._open(loop, s.fileno(), s, fam, None, rbuf, True, self.on_data, self.on_close,
+            tls = self.ssl is not None  # (then the TlsTransport gets the callbacks, once it is up)
+            conn._open(loop, s.fileno(), s, fam, None, rbuf, True, None if tls else self.on_data,
+                       None if tls else self.on_close,
                        o["cork"], o["high_water"], o["low_water"], o["max_queued"], o["linger_ms"])
         except BaseException:
             loop.buffers.release(rbuf)
@@ -232,13 +243,16 @@ class Connector:
         try:
             tls = TlsTransport(conn, self.ssl, False, name, self.handshake_timeout, self._tls_ready, self._tls_failed)
         except (OSError, ValueError) as exc:  # e.g. ssl.CertificateError-like setup errors, bad hostname
-            conn._teardown(exc)
+            conn._teardown(exc)  # (the user's on_close is not on it: on_error alone tells)
             self._fail_tls(exc)
             return
+        if not tls.closed and tls._on_ready is not None:  # (not failed in its first step)
+            self._tls = tls
         tls.on_data = self.on_data
         tls.on_close = self.on_close
 
     def _tls_ready(self, tls) -> None:
+        self._tls = None
         cb = self.on_connect
         if cb is not None:
             try:
@@ -248,6 +262,7 @@ class Connector:
                 report(self.loop, exc)
 
     def _tls_failed(self, tls, exc) -> None:
+        self._tls = None
         self._fail_tls(exc)
 
     def _fail_tls(self, exc: BaseException) -> None:

@@ -103,6 +103,9 @@ class _Opening:
         self._fail(exc)
 
     def _on_connect(self, conn) -> None:
+        if self.failed:  # (the connector is cancelled on failure: not expected, but never leak)
+            conn.close()
+            return
         self.conn = conn
         ext = _deflate.client_offer(self.dopts) if self.dopts is not None else None
         conn.write(client_request(self.host_header, self.path, self.key, self.extra_headers, self.subprotocols,
@@ -155,6 +158,28 @@ def connect(loop, url: str, on_open: Optional[Callable] = None, on_message: Opti
                     headers, subprotocols, opts, open_timeout, ssl)
 
 
+def _connect_within(host: str, port: int, left: Callable[[], float]) -> socket.socket:
+    """``socket.create_connection``, each address given only what is left of the handshake's
+    time (``left()``, which raises past it), not the whole limit each."""
+    err: Optional[OSError] = None
+    for family, kind, proto, _, addr in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(left())
+            sock.connect(addr)
+            return sock
+        except socket.timeout:
+            sock.close()
+            raise
+        except OSError as exc:
+            sock.close()
+            err = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise err if err is not None else OSError("getaddrinfo returned no address for %r" % (host,))
+
+
 class SyncClient:
     """A blocking WebSocket client (``connect_sync``): one socket, the sans-I/O protocol, no loop.
 
@@ -179,7 +204,10 @@ class SyncClient:
                 raise WsHandshakeError("opening handshake timed out after %g s" % limit)
             return t
 
-        self.sock = socket.create_connection((host, port), timeout=limit)
+        try:
+            self.sock = _connect_within(host, port, left)
+        except socket.timeout:
+            raise WsHandshakeError("opening handshake timed out after %g s" % limit) from None
         self.timeout = timeout
         dopts = _deflate.options_from(compression)
         key = new_key()

@@ -252,3 +252,75 @@ def test_connect_rejects_a_port_out_of_range(loop, port):
     with pytest.raises(ValueError, match=str(port)):
         connect_udp(loop, "127.0.0.1", port, None)
     settle(loop)
+
+
+def _slow_tls_server(certs, delay: float):
+    """A TLS server that accepts at once and starts its handshake ``delay`` s later; reports
+    how the handshake (and a read after it) went, in ``info``."""
+    import ssl
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(4)
+    info = {}
+
+    def run():
+        c, _ = lst.accept()
+        time.sleep(delay)
+        c.settimeout(3)
+        try:
+            s = certs.server_ctx().wrap_socket(c, server_side=True)
+            info["handshake"] = "done"
+            info["read"] = s.recv(100)
+            s.close()
+        except (OSError, ssl.SSLError) as exc:
+            info["handshake"] = "failed: %s" % exc
+            c.close()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return lst, th, info
+
+
+def test_cancel_during_the_tls_handshake_runs_no_callback_and_closes(loop, certs):
+    """Regression: ``Connector.cancel()`` did nothing once the TCP connect had won and the
+    TLS handshake was running (the attempt counted as done): ``on_connect`` ran after it,
+    and a WebSocket opening that had timed out went on to send its request over a
+    connection nobody owned.  Now no callback runs and the connection is closed."""
+    lst, th, info = _slow_tls_server(certs, 0.5)
+    events = []
+    try:
+        h = connect(loop, "127.0.0.1", lst.getsockname()[1], lambda c: events.append("connect"),
+                    lambda c, d: events.append("data"), on_close=lambda c, e: events.append("close"),
+                    on_error=lambda e: events.append(("error", e)), ssl=certs.client_ctx(),
+                    server_hostname="localhost")
+        run_until(loop, lambda: h.done)  # TCP is up: the handshake runs (the server waits)
+        h.cancel()
+        th.join(5)
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            loop.run_once(20)
+        assert events == [], events
+        assert info.get("handshake", "").startswith("failed"), info  # the client had closed
+        settle(loop)
+        assert loop.watcher_count == 0 and loop.timer_count == 0
+    finally:
+        lst.close()
+
+
+def test_a_tls_setup_error_goes_to_on_error_alone(loop, certs):
+    """Regression: a server_hostname that TLS refuses at setup (an empty IDNA label) called
+    the user's on_close with the raw TCP connection, besides on_error."""
+    srv = TcpServer(loop, on_accept=lambda c: None).listen(0, "127.0.0.1")
+    events = []
+    try:
+        connect(loop, "127.0.0.1", srv.port, lambda c: events.append("connect"), None,
+                on_close=lambda c, e: events.append(("close", type(c).__name__)),
+                on_error=lambda e: events.append(("error", type(e).__name__)), ssl=certs.client_ctx(),
+                server_hostname=".example.com")
+        run_until(loop, lambda: events)
+        for _ in range(5):
+            loop.run_once(10)
+        assert events == [("error", "ConnectError")], events
+    finally:
+        srv.close()
+        settle(loop)

@@ -203,3 +203,29 @@ def test_connect_sync_against_websockets_server_with_compression():
             with pytest.raises(WsClosed) as e:
                 c.recv()
             assert e.value.code == 4002
+
+
+def test_connect_sync_open_timeout_covers_a_stalled_tcp_connect():
+    """Regression: a TCP connect that stalls (a listener whose backlog is full drops the SYN)
+    raised a bare ``TimeoutError`` from ``connect_sync``, not the documented
+    ``WsHandshakeError: opening handshake timed out after N s``."""
+    import time
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    fillers = []
+    try:
+        for _ in range(8):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(lst.getsockname())
+            fillers.append(c)
+        time.sleep(0.05)
+        t0 = time.monotonic()
+        with pytest.raises(WsHandshakeError, match=r"opening handshake timed out after 0\.5 s"):
+            connect_sync("ws://127.0.0.1:%d/" % lst.getsockname()[1], open_timeout=0.5)
+        assert time.monotonic() - t0 < 3
+    finally:
+        for c in fillers:
+            c.close()
+        lst.close()
