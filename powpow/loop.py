@@ -356,13 +356,28 @@ class Loop:
         return w
 
     def modify(self, fd, events: int, callback=None) -> None:
-        """Change the events (and optionally the callback) of a registered fd."""
+        """Change the events (and optionally the callback) of a registered fd.
+
+        Level-triggered, an event of the current poll for an interest dropped here
+        (parked, or READ taken off) is not delivered; it is reported again if it
+        still holds once asked for.  Edge-triggered, the batch's event is delivered
+        as it came (its edge would not come again): the callback judges it.
+        """
         fd = _fileno(fd)
         w = self._by_fd.get(fd)
         if w is None:
             raise LoopError("modify(): fd %d is not registered with this loop" % fd)
         events = int(events)
         if events != w.events:
+            if not w.edge and w.events & ~events:
+                # Level-triggered, events dropped (parked, or READ taken off): a new token,
+                # so that an event for the old interest still in this poll's batch is not
+                # delivered.  Safe only level-triggered: what still holds is reported again
+                # (an edge-triggered watcher keeps its token: its edge would be lost).
+                del self._by_token[w.token]
+                self._gen += 1
+                w.token = self._gen
+                self._by_token[w.token] = w
             if w.edge or (events and w.events):
                 self._poller.modify(fd, events, w.token, w.edge)
             elif events:
@@ -648,7 +663,10 @@ class Loop:
         if self._wheel._count:
             self._run_timers(now)
         if not n and self._idle:
-            for cb in list(self._idle.values()):
+            idle = self._idle
+            for h, cb in list(idle.items()):
+                if idle.get(h) is not cb:
+                    continue  # removed by an idle handler before it in this pass
                 try:
                     cb()
                 except Exception as exc:

@@ -316,8 +316,10 @@ class TimerWheel:
             if hi == until:
                 self._advance(until + 1)
                 return due
-            # 2. level 0 is empty up to the block end: jump to the next cascade
-            self.now = block_end + 1
+            # 2. level 0 is empty up to the block end: on to the next block, cascading
+            # there (at a 2**32 boundary that is where the overflow comes back), then
+            # jump to the next deadline or cascade
+            self._advance(block_end + 1)
             nxt = self.next_deadline()
             if nxt is None or nxt > until:
                 self._advance(until + 1)

@@ -1019,3 +1019,59 @@ def test_ctrl_c_interrupts_a_loop_with_nothing_to_wait_for(backend):
 def test_ctrl_c_interrupts_an_idle_asyncio_loop():
     """The same for ``powpow.aio``'s ``run_forever`` with nothing scheduled."""
     _interrupt_while_idle("aio")
+
+
+def test_an_idle_handler_removed_by_an_earlier_one_in_the_same_pass_does_not_run(loop):
+    """Regression: the idle pass ran a snapshot of the handlers, so one that an earlier
+    handler removed (``remove_idle`` said True) still ran once more.  asyncio: a handle
+    cancelled earlier in its batch does not run."""
+    ran = []
+    handles = {}
+
+    def first():
+        ran.append("first")
+        assert loop.remove_idle(handles["second"])
+
+    handles["first"] = loop.add_idle(first)
+    handles["second"] = loop.add_idle(lambda: ran.append("second"))
+    loop.run_once(0)
+    assert ran == ["first"]
+    loop.remove_idle(handles["first"])
+
+
+@pytest.mark.parametrize("new_events", [0, Events.WRITE])
+def test_a_level_triggered_fd_whose_read_interest_is_dropped_gets_no_read_from_the_same_batch(
+        backend, new_events):
+    """Regression: two readable fds in one poll; the first callback parks the other
+    (``modify(fd, 0)``: "nothing at all is reported for it") or switches it to WRITE only;
+    the other still got the READ already in that batch.  The level-triggered watcher now
+    gets a new token when events are dropped (what still holds is reported again)."""
+    loop = Loop(backend=backend, debug=True)
+    pairs = [socket.socketpair(), socket.socketpair()]
+    try:
+        for a, _ in pairs:
+            a.send(b"x")
+        fds = [b.fileno() for _, b in pairs]
+        got = []
+
+        def cb(fd, ev):
+            got.append((fd, ev))
+            if len(got) == 1:
+                loop.modify(fds[1] if fd == fds[0] else fds[0], new_events)
+
+        for fd in fds:
+            loop.register(fd, Events.READ, cb)
+        loop.run_once(100)
+        assert len(got) == 1, got
+        first = got[0][0]
+        other = fds[1] if first == fds[0] else fds[0]
+        loop.modify(other, Events.READ)  # asked again: its data is still there, and reported
+        loop.run_once(100)
+        assert sorted(fd for fd, ev in got[1:] if ev & Events.READ) == sorted([first, other]), got
+        for fd in fds:
+            loop.unregister(fd)
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+        loop.close()

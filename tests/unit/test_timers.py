@@ -387,3 +387,50 @@ def test_random_model_with_reinsertion_and_due_batches(seed):
             assert w.now == until + 1
         assert len(w) == len(live)
         assert set(w.timers()) == set(live)
+
+
+@pytest.mark.parametrize("start_before,due_after", [(100, 41), (10, 290), (600, 900), (256, 0), (1, 1)])
+def test_timers_that_cross_the_2_pow_32_mark_fire_when_due(start_before, due_after):
+    """Regression: at 2**32 ms of loop time (49.7 days up) the overflow (deadlines past the
+    mark) was never brought back: the block jump set ``now`` without cascading, and
+    ``next_deadline`` there pointed at the next mark.  A timer due just past it fired
+    49.7 days late, every pending one with it."""
+    mark = 2**32
+    w = TimerWheel(mark - start_before)
+    w.add(mark + due_after, "late")
+    w.add(mark - start_before + 1, "early")
+    nd = w.next_deadline()
+    assert nd == mark - start_before + 1
+    assert fire_all(w, nd) == ["early"]
+    fired, wakeups = drive(w, limit=mark + due_after)
+    assert fired == [(mark + due_after, "late")], fired
+    assert wakeups <= 4
+    # the same, expired in one step far past it (the loop waking up late)
+    w = TimerWheel(mark - start_before)
+    w.add(mark + due_after, "late")
+    assert fire_all(w, mark + due_after + 1000) == ["late"]
+    assert len(w) == 0
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_model_around_the_2_pow_32_mark(seed):
+    """Deadlines around the mark against a sorted reference, expired in random steps."""
+    r = random.Random(seed)
+    mark = 2**32
+    w = TimerWheel(mark - r.randrange(1, 3000))
+    live = []
+    for i in range(r.randrange(1, 30)):
+        d = mark + r.randrange(-2000, 3000)
+        if d >= w.now:
+            live.append((d, i))
+            w.add(d, i)
+    until = w.now
+    while live:
+        until += r.choice([1, 7, 100, 255, 256, 1000])
+        got = fire_all(w, until)
+        expected = [i for d, i in sorted(live) if d <= until]
+        assert got == expected, (until - mark, got, expected)
+        live = [(d, i) for d, i in live if d > until]
+        nd = w.next_deadline()
+        if live:
+            assert w.now <= nd <= min(live)[0]
