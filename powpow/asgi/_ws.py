@@ -32,7 +32,7 @@ CONNECTING, OPEN, CLOSED, RESPONSE = range(4)
 
 class WsCycle:
     __slots__ = ("srv", "req", "res", "state", "queue", "queued", "drained", "ws", "connect_sent", "paused",
-                 "resp_status", "resp_headers", "close_sent", "disconnected", "qbytes")
+                 "resp_status", "resp_headers", "close_sent", "disconnected", "qbytes", "disconnect_msg")
 
     def __init__(self, srv, req, res) -> None:
         self.srv = srv
@@ -49,6 +49,7 @@ class WsCycle:
         self.resp_headers = None
         self.close_sent = False
         self.disconnected = False
+        self.disconnect_msg: Any = None  # (every receive() after it gets it again)
         self.qbytes = 0
         res.on_close = self._on_http_close
 
@@ -82,6 +83,7 @@ class WsCycle:
             return
         if msg["type"] == "websocket.disconnect":
             self.disconnected = True
+            self.disconnect_msg = msg
             self.drained.wake()  # a send() waiting for a drain that will never come
         self.queue.append(msg)
         self.queued.wake()
@@ -94,6 +96,10 @@ class WsCycle:
             return {"type": "websocket.connect"}
         q = self.queue
         while not q:
+            if self.disconnected:
+                # the disconnect was taken (by this task or another receiving one): it
+                # stays the answer, as for http.disconnect -- never a wait nothing ends
+                return dict(self.disconnect_msg)
             await self.queued.wait()
         msg = q.popleft()
         data = msg.get("text") or msg.get("bytes")
@@ -116,6 +122,14 @@ class WsCycle:
                 raise RuntimeError("ASGI: 'websocket.send' before 'websocket.accept'")
             if self.close_sent:
                 raise ClientDisconnected("the WebSocket is closing")
+            ws = self.ws
+            # Behind a slow client, wait before writing, not only after: several tasks
+            # sending at once would otherwise all write past high water, up to the
+            # connection's cap, where a message is dropped.
+            while not ws.closed and ws.transport.queued_bytes > ws.options.high_water:
+                await self.drained.wait()
+                if self.state != OPEN or self.close_sent:
+                    raise ClientDisconnected("the WebSocket is closed")
             text = message.get("text")
             if text is not None:
                 st = self.ws.send_text(text)
@@ -127,7 +141,6 @@ class WsCycle:
             if st != SendStatus.SENT:
                 if st == SendStatus.DROPPED:
                     raise ClientDisconnected("the WebSocket is closed (or its peer reads nothing)")
-                ws = self.ws
                 while not ws.closed and ws.transport.queued_bytes > ws.options.low_water:
                     await self.drained.wait()
             return

@@ -38,7 +38,7 @@ from collections import deque
 from typing import Any, Optional
 
 from ..errors import LoopError
-from ._input import EMPTY_INPUT, HIGH_WATER, WsgiInput
+from ._input import EMPTY_INPUT, HIGH_WATER, ClientDisconnected, WsgiInput
 from ._rules import _LENGTH, FileWrapper, _check_headers, _FilePart, _FilePlan, _header_kind, _status_code
 
 UNLIMITED_BODY = 1 << 62
@@ -360,6 +360,8 @@ class Exchange:
         n = len(chunk)
         self.written += n
         if self.server.inline:
+            if self.gone:  # (inline, nothing can wait: a client gone, or past the cap, ends it)
+                raise _Gone()
             self._push(_DATA, chunk)
             return
         cond = self._cond
@@ -606,8 +608,13 @@ class Exchange:
                 cond.notify_all()
 
 
-class _Gone(Exception):
-    """The client went away while the worker waited to write."""
+class _Gone(ClientDisconnected):
+    """The client went away while the worker waited to write (or wrote): what the app's
+    ``write()`` raises -- a ``ClientDisconnected``, so an ``OSError``, as wsgiref's
+    ``ConnectionResetError`` is."""
+
+    def __init__(self) -> None:
+        super().__init__("the client went away: the response cannot be written")
 
 
 class _Overrun(Exception):

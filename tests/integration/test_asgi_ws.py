@@ -501,3 +501,70 @@ def test_denial_response_with_a_non_final_status_is_500(status):
             s.sendall(handshake())
             data = read_all(s)
     assert data.startswith(b"HTTP/1.1 500 ") and b"denied" not in data
+
+
+def test_many_tasks_sending_at_once_to_a_briefly_slow_client_lose_nothing():
+    """Regression: 100 tasks each sending 128 KiB at once to a client that starts reading
+    1 s later: every send wrote at once (waiting only after its write), the queue passed
+    the connection's cap (``max_buffered``), and 38 messages were dropped -- their send()
+    raising ClientDisconnected on a connection that stayed open.  Now a send waits
+    *before* writing while the client is behind: all 100 arrive, no send fails."""
+    results = []
+    count, size = 100, 128 << 10
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+
+        async def one(i):
+            try:
+                await send({"type": "websocket.send", "bytes": bytes([i]) * size})
+                results.append("ok")
+            except OSError as exc:
+                results.append(repr(exc))
+        await asyncio.gather(*(one(i) for i in range(count)))
+        await send({"type": "websocket.close", "code": 1000})
+
+    with asgi_server(app) as srv:
+        c = connect_sync(url(srv), timeout=10)
+        time.sleep(1.0)  # the client is behind: the sends pile up against it
+        got = []
+        with pytest.raises(WsClosed):
+            while True:
+                got.append(c.recv(10))
+        c.close()
+    assert results == ["ok"] * count, [r for r in results if r != "ok"][:3]
+    assert len(got) == count and all(len(m) == size for m in got)
+    assert sorted(m[0] for m in got) == list(range(count))
+
+
+def test_receive_after_the_disconnect_gets_it_again_in_every_task():
+    """Regression: two tasks parked in receive() when the client closed: one got
+    websocket.disconnect, the other waited forever (as did any receive() after it).
+    Every receive() after the disconnect now answers it again (as http.disconnect)."""
+    got = []
+    done = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+
+        async def listen(name):
+            m = await receive()
+            got.append((name, m["type"], m.get("code")))
+        await asyncio.wait_for(asyncio.gather(listen("a"), listen("b")), 5)
+        m = await asyncio.wait_for(receive(), 5)
+        got.append(("later", m["type"], m.get("code")))
+        done.set()
+
+    with asgi_server(app) as srv:
+        c = connect_sync(url(srv), timeout=5)
+        time.sleep(0.2)  # both tasks are parked in receive()
+        c.close(4000)
+        assert done.wait(8), got
+    assert sorted(got) == [("a", "websocket.disconnect", 4000), ("b", "websocket.disconnect", 4000),
+                           ("later", "websocket.disconnect", 4000)], got

@@ -150,3 +150,35 @@ def test_chunked_body_past_max_body_mid_stream_ends_the_read(mode):
         while srv.in_flight and time.monotonic() < deadline:
             time.sleep(0.01)
         assert srv.in_flight == 0
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_write_to_a_client_that_left_raises_client_disconnected(mode):
+    """The ``write()`` callable after the client went away raises ``ClientDisconnected``
+    (an ``OSError``, as wsgiref's ``ConnectionResetError``), in both modes.  It raised a
+    private ``Exception`` subclass (threads), which ``except OSError`` missed; inline, the
+    writes went on silently after the connection was cut at its cap."""
+    from powpow.wsgi import ClientDisconnected
+    seen = []
+    done = threading.Event()
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        try:
+            for _ in range(4000):  # 256 MiB: far more than any buffer between us
+                write(b"y" * 65536)
+            seen.append("all written")
+        except Exception as exc:
+            seen.append((type(exc).__name__, isinstance(exc, ClientDisconnected), isinstance(exc, OSError)))
+        finally:
+            done.set()
+        return []
+
+    with wsgi_server(app, **MODES[mode]) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.sendall(b"GET /write HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(1000).startswith(b"HTTP/1.1 200 ")
+        time.sleep(0.3)
+        s.close()
+        assert done.wait(20), seen
+    assert len(seen) == 1 and seen[0][1:] == (True, True), seen
