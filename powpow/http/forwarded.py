@@ -73,7 +73,7 @@ def _address(text: str) -> Optional[_Address]:
 
 def _port_ok(port: str) -> bool:
     # RFC 7239 node-port = port / obfport; obfport = "_" 1*(ALPHA / DIGIT / "." / "_" / "-")
-    if port.isdigit():
+    if port.isascii() and port.isdigit():
         return len(port) <= 5
     return len(port) > 1 and port[0] == "_" and all(c.isalnum() or c in "._-" for c in port[1:])
 

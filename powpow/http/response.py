@@ -208,7 +208,7 @@ def _encode_block(headers):
                 continue
             value = str(value).strip()
             if lname == "content-length":
-                if not value.isdigit() or len(value) > 18:
+                if not (value.isascii() and value.isdigit()) or len(value) > 18:
                     raise HeaderValueError("Content-Length %r is not a decimal length" % (value,))
                 n = int(value)
                 if length is not None and n != length:

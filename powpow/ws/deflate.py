@@ -224,7 +224,7 @@ def parse_extensions(values: List[str]) -> List[Offer]:
 
 
 def _bits(v: Optional[str]) -> Optional[int]:
-    if v is None or not v.isdigit() or len(v) > 2:
+    if v is None or not (v.isascii() and v.isdigit()) or len(v) > 2:  # (str.isdigit: "²" too)
         return None
     n = int(v)
     return n if 8 <= n <= 15 else None

@@ -12,9 +12,14 @@ redis-py and friends are blocking or asyncio-based; this needs two commands
 the loop, with the same backpressure and close semantics as everything else.
 
 Payload: origin (8 bytes) + kind (b"t" text / b"b" binary) + message bytes.
-Before the connections are up, publishes wait in a bounded queue (1000).
-A lost Redis connection is retried every ``retry_ms``; local delivery never
-depends on Redis.
+Before the connections are up, publishes wait in a bounded queue (1000
+commands and 4 MiB, whichever comes first); past it they are dropped, and
+counted: one warning when the drops start, one with their count when Redis
+is back (or every 10 s while it is away), never one line per message.  An
+error reply (e.g. ``NOAUTH``) is logged the same way; on the subscribing
+connection it also closes that connection, so the retry brings it back once
+Redis accepts it.  A lost Redis connection is retried every ``retry_ms``;
+local delivery never depends on Redis.
 """
 import logging
 import os
@@ -23,7 +28,37 @@ from typing import Any, List, Optional
 from .. import net
 
 log = logging.getLogger("powpow.ws")
-MAX_PENDING = 1000
+MAX_PENDING = 1000  # PUBLISH commands queued while Redis is away ...
+MAX_PENDING_BYTES = 4 << 20  # ... and their bytes (a message may be large)
+LOG_EVERY_MS = 10000  # a repeated failure is logged once, then counted, and summed this often
+
+
+class _Repeated:
+    """A failure that may repeat per message: logged at its first occurrence, then only
+    counted, with the count logged every ``LOG_EVERY_MS`` and at ``settle()``."""
+
+    __slots__ = ("what", "count", "last_ms")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.count = 0
+        self.last_ms = 0
+
+    def hit(self, now_ms: int, detail: str) -> None:
+        self.count += 1
+        if self.count == 1:
+            log.warning("redis fan-out: %s: %s (further ones are counted)", self.what, detail)
+            self.last_ms = now_ms
+        elif now_ms - self.last_ms >= LOG_EVERY_MS:
+            log.warning("redis fan-out: %s: %d times in the last %d s (latest: %s)", self.what,
+                        self.count - 1, (now_ms - self.last_ms) // 1000, detail)
+            self.count = 1
+            self.last_ms = now_ms
+
+    def settle(self) -> None:
+        if self.count > 1:
+            log.warning("redis fan-out: %s: %d more times before it stopped", self.what, self.count - 1)
+        self.count = 0
 
 
 def resp_command(*args) -> bytes:
@@ -99,6 +134,11 @@ class RedisFanout:
         self.sub: Optional[Any] = None
         self.subscribed = False
         self.pending: List[bytes] = []
+        self.pending_bytes = 0
+        self._dropped = _Repeated("not connected, publishes dropped (queue full)")
+        self._pub_failed = _Repeated("PUBLISH failed")
+        self._sub_failed = _Repeated("PSUBSCRIBE failed")
+        self._unreachable = _Repeated("cannot connect")
         self.closed = False
         self._timer = None
         self._sub_parser = RespParser()
@@ -121,7 +161,7 @@ class RedisFanout:
             self._timer = self.loop.add_timer(self.retry_ms, self._connect)
 
     def _error(self, exc) -> None:
-        log.warning("redis fan-out: %s (retrying)", exc)
+        self._unreachable.hit(self.loop.now_ms(), "%s (retrying every %d ms)" % (exc, self.retry_ms))
         self._retry()
 
     def _pub_up(self, conn) -> None:
@@ -130,14 +170,19 @@ class RedisFanout:
             return
         self.pub = conn
         self._pub_parser = RespParser()
+        self._unreachable.settle()
+        self._dropped.settle()
         if self.pending:
             conn.write(b"".join(self.pending))
             self.pending = []
+            self.pending_bytes = 0
 
     def _pub_data(self, conn, data) -> None:
         for reply in self._pub_parser.feed(data):  # integer replies (receiver counts); log errors
             if isinstance(reply, Exception):
-                log.warning("redis PUBLISH failed: %s", reply)
+                self._pub_failed.hit(self.loop.now_ms(), str(reply))
+            elif self._pub_failed.count:
+                self._pub_failed.settle()
 
     def _pub_down(self, conn, exc) -> None:
         self.pub = None
@@ -158,11 +203,17 @@ class RedisFanout:
 
     def _sub_data(self, conn, data) -> None:
         for reply in self._sub_parser.feed(data):
+            if isinstance(reply, Exception):
+                # e.g. NOAUTH: no message would ever come; close, and the retry tries again
+                self._sub_failed.hit(self.loop.now_ms(), "%s (reconnecting in %d ms)" % (reply, self.retry_ms))
+                conn.close()
+                return
             if not isinstance(reply, list) or not reply:
                 continue
             kind = reply[0]
             if kind == b"psubscribe":
                 self.subscribed = True
+                self._sub_failed.settle()
             elif kind == b"pmessage" and len(reply) == 4:
                 self._relay(reply[2], reply[3])
 
@@ -183,10 +234,11 @@ class RedisFanout:
         cmd = resp_command("PUBLISH", self.prefix + topic, body)
         if self.pub is not None and not self.pub.closed:
             self.pub.write(cmd)
-        elif len(self.pending) < MAX_PENDING:
+        elif len(self.pending) < MAX_PENDING and self.pending_bytes + len(cmd) <= MAX_PENDING_BYTES:
             self.pending.append(cmd)
+            self.pending_bytes += len(cmd)
         else:
-            log.warning("redis fan-out: not connected, publish to %r dropped", topic)
+            self._dropped.hit(self.loop.now_ms(), "to %r" % (topic,))
 
     def close(self) -> None:
         self.closed = True

@@ -86,7 +86,7 @@ def _validate_headers(headers):
                 raise ValueError("WSGI response header %s: value %r is not ISO-8859-1" % (name, value)) from None
         if kind is _LENGTH:
             v = value.strip()
-            if not v.isdigit() or len(v) > 18:
+            if not (v.isascii() and v.isdigit()) or len(v) > 18:
                 raise ValueError("Content-Length %r is not a decimal length" % (value,))
             n = int(v)
             if length is not None and n != length:

@@ -106,3 +106,75 @@ def test_publish_reaches_subscribers_in_every_process_once(redis_port):
         for p in procs:
             p.terminate()
             p.wait(5)
+
+
+def _start_redis(*extra):
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 5
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return port, proc
+        except OSError:
+            assert time.monotonic() < end, "redis-server did not start"
+            time.sleep(0.05)
+
+
+def _fanout(port, retry_ms=1000):
+    import powpow
+    from powpow.ws.server import Hub
+    from powpow.ws.redis import RedisFanout
+    loop = powpow.Loop()
+    hub = Hub()
+    return loop, RedisFanout(loop, hub, "127.0.0.1", port, retry_ms=retry_ms)
+
+
+def test_publishes_while_redis_is_away_are_bounded_in_bytes_and_logged_once(caplog):
+    """Regression: with Redis unreachable, each dropped publish logged a warning (4000
+    lines in 2 s), and the queue was capped by count only (1000 x 64 KiB = 62 MiB).
+    Now at most 4 MiB waits, and the drops are logged once, then counted."""
+    from powpow.ws.redis import MAX_PENDING_BYTES
+    import logging
+    loop, fan = _fanout(free_port())  # nobody listens there
+    try:
+        with caplog.at_level(logging.WARNING, logger="powpow.ws"):
+            for _ in range(5):
+                loop.run_once(10)
+            for _ in range(2000):
+                fan.publish("t", b"x" * (64 << 10))
+            for _ in range(5):
+                loop.run_once(10)
+        assert fan.pending_bytes <= MAX_PENDING_BYTES and len(fan.pending) < 70, fan.pending_bytes
+        dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
+        assert len(dropped) == 1, [r.getMessage() for r in dropped][:3]
+        unreachable = [r for r in caplog.records if "cannot connect" in r.getMessage()]
+        assert len(unreachable) == 1, [r.getMessage() for r in unreachable]
+    finally:
+        fan.close()
+        loop.close()
+
+
+def test_a_refused_psubscribe_is_logged_and_retried(caplog):
+    """Regression: a PSUBSCRIBE refused (here NOAUTH: the server wants a password) was
+    skipped silently: no message from other processes ever came, and nothing said so.
+    Now it is logged (once) and the connection retried."""
+    import logging
+    port, proc = _start_redis("--requirepass", "s3cret")
+    loop, fan = _fanout(port, retry_ms=100)
+    try:
+        with caplog.at_level(logging.WARNING, logger="powpow.ws"):
+            end = time.monotonic() + 2
+            while time.monotonic() < end:
+                loop.run_once(20)
+        failed = [r.getMessage() for r in caplog.records if "PSUBSCRIBE failed" in r.getMessage()]
+        assert len(failed) == 1 and "NOAUTH" in failed[0], failed
+        assert not fan.subscribed
+    finally:
+        fan.close()
+        for _ in range(3):
+            loop.run_once(10)
+        loop.close()
+        proc.terminate()
+        proc.wait(5)

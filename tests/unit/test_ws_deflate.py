@@ -42,9 +42,18 @@ def test_server_accepts(offer, response, c_bits, c_nc, i_bits, i_nc):
     "permessage-deflate; client_max_window_bits=abc",
     "permessage-deflate; server_no_context_takeover=1",
     "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+    # non-ASCII digits (str.isdigit says yes, int() refuses): a 500 with a traceback, was
+    "permessage-deflate; server_max_window_bits=\xb2",
+    "permessage-deflate; client_max_window_bits=1\xb9",
+    "permessage-deflate; server_max_window_bits=\u0661\u0660",
 ])
 def test_server_declines_invalid_offers(offer):
     assert neg(offer) is None
+
+
+def test_a_non_ascii_digit_offer_is_declined_and_the_next_one_taken():
+    resp, _ = neg("permessage-deflate; server_max_window_bits=\xb2, permessage-deflate")
+    assert resp == "permessage-deflate"
 
 
 def test_server_takes_the_first_acceptable_of_several_offers():
@@ -75,6 +84,7 @@ def test_client_offer_and_accept():
     (["permessage-deflate; server_max_window_bits=12"], DeflateOptions(peer_max_window_bits=10)),
     (["permessage-deflate; client_max_window_bits=8"], DeflateOptions()),
     (["permessage-deflate; bogus"], DeflateOptions()),
+    (["permessage-deflate; server_max_window_bits=1\xb9"], DeflateOptions(peer_max_window_bits=12)),
 ])
 def test_client_fails_on_what_it_did_not_offer(values, opts):
     with pytest.raises(WsHandshakeError):
