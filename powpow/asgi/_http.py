@@ -232,13 +232,12 @@ class HttpCycle:
                 self.chunks = [body] if body else []
                 self.nbytes = len(body)
                 return
-            got = req._stream_buf  # what arrived before this cycle listened (the same wait)
-            self.chunks = [bytes(got)] if got else []
-            self.nbytes = len(got)
+            early = bool(req._stream_buf)  # arrived before this cycle listened (the same wait)
+            self.chunks = []
             self.eof = False
-            req.on_body(self._on_body)
+            req.on_body(self._on_body)  # (hands over what arrived already, at once)
             req.on_end(self._on_end)
-            if req.expect_continue and not got:
+            if req.expect_continue and not early:
                 self.hold100 = True
                 res._hold_continue = True
 

@@ -26,6 +26,7 @@ send of its own ``write`` (a client that closed: the reset comes back to the
 first chunk sent after its FIN).
 """
 import asyncio
+import contextvars
 import logging
 from typing import Optional
 
@@ -109,20 +110,33 @@ class AsyncResponse(Response):
 
 
 class AsyncHandler:
-    __slots__ = ("fn", "aio")
+    """Runs each request's ``handler(req, res)`` as a task.  The tasks run in a copy of
+    the context the server was made in (as asyncio's ``start_server`` callbacks do: the
+    poller that dispatches requests has no context of its own), one copy per request."""
+
+    __slots__ = ("fn", "aio", "ctx")
 
     def __init__(self, fn, aio) -> None:
         self.fn = fn
         self.aio = aio
+        self.ctx = contextvars.copy_context()
 
     def __call__(self, req, res) -> None:
         res.__class__ = AsyncResponse
-        res._task = self.aio.create_task(self._run(req, res))
+        # (ctx.run: create_task(context=) is 3.11+; the task copies the running context)
+        res._task = self.ctx.copy().run(self.aio.create_task, self._run(req, res))
 
     async def _run(self, req, res) -> None:
         try:
             await self.fn(req, res)
         except asyncio.CancelledError:
+            if not res._gone and not res.ended:
+                # Not the client's loss (that marks res gone first): a task the handler
+                # awaited was cancelled by someone else, or the handler cancelled itself.
+                # Its client still waits: answer it as a failed handler (500, or the
+                # answer cut), never leave it hanging.
+                res._session._handler_failed(req, RuntimeError(
+                    "the handler's task was cancelled before it ended its response"))
             raise
         except Exception as exc:
             if res._gone:

@@ -480,6 +480,8 @@ class Request:
     _body_cb: Any = None  # Callable[[bytes], object]
     _end_cb: Any = None   # Callable[[], object]
     _stream_buf = b""
+    _ended = False  # streaming: the whole body has arrived (on_end's moment has come)
+    _end_due = False  # on_end set after that: its call is scheduled
     _file_fd: Optional[int] = None
     # Set by the server: the Response answering this request.  Once that answer
     # has been handed to the connection, the server drops it (None again) and
@@ -499,8 +501,32 @@ class Request:
         return s.loop if s is not None else None
 
     async def read(self) -> bytes:
-        """``async def`` handlers: the body (complete before the handler runs, up to ``max_body``)."""
-        return self.body
+        """``async def`` handlers: the whole body (up to ``max_body``).  Buffered, it is
+        complete before the handler runs; streaming (``streaming=True``), this waits for
+        it (a client that goes away cancels the handler's task meanwhile)."""
+        res = self.response
+        s = res._session if res is not None else self._session
+        if s is None or not s.server.streaming or self._ended:
+            return self.body
+        if self._body_cb is not None:
+            raise RuntimeError("read() after on_body() or stream_to_file(): the body goes there")
+        import asyncio
+        done = asyncio.get_running_loop().create_future()
+        parts: list = []
+        before = self._end_cb
+
+        def ended() -> None:
+            if not done.done():
+                done.set_result(None)
+            if before is not None:
+                before()
+
+        self.on_body(parts.append)  # (what arrived already comes at once)
+        self.on_end(ended)
+        await done
+        body = b"".join(parts)
+        self._body_buf, self._body_start, self._body_end = body, 0, len(body)
+        return body
 
     def on_disconnect(self, callback: Callable[[], object]) -> None:
         """Call ``callback()`` if the client goes away before the response has ended
@@ -547,15 +573,54 @@ class Request:
         return ip
 
     def on_body(self, callback: Callable[[bytes], object]) -> None:
-        """Streaming mode: ``callback(chunk)`` for each piece of the body as it arrives."""
+        """Streaming mode: ``callback(chunk)`` for each piece of the body as it arrives.
+
+        What arrived before it was set (an ``async def`` handler's task starts after
+        the head, often after some of the body) is given to it at once, here."""
         self._body_cb = callback
-        self._stream_buf = b""
+        self._catch_up()
 
     def on_end(self, callback: Callable[[], object]) -> None:
         """Streaming mode: ``callback()`` once the whole body has arrived (``body`` is
         complete by then unless ``on_body``/``stream_to_file`` took it).  A body
-        that fails first never ends: ``on_disconnect``'s callback runs instead."""
+        that fails first never ends: ``on_disconnect``'s callback runs instead.
+        Set after the body ended (an ``async def`` handler), it runs on the next
+        loop iteration, after whatever the handler sets in the same step."""
         self._end_cb = callback
+        if self._ended and not self._end_due:
+            loop = self.loop
+            if loop is not None:
+                self._end_due = True  # one call, to the callback set last (as before the end)
+                loop.defer_call(self._late_end)
+
+    def _late_end(self) -> None:
+        self._end_due = False
+        cb = self._end_cb
+        if cb is None:
+            return
+        try:
+            cb()
+        except Exception as exc:
+            res = self.response
+            s = res._session if res is not None else self._session
+            if s is None:
+                raise
+            s._handler_failed(self, exc)
+
+    def _catch_up(self) -> None:
+        """Hand the body callback what arrived before it was set: the bytes kept
+        meanwhile, or, once the message is complete, the body (it is then the
+        callback's: ``body`` is empty, as when it arrives in pieces)."""
+        early = self._stream_buf
+        if early:
+            self._stream_buf = b""
+            self._body_cb(bytes(early))
+        elif self._ended and self._body_end > self._body_start:
+            body = self.body
+            self._body_buf, self._body_start, self._body_end = b"", 0, 0
+            self._body_cb(body)
+        if self._ended:
+            self._close_stream_file()
 
     def stream_to_file(self, path, mode: int = 0o600) -> None:
         """Streaming mode: write the body to a new file ``path`` (created exclusively,
@@ -570,6 +635,7 @@ class Request:
                 view = view[os.write(fd, view):]
 
         self._body_cb = write
+        self._catch_up()  # (what arrived already; the file is closed here if that was all)
 
     def _close_stream_file(self) -> None:
         fd = self._file_fd

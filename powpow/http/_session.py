@@ -544,6 +544,7 @@ class Session:
             self._handler_failed(req, exc)
 
     def _on_complete(self, req) -> None:
+        req._ended = True
         if req is self.body_req:
             self.body_req = None
         req._close_stream_file()
@@ -761,37 +762,12 @@ class Session:
 
     def _dispatch_late(self, req: Request) -> None:
         """Streaming: a held request's handler runs after (some of) its body
-        arrived.  That part was kept (``_on_body`` without a callback); a handler
-        that sets ``on_body`` / ``stream_to_file`` / ``on_end`` gets it now, as
-        if it had just arrived."""
-        early = req._stream_buf
-        req._stream_buf = b""
+        arrived.  That part was kept (``_on_body`` without a callback; once the
+        message is complete, as ``body``): ``on_body`` / ``stream_to_file`` /
+        ``on_end`` hand it over when the handler sets them, as if it had just
+        arrived (``Request._catch_up``) -- as for an ``async def`` handler, whose
+        task runs after the head and often after some of the body."""
         self._dispatch(req)
-        if req.response is None:  # not run (the connection closes)
-            req._stream_buf = early
-            return
-        if self.parser._req is req:  # the body is still arriving
-            cb = req._body_cb
-            if cb is None:
-                req._stream_buf = early  # (nothing arrived meanwhile: reading is paused)
-            elif early:
-                try:
-                    cb(bytes(early))
-                except Exception as exc:
-                    self._handler_failed(req, exc)
-            return
-        # the whole message arrived while it waited (_on_complete found no callbacks)
-        try:
-            cb = req._body_cb
-            body = req.body
-            if cb is not None and body:
-                cb(body)
-            req._close_stream_file()
-            end = req._end_cb
-            if end is not None:
-                end()
-        except Exception as exc:
-            self._handler_failed(req, exc)
 
     def _upgrade_must_wait(self) -> bool:
         """Must the Upgrade/CONNECT request wait before its handler runs?

@@ -1,7 +1,10 @@
 """``async def`` handlers on HttpServer (powpow.aio): body, streaming with backpressure,
 a disconnect cancelling the handler, errors answered 500; callback handlers unchanged."""
 import asyncio
+import contextvars
+import hashlib
 import http.client
+import os
 import socket
 import time
 
@@ -205,3 +208,106 @@ def test_async_handler_raising_after_its_answer_went_out_closes_the_connection()
     assert out.startswith(b"HTTP/1.1 200") and out.endswith(b"ok") and out.count(b"HTTP/1.1") == 1
     assert took < 3, took
     assert answered == [None]
+
+
+def _raw(port, data, pause_after=None, rest=b"", timeout=5):
+    """Send ``data`` (then, after ``pause_after`` s, ``rest``) and read until the server closes."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        if pause_after is not None:
+            time.sleep(pause_after)
+            s.sendall(rest)
+        out = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return out
+            out += b
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("size", [5, 300000])
+@pytest.mark.parametrize("how", ["on_body", "stream_to_file"])
+def test_streaming_async_handler_gets_the_body_that_came_with_the_head(tmp_path, how, size):
+    """Regression: streaming mode, an ``async def`` handler: its task runs after the head,
+    and the body bytes that came with it (or before its first step) were dropped by
+    ``on_body``/``stream_to_file``, and ``on_end`` never ran when the body was complete
+    by then (a 20 MiB upload reached the handler short, answered 200)."""
+    body = os.urandom(size)
+    path = str(tmp_path / "upload")
+
+    async def handler(req, res):
+        got = []
+        ended = asyncio.get_running_loop().create_future()
+        if how == "on_body":
+            req.on_body(got.append)
+        else:
+            req.stream_to_file(path)
+        req.on_end(lambda: ended.set_result(None))
+        await asyncio.wait_for(ended, 4)
+        data = b"".join(got) if how == "on_body" else open(path, "rb").read()
+        res.send(b"%d %s" % (len(data), hashlib.sha1(data).hexdigest().encode()))
+
+    head = b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % size
+    out = _serve(handler, lambda p: _raw(p, head + body), streaming=True)
+    assert out.startswith(b"HTTP/1.1 200 "), out[:200]
+    assert out.endswith(b"%d %s" % (size, hashlib.sha1(body).hexdigest().encode())), out[-120:]
+
+
+def test_streaming_async_read_waits_for_the_whole_body():
+    """Regression: ``await req.read()`` in streaming mode returned the body as it stood
+    (here: nothing yet), answered 200 on a truncated upload."""
+    body = os.urandom(100000)
+
+    async def handler(req, res):
+        data = await req.read()
+        res.send(b"%d %s" % (len(data), hashlib.sha1(data).hexdigest().encode()))
+
+    head = b"POST /up HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+    out = _serve(handler, lambda p: _raw(p, head + body[:1000], 0.3, body[1000:]), streaming=True)
+    assert out.endswith(b"100000 " + hashlib.sha1(body).hexdigest().encode()), out[-120:]
+
+
+def test_a_handler_cancelled_by_someone_else_is_answered_500_not_left_hanging():
+    """Regression: a handler that ended with a ``CancelledError`` it did not cause (a
+    shared task it awaited was cancelled; its client still connected) left the request
+    unanswered for good: no log, no 500, no close."""
+    async def handler(req, res):
+        if req.path == "/ok":
+            res.send(b"ok")
+            return
+        other = asyncio.ensure_future(asyncio.sleep(30))
+        asyncio.get_running_loop().call_later(0.05, other.cancel)
+        await other  # raises CancelledError: not the client's doing
+
+    def client(port):
+        return _raw(port, b"GET /cancel HTTP/1.1\r\nHost: x\r\n\r\n"), _get(port, path="/ok")
+
+    (answer, ok) = _serve(handler, client)
+    assert answer.startswith(b"HTTP/1.1 500 "), answer[:200]
+    assert ok == (200, b"ok")
+
+
+def test_async_handler_tasks_run_in_the_context_the_server_was_made_in():
+    """Like asyncio's start_server callbacks: a ContextVar set before the server was made
+    is seen by the handlers (it was unset: the poller's dispatch has no context), and a
+    value a handler sets does not leak into the next request's handler."""
+    var = contextvars.ContextVar("var", default="unset")
+
+    async def handler(req, res):
+        seen = var.get()
+        var.set("set by " + req.path)
+        res.send(seen.encode())
+
+    async def main():
+        var.set("main")
+        srv = HttpServer(handler, asyncio.get_running_loop()).listen(0, "127.0.0.1")
+        try:
+            loop = asyncio.get_running_loop()
+            return [await loop.run_in_executor(None, _get, srv.port, "GET", p) for p in ("/a", "/b")]
+        finally:
+            srv.close()
+
+    assert powpow.aio.run(main()) == [(200, b"main"), (200, b"main")]
