@@ -299,6 +299,8 @@ def serve(args: argparse.Namespace) -> int:
             livereload.close()
             loop.run_once(0)  # type: ignore[union-attr]
             loop.close()  # type: ignore[union-attr]
+    if server.exit_code:  # a worker was killed, or ended badly, while stopping (logged)
+        return server.exit_code
     print("powpow: shut down cleanly", flush=True)
     return 0
 

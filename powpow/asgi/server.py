@@ -12,9 +12,15 @@ idle keep-alive connections close; the last answer on a busy one says
 ``timeout_graceful_shutdown`` seconds (10 by default: never "forever") to
 finish, then their tasks are cancelled and the connections closed; lifespan
 shutdown runs; ``run()`` returns 0.  A second SIGINT/SIGTERM exits at once.
+With workers, the parent takes the stop signals and sends each worker one
+SIGTERM; a worker ignores SIGINT (Ctrl-C reaches the whole process group: a
+worker that counted it and its parent's SIGTERM as two signals dropped its
+requests), and the parent's second signal kills the workers
+(``http.workers``).
 
 Exit codes of ``run()``: 0 after a clean shutdown, 3 when lifespan startup
-failed, 1 when lifespan shutdown failed.
+failed, 1 when lifespan shutdown failed or (workers) a worker was killed or
+ended badly while stopping.
 """
 import asyncio
 import logging
@@ -60,6 +66,7 @@ class _AsgiHttpServer(HttpServer):
 
     def __init__(self, owner: "Server", **options) -> None:
         self.owner = owner
+        self.workers_code = 0  # with workers: run_workers' result
         super().__init__(owner._handle, **options)
 
     def _ensure_loop(self):
@@ -73,15 +80,15 @@ class _AsgiHttpServer(HttpServer):
 
     def run(self) -> None:
         if self.workers > 1:
-            super().run()  # forks; each worker calls run() again with workers == 1
+            from ..http.workers import run_workers
+            self.workers_code = run_workers(self)  # forks; each worker calls run() again with workers == 1
             return
         code = self.owner._run_single()
-        if code and self.owner._fail_w is not None:  # a worker: tell the parent
+        if code and self.owner._fail_w is not None:  # a worker: tell the parent (which then stops)
             try:
                 os.write(self.owner._fail_w, bytes([code]))
             except OSError:
                 pass
-            os.kill(os.getppid(), signal.SIGTERM)
 
     def _check_drained(self) -> None:
         pass  # the ASGI server drains itself (Server._drain)
@@ -318,7 +325,7 @@ class Server:
                 os.close(self._fail_r)
                 self._fail_r = None
                 http.close()
-            self.exit_code = max(codes) if codes else 0
+            self.exit_code = max(codes + [1 if http.workers_code else 0])
             return self.exit_code
         return self._run_single()
 
@@ -338,6 +345,9 @@ class Server:
                         self.on_ready(self)
                 else:
                     codes.append(b)
+                    # not a SIGTERM from the worker: two of them would be a second signal
+                    from ..http.workers import stop_workers
+                    stop_workers(self.http)
 
     def _run_single(self) -> int:
         http = self.http
@@ -345,15 +355,17 @@ class Server:
         http._ensure_tcp()  # makes the aio loop (a worker after fork: its own)
         aio = self.aio
         asyncio.set_event_loop(aio)
-        signals = threading.current_thread() is threading.main_thread()
-        if signals:
-            for s in (signal.SIGINT, signal.SIGTERM):
+        signals: tuple = ()
+        if threading.current_thread() is threading.main_thread():
+            # a worker listens to its parent's SIGTERM alone (SIGINT is ignored: http.workers)
+            signals = (signal.SIGTERM,) if self._fail_w is not None else (signal.SIGINT, signal.SIGTERM)
+            for s in signals:
                 aio.add_signal_handler(s, self._on_signal)
         try:
             aio.run_until_complete(self._main())
         finally:
             if signals:
-                for s in (signal.SIGINT, signal.SIGTERM):
+                for s in signals:
                     try:
                         aio.remove_signal_handler(s)
                     except Exception:  # pragma: no cover - loop already closing
@@ -375,6 +387,8 @@ class Server:
     def _on_signal(self) -> None:
         self._signals += 1
         if self._signals > 1:
+            if self._fail_w is not None:
+                return  # a worker: its parent's second signal kills it
             log.warning("second signal: exiting now")
             sys.stdout.flush()
             sys.stderr.flush()

@@ -151,6 +151,8 @@ HTTP_LOW_WATER = 64 << 10
 class HttpServer:
     """An HTTP/1.1 server.  ``handler(req, res)``; see the module docstring and README."""
 
+    exit_code = 0  # after run() with workers: 1 when one had to be killed or ended badly while stopping
+
     def __init__(self, handler: Callable, loop: Optional[Loop] = None, *,
                  max_connections: int = MAX_CONNECTIONS, max_pipeline_depth: int = MAX_PIPELINE_DEPTH,
                  max_body: int = MAX_BODY, max_request_line: int = MAX_REQUEST_LINE,
@@ -357,7 +359,8 @@ class HttpServer:
         """Serve until SIGINT/SIGTERM (graceful) or ``stop()``."""
         if self.workers > 1:
             from .workers import run_threads, run_workers
-            (run_threads if self.worker_mode == "thread" else run_workers)(self)
+            # 1 when a worker had to be killed or ended badly while stopping (logged)
+            self.exit_code = (run_threads if self.worker_mode == "thread" else run_workers)(self)
             return
         loop = self._ensure_loop()
         loop.add_signal(signal.SIGINT, lambda s: self.shutdown())

@@ -18,15 +18,27 @@ while the workers drain.  Where SO_REUSEPORT is missing, the slots share one
 socket.
 
 The parent only supervises: a worker that dies while the server is running
-(crash, OOM kill, ``os._exit`` in a handler) is replaced, with a back-off
-when workers keep dying young so a broken handler does not fork-bomb the
-machine.  SIGTERM/SIGINT to the parent are forwarded to every worker, which
-shuts down gracefully (stop accepting, finish in-flight requests within the
-grace period); workers still alive after the grace period are killed.  The
-parent exits 0 after a clean shutdown, and never returns while a child it
-forked is alive.  On Linux a worker is also sent SIGTERM when the parent dies
-without stopping it (SIGKILL, the OOM killer: ``PR_SET_PDEATHSIG``), so no
-worker goes on serving unsupervised.
+(crash, OOM kill, ``os._exit`` in a handler) is replaced.  A slot whose
+workers keep dying young waits before each replacement, 1 s then twice as
+long each time up to 16 s, so a broken handler does not fork-bomb the
+machine.  The wait is measured from that worker's death and kept in a list of
+pending replacements: the parent never sleeps on one slot while others die
+(it did: the workers reaped after a 1 s sleep looked old and were replaced at
+once, 3.4 forks a second with 4 workers crashing at start-up).
+
+Stopping: SIGTERM/SIGINT to the parent is sent on to every worker as one
+SIGTERM, and the worker shuts down gracefully (stop accepting, finish
+in-flight requests within the grace period).  A worker ignores SIGINT and
+listens to its parent alone: a terminal's Ctrl-C reaches every process of the
+foreground group, and a worker that heard both took the parent's SIGTERM for
+a second signal (an ASGI worker then exited at once, dropping its requests).
+The second stop signal is the parent's to handle: it kills the workers at
+once.  Workers still alive after the grace period are killed too.
+``run_workers`` returns 0 after a clean shutdown, 1 when a worker had to be
+killed or ended badly while stopping (each one logged); it never returns
+while a child it forked is alive.  On Linux a worker is also sent SIGTERM
+when the parent dies without stopping it (SIGKILL, the OOM killer:
+``PR_SET_PDEATHSIG``), so no worker goes on serving unsupervised.
 
 Signals and fork(): SIGINT/SIGTERM are blocked from just before each fork()
 until the new pid is recorded.  A stop signal that arrives then is handled
@@ -47,8 +59,13 @@ every worker.
 each on its own slot's listener: for free-threaded interpreters (PEP 703),
 where threads run Python in parallel.  Under a GIL it only adds overhead,
 which is why processes are the default.  The main thread's loop takes
-SIGINT/SIGTERM and shuts every loop down gracefully.
+SIGINT/SIGTERM and shuts every loop down gracefully.  A handler stuck in a
+worker thread cannot be interrupted: that thread is waited for until the
+grace period is over (plus a margin), logged and left running (a daemon), and
+its loop is not closed under it (it was: ``LoopError`` out of ``run()``, and
+the servers after it were never closed).
 """
+import heapq
 import os
 import signal
 import socket
@@ -65,7 +82,9 @@ from ..net.listener import open_listener
 log = get_logger("powpow.http")
 
 _RESTART_BACKOFF_S = 1.0  # a worker that died within this long of starting delays its replacement
+_RESTART_BACKOFF_MAX_S = 16.0  # the delay doubles per young death of a slot, up to this
 _KILL_AFTER_GRACE_S = 2.0  # past the grace period, workers still alive are killed
+_THREAD_JOIN_MARGIN_S = 1.0  # thread workers: past the grace period, a loop still running is stuck
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -165,10 +184,11 @@ def _die_with_parent(parent: int) -> None:
 
 def _worker_main(server, slot: int, parent: int) -> int:
     # The parent's handler is not ours: the defaults back first, then the stop signals
-    # that _spawn blocked let through (one sent already ends this worker here, before it
-    # accepted anything).  HttpServer.run installs the graceful handlers.
-    for s in _STOP_SIGNALS:
-        signal.signal(s, signal.SIG_DFL)
+    # that _spawn blocked let through (a SIGTERM sent already ends this worker here,
+    # before it accepted anything).  HttpServer.run installs the graceful handlers.
+    # SIGINT is ignored: Ctrl-C reaches the parent too, which sends SIGTERM.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     # A fresh process image as far as powpow is concerned: new loop, new listeners.
@@ -213,11 +233,20 @@ def _spawn(server, slot: int, children: Dict[int, Tuple[int, float]], stopping: 
 
 
 def run_workers(server) -> int:
-    """Fork ``server.workers`` workers and supervise them until told to stop."""
+    """Fork ``server.workers`` workers and supervise them until told to stop.
+
+    Returns 0 after a clean stop, 1 when a worker was killed (the grace period
+    was over, or a second stop signal came) or ended badly while stopping."""
     parent = os.getpid()
-    stopping = [0.0]  # when the first stop signal came (monotonic); 0.0 while running
+    stopping = [0.0]  # when the stop began (monotonic); 0.0 while running
+    signals = [0]  # stop signals received
     children: Dict[int, Tuple[int, float]] = {}  # pid -> (slot, start time)
     told: Set[int] = set()  # children sent SIGTERM
+    killed: Set[int] = set()  # children sent SIGKILL
+    pending: List[Tuple[float, int]] = []  # heap of (due time, slot): replacements waiting out a back-off
+    delays = [0.0] * server.workers  # each slot's current back-off (0.0: its last worker lived long)
+    hurried = False  # the second stop signal was handled
+    code = 0
 
     def tell(pid: int) -> None:
         told.add(pid)
@@ -229,43 +258,73 @@ def run_workers(server) -> int:
     def on_signal(signum, frame) -> None:
         if os.getpid() != parent:
             return  # a child that has not reset its handlers yet: the parent tells it
+        signals[0] += 1  # a second one: the supervising loop kills the workers
         if not stopping[0]:
             stopping[0] = time.monotonic()
         for pid in list(children):
-            tell(pid)
+            if pid not in told:
+                tell(pid)
 
     prev = {s: signal.signal(s, on_signal) for s in _STOP_SIGNALS}
+    server._workers_stopping = stopping  # (stop_workers)
     try:
         _listeners_of(server)
         for slot in range(server.workers):
             _spawn(server, slot, children, stopping)
-        while children:
+        while children or pending:
             if stopping[0]:
+                del pending[:]
                 _close_listeners(server)
+                if signals[0] > 1 and not hurried:
+                    log.warning("second signal: stopping the workers now")
+                    hurried = True
+                    code = 1
+                    killed.update(children)
+                    _kill_all(children, signal.SIGKILL)
                 for pid in list(children):
                     if pid not in told:
                         tell(pid)  # forked while the stop signal was being handled
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
+            now = time.monotonic()
+            while pending and pending[0][0] <= now:
+                _spawn(server, heapq.heappop(pending)[1], children, stopping)
+            pid = status = 0
+            if children:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
             if pid == 0:
-                if stopping[0] and time.monotonic() - stopping[0] > server.grace_period + _KILL_AFTER_GRACE_S:
-                    _kill_all(children, signal.SIGKILL)
+                if stopping[0] and now - stopping[0] > server.grace_period + _KILL_AFTER_GRACE_S:
+                    for child in list(children):
+                        if child not in killed:
+                            log.warning("worker %d killed after the grace period", child)
+                            code = 1
+                            killed.add(child)
+                            _kill(child, signal.SIGKILL)
                 time.sleep(0.05)
                 continue
             gone = children.pop(pid, None)
-            if gone is None or stopping[0]:
+            if gone is None:
+                continue
+            if stopping[0]:
+                if pid not in killed and not _stopped_cleanly(status):
+                    log.error("worker %d exited (%s) while stopping", pid, _describe(status))
+                    code = 1
                 continue
             slot, started = gone
-            log.error("worker %d exited (%s); starting a replacement", pid, _describe(status))
-            if time.monotonic() - started < _RESTART_BACKOFF_S:
-                time.sleep(_RESTART_BACKOFF_S)
-            _spawn(server, slot, children, stopping)
+            if now - started < _RESTART_BACKOFF_S:
+                delays[slot] = min(delays[slot] * 2 or _RESTART_BACKOFF_S, _RESTART_BACKOFF_MAX_S)
+                log.error("worker %d exited (%s); starting a replacement in %.0f s",
+                          pid, _describe(status), delays[slot])
+            else:
+                delays[slot] = 0.0
+                log.error("worker %d exited (%s); starting a replacement", pid, _describe(status))
+            heapq.heappush(pending, (now + delays[slot], slot))
     finally:
         # still under on_signal: a stop signal now must not kill the parent before its children
         if children:  # left early (an error): stop them, then reap them
             _stop_and_reap(children, server.grace_period + _KILL_AFTER_GRACE_S)
+        server._workers_stopping = None
         for s, h in prev.items():
             signal.signal(s, h)
         _close_listeners(server)
@@ -276,15 +335,28 @@ def run_workers(server) -> int:
             except OSError:
                 pass
         server._unix_socks = []
-    return 0
+    return code
+
+
+def stop_workers(server) -> None:
+    """Stop ``run_workers(server)`` gracefully, as a first stop signal does, from any
+    thread: for a worker that asks its parent to stop (ASGI lifespan startup failed)
+    without sending it a signal, which would count as a second one."""
+    stopping = getattr(server, "_workers_stopping", None)
+    if stopping is not None and not stopping[0]:
+        stopping[0] = time.monotonic()  # the supervising loop tells the workers
+
+
+def _kill(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def _kill_all(children: Dict[int, Tuple[int, float]], signum: int) -> None:
     for pid in list(children):
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+        _kill(pid, signum)
 
 
 def _stop_and_reap(children: Dict[int, Tuple[int, float]], timeout: float) -> None:
@@ -311,6 +383,13 @@ def _stop_and_reap(children: Dict[int, Tuple[int, float]], timeout: float) -> No
             children.clear()
             break
         time.sleep(0.02)
+
+
+def _stopped_cleanly(status: int) -> bool:
+    """Exit 0, or ended by the SIGTERM it was sent (before its handlers were in place)."""
+    if os.WIFSIGNALED(status):
+        return os.WTERMSIG(status) in _STOP_SIGNALS
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 def _describe(status: int) -> str:
@@ -344,7 +423,11 @@ def run_threads(server) -> int:
     _close_listeners(server)  # (every slot's are the servers' now)
     main = servers[0]
 
+    stopped = [0.0]  # when the grace period began (monotonic)
+
     def stop_all(signum: int) -> None:
+        if not stopped[0]:
+            stopped[0] = time.monotonic()
         for s in servers:
             s.loop.post(s.shutdown)
 
@@ -364,9 +447,16 @@ def run_threads(server) -> int:
         loop.remove_signal(signal.SIGTERM)
         for s in servers[1:]:
             s.loop.post(s.shutdown)
-        for t in threads:
+        # each loop stops by the end of the grace period; one still running is stuck
+        # in a handler, and closing a running loop raises: it is left to its thread
+        deadline = (stopped[0] or time.monotonic()) + server.grace_period + _THREAD_JOIN_MARGIN_S
+        for t, s in zip(threads, servers[1:]):
             if t.ident is not None:  # (started)
-                t.join(server.grace_period + 5)
-        for s in servers:
+                t.join(max(0.0, deadline - time.monotonic()))
+                if t.is_alive():
+                    log.warning("worker thread %s still running after the grace period (a handler is stuck);"
+                                " leaving it", t.name)
+                    continue
             s.close()
+        main.close()
     return 0

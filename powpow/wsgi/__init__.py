@@ -113,8 +113,11 @@ class Server:
     ``port=0``); ``run()`` serves until SIGINT/SIGTERM (graceful: stop
     accepting, let requests finish within ``timeout_graceful_shutdown``; a
     second signal stops at once) or ``shutdown()`` (any thread).
-    Options: see ``serve``.
+    Options: see ``serve``.  ``exit_code`` after ``run()`` with workers: 1 when
+    one had to be killed or ended badly while stopping (logged), else 0.
     """
+
+    exit_code = 0
 
     def __init__(self, app: Callable, host: str = "127.0.0.1", port: int = 8000, *,
                  uds: Optional[str] = None, workers: int = 1, root_path: str = "",
@@ -388,6 +391,7 @@ class Server:
             self.listen()
         if http.workers > 1:
             http.run()  # forked workers; each runs HttpServer.run with its own signals
+            self.exit_code = http.exit_code
             return
         loop = http._ensure_loop()
         signals = []
