@@ -81,6 +81,7 @@ tell).  Other connections never notice.
 import os
 import signal
 import socket
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
@@ -148,6 +149,16 @@ HTTP_HIGH_WATER = 256 << 10
 HTTP_LOW_WATER = 64 << 10
 
 
+def _running_aio_loop() -> Optional[Loop]:
+    """The powpow Loop under the ``powpow.aio`` loop running in this thread, else None
+    (asyncio is not imported for it: no asyncio program, no running loop)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    pl = getattr(asyncio._get_running_loop(), "_pl", None)
+    return pl if isinstance(pl, Loop) else None
+
+
 class HttpServer:
     """An HTTP/1.1 server.  ``handler(req, res)``; see the module docstring and README."""
 
@@ -179,6 +190,10 @@ class HttpServer:
             self.handler = AsyncHandler(handler, aio)
         elif loop is not None and not isinstance(loop, Loop) and hasattr(loop, "_pl"):
             loop = loop._pl  # a powpow.aio.EventLoop: serve on the powpow Loop under it
+        elif loop is None:
+            # Made inside powpow.aio.run() (as async handlers are): serve on that loop.  A
+            # loop of its own would never run there -- every client hung, silently.
+            loop = _running_aio_loop()
         self.streaming = streaming
         self._own_loop = loop is None
         # None until listen()/run() makes one (after fork() with workers > 1)

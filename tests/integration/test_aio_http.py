@@ -311,3 +311,21 @@ def test_async_handler_tasks_run_in_the_context_the_server_was_made_in():
             srv.close()
 
     assert powpow.aio.run(main()) == [(200, b"main"), (200, b"main")]
+
+
+def test_a_plain_handler_server_made_inside_powpow_aio_serves_on_that_loop():
+    """Regression: a plain-function handler's HttpServer made inside ``powpow.aio.run()``
+    without ``loop=`` built a Loop of its own that never ran there: every client hung,
+    silently (async handlers already took the running loop)."""
+    def handler(req, res):
+        res.send(b"plain " + req.path.encode())
+
+    async def main():
+        srv = HttpServer(handler).listen(0, "127.0.0.1")
+        try:
+            assert srv.loop is asyncio.get_running_loop()._pl
+            return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, _get, srv.port), 5)
+        finally:
+            srv.close()
+
+    assert powpow.aio.run(main()) == (200, b"plain /")
