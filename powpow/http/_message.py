@@ -482,6 +482,7 @@ class Request:
     _stream_buf = b""
     _ended = False  # streaming: the whole body has arrived (on_end's moment has come)
     _end_due = False  # on_end set after that: its call is scheduled
+    _held_body = False  # reading paused with STREAM_HOLD_BYTES kept, until a callback is set
     _file_fd: Optional[int] = None
     # Set by the server: the Response answering this request.  Once that answer
     # has been handed to the connection, the server drops it (None again) and
@@ -587,6 +588,7 @@ class Request:
         Set after the body ended (an ``async def`` handler), it runs on the next
         loop iteration, after whatever the handler sets in the same step."""
         self._end_cb = callback
+        self._release_hold()  # (the body is kept for it: bounded by max_body, as buffered)
         if self._ended and not self._end_due:
             loop = self.loop
             if loop is not None:
@@ -621,6 +623,12 @@ class Request:
             self._body_cb(body)
         if self._ended:
             self._close_stream_file()
+        self._release_hold()
+
+    def _release_hold(self) -> None:
+        if self._held_body:
+            self._held_body = False
+            self.resume_body()
 
     def stream_to_file(self, path, mode: int = 0o600) -> None:
         """Streaming mode: write the body to a new file ``path`` (created exclusively,

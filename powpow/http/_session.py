@@ -125,6 +125,10 @@ STATE_NAMES = ("idle", "head", "body", "closing", "detached", "gone")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
+# Streaming mode: body bytes kept for a handler that runs but has not said where its
+# body goes yet (an async task not started): past this, reading pauses until it does.
+STREAM_HOLD_BYTES = 256 << 10
+
 # Open files (file parts of answers) one connection may hold queued before the next
 # request waits: a sendfile stream is kept busy with a few queued behind the one being
 # sent, and a client that reads nothing pins that many descriptors, not one per
@@ -463,6 +467,13 @@ class Session:
 
     def _pump(self) -> None:
         """Resume input once nothing holds it back (the one place that resumes)."""
+        cur = self.body_req
+        if cur is not None and cur._held_body and cur._body_cb is None and cur._end_cb is None:
+            res = cur.response
+            if res is None or res.ended:  # answered without taking its body: drop it, read on
+                cur._held_body = False
+                cur._stream_buf = b""
+                self.body_paused = False
         if self.state >= CLOSING or self.write_blocked or len(self.pending) >= self.depth:
             return
         if self.no_more:
@@ -533,10 +544,20 @@ class Session:
             return  # taken over from inside the parser's feed: these bytes are not HTTP's
         cb = req._body_cb
         if cb is None:
+            res = req.response
+            if res is not None and res.ended and req._end_cb is None:
+                return  # answered, and nobody takes the body: the rest is dropped as it comes
             buf = req._stream_buf
             if buf.__class__ is not bytearray:
                 buf = req._stream_buf = bytearray(buf)  # amortised appends, not quadratic +=
             buf += chunk
+            if (len(buf) >= STREAM_HOLD_BYTES and res is not None and req._end_cb is None
+                    and not req._held_body):
+                # its handler runs and has not said where the body goes (an async task
+                # not there yet): keep no more than this, the kernel's window holds the
+                # rest (on_body / stream_to_file / on_end, or the answer's end, resume)
+                req._held_body = True
+                self.pause_body()
             return
         try:
             cb(chunk)
