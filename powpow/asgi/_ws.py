@@ -67,7 +67,7 @@ class WsCycle:
         self.qbytes += len(data)
         if (len(self.queue) >= QUEUE_HIGH_WATER or self.qbytes >= QUEUE_HIGH_BYTES) and not self.paused:
             self.paused = True
-            ws.transport.pause_reading()
+            ws.pause_reading()
         self.queued.wake()
 
     def _on_close(self, ws, code, reason) -> None:
@@ -109,7 +109,7 @@ class WsCycle:
             self.paused = False
             ws = self.ws
             if ws is not None and not ws.transport.closed:
-                ws.transport.resume_reading()
+                ws.resume_reading()
         return msg
 
     async def send(self, message):

@@ -29,8 +29,12 @@ Lifetimes and guarantees
   followed the ping) or at the end of the read.  Past ``MAX_PONGS_OWED``
   unanswered pings only the latest is answered (RFC 6455 5.5.3), and over
   ``high_water`` one pong at most is held, for ``on_drain``.
-* Fairness: one connection handles at most ``FRAMES_PER_TURN`` frames per
-  loop iteration; the rest of its read waits (reading paused) for the next.
+* Fairness: one connection handles at most ``FRAMES_PER_TURN`` frames (and
+  about ``BYTES_PER_TURN`` bytes of messages, inflated) per loop iteration;
+  the rest of its read waits (reading paused) for the next.
+* ``pause_reading()`` / ``resume_reading()``: the owner's backpressure (ASGI's
+  receive queue).  Paused, no more input is decoded -- neither new reads nor
+  frames left over from the last one -- until ``resume_reading()``.
 * ``idle_timeout``: any message sent or received (``send``, ``broadcast``,
   ``publish``) keeps the connection open; control frames do not.
 * ``subscribe`` on a closed or closing socket is a no-op returning False
@@ -52,6 +56,10 @@ log = logging.getLogger("powpow.ws")
 # 50 peers flooding them held a new connection off for 5-10 s (7-byte frames: past 20 s).  A
 # connection handles at most this many frames per loop iteration (see _yield_turn).
 FRAMES_PER_TURN = 256
+# ... and at most about this many bytes of messages: permessage-deflate makes a few KiB of
+# input many MiB of messages, and a turn decodes its frames before it hands them out, so
+# a pause by the socket's owner (ASGI backpressure) could only come after all of them.
+BYTES_PER_TURN = 1 << 20
 
 
 class SendStatus(enum.IntEnum):
@@ -134,6 +142,7 @@ class WebSocket:
         self._last_active = self.loop.now_ms()
         self._yielding = False  # input left over by receive_data waits for _next_turn
         self._paused_turn = False  # _yield_turn paused reading (and _next_turn resumes it)
+        self._owner_paused = False  # pause_reading(): nothing more is decoded until resume_reading()
         # transport.context stays None: HttpServer still walks its (handed-over)
         # connections and takes a non-None context for its own session
         transport.on_data = self._on_data
@@ -278,9 +287,28 @@ class WebSocket:
 
     # -- transport callbacks --------------------------------------------------
 
+    def pause_reading(self) -> None:
+        """Stop taking input (backpressure): no read, and no frame left over from the last
+        read is decoded, until ``resume_reading()``."""
+        self._owner_paused = True
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._owner_paused:
+            return
+        self._owner_paused = False
+        if self.protocol.input_pending and not self.closed:
+            # the frames left over go first, on the next turn, which resumes the transport
+            self._paused_turn = True
+            if not self._yielding:
+                self._yielding = True
+                self.loop.defer_call(self._next_turn)
+        else:
+            self.transport.resume_reading()
+
     def _on_data(self, conn, data) -> None:
         proto = self.protocol
-        events = proto.receive_data(data, FRAMES_PER_TURN)
+        events = proto.receive_data(data, FRAMES_PER_TURN, BYTES_PER_TURN)
         close_event = None
         for ev in events:
             if self.closed:
@@ -342,6 +370,8 @@ class WebSocket:
         conn = self.transport
         if self.closed or conn.closed:
             return
+        if self._owner_paused:
+            return  # the input left waits: resume_reading() brings the next turn
         if self._paused_turn:
             # first, so that a pause made by the callbacks below (or the next yield) holds:
             # the read itself is deferred to the next iteration

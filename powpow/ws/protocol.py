@@ -104,13 +104,16 @@ class Protocol:
         """Bytes held for incomplete input (frame tail + message so far)."""
         return self._parser.buffered + len(self._msg)
 
-    def receive_data(self, data, max_frames: int = 0) -> list:
+    def receive_data(self, data, max_frames: int = 0, max_bytes: int = 0) -> list:
         """The events of ``data`` (and of input kept from before).
 
         With ``max_frames``, parsing stops after that many frames: the rest of
         the input is kept (copied), ``input_pending`` is True, and a later
         ``receive_data(b"")`` goes on from there.  Frames, not bytes, are what
         input costs; an I/O layer uses this to bound one connection's turn.
+        With ``max_bytes``, parsing also stops once the messages returned hold
+        that many bytes: compressed, a few KiB of input can inflate to many
+        MiB of messages, which a turn must not make all at once.
         """
         self.input_pending = False
         if self.close_received or self.state == CLOSED:
@@ -120,6 +123,7 @@ class Protocol:
         parser.feed(data)
         ok = False
         left = max_frames or -1
+        room = max_bytes
         try:
             while not self.close_received:
                 if not left:
@@ -129,6 +133,15 @@ class Protocol:
                 if frame is None:
                     break
                 left -= 1
+                if room:
+                    n = len(events)
+                    self._handle(frame, events)
+                    if len(events) > n and events[-1][0] == MESSAGE:
+                        room -= len(events[-1][1])
+                        if room <= 0:
+                            left = 0  # (input_pending at the top: the rest waits)
+                            room = -1
+                    continue
                 self._handle(frame, events)
             ok = not self.close_received
             if ok and not self.input_pending:

@@ -568,3 +568,50 @@ def test_receive_after_the_disconnect_gets_it_again_in_every_task():
         assert done.wait(8), got
     assert sorted(got) == [("a", "websocket.disconnect", 4000), ("b", "websocket.disconnect", 4000),
                            ("later", "websocket.disconnect", 4000)], got
+
+
+def test_compressed_messages_to_an_app_that_does_not_receive_are_held_to_about_the_queue_mark():
+    """Regression: the receive queue's byte mark (1 MiB) paused reading only after the
+    whole read was decoded: a 64 KiB read of ~1 KiB compressed frames is ~62 MiB once
+    inflated, held while the app did not receive (two clients: +130 MiB from 3 MiB
+    sent).  Now a turn decodes about 1 MiB of messages and a pause stops the rest."""
+    import struct
+    import zlib
+    from ._net import rss_bytes
+
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    payload = (c.compress(b"\0" * ((1 << 20) - 16)) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    bomb = struct.pack("!BBH", 0xC2, 0x80 | 126, len(payload)) + b"\0\0\0\0" + payload  # zero mask
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.sleep(30)  # never receives (cancelled at shutdown)
+
+    with asgi_server(app, ws_max_size=2 << 20) as srv:
+        base = rss_bytes()
+        socks = []
+        try:
+            for _ in range(2):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.connect(("127.0.0.1", srv.port))
+                s.sendall(handshake(extra=b"Sec-WebSocket-Extensions: permessage-deflate\r\n"))
+                assert b" 101 " in read_until(s, b"\r\n\r\n")
+                s.settimeout(0.2)
+                socks.append(s)
+            end = time.monotonic() + 2.0
+            while time.monotonic() < end:
+                for s in socks:
+                    try:
+                        s.send(bomb * 20)
+                    except socket.timeout:
+                        pass
+            time.sleep(0.3)
+            grew = rss_bytes() - base
+        finally:
+            for s in socks:
+                s.close()
+    assert grew < 40 << 20, "held %d MiB" % (grew >> 20)

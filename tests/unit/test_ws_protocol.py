@@ -371,3 +371,33 @@ def test_partial_checks_do_not_reject_valid_text_split_anywhere():
     for i in range(0, len(w), 5):
         events += server.receive_data(w[i:i + 5])
     assert events == [(MESSAGE, text.decode(), True)]
+
+
+def test_max_bytes_stops_a_turn_once_its_messages_hold_that_many_bytes():
+    """``receive_data(data, max_frames, max_bytes)``: parsing stops once the messages
+    returned hold ``max_bytes`` (the input left waits for ``receive_data(b"")``), so a
+    turn of compressed frames cannot inflate to many MiB before its owner may pause."""
+    proto = Protocol()
+    body = os.urandom(300 << 10)
+    wire = b"".join(cf(OP_BINARY, body) for _ in range(10))
+    events = proto.receive_data(wire, 256, 1 << 20)
+    assert len(events) == 4 and proto.input_pending  # 4 x 300 KiB passes 1 MiB
+    rest = []
+    while proto.input_pending:
+        rest += proto.receive_data(b"", 256, 1 << 20)
+    assert len(rest) == 6 and all(e == (MESSAGE, body, False) for e in events + rest)
+
+
+def test_max_bytes_counts_inflated_bytes():
+    """Twenty compressed messages (a few KiB on the wire, 1 MiB each inflated): one turn
+    with a 1 MiB budget inflates one of them, not all twenty."""
+    client = Protocol(client=True, deflate=PerMessageDeflate(False, 12, False, 15, DeflateOptions()),
+                      max_message_size=2 << 20)
+    server = Protocol(deflate=PerMessageDeflate(False, 12, False, 15, DeflateOptions()), max_message_size=2 << 20)
+    wire = b"".join(bytes(b) for _ in range(20) for b in client.send_message(b"\0" * (1 << 20), False))
+    assert len(wire) < 100 << 10
+    events = server.receive_data(wire, 256, 1 << 20)
+    assert len(events) == 1 and server.input_pending
+    while server.input_pending:
+        events += server.receive_data(b"", 256, 1 << 20)
+    assert len(events) == 20 and all(e == (MESSAGE, b"\0" * (1 << 20), False) for e in events)
