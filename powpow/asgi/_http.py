@@ -55,6 +55,7 @@ from ._waiters import Waiters
 log = logging.getLogger("powpow.asgi")
 
 BODY_HIGH_WATER = 256 << 10  # buffered request body before reading pauses
+PIECE_COST = 64  # what each buffered piece costs besides its bytes (object + list slot)
 # A body the app left unread when its response completed: read on and dropped
 # (keep-alive) if declared no larger than this, else the connection closes.
 # Go's net/http draws the same line (maxPostHandlerReadBytes, 256 KiB).
@@ -247,7 +248,7 @@ class HttpCycle:
         if self.state == 2 and self.res.ended:
             return  # answered already: the rest of the body is read and dropped
         self.chunks.append(bytes(chunk))  # type: ignore[union-attr]
-        self.nbytes += len(chunk)
+        self.nbytes += len(chunk) + PIECE_COST  # (memory, not payload: 1-byte chunks count)
         if self.nbytes >= BODY_HIGH_WATER:
             self.req.pause_body()
         if self.arrived is not None:

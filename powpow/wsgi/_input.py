@@ -27,6 +27,10 @@ from typing import List, Optional
 
 HIGH_WATER = 1 << 20
 LOW_WATER = 256 << 10
+# What a queued piece costs besides its bytes (the bytes object, its deque slot): charged
+# against the marks, so 1-byte chunks pause reading as soon as their memory, not their
+# payload, reaches HIGH_WATER (they pinned ~40 MiB a request for 1 MiB of payload).
+PIECE_COST = 64
 # A worker never waits forever on a body: the loop's own deadlines (body_timeout,
 # min_body_rate) cut a stalled client, which wakes the read; this is only a backstop.
 READ_BACKSTOP_S = 300.0
@@ -59,7 +63,7 @@ class WsgiInput:
         self._high = high_water  # inline mode: the whole body is read before the app runs
         self._cond = threading.Condition(threading.Lock())
         self._chunks: deque = deque()
-        self._buffered = 0       # bytes in _chunks (guarded by _cond)
+        self._buffered = 0       # bytes in _chunks, + PIECE_COST each (guarded by _cond)
         self._eof = False        # the whole body has arrived
         self._broken = False     # the client went away first (or the server cut the body)
         self._why = None         # the server cut it: the ParseError it answered (see lost())
@@ -79,7 +83,7 @@ class WsgiInput:
             chunk = bytes(chunk)
         with self._cond:
             self._chunks.append(chunk)
-            self._buffered += len(chunk)
+            self._buffered += len(chunk) + PIECE_COST
             over = self._buffered > self._high and not self._paused
             if over:
                 self._paused = True
@@ -145,7 +149,7 @@ class WsgiInput:
                 finally:
                     self._waiting = False
             chunk = chunks.popleft()
-            self._buffered -= len(chunk)
+            self._buffered -= len(chunk) + PIECE_COST
             resume = self._paused and self._buffered < LOW_WATER
             if resume:
                 self._paused = False

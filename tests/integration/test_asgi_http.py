@@ -1014,3 +1014,37 @@ def test_lifespan_shutdown_failure_exit_code():
     with asgi_server(app, log_level="critical") as srv:
         assert get(srv.port)[2] == b"ok"
     assert srv.result == 1
+
+
+def test_a_body_of_one_byte_chunks_to_an_app_not_receiving_pauses_at_its_memory_not_its_payload():
+    """Regression: the body buffer counted payload bytes, not the memory of its pieces:
+    1-byte chunks pinned ~10 MiB per request before reading paused at 256 KiB of payload."""
+    from ._net import rss_bytes
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await asyncio.sleep(30)  # never receives (cancelled at shutdown)
+
+    with asgi_server(app) as srv:
+        base = rss_bytes()
+        socks = []
+        try:
+            for _ in range(4):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+                s.settimeout(0.2)
+                socks.append(s)
+            piece = b"1\r\na\r\n" * 10000
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end:
+                for s in socks:
+                    try:
+                        s.send(piece)
+                    except socket.timeout:
+                        pass
+            grew = rss_bytes() - base
+        finally:
+            for s in socks:
+                s.close()
+    assert grew < 16 << 20, "held %d MiB" % (grew >> 20)

@@ -182,3 +182,44 @@ def test_write_to_a_client_that_left_raises_client_disconnected(mode):
         s.close()
         assert done.wait(20), seen
     assert len(seen) == 1 and seen[0][1:] == (True, True), seen
+
+
+def _flood_one_byte_chunks(port, seconds):
+    """Four connections sending a chunked body of 1-byte chunks for ``seconds``."""
+    socks = []
+    for _ in range(4):
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        s.settimeout(0.2)
+        socks.append(s)
+    piece = b"1\r\na\r\n" * 10000
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for s in socks:
+            try:
+                s.send(piece)
+            except socket.timeout:
+                pass
+    return socks
+
+
+def test_a_body_of_one_byte_chunks_to_an_app_not_reading_pauses_at_its_memory_not_its_payload():
+    """Regression: wsgi.input counted payload bytes, not the memory of its pieces: a body
+    of 1-byte chunks pinned ~40 MiB per request before reading paused at 1 MiB of
+    payload.  Each piece now also costs its overhead against the marks."""
+    from ._net import rss_bytes
+    release = threading.Event()
+
+    def app(environ, start_response):
+        release.wait(10)  # not reading meanwhile
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with wsgi_server(app, check_released=False) as srv:
+        base = rss_bytes()
+        socks = _flood_one_byte_chunks(srv.port, 3.0)
+        grew = rss_bytes() - base
+        release.set()
+        for s in socks:
+            s.close()
+    assert grew < 24 << 20, "held %d MiB" % (grew >> 20)
