@@ -12,7 +12,7 @@ pieces is scanned once overall, and the verdict never depends on the split.
 """
 import re
 
-from powpow._ffi import scan_lines
+from powpow._ffi import NATIVE, scan_lines
 
 from ._grammar import bad_byte, err
 from ._headblock import resume_state
@@ -38,6 +38,13 @@ def parse_chunk_size(buf, pos: int, end: int, out1, resume, max_chunk_line: int)
     frm = pos if resume is None else pos + resume[1]
     lim = pos + max_chunk_line + 2
     scan_end = end if end < lim else lim
+    if not NATIVE:
+        # The pure scanner's cost grows with the span (numpy, above NUMPY_MIN_SPAN: slow
+        # to call on PyPy): scan the line, not max_chunk_line ahead of it.  Same verdict:
+        # the scan still stops at the first CR, LF or forbidden byte before this CRLF.
+        j = buf.find(b"\r\n", frm, scan_end)
+        if j >= 0:
+            scan_end = j + 2
     n, bad = scan_lines(buf, frm, scan_end, out1, pos) if frm < scan_end else (0, -1)
     if n == 0:
         if bad >= 0:

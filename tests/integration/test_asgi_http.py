@@ -1018,33 +1018,44 @@ def test_lifespan_shutdown_failure_exit_code():
 
 def test_a_body_of_one_byte_chunks_to_an_app_not_receiving_pauses_at_its_memory_not_its_payload():
     """Regression: the body buffer counted payload bytes, not the memory of its pieces:
-    1-byte chunks pinned ~10 MiB per request before reading paused at 256 KiB of payload."""
-    from ._net import rss_bytes
+    1-byte chunks pinned ~10 MiB per request (a quarter of a million pieces) before reading
+    paused at 256 KiB of payload.  Now it pauses at about BODY_HIGH_WATER / PIECE_COST
+    pieces, plus the read being parsed."""
+    import struct
+    from powpow.asgi import _http
+    BODY_HIGH_WATER, PIECE_COST = _http.BODY_HIGH_WATER, getattr(_http, "PIECE_COST", 64)
+    cycles = []
 
     async def app(scope, receive, send):
         if scope["type"] != "http":
             return
+        cycles.append(receive.__self__)
         await asyncio.sleep(30)  # never receives (cancelled at shutdown)
 
     with asgi_server(app) as srv:
-        base = rss_bytes()
         socks = []
         try:
             for _ in range(4):
-                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+                s.settimeout(5)
+                s.connect(("127.0.0.1", srv.port))
                 s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
                 s.settimeout(0.2)
                 socks.append(s)
             piece = b"1\r\na\r\n" * 10000
-            end = time.monotonic() + 3.0
+            end = time.monotonic() + 2.0
             while time.monotonic() < end:
                 for s in socks:
                     try:
                         s.send(piece)
                     except socket.timeout:
                         pass
-            grew = rss_bytes() - base
+            held = [len(c.chunks) for c in cycles]
         finally:
             for s in socks:
                 s.close()
-    assert grew < 16 << 20, "held %d MiB" % (grew >> 20)
+    assert len(held) == 4 and min(held) > 1000, held  # the flood did reach them
+    one_read = (64 << 10) // 6  # 1-byte chunks in one 64 KiB read ("1\r\na\r\n")
+    assert max(held) <= BODY_HIGH_WATER // PIECE_COST + 2 * one_read, held

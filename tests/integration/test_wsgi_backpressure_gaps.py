@@ -13,6 +13,7 @@ Real server in a thread, raw-socket clients on 127.0.0.1.
 """
 import hashlib
 import socket
+import struct
 import threading
 import time
 
@@ -188,7 +189,11 @@ def _flood_one_byte_chunks(port, seconds):
     """Four connections sending a chunked body of 1-byte chunks for ``seconds``."""
     socks = []
     for _ in range(4):
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 << 10)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST:
+        s.settimeout(5)  # what is still in flight is dropped, not parsed (slow in pure mode)
+        s.connect(("127.0.0.1", port))
         s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
         s.settimeout(0.2)
         socks.append(s)
@@ -205,21 +210,26 @@ def _flood_one_byte_chunks(port, seconds):
 
 def test_a_body_of_one_byte_chunks_to_an_app_not_reading_pauses_at_its_memory_not_its_payload():
     """Regression: wsgi.input counted payload bytes, not the memory of its pieces: a body
-    of 1-byte chunks pinned ~40 MiB per request before reading paused at 1 MiB of
-    payload.  Each piece now also costs its overhead against the marks."""
-    from ._net import rss_bytes
+    of 1-byte chunks pinned ~40 MiB per request (a million 1-byte pieces) before reading
+    paused at 1 MiB of payload.  Each piece now also costs its overhead against the marks:
+    reading pauses at about HIGH_WATER / PIECE_COST pieces, plus the read being parsed."""
+    from powpow.wsgi import _input
+    HIGH_WATER, PIECE_COST = _input.HIGH_WATER, getattr(_input, "PIECE_COST", 64)
     release = threading.Event()
+    inputs = []
 
     def app(environ, start_response):
+        inputs.append(environ["wsgi.input"])
         release.wait(10)  # not reading meanwhile
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
     with wsgi_server(app, check_released=False) as srv:
-        base = rss_bytes()
-        socks = _flood_one_byte_chunks(srv.port, 3.0)
-        grew = rss_bytes() - base
-        release.set()
+        socks = _flood_one_byte_chunks(srv.port, 2.0)
+        held = [len(inp._chunks) for inp in inputs]
         for s in socks:
             s.close()
-    assert grew < 24 << 20, "held %d MiB" % (grew >> 20)
+        release.set()
+    assert len(held) == 4 and min(held) > 1000, held  # the flood did reach them
+    one_read = (64 << 10) // 6  # 1-byte chunks in one 64 KiB read ("1\r\na\r\n")
+    assert max(held) <= HIGH_WATER // PIECE_COST + 2 * one_read, held
