@@ -656,9 +656,13 @@ class Request:
 
         Files above the spool threshold live in 0600 temporary files; names go
         through ``safe_filename``.  ``limits`` go to ``MultipartParser``
-        (``max_file_size``, ``max_field_size``, ``max_parts`` ...).  Raises
-        ``ParseError`` (400, or 413 for a limit), which the server answers.
+        (``max_file_size``, ``max_field_size``, ``max_parts``, ``max_memory_size``
+        ...).  Raises ``ParseError`` (400, or 413 for a limit), which the server
+        answers.  A second call returns the same parts (middleware then handler:
+        the body is parsed, and its files spooled, once).
         """
+        if self._form_parts is not None:
+            return self._form_parts
         from .multipart import MultipartParser, boundary_from_content_type
 
         ctype = self.headers.get("content-type") or ""

@@ -48,6 +48,7 @@ MAX_PART_HEADERS = 32
 MAX_FIELD_SIZE = 1 << 20
 MAX_FILE_SIZE = 1 << 30
 MAX_FILES = 16  # parts spooled to temporary files per body: open descriptors per request
+MAX_MEMORY_SIZE = 8 << 20  # bytes of all fields and unspooled files together (Werkzeug's max_form_memory_size)
 SPOOL_THRESHOLD = 64 << 10
 _MAX_PADDING = 64  # transport padding (LWSP) allowed after a delimiter, RFC 2046 5.1.1
 
@@ -80,16 +81,33 @@ def parse_options_header(value: str) -> Tuple[str, Dict[str, str]]:
         if key.endswith("*"):
             charset, _, enc = v.partition("'")
             _, _, enc = enc.partition("'")
+            if charset.lower() not in _EXT_CHARSETS:
+                continue  # RFC 8187 3.2.1: UTF-8 and ISO-8859-1 only (any other codec is the client's pick)
             try:
                 from urllib.parse import unquote
 
-                extended[key[:-1]] = unquote(enc, encoding=charset or "utf-8", errors="strict")
-            except (LookupError, UnicodeDecodeError):
-                continue
+                extended[key[:-1]] = unquote(enc, encoding=charset, errors="strict")
+            except (UnicodeError, ValueError):
+                continue  # a bad value: the parameter is ignored
         else:
-            params[key] = v
+            params[key] = _utf8_or_latin1(v)
     params.update(extended)
     return head.strip(" \t").lower(), params
+
+
+_EXT_CHARSETS = ("utf-8", "iso-8859-1")
+
+
+def _utf8_or_latin1(v: str) -> str:
+    """A header value came decoded as ISO-8859-1; browsers and curl send the ``name`` and
+    ``filename`` of a form part as raw UTF-8 (RFC 7578 4.2, the HTML form encoding):
+    read it so when it is valid UTF-8 ("résumé.pdf", not "rÃ©sumÃ©.pdf")."""
+    if v.isascii():
+        return v
+    try:
+        return v.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return v
 
 
 def boundary_from_content_type(value: str) -> bytes:
@@ -193,6 +211,7 @@ class MultipartParser:
         max_files: int = MAX_FILES,
         spool_threshold: int = SPOOL_THRESHOLD,
         spool_dir: Optional[str] = None,
+        max_memory_size: int = MAX_MEMORY_SIZE,
     ) -> None:
         if isinstance(boundary, bytes):
             boundary = boundary.decode("latin-1")
@@ -208,6 +227,8 @@ class MultipartParser:
         self.max_file_size = max_file_size
         self.max_files = max_files
         self._nfiles = 0
+        self.max_memory_size = max_memory_size
+        self._in_memory = 0  # bytes of fields and of files not (yet) spooled
         self.spool_threshold = spool_threshold
         self.spool_dir = spool_dir
         # The first delimiter may open the body without a CRLF before it:
@@ -355,6 +376,12 @@ class MultipartParser:
                     raise ParseError(413, "more than %d uploaded files in temporary files"
                                      % self.max_files)
                 self._nfiles += 1
+                self._in_memory -= sink.size  # (moves to the file)
+            elif sink.file is None:
+                self._in_memory += len(chunk)
+                if self._in_memory > self.max_memory_size:
+                    raise ParseError(413, "form fields and small files larger than %d bytes in all"
+                                     % self.max_memory_size)
             sink.write(chunk)  # type: ignore[union-attr]
 
     def _end_part(self, done: List[Part]) -> None:
