@@ -241,6 +241,51 @@ def _encode_block(headers):
 
 _SERVER = b"Server: powpow\r\n"
 
+# Fields a trailer section must not carry (RFC 9110 6.5.1: framing, routing, auth,
+# and what controls the message): a proxy that merged them into the head could be
+# made to read the next message wrongly.
+_NOT_IN_TRAILERS = frozenset([
+    "content-length", "transfer-encoding", "host", "connection", "keep-alive", "te", "trailer",
+    "upgrade", "content-type", "content-encoding", "content-range", "expect", "authorization",
+    "proxy-authorization", "set-cookie", "cookie", "cache-control", "expires", "pragma", "date",
+    "location", "retry-after", "vary", "www-authenticate", "proxy-authenticate", "age", "warning",
+    "max-forwards"])
+
+
+def _latin1(parts: List[str]) -> bytes:
+    try:
+        return "".join(parts).encode("latin-1")
+    except UnicodeEncodeError as exc:
+        raise HeaderValueError("header value not encodable as ISO-8859-1: %s" % exc) from None
+
+
+def _trailer_block(trailers) -> bytes:
+    """The encoded trailer fields, validated: no CR/LF/NUL, ISO-8859-1, and none of the
+    fields a trailer may not carry (``HeaderValueError`` names it)."""
+    pairs = list(trailers.items()) if hasattr(trailers, "items") else list(trailers)
+    for name, _ in pairs:
+        if str(name).lower() in _NOT_IN_TRAILERS:
+            raise HeaderValueError("%s may not be sent as a trailer field (RFC 9110 6.5.1)" % (name,))
+    parts: List[str] = []
+    encode_headers(pairs, parts)
+    return _latin1(parts)
+
+
+def _as_bytes_like(body):
+    """A body whose ``len`` is its length in bytes: str and bytes-likes of bytes as they are;
+    a typed buffer (``array('i')``, a memoryview of one) as its bytes -- its ``len`` counts
+    items, and a Content-Length or chunk size made from it desynchronised the stream."""
+    cls = body.__class__
+    if cls is bytes or cls is bytearray or cls is str:
+        return body
+    if cls is memoryview:
+        return body if body.itemsize == 1 and body.ndim == 1 and body.c_contiguous else body.tobytes()
+    try:
+        view = memoryview(body)
+    except TypeError:
+        return body  # (not a buffer: whatever fails on it fails as before)
+    return body if view.itemsize == 1 and view.ndim == 1 and view.c_contiguous else view.tobytes()
+
 # The last plain head (status 200, HTTP/1.1 keep-alive, Content-Length, no
 # framing headers from the handler) that ``Response.send`` built:
 # (the handler's header list, a shallow copy of it, the Date line, the body
@@ -415,9 +460,8 @@ class Response:
     def set_status(self, status: int) -> "Response":
         """The final status, 200 to 999 (``ValueError`` otherwise; see ``check_final_status``)."""
         self._check_open_head()
-        status = int(status)
-        check_final_status(status)
-        self.status = status
+        check_final_status(status)  # (the value as given: 201.9 or "201" are not statuses)
+        self.status = int(status)
         return self
 
     def set_header(self, name: str, value) -> "Response":
@@ -606,6 +650,7 @@ class Response:
         if status is not None:
             check_final_status(status)  # (before anything changes: the handler may still answer)
             self.status = status
+        body = _as_bytes_like(body)
         hs = self._headers
         if headers:
             if headers.__class__ is not list and hasattr(headers, "items"):
@@ -673,6 +718,10 @@ class Response:
     def set_length(self, length: int) -> "Response":
         """Announce the body length before ``write``: Content-Length instead of chunked."""
         self._check_open_head()
+        if length.__class__ is not int and (isinstance(length, bool) or not hasattr(type(length), "__index__")):
+            raise ValueError("set_length() takes a length in bytes (an int >= 0), got %r" % (length,))
+        if length < 0:
+            raise ValueError("set_length() takes a length in bytes (an int >= 0), got %r" % (length,))
         self._length = int(length)
         return self
 
@@ -689,6 +738,8 @@ class Response:
             self._segments.append(self._build_head(self._length))
         if chunk.__class__ is str:
             chunk = chunk.encode("utf-8")
+        elif chunk.__class__ is not bytes:
+            chunk = _as_bytes_like(chunk)
         if chunk and not self._head_only and self.status not in NO_BODY_STATUS:
             n = len(chunk)
             if self._length is not None and self._written + n > self._length:
@@ -785,6 +836,9 @@ class Response:
     def send_file(self, path, content_type: Optional[str] = None, download: bool = False) -> None:
         """Send a file with sendfile, with ETag/Last-Modified, conditional requests and Range."""
         from .static import plan_file
+        if self.ended or self._sent_head:  # (before a file is opened for nothing)
+            raise RuntimeError("response already %s: send_file() starts an answer"
+                               % ("ended" if self.ended else "begun (its head is out)"))
         req = self.request
         plan = plan_file(req.method, os.fspath(path), req.headers.get, content_type=content_type,
                          download=download)
@@ -794,7 +848,14 @@ class Response:
         """Execute a ``powpow.http.static`` plan (status, headers, bytes and file ranges).
 
         The plan's open descriptors are taken over (sent from, never re-opened
-        by path) and closed when sent or dropped."""
+        by path) and closed when sent or dropped.  After the answer began or
+        ended it raises ``RuntimeError`` (as ``send`` does), the plan closed."""
+        if self.ended or self._sent_head:
+            close = getattr(plan, "close", None)
+            if close is not None:
+                close()
+            raise RuntimeError("response already %s: send_file()/send_plan() start an answer"
+                               % ("ended" if self.ended else "begun (its head is out)"))
         try:
             if plan.status in NO_BODY_STATUS:
                 length = 0
@@ -884,7 +945,7 @@ class Response:
             return
         parts: List[str] = []
         encode_headers(headers, parts)  # CR/LF/NUL raise HeaderValueError
-        self._segments.append(status_line(103) + "".join(parts).encode("latin-1") + b"\r\n")
+        self._segments.append(status_line(103) + _latin1(parts) + b"\r\n")
         session = self._session
         if not session.in_batch:
             session.flush()
@@ -903,8 +964,7 @@ class Response:
         if not self._sent_head:
             self._segments.append(self._build_head(self._length))
         if self._chunked and not self._head_only:
-            parts: List[str] = []
-            encode_headers(trailers, parts)
-            self._segments.append(b"0\r\n" + "".join(parts).encode("latin-1") + b"\r\n")
+            block = _trailer_block(trailers)
+            self._segments.append(b"0\r\n" + block + b"\r\n")
             self._chunked = False  # the last chunk is written: end() adds none
         self.end()
