@@ -147,6 +147,8 @@ def _cached_str_headers(headers):
     header list every time; tuples of constant bytes hash for free).  The list
     returned is shared: it is never mutated (``Response`` replaces, never edits,
     a list it did not make -- see ``_own_headers``)."""
+    if headers.__class__ is not list and headers.__class__ is not tuple:
+        headers = list(headers)  # any iterable (the spec's type): read once, here
     try:
         key = tuple(headers)
         hs = _str_cache.get(key)

@@ -52,6 +52,7 @@ class WsCycle:
         self.disconnect_msg: Any = None  # (every receive() after it gets it again)
         self.qbytes = 0
         res.on_close = self._on_http_close
+        res.on_eof = self._on_http_close  # (a client that ends its side cannot do WebSocket: it left)
 
     # -- events -------------------------------------------------------------------
 

@@ -457,6 +457,19 @@ class Session:
                 res.on_eof()
         if self.state >= CLOSING:
             return
+        failed = self.body_req
+        if failed is not None:
+            # Streaming: a body still arriving can never complete now.  Its handler hears
+            # it at once, as of a bad body (on_disconnect, an async task cancelled, ASGI's
+            # http.disconnect), not at the keep-alive timeout (it did: a slot held 5-75 s
+            # per aborted upload).
+            answer = failed.response
+            if answer is not None and not answer.ended and answer in self.pending:
+                log.info("client %s ended its side before the request body was complete", self.ip)
+                self._to_closing()
+                failed._close_stream_file()
+                self._body_failed(answer, ParseError(400, "the client closed before the request body was complete"))
+                return
         if not self.pending and not self.held and self.waiting is None:
             conn.close_after_drain()  # nothing in flight: FIN after what is queued
             self._to_closing()

@@ -1059,3 +1059,59 @@ def test_a_body_of_one_byte_chunks_to_an_app_not_receiving_pauses_at_its_memory_
     assert len(held) == 4 and min(held) > 1000, held  # the flood did reach them
     one_read = (64 << 10) // 6  # 1-byte chunks in one 64 KiB read ("1\r\na\r\n")
     assert max(held) <= BODY_HIGH_WATER // PIECE_COST + 2 * one_read, held
+
+
+def test_headers_given_as_a_generator_are_sent_and_do_not_poison_later_answers():
+    """Regression: ``headers`` as an iterator (the spec's type is Iterable) was used up
+    building the cache key: no header was sent, and the process-wide cache then held
+    ``[]`` for those pairs, so later answers sending them as a list lost them too."""
+    pairs = [(b"content-type", b"application/json"), (b"x-gen-test", b"1")]
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        hs = (p for p in pairs) if scope["path"] == "/gen" else list(pairs)
+        await send({"type": "http.response.start", "status": 200, "headers": hs})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    with asgi_server(app) as srv:
+        heads = []
+        for path in ("/gen", "/list", "/gen"):
+            c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            heads.append((r.getheader("content-type"), r.getheader("x-gen-test")))
+            c.close()
+    assert heads == [("application/json", "1")] * 3, heads
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_client_closing_mid_body_is_a_disconnect_at_once(framing):
+    """Regression: a client that closed (FIN) part-way through its request body: the app's
+    next receive() waited for the keep-alive timeout (5 s; 75 s behind a typical load
+    balancer) before http.disconnect, its task and concurrency slot held meanwhile."""
+    events = []
+    done = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        t0 = time.monotonic()
+        while True:
+            m = await receive()
+            events.append((m["type"], round(time.monotonic() - t0, 1)))
+            if m["type"] == "http.disconnect" or not m.get("more_body"):
+                break
+        done.set()
+
+    with asgi_server(app) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        if framing == "length":
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        else:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        time.sleep(0.3)
+        s.close()
+        assert done.wait(3), events  # (it took 5.8 s)
+    assert events[0][0] == "http.request" and events[-1][0] == "http.disconnect", events
