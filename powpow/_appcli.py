@@ -229,6 +229,14 @@ def _strip_reload(argv: List[str]) -> List[str]:
     return [a for a in argv if a != "--reload"]
 
 
+def _free_port(host: str) -> int:
+    import socket
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def _supervise(kind: str, argv: List[str], args: argparse.Namespace) -> int:
     """Run the server as a child; restart it when a .py file changes."""
     import subprocess  # only --reload needs it: not on every ``python -m powpow`` start
@@ -237,6 +245,10 @@ def _supervise(kind: str, argv: List[str], args: argparse.Namespace) -> int:
     from .loop import Loop
 
     child_argv = [sys.executable, "-m", "powpow"] + _strip_reload(argv)
+    if not args.uds and args.port == 0:
+        # each child binds anew: port 0 would be a different port after every restart,
+        # so the supervisor picks one free port now and every child is given it
+        child_argv += ["--port", str(_free_port(args.host))]
     env = dict(os.environ)
     env[_RELOAD_CHILD] = "1"
     dirs = [os.path.abspath(d) for d in (args.reload_dir or [os.getcwd()])]
@@ -269,7 +281,9 @@ def _supervise(kind: str, argv: List[str], args: argparse.Namespace) -> int:
         start()
 
     def on_change(ev) -> None:
-        if not ev.path.endswith(".py") or state["stopping"]:
+        # (an editor's atomic save writes a temporary file and renames it over the source:
+        # the .py name is the event's destination then)
+        if not (ev.path.endswith(".py") or (ev.dest or "").endswith(".py")) or state["stopping"]:
             return
         # an editor writes a file in several steps: restart once they settle
         if state["pending"] is not None:
@@ -286,7 +300,16 @@ def _supervise(kind: str, argv: List[str], args: argparse.Namespace) -> int:
         state["stopping"] = True
         loop.stop()
 
-    watchers = [FileWatcher(loop, d, on_change, recursive=True) for d in dirs]
+    watchers = []
+    try:
+        for d in dirs:
+            watchers.append(FileWatcher(loop, d, on_change, recursive=True))
+    except OSError as exc:
+        for w in watchers:
+            w.close()
+        loop.close()
+        print("powpow %s: cannot watch for --reload: %s" % (kind, exc), file=sys.stderr, flush=True)
+        return 2
     loop.add_signal(signal.SIGINT, on_signal)
     loop.add_signal(signal.SIGTERM, on_signal)
     print("powpow %s: watching %s for changes (--reload)" % (kind, ", ".join(dirs)), file=sys.stderr, flush=True)

@@ -101,6 +101,12 @@ class WorkerListeners:
         """Bind and listen on ``host:port`` for every slot; returns the port (port 0 picks one)."""
         family, sa = _addr.resolve_passive(host, port, socket.SOCK_STREAM)
         reuse = _sock.have_reuseport()
+        if reuse and sa[1]:
+            # SO_REUSEPORT lets any process of this user join a port whose sockets all set
+            # it: a second server on a port another multi-worker server holds started and
+            # took a share of its connections.  A plain bind first says "in use", as
+            # without workers (the socket is closed at once).
+            open_listener(family, sa, backlog, False).close()
         socks: List[socket.socket] = []
         try:
             first = open_listener(family, sa, backlog, reuse)

@@ -219,3 +219,37 @@ def test_readme_asgi_example_runs():
     proc = subprocess.run([sys.executable, "-c", blocks[0]], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["hello /hi (4 bytes)"]
+
+
+def test_reload_keeps_its_port_and_sees_an_atomic_save(tmp_path):
+    """Regression: (1) an editor's atomic save (a temporary file renamed over cliapp.py,
+    as ``sed -i``, JetBrains' safe write or git checkout do) was not seen: the .py name
+    was the rename's destination; (2) with ``--port 0`` each restarted child bound a new
+    port, and clients of the announced URL were refused."""
+    p = start(tmp_path, "cliapp:app", "--port", "0", "--reload", "--no-access-log")
+    try:
+        url = banner(p)
+        assert fetch(url).startswith("v1 ")
+        time.sleep(0.3)
+        tmp = tmp_path / "cliapp.py.tmp"
+        tmp.write_text(APP.replace('VERSION = "v1"', 'VERSION = "v2"'))
+        os.replace(str(tmp), str(tmp_path / "cliapp.py"))
+        end = time.monotonic() + 20
+        text = ""
+        while not text.startswith("v2 ") and time.monotonic() < end:
+            try:
+                text = fetch(url)  # the same URL: the same port after the restart
+            except OSError:
+                time.sleep(0.1)
+        assert text.startswith("v2 "), text
+    finally:
+        code, out, err = stop(p)
+    assert code == 0, err
+
+
+def test_reload_dir_that_does_not_exist_is_a_usage_error(tmp_path):
+    """Regression: a traceback (FileNotFoundError) instead of one line."""
+    out = subprocess.run([sys.executable, "-m", "powpow", "asgi", "cliapp:app", "--reload", "--reload-dir",
+                          str(tmp_path / "nope")], capture_output=True, text=True, cwd=str(tmp_path), timeout=30)
+    assert out.returncode == 2, out
+    assert "Traceback" not in out.stderr and "cannot watch" in out.stderr, out.stderr

@@ -240,3 +240,21 @@ def test_thread_workers_stop_cleanly_on_a_sigterm_sent_as_soon_as_a_client_is_an
             s.close()
     finally:
         finish(p)
+
+
+def test_a_second_multi_worker_server_on_a_port_in_use_fails_to_start():
+    """Regression: every worker socket sets SO_REUSEPORT, so a second ``workers=2`` server
+    on a port another one held started and silently took a share of its connections
+    (without workers: 'Address already in use').  Now it refuses the same way."""
+    first = HttpServer(lambda req, res: res.send(b"first"), workers=2)
+    try:
+        first.listen(0, "127.0.0.1")
+        second = HttpServer(lambda req, res: res.send(b"second"), workers=2)
+        try:
+            with pytest.raises(OSError) as e:
+                second.listen(first.port, "127.0.0.1")
+            assert "in use" in str(e.value), e.value
+        finally:
+            second.close()
+    finally:
+        first.close()
