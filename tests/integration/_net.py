@@ -1,5 +1,6 @@
 """Helpers shared by the networking tests (real loopback sockets, port 0)."""
 import os
+import socket
 import threading
 import time
 
@@ -63,3 +64,19 @@ def net_loop():
     lp = powpow.Loop(debug=True)
     yield lp
     lp.close()
+
+
+def full_backlog_listener():
+    """A listener that never accepts, with its backlog filled: SYNs to it are dropped
+    (a connect to it stalls).  Returns ``(listener, fillers)``: close them all."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    fillers = []
+    for _ in range(8):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(lst.getsockname())
+        fillers.append(c)
+    time.sleep(0.05)
+    return lst, fillers

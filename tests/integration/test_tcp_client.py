@@ -8,7 +8,7 @@ import pytest
 
 from powpow import ConnectError, TcpServer, connect
 
-from ._net import run_until, settle
+from ._net import full_backlog_listener, run_until, settle
 
 
 def _closed_port():
@@ -17,21 +17,6 @@ def _closed_port():
     port = s.getsockname()[1]
     s.close()  # nobody listens there now
     return port
-
-
-def _full_backlog_listener():
-    """A listener that never accepts, with its backlog filled: SYNs to it are dropped."""
-    lst = socket.socket()
-    lst.bind(("127.0.0.1", 0))
-    lst.listen(0)
-    fillers = []
-    for _ in range(8):
-        c = socket.socket()
-        c.setblocking(False)
-        c.connect_ex(lst.getsockname())
-        fillers.append(c)
-    time.sleep(0.05)
-    return lst, fillers
 
 
 def test_connect_refused_names_address_and_errno(loop):
@@ -50,7 +35,7 @@ def test_connect_refused_names_address_and_errno(loop):
 
 
 def test_connect_timeout_against_full_backlog(loop):
-    lst, fillers = _full_backlog_listener()
+    lst, fillers = full_backlog_listener()
     port = lst.getsockname()[1]
     errors = []
     t0 = time.monotonic()
@@ -121,7 +106,7 @@ def test_every_address_is_tried_localhost(loop):
 
 
 def test_happy_eyeballs_starts_next_address_after_stagger(loop):
-    stuck, fillers = _full_backlog_listener()
+    stuck, fillers = full_backlog_listener()
     srv = TcpServer(loop).listen(0, "127.0.0.1")
     addrs = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", stuck.getsockname()),
              (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", srv.port))]
@@ -149,7 +134,7 @@ def test_happy_eyeballs_starts_next_address_after_stagger(loop):
 
 
 def test_cancel_releases_everything(loop):
-    lst, fillers = _full_backlog_listener()
+    lst, fillers = full_backlog_listener()
     c = connect(loop, "127.0.0.1", lst.getsockname()[1], pytest.fail, None, on_error=pytest.fail)
     run_until(loop, lambda: loop.watcher_count == 1)
     c.cancel()

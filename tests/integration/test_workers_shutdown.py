@@ -31,6 +31,8 @@ import http.client
 
 import pytest
 
+from ._procs import finish, group_alive
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups, fork, SO_REUSEPORT")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the tree under test
@@ -133,26 +135,6 @@ def start_cli(tmp_path, kind, *args, **env):
 
 def start_http(mode, grace=30.0):
     return start([sys.executable, "-c", textwrap.dedent(HTTP_SERVER), mode, str(grace)], ROOT, env_with_root())
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def finish(p) -> None:
-    """Whatever is left of the server's process group is killed; the server reaped."""
-    if group_alive(p.pid):
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    p.wait(10)
-    p.stdout.close()
-    p.stderr.close()
 
 
 def ended(p, within: float):

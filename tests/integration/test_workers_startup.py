@@ -30,6 +30,8 @@ import pytest
 
 from powpow.http import HttpServer
 
+from ._procs import finish, group_alive
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the tree under test
 
 STOP_WITHIN = 3.0  # seconds from SIGTERM to no process left (a clean stop takes ~0.1 s; the bug took 12 s)
@@ -63,26 +65,6 @@ def start(kind: str, workers: int, mode: str = "process"):
         finish(p)
         pytest.fail("no ready line: %r %r" % (line, p.stderr.read()))
     return p, int(m.group(1))
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def finish(p) -> None:
-    """Whatever is left of the server's process group is killed; the server reaped."""
-    if group_alive(p.pid):
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    p.wait(10)
-    p.stdout.close()
-    p.stderr.close()
 
 
 def children(pid: int):

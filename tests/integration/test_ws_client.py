@@ -10,6 +10,7 @@ from powpow import Loop
 from powpow.ws import WsClosed, WsHandshakeError, connect, connect_sync
 from powpow.ws.handshake import accept_key
 
+from ._net import full_backlog_listener
 from ._ws import http_serving, ws_serving
 
 
@@ -210,17 +211,8 @@ def test_connect_sync_open_timeout_covers_a_stalled_tcp_connect():
     raised a bare ``TimeoutError`` from ``connect_sync``, not the documented
     ``WsHandshakeError: opening handshake timed out after N s``."""
     import time
-    lst = socket.socket()
-    lst.bind(("127.0.0.1", 0))
-    lst.listen(0)
-    fillers = []
+    lst, fillers = full_backlog_listener()
     try:
-        for _ in range(8):
-            c = socket.socket()
-            c.setblocking(False)
-            c.connect_ex(lst.getsockname())
-            fillers.append(c)
-        time.sleep(0.05)
         t0 = time.monotonic()
         with pytest.raises(WsHandshakeError, match=r"opening handshake timed out after 0\.5 s"):
             connect_sync("ws://127.0.0.1:%d/" % lst.getsockname()[1], open_timeout=0.5)
