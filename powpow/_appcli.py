@@ -206,13 +206,23 @@ def main(kind: str, args: argparse.Namespace, argv: Optional[List[str]] = None) 
         except SystemExit as exc:
             return int(exc.code or 0)
         return 0
+    if args.certfile:
+        # checked here to name the files (as serve does): ssl's own error names none
+        from .net.tls import server_context
+        try:
+            server_context(args.certfile, args.keyfile)
+        except OSError as exc:  # (ssl.SSLError too)
+            print("powpow %s: cannot use certificate %s with key %s: %s"
+                  % (kind, args.certfile, args.keyfile or args.certfile, exc), file=sys.stderr)
+            return 2
     try:
         if kind == "asgi":
             kw["on_ready"] = lambda s: print(_banner(kind, args, s), flush=True)
         server = cls(app, args.host, args.port, **kw)
         server.listen()
     except (OSError, ValueError) as exc:  # a port in use, a bad certificate, a bad proxy list...
-        print("powpow %s: cannot start: %s" % (kind, exc), file=sys.stderr)
+        where = " on unix:%s" % args.uds if args.uds and isinstance(exc, OSError) and args.uds not in str(exc) else ""
+        print("powpow %s: cannot start%s: %s" % (kind, where, exc), file=sys.stderr)
         return 1
     if "on_ready" not in kw:
         print(_banner(kind, args, server), flush=True)

@@ -253,3 +253,17 @@ def test_reload_dir_that_does_not_exist_is_a_usage_error(tmp_path):
                           str(tmp_path / "nope")], capture_output=True, text=True, cwd=str(tmp_path), timeout=30)
     assert out.returncode == 2, out
     assert "Traceback" not in out.stderr and "cannot watch" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_a_missing_certificate_or_uds_directory_is_named(tmp_path, kind):
+    """Regression: both said only 'cannot start: [Errno 2] No such file or directory'."""
+    (tmp_path / "cliapp.py").write_text(APP)
+    cert = str(tmp_path / "nope.pem")
+    out = subprocess.run([sys.executable, "-m", "powpow", kind, "cliapp:app", "--port", "0", "--certfile", cert],
+                         capture_output=True, text=True, cwd=str(tmp_path), timeout=30)
+    assert out.returncode == 2 and cert in out.stderr and "Traceback" not in out.stderr, out
+    uds = str(tmp_path / "no-such-dir" / "s.sock")
+    out = subprocess.run([sys.executable, "-m", "powpow", kind, "cliapp:app", "--uds", uds],
+                         capture_output=True, text=True, cwd=str(tmp_path), timeout=30)
+    assert out.returncode == 1 and uds in out.stderr and "Traceback" not in out.stderr, out
