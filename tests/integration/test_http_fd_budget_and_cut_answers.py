@@ -15,6 +15,7 @@ looks complete.
 3. A WSGI app reading ``wsgi.input`` whose body the server cut (413, 400, 408) is
    told why, not "the client went away".
 """
+import errno
 import os
 import socket
 import ssl
@@ -256,7 +257,12 @@ def test_a_cut_answer_to_a_half_closing_http10_client_ends_with_a_reset():
     with serving(_cutting_handler) as srv:
         with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
             s.sendall(b"GET /close-delimited HTTP/1.0\r\n\r\n")
-            s.shutdown(socket.SHUT_WR)
+            try:
+                s.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                # the answer and its reset came before the half-close (a fast server):
+                # the socket is closed already, what it received still readable
+                assert exc.errno == errno.ENOTCONN, exc
             data, how = _read_to_the_end(s)
     assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nfirst half of the report "), data
     assert how == "reset", how
