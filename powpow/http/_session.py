@@ -46,8 +46,11 @@ Invariants:
   transport's queue is above its high-water mark (``write_blocked``; the
   kernel's window then pushes back on the client), ``max_pipeline_depth``
   answers are outstanding, the parser holds parsed-later requests (``held``),
-  an Upgrade/CONNECT request waits for its handler's decision, or the handler
-  paused the request body.  ``_pump`` is the one place that resumes.
+  an Upgrade/CONNECT request waits to reach its handler, or its handler decides
+  and ``UPGRADE_PEEK_BYTES`` came after it (below that, reading goes on, so a
+  client that hangs up meanwhile is seen at once), or the handler paused the
+  request body.  ``_pump`` is the one place that resumes (and
+  ``_dispatch_upgrade``, for the peek).
 * An Upgrade/CONNECT request pipelined behind answers still being made (or
   while the transport is over high water) reaches its handler only once those
   answers are complete and handed to the transport (``_pump`` defers
@@ -134,6 +137,13 @@ STREAM_HOLD_BYTES = 256 << 10
 # sent, and a client that reads nothing pins that many descriptors, not one per
 # pipelined answer (see the module docstring; nginx and http.server: one).
 MAX_QUEUED_FILES = 4
+
+# An Upgrade/CONNECT request whose handler is deciding (an ASGI app, an ``async def``
+# handler): reading goes on up to this many bytes after it, so that a client that hangs
+# up meanwhile is seen at once (its FIN or reset), not at the keep-alive timeout.  A
+# WebSocket client sends nothing before the 101; what does come is kept for the new
+# owner (or parsed as HTTP if the switch is declined).
+UPGRADE_PEEK_BYTES = 16 << 10
 
 
 def _queued_files(conn) -> int:
@@ -444,9 +454,20 @@ class Session:
         # parser.held, not only self.held: flush() above may already have
         # drained this batch and scheduled the next (clearing self.held); reading
         # on would append a whole read to the held bytes for every 64 answers.
-        if (self.held or parser._held or self.write_blocked or self.upgrade_req is not None
-                or len(self.pending) >= self.depth):
+        if (self.held or parser._held or self.write_blocked or len(self.pending) >= self.depth
+                or (self.upgrade_req is not None and self._upgrade_holds_input())):
             conn.pause_reading()  # see the module docstring; _pump resumes
+
+    def _upgrade_holds_input(self) -> bool:
+        """Must reading pause for the pending Upgrade/CONNECT request?  Not while its
+        handler decides and little has come after it (``UPGRADE_PEEK_BYTES``)."""
+        up = self.upgrade_req
+        if up is None:
+            return False
+        res = up.response
+        parser = self.parser
+        return (res is None or res.ended or not parser.upgraded
+                or parser.buffered >= UPGRADE_PEEK_BYTES)
 
     def on_eof(self, conn) -> None:
         """The client half-closed: answer what is in flight, then close."""
@@ -507,8 +528,11 @@ class Session:
             # reading stays paused until its handler decides; one that waited for
             # earlier answers runs now that they are out (next iteration: not from
             # inside the res.end() that got us here)
-            if up.response is None and not self.pending:
-                self.loop.defer_call(self._dispatch_upgrade)
+            if up.response is None:
+                if not self.pending:
+                    self.loop.defer_call(self._dispatch_upgrade)
+            elif self.conn.reading_paused and not self._upgrade_holds_input():
+                self.conn.resume_reading()  # its handler decides: watch for a hang-up
             return
         if self.held or self.parser._held:
             # requests held back at the depth limit: parse the next batch on
@@ -830,6 +854,10 @@ class Session:
         finally:
             self.in_batch = False
         self.flush()
+        conn = self.conn
+        if (self.state < CLOSING and self.upgrade_req is req and conn.reading_paused
+                and not conn.closed and not self._upgrade_holds_input()):
+            conn.resume_reading()  # its handler decides: watch for a hang-up
 
     def _handler_failed(self, req, exc: Exception) -> None:
         """500 if nothing was sent yet; close after what precedes it either way.

@@ -358,6 +358,57 @@ def test_client_leaving_before_accept():
     assert isinstance(got[2], ClientDisconnected)
 
 
+def test_client_leaving_while_the_app_decides_is_seen_at_once():
+    # Reading went on pause while the app decided, so the hang-up was seen only at the
+    # keep-alive timeout (5 s here; 75 s behind a typical load balancer).
+    got = []
+    done = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        got.append(await receive())
+        t0 = time.monotonic()
+        got.append(await receive())  # (no accept yet: only a disconnect can come)
+        got.append(time.monotonic() - t0)
+        done.set()
+
+    with asgi_server(app, timeout_keep_alive=5) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(handshake())
+        time.sleep(0.2)
+        s.close()
+        assert done.wait(15)
+    assert got[0] == {"type": "websocket.connect"}
+    assert got[1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+    assert got[2] < 3.0, got
+
+
+def test_a_frame_sent_before_the_101_reaches_the_app_after_a_slow_accept():
+    # The bytes read while the app decides are the new protocol's: kept, in order.
+    got = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await asyncio.sleep(0.3)
+        await send({"type": "websocket.accept"})
+        m = await receive()
+        got.append(m)
+        await send({"type": "websocket.send", "text": "got:" + (m.get("text") or "")})
+        await receive()
+
+    with asgi_server(app) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.settimeout(5)
+        s.sendall(handshake() + masked_frame(b"early"))
+        data = read_until(s, b"got:early")
+        s.close()
+    assert data.startswith(b"HTTP/1.1 101")
+    assert got == [{"type": "websocket.receive", "text": "early"}]
+
+
 # ---------------------------------------------------------------- concurrent receive / send
 
 def masked_frame(payload: bytes, opcode: int = 1) -> bytes:
