@@ -116,8 +116,26 @@ def scan_lines_numpy(buf, start: int, end: int, out, line_begin: int):
 
 def scan_lines(buf, start: int, end: int, out, line_begin: int):
     if end - start >= NUMPY_MIN_SPAN and (_have_numpy if _have_numpy is not None else _look_for_numpy()):
-        return scan_lines_numpy(buf, start, end, out, line_begin)
+        if _np is not None or _try_numpy():
+            return scan_lines_numpy(buf, start, end, out, line_begin)
     return scan_lines_find(buf, start, end, out, line_begin)
+
+
+def _try_numpy() -> bool:
+    """Import numpy for the vectorised scan.  When it cannot be imported now (no
+    descriptor left to read its files: EMFILE; the first big head then arrived on
+    a server out of descriptors) this scan takes ``scan_lines_find`` -- the same
+    verdicts -- and the import is tried again next time; numpy that is broken
+    (ImportError) is given up for good."""
+    global _have_numpy
+    try:
+        _load_numpy()
+    except ImportError:
+        _have_numpy = False
+        return False
+    except OSError:
+        return False
+    return True
 
 
 

@@ -16,10 +16,20 @@ file.  ``Request.close()`` closes ``body_file``; ``multipart.Part.close()`` its
 part's file.
 
 Also used by the multipart parser for file parts.
+
+A file that cannot be made or written (no descriptor left, ``EMFILE``; a full
+disk, ``ENOSPC``) is the server's trouble, not the client's: ``write`` and
+``finish`` raise ``ParseError(503)`` (the ``OSError`` is its ``__cause__``), so
+the request is answered 503 with ``Retry-After`` and the connection closed, as
+for any body that cannot be taken -- not reset with a traceback.
 """
 import os
 import sys
 from typing import IO, List, Optional
+
+from ..errors import ParseError
+
+STORE_FAILED = "the server cannot store the request body now"
 
 # Linux's O_TMPFILE (with O_DIRECTORY, as the kernel defines it).  PyPy 3.9's
 # os module lacks the constant, and tempfile then falls back to a named file
@@ -62,15 +72,18 @@ class SpooledBody:
     def write(self, data) -> None:
         self.size += len(data)
         f = self.file
-        if f is not None:
-            f.write(data)
-            return
-        self._parts.append(bytes(data))
-        if self.size > self._threshold:
-            f = self.file = open_spool_file(self._dir)
-            for p in self._parts:
-                f.write(p)
-            self._parts = []
+        try:
+            if f is not None:
+                f.write(data)
+                return
+            self._parts.append(bytes(data))
+            if self.size > self._threshold:
+                f = self.file = open_spool_file(self._dir)
+                for p in self._parts:
+                    f.write(p)
+                self._parts = []
+        except OSError as exc:
+            raise ParseError(503, STORE_FAILED) from exc
 
     def finish(self):
         """Return ``(data, file)``: the bytes in memory, or the file rewound to 0.
@@ -79,8 +92,12 @@ class SpooledBody:
         f = self.file
         if f is not None:
             self.file = None
-            f.flush()
-            f.seek(0)
+            try:
+                f.flush()
+                f.seek(0)
+            except OSError as exc:
+                f.close()
+                raise ParseError(503, STORE_FAILED) from exc
             return b"", f
         parts = self._parts
         self._parts = []

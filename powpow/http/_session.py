@@ -146,6 +146,12 @@ MAX_QUEUED_FILES = 4
 UPGRADE_PEEK_BYTES = 16 << 10
 
 
+def _send_parse_error(res, exc: ParseError) -> None:
+    if exc.status == 503:
+        res._headers.append(("Retry-After", "1"))  # (a passing lack of descriptors or space)
+    res.send_error(exc.status, exc.message)
+
+
 def _queued_files(conn) -> int:
     """File chunks (each an open descriptor) in ``conn``'s write queue: ``Connection``
     and ``TlsTransport`` count them for their water marks; 0 for a transport that does not."""
@@ -878,9 +884,13 @@ class Session:
                     self.conn.close_after_drain()
             return
         if isinstance(exc, ParseError) and not res.headers_sent and not res.ended:
-            log.info("bad request body from %s: %s", self.ip, exc)
+            if exc.status >= 500:  # (a form part the server cannot spool)
+                log.warning("request body from %s answered %d: %s (%s)", self.ip, exc.status, exc.message,
+                            exc.__cause__ or "")
+            else:
+                log.info("bad request body from %s: %s", self.ip, exc)
             res._reset()
-            res.send_error(exc.status, exc.message)
+            _send_parse_error(res, exc)
             return
         log.error("handler raised for %s %s", req.method, req.target, exc_info=exc)
         self._to_closing()
@@ -906,7 +916,12 @@ class Session:
 
     def _reject(self, exc: ParseError) -> None:
         """Answer a parse error (after what precedes it), then close."""
-        log.info("bad request from %s: %s", self.ip, exc)
+        if exc.status >= 500:
+            # the server's trouble (a body it cannot spool: no descriptor, disk full)
+            log.warning("request from %s answered %d: %s (%s)", self.ip, exc.status, exc.message,
+                        exc.__cause__ or "")
+        else:
+            log.info("bad request from %s: %s", self.ip, exc)
         self._to_closing()
         failed = self.body_req
         if failed is not None:
@@ -919,7 +934,7 @@ class Session:
                 return
         res = Response(self, _UNPARSED)
         self.pending.append(res)
-        res.send_error(exc.status, exc.message)
+        _send_parse_error(res, exc)
 
     def _body_failed(self, res: Response, exc: ParseError) -> None:
         """``_reject`` for a request whose handler runs already (streaming) and
@@ -941,7 +956,7 @@ class Session:
             err._close = True
             pending[pending.index(res)] = err  # (the handler's answer is not awaited any more)
             res._lost()
-            err.send_error(exc.status, exc.message)
+            _send_parse_error(err, exc)
         self.flush()
 
     def cut_answer(self, res: Response) -> None:
