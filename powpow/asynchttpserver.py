@@ -422,11 +422,29 @@ class AsyncHttpServer:
 
     async def serve(self, port: int, cb: Callable[[Request], Awaitable[Any]], address: str = "",
                     assumed_descriptors_per_request: int = -1, domain: int = socket.AF_INET) -> None:
-        """``listen`` then accept forever (waiting 0.5 s while ``should_accept_request`` is False)."""
+        """``listen`` then accept forever (waiting 0.5 s while ``should_accept_request`` is False).
+
+        Out of descriptors (``accept`` fails with EMFILE/ENFILE, or ENOBUFS/ENOMEM) it
+        logs one warning, waits 0.5 s and accepts again, as asyncio's own servers do:
+        a passing lack of descriptors does not end the server (with the default
+        ``assumed_descriptors_per_request=-1`` it used to raise out of ``serve``)."""
         self.listen(port, address, domain)
+        starved = 0
         while True:
             if self.should_accept_request(assumed_descriptors_per_request):
-                await self.accept_request(cb)
+                try:
+                    await self.accept_request(cb)
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_RESOURCE_ERRORS or self.socket is None:
+                        raise
+                    if not starved:
+                        log.warning("accept(): %s; retrying every 0.5 s", exc.strerror or exc)
+                    starved += 1
+                    await asyncio.sleep(0.5)
+                    continue
+                if starved:
+                    log.warning("accepting again (accept() failed %d times for want of descriptors)", starved)
+                    starved = 0
             else:
                 await asyncio.sleep(0.5)
 
@@ -448,10 +466,15 @@ def _max_fds() -> int:
     return 16000
 
 
+_ACCEPT_RESOURCE_ERRORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
 def _active_descriptors() -> int:
     try:
         return len(os.listdir("/proc/self/fd"))
     except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            return 1 << 30  # no descriptor left even to look: certainly too many
         if exc.errno in (errno.ENOENT, errno.EACCES):
             try:
                 return len(os.listdir("/dev/fd"))

@@ -469,3 +469,75 @@ def test_a_101_hands_the_connection_and_the_bytes_behind_it_to_the_callback():
     got, later = _run(cb, client)
     assert got.startswith(b"HTTP/1.1 101 Switching Protocols\r\n") and got.endswith(b"\r\n\r\nEARLY")
     assert later == b"LATER"
+
+
+SERVE_WITH_FEW_FDS = r"""
+import asyncio, resource
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+import powpow.aio
+from powpow.asynchttpserver import AsyncHttpServer
+
+server = AsyncHttpServer(reuse_addr=True)
+
+async def cb(req):
+    await req.respond(200, "hi", {"Content-Type": "text/plain"})
+
+async def tell_port():
+    while server.socket is None:
+        await asyncio.sleep(0.01)
+    print(server.get_port(), flush=True)
+
+async def main():
+    t = asyncio.ensure_future(tell_port())
+    await server.serve(0, cb, address="127.0.0.1", assumed_descriptors_per_request=-1)
+    await t
+
+powpow.aio.run(main())
+"""
+
+
+def test_serve_outlives_running_out_of_descriptors():
+    """accept() failing with EMFILE ended ``serve`` (the README's own example, with
+    ``assumed_descriptors_per_request=-1``): the listener was gone for good."""
+    import subprocess
+    import sys
+
+    from ._procs import finish
+
+    p = subprocess.Popen([sys.executable, "-c", SERVE_WITH_FEW_FDS], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, start_new_session=True)
+    held = []
+    try:
+        port = int(p.stdout.readline())
+        for _ in range(100):  # more than the 64 descriptors: accept() meets EMFILE
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+        time.sleep(1.0)
+        assert p.poll() is None, p.stderr.read().decode()
+        for c in held:
+            c.close()
+        held = []
+        time.sleep(1.5)  # its back-off, then the backlog drains (those clients are gone)
+        answered = 0
+        for _ in range(20):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                c.settimeout(5)
+                data = b""
+                while not data.endswith(b"hi"):
+                    b = c.recv(4096)
+                    if not b:
+                        break
+                    data += b
+                answered += data.startswith(b"HTTP/1.1 200 ")
+        assert answered == 20
+    finally:
+        for c in held:
+            c.close()
+        p.terminate()
+        try:
+            log = p.communicate(timeout=10)[1].decode()
+        except subprocess.TimeoutExpired:
+            log = ""
+        finish(p)
+    assert "Traceback" not in log, log
+    assert "accept(): Too many open files" in log, log
