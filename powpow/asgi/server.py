@@ -430,6 +430,7 @@ class Server:
         for req, res in early or ():
             if not res._gone:
                 self._handle(req, res)
+        early = req = res = None  # (this frame lives as long as the server: hold no request)
         if self._fail_w is not None:  # a worker: tell the parent we serve
             try:
                 os.write(self._fail_w, b"\0")
