@@ -1,6 +1,7 @@
 """Servers run as real processes in their own process group (``start_new_session=True``)."""
 import os
 import signal
+import subprocess
 
 
 def group_alive(pgid: int) -> bool:
@@ -21,3 +22,14 @@ def finish(p) -> None:
     p.wait(10)
     p.stdout.close()
     p.stderr.close()
+
+
+def stop_and_read_log(p) -> str:
+    """SIGTERM the server, then its stderr as text (``""`` if it did not end in 10 s); reaped."""
+    p.terminate()
+    try:
+        log = p.communicate(timeout=10)[1].decode()
+    except subprocess.TimeoutExpired:
+        log = ""
+    finish(p)
+    return log

@@ -502,7 +502,7 @@ def test_serve_outlives_running_out_of_descriptors():
     import subprocess
     import sys
 
-    from ._procs import finish
+    from ._procs import stop_and_read_log
 
     p = subprocess.Popen([sys.executable, "-c", SERVE_WITH_FEW_FDS], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, start_new_session=True)
@@ -533,11 +533,6 @@ def test_serve_outlives_running_out_of_descriptors():
     finally:
         for c in held:
             c.close()
-        p.terminate()
-        try:
-            log = p.communicate(timeout=10)[1].decode()
-        except subprocess.TimeoutExpired:
-            log = ""
-        finish(p)
+        log = stop_and_read_log(p)
     assert "Traceback" not in log, log
     assert "accept(): Too many open files" in log, log

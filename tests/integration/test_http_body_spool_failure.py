@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from ._procs import finish
+from ._procs import stop_and_read_log
 
 SERVER = r"""
 import resource, sys
@@ -83,11 +83,6 @@ def test_a_body_that_cannot_be_spooled_gets_503_and_the_server_recovers():
     finally:
         for c in idle:
             c.close()
-        p.terminate()
-        try:
-            log = p.communicate(timeout=10)[1].decode()
-        except subprocess.TimeoutExpired:
-            log = ""
-        finish(p)
+        log = stop_and_read_log(p)
     assert "answered 503" in log, log
     assert "Traceback" not in log and "exception in callback" not in log, log
