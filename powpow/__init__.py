@@ -52,6 +52,18 @@ _LAZY = {
     # subpackages that import asyncio
     "aio": (".aio", None),
     "asynchttpserver": (".asynchttpserver", None),
+    # the other modules users reach as attributes (powpow.wsgi.Server after a plain
+    # `import powpow`, powpow._ffi.NATIVE): imported on first use, like the names above
+    "asgi": (".asgi", None),
+    "wsgi": (".wsgi", None),
+    "http": (".http", None),
+    "net": (".net", None),
+    "extras": (".extras", None),
+    "loop": (".loop", None),
+    "timers": (".timers", None),
+    "errors": (".errors", None),
+    "buffers": (".buffers", None),
+    "_ffi": ("._ffi", None),
 }
 
 TYPE_CHECKING = False  # typing costs ~5 ms to import; mypy treats this name as True

@@ -21,7 +21,7 @@ import sys
 from typing import Optional
 
 from . import _ffi
-from ._appcli import port_number, seconds, whole_number
+from ._appcli import cert_error_words, port_number, seconds, whole_number
 from ._log import get_logger
 from .loop import Events, Loop
 
@@ -185,8 +185,11 @@ def make_handler(root: str, listing: bool, cors, show_hidden: bool, builtin: boo
         if livereload is not None:  # --livereload: the WebSocket endpoint, and the script in HTML pages
             if livereload.handle(req, res):
                 return
+            # no-cache: every answer is revalidated (a cheap 304 when unchanged), so the
+            # reload shows the edit; without it a browser may reuse a stylesheet, script
+            # or image by heuristic freshness (RFC 9111 §4.2.2: a tenth of its age)
             if not serve_static(req, res, root, listing=listing, show_hidden=show_hidden,
-                                inject_html=livereload.snippet):
+                                inject_html=livereload.snippet, cache_control="no-cache"):
                 res.send_error(404)
             return
         if not serve_static(req, res, root, listing=listing, show_hidden=show_hidden):
@@ -226,10 +229,20 @@ def serve(args: argparse.Namespace) -> int:
     from .http.cors import CorsConfigError
 
     raise_open_file_limit()
+    if args.directory is not None:
+        if args.dir is not None and args.dir != args.directory:
+            print("powpow serve: two directories given (%s and --directory %s)" % (args.dir, args.directory),
+                  file=sys.stderr)
+            return 2
+        args.dir = args.directory
     builtin = args.dir is None
     root = os.path.abspath(SITE_DIR if builtin else args.dir)
     if not os.path.isdir(root):
-        print("powpow serve: %s is not a directory" % root, file=sys.stderr)
+        hint = ""
+        if args.dir is not None and args.dir.isdigit() and args.directory is None:
+            # http.server takes the port there: python -m http.server 8080
+            hint = " (the port is given as --port %s)" % args.dir
+        print("powpow serve: %s is not a directory%s" % (root, hint), file=sys.stderr)
         return 2
     cors = None
     if args.cors or args.cors_origin:
@@ -253,12 +266,19 @@ def serve(args: argparse.Namespace) -> int:
 
         from .net.tls import server_context
         try:
-            ctx = server_context(args.certfile, args.keyfile, ca_certs=args.ca_certs)
+            ctx = server_context(args.certfile, args.keyfile)
         except (ssl.SSLError, OSError) as exc:
             # before listening: a certificate and key that do not match, a missing file...
             print("powpow serve: cannot use certificate %s with key %s: %s"
-                  % (args.certfile, args.keyfile or args.certfile, exc), file=sys.stderr)
+                  % (args.certfile, args.keyfile or args.certfile, cert_error_words(exc)), file=sys.stderr)
             return 2
+        if args.ca_certs:
+            try:  # (the certificate and key are known good now: what fails is the CA file)
+                ctx = server_context(args.certfile, args.keyfile, ca_certs=args.ca_certs)
+            except (ssl.SSLError, OSError) as exc:
+                print("powpow serve: cannot use the CA file %s (--ca-certs): %s"
+                      % (args.ca_certs, cert_error_words(exc)), file=sys.stderr)
+                return 2
     if args.livereload and args.workers != 1:
         print("powpow serve: --livereload needs --workers 1 (one watcher, one set of pages)", file=sys.stderr)
         return 2
@@ -330,9 +350,18 @@ def _add_serve_arguments(sub) -> None:
     s = sub.add_parser("serve", help="serve a directory over HTTP (default command)",
                        description="Serve DIR (default: a built-in demo site) over HTTP/1.1.")
     s.add_argument("dir", nargs="?", default=None, help="directory to serve (default: built-in demo site)")
+    # -d/--directory and -b/--bind as python -m http.server spells them
+    s.add_argument("-d", "--directory", dest="directory", metavar="DIR", default=None,
+                   help="the directory to serve, as http.server spells it (same as DIR)")
     s.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; :: for all, dual-stack)")
     s.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0 picks a free one)")
+    # The aliases are separate options so that an error names the spelling the user typed
+    # ("argument --port: invalid port", not "argument --port/-p").
+    s.add_argument("-b", "--bind", dest="host", metavar="HOST", default=argparse.SUPPRESS,
+                   help="same as --host, as http.server spells it")
+    s.add_argument("-p", dest="port", metavar="PORT", type=port_number, default=argparse.SUPPRESS,
+                   help="same as --port")
     s.add_argument("--workers", type=whole_number(1), default=1,
                    help="worker processes sharing the port (SO_REUSEPORT)")
     s.add_argument("--worker-threads", action="store_true",

@@ -40,6 +40,17 @@ class AppImportError(Exception):
 # --workers 0 would serve nothing, a negative timeout cuts every client at once,
 # "inf" overflows the millisecond conversion, and port 99999 would be bound as 34463.
 
+def cert_error_words(exc: OSError) -> str:
+    """An OSError from loading a certificate, key or CA file, for a message. PyPy's ssl
+    words errno errors its own way (FileNotFoundError(2, '') for a missing CA file,
+    '[Errno 2] Error' for a missing certificate): the errno's own words stand in."""
+    import ssl
+
+    if exc.errno and not isinstance(exc, ssl.SSLError):
+        return "[Errno %d] %s" % (exc.errno, os.strerror(exc.errno))
+    return str(exc)
+
+
 def port_number(text: str) -> int:
     from .net.addr import check_port
 
@@ -103,6 +114,12 @@ def add_arguments(p: argparse.ArgumentParser, kind: str) -> None:
                    help="serve HTTPS with this PEM certificate (chain)")
     p.add_argument("--keyfile", "--ssl-keyfile", dest="keyfile", metavar="KEY",
                    help="the certificate's private key (default: in CERT)")
+    p.add_argument("--max-header-size", type=whole_number(1), default=None, metavar="BYTES",
+                   help="largest request head, its fields together (default 8192; past it 431)")
+    p.add_argument("--max-headers", type=whole_number(1), default=None, metavar="N",
+                   help="most fields in a request head (default 100; past it 431)")
+    p.add_argument("--max-request-line", type=whole_number(1), default=None, metavar="BYTES",
+                   help="longest request line (default 8192; past it 414)")
     p.add_argument("--reload", action="store_true", help="restart when a .py file changes (development)")
     p.add_argument("--reload-dir", action="append", metavar="DIR",
                    help="watch this directory for --reload (repeatable; default: the current directory)")
@@ -164,6 +181,9 @@ def server_kwargs(kind: str, args: argparse.Namespace) -> Dict[str, Any]:
         forwarded_allow_ips=args.forwarded_allow_ips, log_level=args.log_level, access_log=args.access_log,
         timeout_keep_alive=args.timeout_keep_alive, timeout_graceful_shutdown=args.timeout_graceful_shutdown,
         limit_concurrency=args.limit_concurrency, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile)
+    for name in ("max_header_size", "max_headers", "max_request_line"):
+        if getattr(args, name) is not None:
+            kw[name] = getattr(args, name)
     if kind == "asgi":
         kw.update(lifespan=args.lifespan, ws="none" if args.ws == "none" else "auto")
     else:
@@ -213,7 +233,7 @@ def main(kind: str, args: argparse.Namespace, argv: Optional[List[str]] = None) 
             server_context(args.certfile, args.keyfile)
         except OSError as exc:  # (ssl.SSLError too)
             print("powpow %s: cannot use certificate %s with key %s: %s"
-                  % (kind, args.certfile, args.keyfile or args.certfile, exc), file=sys.stderr)
+                  % (kind, args.certfile, args.keyfile or args.certfile, cert_error_words(exc)), file=sys.stderr)
             return 2
     try:
         if kind == "asgi":

@@ -163,7 +163,8 @@ class Request:
 
         1xx, 204 and 304 have no content (RFC 9110 6.4.1): no Content-Length is
         added, and content for them raises ``ValueError`` before anything is sent
-        (dropping it would hide a bug).  RFC 9110 8.6 and RFC 9112 6.1 forbid
+        (dropping it would hide a bug); so does content for a 205 (15.3.6), which
+        is sent with ``Content-Length: 0``.  RFC 9110 8.6 and RFC 9112 6.1 forbid
         Content-Length and Transfer-Encoding on 1xx and 204: given, they raise
         too.  A 304 may carry the 200's Content-Length: sent as given, as is the
         Content-Length of a HEAD answered with empty content (the GET's length).
@@ -174,6 +175,10 @@ class Request:
         body = content.encode("utf-8") if isinstance(content, str) else bytes(content)
         pairs = _header_pairs(headers)
         head_only = self.req_method == "HEAD"
+        if code == 205:  # RFC 9110 15.3.6: no content; its Content-Length: 0 is added below
+            if body or any(k.lower() in _FRAMING and str(v).strip() != "0" for k, v in pairs):
+                raise ValueError("a 205 response has no content (RFC 9110 15.3.6): %s given, nothing "
+                                 "sent" % ("%d bytes" % len(body) if body else "a framing header"))
         if code < 200 or code == 204 or code == 304:
             if body:
                 raise ValueError("a %d response has no content, %d bytes given: nothing sent "

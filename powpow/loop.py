@@ -45,6 +45,9 @@ later and by every child process (``subprocess`` does not reset it on Python
 ``add_signal_handler``, this needs the main thread.
 """
 import collections
+import math
+import numbers
+import operator
 import os
 import signal
 import threading
@@ -172,17 +175,40 @@ class Loop:
     # ------------------------------------------------------------ timers
 
     def add_timer(self, ms: int, callback: Callback) -> TimerId:
-        """Run ``callback()`` once, no earlier than ``ms`` milliseconds from now."""
-        if ms < 0:
-            raise ValueError("timer delay must be >= 0 ms, got %r" % (ms,))
+        """Run ``callback()`` once, no earlier than ``ms`` milliseconds from now.
+
+        ``ms`` is a whole number of milliseconds; a float is rounded up (never
+        early).  A negative, NaN or infinite delay is a ``ValueError``, and a
+        closed loop raises ``LoopError``.
+        """
+        if ms.__class__ is not int or ms < 0 or self._closed:
+            ms = self._delay_ms(ms, "add_timer", "timer delay", 0)
         # ceil(now) + ms: never early, even by the fraction of the current ms.
         return self._wheel.add(-((self._t0 - _monotonic_ns()) // _NS_PER_MS) + ms, callback)
 
     def add_interval(self, ms: int, callback: Callback) -> TimerId:
         """Run ``callback()`` every ``ms`` milliseconds (on a fixed grid: no drift)."""
-        if ms <= 0:
-            raise ValueError("interval must be > 0 ms, got %r" % (ms,))
+        if ms.__class__ is not int or ms <= 0 or self._closed:
+            ms = self._delay_ms(ms, "add_interval", "interval", 1)
         return self._wheel.add(-((self._t0 - _monotonic_ns()) // _NS_PER_MS) + ms, callback, ms)
+
+    def _delay_ms(self, ms, call: str, what: str, least: int) -> int:
+        """The slow path of add_timer/add_interval: ``ms`` as whole milliseconds
+        (a float rounded up), or the error that names what is wrong with it."""
+        if self._closed:
+            raise LoopError("%s() on a closed loop" % call)
+        if isinstance(ms, bool) or not isinstance(ms, numbers.Real):
+            raise TypeError("%s must be a number of milliseconds, got %s %r" % (what, type(ms).__name__, ms))
+        try:
+            whole = operator.index(ms)  # int subclasses, numpy integers
+        except TypeError:
+            f = float(ms)
+            if not math.isfinite(f):
+                raise ValueError("%s must be a finite number of milliseconds, got %r" % (what, ms)) from None
+            whole = math.ceil(f) if f > 0 else (0 if f == 0 else -1)
+        if whole < least:
+            raise ValueError("%s must be %s ms, got %r" % (what, ">= 0" if least == 0 else "> 0", ms))
+        return whole
 
     def cancel_timer(self, tid: TimerId) -> bool:
         """Cancel a pending (or paused) timer; False if it already fired or was cancelled."""
@@ -297,6 +323,8 @@ class Loop:
 
     def defer_call(self, callback: Callback) -> None:
         """Run ``callback()`` at the start of the next iteration (never blocks the poll)."""
+        if self._closed:
+            raise LoopError("defer_call() on a closed loop")
         self._deferred.append(callback)
 
     def post(self, callback: Callback) -> None:
@@ -317,8 +345,31 @@ class Loop:
                     raise LoopError("post() on a closed loop")
                 self._wake()
 
+    def _posted_if_elsewhere(self, callback: Callback) -> bool:
+        """For servers' thread-safe ``shutdown()``: called off the thread the loop runs
+        on, post ``callback`` (dropped if the loop closed meanwhile) and say True."""
+        if not self._running or self._thread_id == threading.get_ident():
+            return False
+        try:
+            self.post(callback)
+        except LoopError:
+            pass  # closed meanwhile: nothing left to stop
+        return True
+
+    def _add_stop_signals(self, callback: Callable[[int], object]) -> List[int]:
+        """For servers' ``run()``: SIGINT and SIGTERM run ``callback``; in a thread other
+        than the main one (no signal handlers there) none is installed.  The signals
+        installed, for ``remove_signal`` afterwards."""
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.add_signal(sig, callback)
+        return [signal.SIGINT, signal.SIGTERM]
+
     def add_idle(self, callback: Callback) -> int:
         """Run ``callback()`` in every iteration that saw no I/O.  Returns a handle."""
+        if self._closed:
+            raise LoopError("add_idle() on a closed loop")
         self._idle_seq += 1
         self._idle[self._idle_seq] = callback
         return self._idle_seq
@@ -577,6 +628,9 @@ class Loop:
             self._iterate(-1 if timeout_ms is None else min(max(0, int(timeout_ms)), _MAX_POLL_MS))
         finally:
             self._running = False
+            # a stop() is spent by the iteration it cut short (as asyncio's): kept,
+            # it made every later run_once() poll with timeout 0 (a busy loop)
+            self._stopping = False
 
     def _iterate(self, max_timeout: int) -> None:
         handler = self._exception_handler

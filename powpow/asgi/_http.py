@@ -92,6 +92,10 @@ def _bad_status(status) -> str:
         status, " (1xx responses are interim, RFC 9110 §15.2)" if 100 <= status <= 199 else "")
 
 
+
+def _declares_length(headers) -> bool:
+    return any(name.lower() == "content-length" for name, _ in headers)
+
 class ClientDisconnected(OSError):
     """``send()`` after the client went away (ASGI spec 2.4: an OSError subclass)."""
 
@@ -301,7 +305,7 @@ class HttpCycle:
                 if not self.final_sent:
                     self.final_sent = True
                     return {"type": "http.request", "body": b"", "more_body": False}
-                if self.state == 2 or self.srv.stopping:
+                if self.state == 2:
                     return {"type": "http.disconnect"}
                 if res._session.eof:
                     self._on_eof()
@@ -315,8 +319,9 @@ class HttpCycle:
                 self.hold100 = False
                 res._hold_continue = False
                 res._session._continue(self.req)
-            if self.srv.stopping and self.eof:
-                return {"type": "http.disconnect"}
+            # (not at a shutdown: the client is still there, and an app that stops at
+            # http.disconnect -- Starlette's is_disconnected() -- would end its response
+            # early and cleanly, a truncated 200; the grace period ends with a cancel)
             res.on_close = self._on_close
             w = self.arrived
             if w is None:
@@ -349,10 +354,16 @@ class HttpCycle:
             eof = self.eof  # (True for a request without a body: a class default)
             if not eof:
                 self._close_if_unread()
-            if not res._sent_head:
+            if res._sent_head:
+                res.end(body)
+            elif body or self.req.method != "HEAD" or _declares_length(res._headers):
                 res.send(body)
             else:
-                res.end(body)
+                # HEAD answered with no body and no length (Starlette's StreamingResponse):
+                # framed as the GET's stream (chunked), not a Content-Length: 0 that a
+                # client would take for the size (RFC 9110 §8.6)
+                res.write(b"")
+                res.end()
             self.state = 2
             if not eof:
                 self._after_complete()

@@ -154,7 +154,9 @@ class Server:
     or connections), ``ssl_certfile``/``ssl_keyfile`` or ``ssl`` (an SSLContext).
     ASGI only: ``lifespan`` ("auto", "on", "off"), ``ws`` ("auto"/"powpow", "none"),
     ``ws_max_size``, ``ws_ping_interval``, ``ws_ping_timeout``, ``max_body``
-    (None: no limit, the body streams), ``on_ready(server)`` (called once
+    (None: no limit, the body streams), ``max_header_size`` / ``max_headers`` /
+    ``max_request_line`` (the request head's limits, HttpServer's defaults: 8 KiB,
+    100 fields, 8 KiB; past them 431/414), ``on_ready(server)`` (called once
     lifespan startup is done and requests are served; with workers, in the
     parent when the first worker serves).
     """
@@ -166,7 +168,8 @@ class Server:
                  limit_concurrency: Optional[int] = None, ssl_certfile=None, ssl_keyfile=None, ssl=None,
                  lifespan: str = "auto", ws: str = "auto", ws_max_size: int = 16 << 20,
                  ws_ping_interval: Optional[float] = 20.0, ws_ping_timeout: Optional[float] = 20.0,
-                 max_body: Optional[int] = None,
+                 max_body: Optional[int] = None, max_header_size: Optional[int] = None,
+                 max_headers: Optional[int] = None, max_request_line: Optional[int] = None,
                  on_ready: Optional[Callable[["Server"], Any]] = None) -> None:
         if lifespan not in ("auto", "on", "off"):
             raise ValueError("lifespan must be 'auto', 'on' or 'off', got %r" % (lifespan,))
@@ -200,6 +203,9 @@ class Server:
         self.on_ready = on_ready
         # None: no limit (the app reads the body as a stream and decides, as with uvicorn)
         self.max_body = UNLIMITED_BODY if max_body is None else int(max_body)
+        # the request head's limits: HttpServer's defaults (8 KiB, 100 fields, 8 KiB line) unless given
+        self.head_limits = {k: int(v) for k, v in (("max_header_size", max_header_size), ("max_headers", max_headers),
+                                                    ("max_request_line", max_request_line)) if v is not None}
         self.state: dict = {}
         self.aio: Any = None
         self.http: Optional[_AsgiHttpServer] = None
@@ -228,7 +234,7 @@ class Server:
             return self
         options = dict(keepalive_timeout=self.timeout_keep_alive, access_log=self.access_log,
                        streaming=True, workers=self.workers, grace_period=self.grace, ssl=self.ssl,
-                       max_body=self.max_body)
+                       max_body=self.max_body, **self.head_limits)
         if self.limit < 1 << 62:
             options["max_connections"] = self.limit
         http = self.http = _AsgiHttpServer(self, **options)
@@ -470,15 +476,7 @@ class Server:
         http._draining = True
         tcp = http._tcp
         if tcp is not None:
-            tcp.stop_listening()
-            for conn in list(tcp.connections):
-                session = conn.context
-                if session.__class__ is not Session:
-                    continue
-                if not session.pending and session.state != BODY and not conn.output_pending:
-                    conn.close()  # idle keep-alive, or a partial head
-                else:
-                    session.closing = True  # the last answer says Connection: close
+            http._stop_taking_requests()
         for ws in list(self.websockets):
             ws.close(1001, "server shutting down")
         deadline = aio.time() + grace

@@ -498,6 +498,13 @@ class Session:
                 self._body_failed(answer, ParseError(400, "the client closed before the request body was complete"))
                 return
         if not self.pending and not self.held and self.waiting is None:
+            if self.parser.buffered and self.upgrade_req is None and not conn.closed:
+                # bytes not parsed yet (pipelined behind a declined Upgrade, whose
+                # deferred _parse_held has not run): the requests complete in them
+                # are answered before the close, as any pipelined ones are
+                self.on_data(conn, b"")
+                if self.state >= CLOSING or self.pending or self.held or self.waiting is not None:
+                    return  # _pump closes once their answers are out
             conn.close_after_drain()  # nothing in flight: FIN after what is queued
             self._to_closing()
 

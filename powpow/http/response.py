@@ -45,8 +45,9 @@ _REASONS = {s.value: s.phrase for s in http.HTTPStatus}
 _STATUS_LINES = {code: ("HTTP/1.1 %d %s\r\n" % (code, phrase)).encode("latin-1")
                  for code, phrase in _REASONS.items()}
 
-# RFC 9110 §6.4.1 and §15: no content for 1xx, 204 and 304.
-NO_BODY_STATUS = frozenset([100, 101, 102, 103, 204, 304])
+# RFC 9110 §6.4.1 and §15: no content for 1xx, 204 and 304; nor for 205
+# (§15.3.6), which, unlike them, a client frames as usual: it says Content-Length: 0.
+NO_BODY_STATUS = frozenset([100, 101, 102, 103, 204, 205, 304])
 
 _TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
@@ -159,6 +160,7 @@ _header_blocks: dict = {}
 
 
 _FRAMING_NAMES = frozenset(["content-length", "transfer-encoding", "connection"])
+_FRAMING_LENS = frozenset(len(n) for n in _FRAMING_NAMES)  # add_header looks closer at these only
 # Names that send a list down the general path (a ``_Framing`` block): the framing
 # ones above, and Server / Date, single-valued fields (RFC 9110 §5.3, §6.6.1,
 # §10.2.4) that powpow writes itself unless the handler gave its own.  Looked at
@@ -181,6 +183,40 @@ class _Framing:
         self.conn = conn
         self.server = server
         self.date = date
+
+
+def _framing_field(lname: str, value):
+    """A handler's Content-Length (-> int), Transfer-Encoding (-> "chunked") or
+    Connection (-> its tokens), checked: anything powpow cannot frame raises
+    ``HeaderValueError`` (at ``set_header``/``add_header``, and again when the head
+    is built from a list given to ``send``)."""
+    value = str(value).strip()
+    if lname == "content-length":
+        if not (value.isascii() and value.isdigit()) or len(value) > 18:
+            raise HeaderValueError("Content-Length %r is not a decimal length" % (value,))
+        return int(value)
+    if lname == "transfer-encoding":
+        if value.lower() != "chunked":
+            raise HeaderValueError("Transfer-Encoding %r: powpow frames bodies itself; only "
+                                   "'chunked' (the default for streamed bodies) is accepted" % (value,))
+        return "chunked"
+    tokens = []
+    for tok in value.lower().split(","):
+        tok = tok.strip()
+        if tok not in ("close", "keep-alive", "upgrade"):
+            raise HeaderValueError("Connection %r: only close, keep-alive and upgrade are "
+                                   "accepted from a handler" % (value,))
+        tokens.append(tok)
+    return tokens
+
+
+def _stored_framing_field(lname: str, value) -> None:
+    """``set_header``/``add_header``: a framing field no answer of theirs could carry
+    raises at the call.  ``Connection: upgrade`` belongs to a 101, which only
+    ``res.upgrade()`` sends."""
+    parsed = _framing_field(lname, value)
+    if lname == "connection" and "upgrade" in parsed:
+        raise HeaderValueError("Connection: upgrade is only for a 101 response (use res.upgrade())")
 
 
 def _encode_block(headers):
@@ -206,26 +242,18 @@ def _encode_block(headers):
                     date = True
                 rest.append((name, value))
                 continue
-            value = str(value).strip()
+            parsed = _framing_field(lname, value)
             if lname == "content-length":
-                if not (value.isascii() and value.isdigit()) or len(value) > 18:
-                    raise HeaderValueError("Content-Length %r is not a decimal length" % (value,))
-                n = int(value)
-                if length is not None and n != length:
-                    raise HeaderValueError("two different Content-Length headers: %d and %d" % (length, n))
-                length = n
+                if length is not None and parsed != length:
+                    raise HeaderValueError("two different Content-Length headers: %d and %d" % (length, parsed))
+                length = parsed
             elif lname == "transfer-encoding":
-                if value.lower() != "chunked" or te is not None:
-                    raise HeaderValueError("Transfer-Encoding %r: powpow frames bodies itself; only "
-                                           "'chunked' (the default for streamed bodies) is accepted" % (value,))
+                if te is not None:
+                    raise HeaderValueError("Transfer-Encoding set twice: powpow frames bodies itself; only "
+                                           "one 'chunked' (the default for streamed bodies) is accepted")
                 te = "chunked"
-            elif lname == "connection":
-                for tok in value.lower().split(","):
-                    tok = tok.strip()
-                    if tok not in ("close", "keep-alive", "upgrade"):
-                        raise HeaderValueError("Connection %r: only close, keep-alive and upgrade are "
-                                               "accepted from a handler" % (value,))
-                    conn.append(tok)
+            else:
+                conn.extend(parsed)
         if length is not None and te is not None:
             raise HeaderValueError("both Content-Length and Transfer-Encoding set by the handler")
         parts = []
@@ -474,6 +502,8 @@ class Response:
         if name not in _checked_names or not (value.isascii() and value.isprintable()):
             _check_stored_header(name, value)
         lname = name.lower()
+        if lname in _FRAMING_NAMES:
+            _stored_framing_field(lname, value)  # (see above: a bad one raises now, not at send)
         self._headers = [h for h in self._headers if h[0].lower() != lname]
         self._headers.append((name, value))
         return self
@@ -488,6 +518,8 @@ class Response:
             value = str(value)
         if name not in _checked_names or not (value.isascii() and value.isprintable()):
             _check_stored_header(name, value)  # (see set_header)
+        if len(name) in _FRAMING_LENS and name.lower() in _FRAMING_NAMES:
+            _stored_framing_field(name.lower(), value)
         self._headers.append((name, value))
         return self
 
@@ -533,7 +565,10 @@ class Response:
         if status in NO_BODY_STATUS:
             # A 304 may carry the Content-Length the 200 would have (RFC 9110 §8.6,
             # §15.4.5: a handler relaying an upstream 304); a 204 or 1xx never does.
-            framing = b"Content-Length: %d\r\n" % self._length if status == 304 and self._length is not None else b""
+            if status == 304:
+                framing = b"Content-Length: %d\r\n" % self._length if self._length is not None else b""
+            else:  # a 205 is read as any response: without a length the client would wait for the close
+                framing = b"Content-Length: 0\r\n" if status == 205 else b""
         elif self._upgrade is not None and self._opens_tunnel():
             if self._length is not None:
                 raise HeaderValueError(_TUNNEL_FRAMING)

@@ -79,7 +79,6 @@ chunked body lacks its last chunk, a Content-Length is not reached: those
 tell).  Other connections never notice.
 """
 import os
-import signal
 import socket
 import sys
 import time
@@ -89,7 +88,7 @@ from .._log import get_logger
 from ..loop import Loop
 from ..net.connection import Connection
 from ..net.tcp import TcpServer
-from ._session import BODY, GONE, MAX_QUEUED_FILES, Session
+from ._session import BODY, CLOSING, GONE, MAX_QUEUED_FILES, Session
 from .parser import MAX_BODY, MAX_HEADER_SIZE, MAX_HEADERS, MAX_REQUEST_LINE
 from .response import _SERVER, NO_BODY_STATUS, DateCache, HeaderValueError, Response, _FileSeg, status_line
 from .forwarded import ProxyTrust
@@ -378,24 +377,41 @@ class HttpServer:
             self.exit_code = (run_threads if self.worker_mode == "thread" else run_workers)(self)
             return
         loop = self._ensure_loop()
-        loop.add_signal(signal.SIGINT, lambda s: self.shutdown())
-        loop.add_signal(signal.SIGTERM, lambda s: self.shutdown())
+        # signal handlers live in the main thread: run() in another thread (a test
+        # fixture, an app embedding the server) serves until shutdown() or stop()
+        signals = loop._add_stop_signals(lambda s: self.shutdown())
         try:
             loop.run()
         finally:
-            loop.remove_signal(signal.SIGINT)
-            loop.remove_signal(signal.SIGTERM)
+            for sig in signals:
+                loop.remove_signal(sig)
             self.close()
 
     def shutdown(self, grace_period: Optional[float] = None) -> None:
         """Stop accepting; answer the requests already accepted (up to the grace
-        period); stop the loop as soon as the last answer is out."""
+        period); stop the loop as soon as the last answer is out. From any thread:
+        called off the loop's thread while it runs, it is posted to the loop."""
         if self._draining:
+            return
+        if self.loop is not None and self.loop._posted_if_elsewhere(lambda: self.shutdown(grace_period)):
             return
         self._draining = True
         tcp = self._tcp
         if tcp is None:
             self.loop.stop()
+            return
+        self._stop_taking_requests()
+        grace = self.grace_period if grace_period is None else grace_period
+        self._timers.append(self.loop.add_timer(int(grace * 1000), self._finish_drain))
+        # answers leave from callbacks and timers: check often, it is only while stopping
+        self._timers.append(self.loop.add_interval(20, self._check_drained))
+        self._check_drained()
+
+    def _stop_taking_requests(self) -> None:
+        """Draining starts: stop listening, close the idle connections, and mark the
+        others so that their last answer says ``Connection: close``."""
+        tcp = self._tcp
+        if tcp is None:
             return
         tcp.stop_listening()
         for conn in list(tcp.connections):
@@ -404,15 +420,16 @@ class HttpServer:
                 # handed over (upgraded): not an answer of ours; it is closed with
                 # the rest once every answer is out (a WsServer sends 1001 itself)
                 continue
+            session.closing = True  # the last answer says Connection: close
             if not session.pending and session.state != BODY and not conn.output_pending:
-                conn.close()  # idle or a partial head
-            else:
-                session.closing = True  # the last answer says Connection: close
-        grace = self.grace_period if grace_period is None else grace_period
-        self._timers.append(self.loop.add_timer(int(grace * 1000), self._finish_drain))
-        # answers leave from callbacks and timers: check often, it is only while stopping
-        self._timers.append(self.loop.add_interval(20, self._check_drained))
-        self._check_drained()
+                # Idle as far as the loop knows, but a request may wait unread (sent as
+                # the signal came; a proxy reusing its keep-alive connection): closing
+                # with it unread resets it unanswered (the proxy's 502).  Read first: a
+                # request that was there is answered like the ones in flight.
+                conn.read_now()
+                if (not conn.closed and session.state < CLOSING and session.state != BODY
+                        and not session.pending and not conn.output_pending):
+                    conn.close()  # idle, or a partial head
 
     def _session_quiet(self, session) -> None:
         """Draining: a connection handed its last answer over."""

@@ -61,6 +61,11 @@ def check_port(port: Union[int, str, bytes, None]) -> None:
 
 def resolve_passive(host: Optional[str], port: int, socktype: int) -> Tuple[int, tuple]:
     """(family, sockaddr) to bind to.  ``host`` None or "" means dual-stack any ("::")."""
+    if host is not None and not isinstance(host, str):
+        swapped = isinstance(port, str) and isinstance(host, int)
+        raise TypeError("host must be a str, got %s %r%s" % (
+            type(host).__name__, host,
+            " (the port comes first: listen(port, host))" if swapped else ""))
     check_port(port)
     if host is None or host == "":
         host = "::" if socket.has_ipv6 else "0.0.0.0"
@@ -128,8 +133,10 @@ def client_ip(family: int, sa) -> Optional[str]:
 def check_unix_path(path) -> str:
     p = os.fspath(path)
     n = len(os.fsencode(p))
-    if n > UNIX_PATH_MAX:
-        raise ValueError("unix socket path is too long: %d bytes (the limit is %d): %r" % (n, UNIX_PATH_MAX, p))
+    # An abstract name (leading NUL) needs no terminating NUL: it may fill all of sun_path.
+    limit = UNIX_PATH_MAX + 1 if is_abstract(p) else UNIX_PATH_MAX
+    if n > limit:
+        raise ValueError("unix socket path is too long: %d bytes (the limit is %d): %r" % (n, limit, p))
     if n == 0:
         raise ValueError("unix socket path is empty")
     return p

@@ -343,6 +343,8 @@ def connect(loop: Loop, host: str, port: int, on_connect: Optional[Callable], on
     to speak TLS; ``server_hostname`` (default ``host``) is sent as SNI and
     checked against the certificate.
     """
+    if loop.is_closed:
+        raise LoopError("connect() on a closed loop")
     _addr.check_port(port)  # getaddrinfo would connect to port 70000 as 4464
     if ssl is True:
         import ssl as _ssl
@@ -365,6 +367,8 @@ def connect_unix(loop: Loop, path, on_connect: Optional[Callable], on_data: Opti
                  cork: bool = False, high_water: int = DEFAULT_HIGH_WATER, low_water: int = DEFAULT_LOW_WATER,
                  max_queued: int = DEFAULT_MAX_QUEUED, linger_ms: int = DEFAULT_LINGER_MS) -> Connector:
     """Connect to a unix stream socket; same callbacks as ``connect``."""
+    if loop.is_closed:
+        raise LoopError("connect_unix() on a closed loop")
     _sock.ignore_sigpipe()
     p = _addr.check_unix_path(path)
     c = Connector(loop, p, None, on_connect, on_data, on_close, on_error, timeout_ms, False, 0, False,

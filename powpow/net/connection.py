@@ -262,6 +262,16 @@ class Connection(_Writer):
     def reading_paused(self) -> bool:
         return self._paused
 
+    def read_now(self) -> None:
+        """Read what the kernel holds for this connection now, until EAGAIN, and hand it
+        to ``on_data`` (then ``on_eof``/``on_close`` if it says so), as the next poll
+        would.  Nothing while reading is paused, after EOF or once closing.  For an owner
+        that decides about the connection before that poll: a server closing its idle
+        connections reads first, as a request may be waiting unread (closing a socket
+        with unread input sends a reset; the request would be lost unanswered)."""
+        if self._state == OPEN and not self._paused and not self._eof:
+            self._read(HUP)
+
     def close(self, reset: bool = False) -> None:
         """Close now, dropping anything queued; ``reset=True`` sends an RST (SO_LINGER {1,0})."""
         if self._state == CLOSED:

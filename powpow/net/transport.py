@@ -106,6 +106,9 @@ class Transport(Protocol):
     def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
         """Set ``high_water`` / ``low_water``."""
 
+    def read_now(self) -> None:
+        """Read (and hand to ``on_data``) what is waiting now, before the next poll."""
+
     def pause_reading(self) -> None:
         """Stop ``on_data`` until ``resume_reading()``; a hang-up still sets ``peer_closed``."""
 

@@ -13,11 +13,12 @@ in the client role: every frame masked with a fresh key taken from one
 ``connect_sync(url)`` is a blocking client on a plain socket and the same
 sans-I/O ``Protocol``: ``send``, ``recv(timeout)``, ``ping``, ``close``.
 """
+import base64
 import logging
 import socket
 import time
 from typing import Callable, Optional, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from .. import net
 from . import deflate as _deflate
@@ -29,15 +30,36 @@ from .protocol import CLOSE, MESSAGE, PING, Protocol
 log = logging.getLogger("powpow.ws")
 
 
-def parse_url(url: str) -> Tuple[str, int, str, str]:
-    """``ws[s]://host:port/path?q`` -> (host, port, resource, Host header)."""
+# kept as they are in the resource: RFC 3986's reserved characters and '%' (an escape
+# already made); anything else outside unreserved ASCII is percent-encoded from UTF-8
+_URL_SAFE = "!$%&'()*+,/:;=?@[]~"
+
+
+def parse_url(url: str) -> Tuple[str, int, str, str, Optional[str]]:
+    """``ws[s]://[user:password@]host:port/path?q`` -> (host, port, resource, Host header,
+    Authorization or None).
+
+    The resource is sent percent-encoded (``/päth`` as ``/p%C3%A4th``; escapes already
+    in the URL are kept), an international host name goes into Host as IDNA, and
+    credentials in the URL become ``Authorization: Basic`` (RFC 7617), as browsers and
+    the ``websockets`` client do."""
     u = urlsplit(url)
     if u.scheme not in ("ws", "wss") or not u.hostname:
         raise ValueError("not a ws:// or wss:// URL: %r" % url)
     port = u.port or (443 if u.scheme == "wss" else 80)
-    path = (u.path or "/") + ("?" + u.query if u.query else "")
+    path = quote(u.path or "/", safe=_URL_SAFE) + ("?" + quote(u.query, safe=_URL_SAFE) if u.query else "")
     host_header = u.netloc.rpartition("@")[2]
-    return u.hostname, port, path, host_header
+    if not host_header.isascii():
+        try:
+            name = u.hostname.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise ValueError("host name %r cannot be encoded (IDNA): %s" % (u.hostname, exc)) from None
+        host_header = name if u.port is None else "%s:%d" % (name, u.port)
+    auth = None
+    if u.username is not None:
+        cred = "%s:%s" % (unquote(u.username), unquote(u.password or ""))
+        auth = "Basic " + base64.b64encode(cred.encode("utf-8")).decode("ascii")
+    return u.hostname, port, path, host_header, auth
 
 
 def _tls_context(url: str, ssl_ctx):
@@ -66,9 +88,11 @@ class _Opening:
         self.subprotocols = list(subprotocols or ())
         self.options = options
         self.dopts = _deflate.options_from(options.compression, options.shared_compressor)
-        host, port, self.path, self.host_header = parse_url(url)
+        host, port, path, host_header, auth = parse_url(url)
         self.key = new_key()
-        self.extra_headers = headers
+        # built now: a bad header raises at connect(), not inside a loop callback
+        self.request = client_request(host_header, path, self.key, headers, self.subprotocols,
+                                      _deflate.client_offer(self.dopts) if self.dopts is not None else None, auth)
         self.buf = b""
         self.conn = None
         self.ws: Optional[WebSocket] = None
@@ -107,9 +131,7 @@ class _Opening:
             conn.close()
             return
         self.conn = conn
-        ext = _deflate.client_offer(self.dopts) if self.dopts is not None else None
-        conn.write(client_request(self.host_header, self.path, self.key, self.extra_headers, self.subprotocols,
-                                  ext))
+        conn.write(self.request)
 
     def _on_close(self, conn, exc) -> None:
         if self.ws is None:
@@ -193,8 +215,12 @@ class SyncClient:
     def __init__(self, url: str, timeout: float = 5.0, headers=None, subprotocols=(), compression=None,
                  max_message_size: Optional[int] = 1 << 20, ssl=None,
                  open_timeout: Optional[float] = None) -> None:
-        host, port, path, host_header = parse_url(url)
+        host, port, path, host_header, auth = parse_url(url)
         tls = _tls_context(url, ssl)
+        dopts = _deflate.options_from(compression)
+        key = new_key()
+        request = client_request(host_header, path, key, headers, list(subprotocols or ()),
+                                 _deflate.client_offer(dopts) if dopts else None, auth)  # (raises before connecting)
         limit = timeout if open_timeout is None else open_timeout
         deadline = time.monotonic() + limit
 
@@ -209,15 +235,12 @@ class SyncClient:
         except socket.timeout:
             raise WsHandshakeError("opening handshake timed out after %g s" % limit) from None
         self.timeout = timeout
-        dopts = _deflate.options_from(compression)
-        key = new_key()
         try:
             if tls is not None:
                 self.sock.settimeout(left())
                 self.sock = tls.wrap_socket(self.sock, server_hostname=host)
             self.sock.settimeout(left())
-            self.sock.sendall(client_request(host_header, path, key, headers, list(subprotocols or ()),
-                                             _deflate.client_offer(dopts) if dopts else None))
+            self.sock.sendall(request)
             buf = b""
             while True:
                 got = parse_response(buf)

@@ -28,10 +28,19 @@ class WsHandshakeError(WsError):
         self.status = status
 
 
+# What a close without a reason means (RFC 6455 §7.4.1), for WsClosed's message
+_NO_REASON = {
+    1000: "(normal closure)",
+    1001: "(going away)",
+    1005: "(the close frame carried no status code)",
+    1006: "(no close frame: the connection was lost)",
+}
+
+
 class WsClosed(WsError):
     """Raised by the blocking client when the connection is closed (``code``, ``reason``)."""
 
     def __init__(self, code: int, reason: str = "") -> None:
-        super().__init__("connection closed: %d %s" % (code, reason))
+        super().__init__("connection closed: %d %s" % (code, reason or _NO_REASON.get(code, "(no reason given)")))
         self.code = code
         self.reason = reason

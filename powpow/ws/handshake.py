@@ -80,18 +80,53 @@ def check_request(req) -> Optional[Tuple[int, str]]:
     return None
 
 
-def client_request(host: str, path: str, key: str, headers, subprotocols, extensions: Optional[str]) -> bytes:
+# The opening handshake's own fields: given in ``headers`` they would contradict it
+# (the arguments that set the last two: subprotocols=, compression=)
+_HANDSHAKE_FIELDS = {
+    "upgrade": None, "connection": None, "sec-websocket-key": None, "sec-websocket-version": None,
+    "sec-websocket-protocol": "subprotocols=", "sec-websocket-extensions": "compression=",
+}
+
+
+def client_request(host: str, path: str, key: str, headers, subprotocols, extensions: Optional[str],
+                   authorization: Optional[str] = None) -> bytes:
+    """The opening request.  ``headers`` (a mapping or pairs) are added; a ``Host`` or
+    ``Authorization`` among them replaces the one from the URL; one of the handshake's
+    own fields (``Upgrade``, ``Connection``, ``Sec-WebSocket-*``) is a ``ValueError``."""
+    extra = []
+    for name, value in (headers.items() if hasattr(headers, "items") else headers or ()):
+        name, value = str(name), str(value)
+        if not _TOKEN.match(name) or _BAD_VALUE.search(value) or not value.isascii() and not _latin1(value):
+            raise ValueError("invalid header %r: %r" % (name, value))
+        lname = name.lower()
+        if lname in _HANDSHAKE_FIELDS:
+            arg = _HANDSHAKE_FIELDS[lname]
+            raise ValueError("header %r is the WebSocket handshake's own%s" % (
+                name, "; use %s" % arg if arg else ""))
+        if lname == "host":
+            host = value
+        elif lname == "authorization":
+            authorization = value
+        else:
+            extra.append("%s: %s" % (name, value))
     lines = ["GET %s HTTP/1.1" % path, "Host: %s" % host, "Upgrade: websocket", "Connection: Upgrade",
              "Sec-WebSocket-Key: %s" % key, "Sec-WebSocket-Version: 13"]
+    if authorization is not None:
+        lines.append("Authorization: %s" % authorization)
     if subprotocols:
         lines.append("Sec-WebSocket-Protocol: %s" % ", ".join(subprotocols))
     if extensions:
         lines.append("Sec-WebSocket-Extensions: %s" % extensions)
-    for name, value in (headers.items() if hasattr(headers, "items") else headers or ()):
-        if not _TOKEN.match(name) or _BAD_VALUE.search(str(value)):
-            raise ValueError("invalid header %r" % name)
-        lines.append("%s: %s" % (name, value))
+    lines.extend(extra)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _latin1(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Response:

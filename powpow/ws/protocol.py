@@ -52,6 +52,14 @@ MESSAGE, PING, PONG, CLOSE = 1, 2, 3, 4
 MAX_MESSAGE_SIZE = 1 << 20  # 1 MiB, as websockets
 MAX_FRAGMENTS = 16384  # more is a slow-drip attack, not a real sender (1008)
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+def _holds_a_surrogate(dec) -> bool:
+    """CPython's incremental decoder holds back ED A0..BF (a UTF-16 surrogate, never valid
+    UTF-8) as if it could still complete; every other impossible prefix fails at once.
+    True when the bytes held back start so (PyPy fails them itself)."""
+    held = dec.getstate()[0]
+    return len(held) >= 2 and held[0] == 0xED and held[1] >= 0xA0
 _KEY_BATCH = 4096  # os.urandom once per 1024 client frames
 # Pings answered one for one before we write: Autobahn 2.10 sends 10 back to back (one read) and
 # expects 10 pongs; a peer with more unanswered pings than this is flooding, not keeping alive.
@@ -187,6 +195,8 @@ class Protocol:
             dec.decode(data, False)
         except UnicodeDecodeError:
             raise WsProtocolError(1007, "invalid UTF-8 in a text message") from None
+        if _holds_a_surrogate(dec):
+            raise WsProtocolError(1007, "invalid UTF-8 in a text message")
 
     def data_to_send(self) -> List[bytes]:
         """Frames the protocol sends on its own: the pongs owed, then the close that answers or fails.
@@ -295,6 +305,8 @@ class Protocol:
                 utf8.decode(payload, fin)  # fail fast: the first invalid byte, in this fragment
             except UnicodeDecodeError:
                 raise WsProtocolError(1007, "invalid UTF-8 in a text message") from None
+            if not fin and _holds_a_surrogate(utf8):
+                raise WsProtocolError(1007, "invalid UTF-8 in a text message")
         msg += payload
         if not fin:
             return

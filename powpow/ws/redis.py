@@ -19,7 +19,10 @@ is back (or every 10 s while it is away), never one line per message.  An
 error reply (e.g. ``NOAUTH``) is logged the same way; on the subscribing
 connection it also closes that connection, so the retry brings it back once
 Redis accepts it.  A lost Redis connection is retried every ``retry_ms``;
-local delivery never depends on Redis.
+local delivery never depends on Redis.  A Redis that is connected but does
+not read (stalled, or slower than the publishes) gets the same bound: past
+4 MiB unsent on its connection, publishes are dropped and counted the same
+way until it catches up, and the connection is kept.
 """
 import logging
 import os
@@ -136,6 +139,8 @@ class RedisFanout:
         self.pending: List[bytes] = []
         self.pending_bytes = 0
         self._dropped = _Repeated("not connected, publishes dropped (queue full)")
+        self._stalled = _Repeated("Redis is not reading, publishes dropped (%d MiB unsent)"
+                                  % (MAX_PENDING_BYTES >> 20))
         self._pub_failed = _Repeated("PUBLISH failed")
         self._sub_failed = _Repeated("PSUBSCRIBE failed")
         self._unreachable = _Repeated("cannot connect")
@@ -232,8 +237,14 @@ class RedisFanout:
         else:
             body = self.origin + b"b" + bytes(message)
         cmd = resp_command("PUBLISH", self.prefix + topic, body)
-        if self.pub is not None and not self.pub.closed:
-            self.pub.write(cmd)
+        pub = self.pub
+        if pub is not None and not pub.closed:
+            if pub.queued_bytes + len(cmd) <= MAX_PENDING_BYTES or not pub.queued_bytes:
+                if self._stalled.count:
+                    self._stalled.settle()
+                pub.write(cmd)
+            else:
+                self._stalled.hit(self.loop.now_ms(), "to %r" % (topic,))
         elif len(self.pending) < MAX_PENDING and self.pending_bytes + len(cmd) <= MAX_PENDING_BYTES:
             self.pending.append(cmd)
             self.pending_bytes += len(cmd)

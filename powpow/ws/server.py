@@ -21,7 +21,6 @@ the loop's shared compressor: see ``deflate``); a recipient over
 reported as failed.
 """
 import logging
-import signal
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set
 
 from ..http import HttpServer
@@ -375,22 +374,26 @@ class WsServer:
         return broadcast(list(self.clients), message)
 
     def run(self) -> None:
+        """Serve until SIGINT/SIGTERM or ``shutdown()``; in a thread other than the main
+        one (no signal handlers there) until ``shutdown()``."""
         loop = self.http._ensure_loop()
-        loop.add_signal(signal.SIGINT, lambda s: self.shutdown())
-        loop.add_signal(signal.SIGTERM, lambda s: self.shutdown())
+        signals = loop._add_stop_signals(lambda s: self.shutdown())
         try:
             loop.run()
         finally:
-            loop.remove_signal(signal.SIGINT)
-            loop.remove_signal(signal.SIGTERM)
+            for sig in signals:
+                loop.remove_signal(sig)
             self.close()
 
     def shutdown(self, grace: float = 5.0) -> None:
-        """Close 1001 to every WebSocket, wait for them at most ``grace`` s, then stop the HTTP side and loop."""
+        """Close 1001 to every WebSocket, wait for them at most ``grace`` s, then stop the
+        HTTP side and loop. From any thread: off the running loop's thread it is posted."""
         if self._draining:
             return
-        self._draining = True
         loop = self.loop
+        if loop is not None and loop._posted_if_elsewhere(lambda: self.shutdown(grace)):
+            return
+        self._draining = True
         for ws in list(self.clients):
             ws.close(1001, "server shutting down")
         self._timers.append(loop.add_timer(int(grace * 1000), self._force_stop))

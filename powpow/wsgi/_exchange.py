@@ -38,7 +38,7 @@ from collections import deque
 from typing import Any, Optional
 
 from ..errors import LoopError
-from ._input import EMPTY_INPUT, HIGH_WATER, ClientDisconnected, WsgiInput
+from ._input import EMPTY_INPUT, HIGH_WATER, PIECE_COST, ClientDisconnected, WsgiInput
 from ._rules import _LENGTH, FileWrapper, _check_headers, _FilePart, _FilePlan, _header_kind, _status_code
 
 UNLIMITED_BODY = 1 << 62
@@ -61,6 +61,7 @@ class Exchange:
     gone = False
     released = False
     queued = False  # waiting behind an earlier pipelined request of its connection
+    started = False  # run() began on a worker (or inline)
     # worker side
     status: Optional[str] = None
     code = 200
@@ -124,7 +125,10 @@ class Exchange:
         """The client went away before the response ended (loop thread)."""
         self.gone = True
         if self.input is not EMPTY_INPUT:
-            self.input.lost()
+            if self.started:
+                self.input.lost()
+            else:
+                self.input.discard()  # it will never run (run() sees gone): free its body now
         cond = self._cond
         if cond is not None:
             with cond:
@@ -154,6 +158,7 @@ class Exchange:
     # -- the application call (worker thread) ----------------------------------------
 
     def run(self) -> None:
+        self.started = True  # (before reading gone: _loop_gone reads them the other way round)
         if self.gone:  # the client left while the request waited for a thread
             self.post(self._loop_release)
             return
@@ -219,6 +224,9 @@ class Exchange:
                     raise TypeError("WSGI application yielded %s, not bytes" % type(chunk).__name__)
                 if chunk:
                     self._send(chunk)
+                    if self.req.method == "HEAD":
+                        self._end()  # the head is out and no body follows (see _consume)
+                        break
                 if not self.gone and not res.ended and not res._session.writable:
                     res.on_drain = self._inline_pump
                     return
@@ -292,6 +300,9 @@ class Exchange:
                 return  # the client left: stop pulling (close() follows)
             if chunk:
                 self._send(chunk)
+                if self.req.method == "HEAD":
+                    break  # the head is out and no body follows: pulling on would only spin this
+                    # thread (for ever, on an endless stream); close() follows
         self._end()
 
     def _whole(self, body: bytes) -> None:
@@ -359,6 +370,7 @@ class Exchange:
         """Hand a body chunk to the loop, waiting while the client is behind."""
         n = len(chunk)
         self.written += n
+        n += PIECE_COST  # (against STREAM_HIGH: 10-byte chunks are not 26 000 per loop turn)
         if self.server.inline:
             if self.gone:  # (inline, nothing can wait: a client gone, or past the cap, ends it)
                 raise _Gone()
@@ -466,7 +478,17 @@ class Exchange:
             return
         res = self.res
         try:
-            res.send(self.body, self.code, self._closing_headers(self.headers))
+            if not self.body and self.length is None and self.req.method == "HEAD":
+                # no length from the app and no body (Flask's HEAD): what a GET sends is not
+                # known here -- a stream, as a rule.  Framed as one (chunked), not a
+                # Content-Length: 0 that a client would take for the size (RFC 9110 §8.6)
+                res.status = self.code
+                for name, value in self._closing_headers(self.headers):
+                    res.add_header(name, value)
+                res.write(b"")
+                res.end()
+            else:
+                res.send(self.body, self.code, self._closing_headers(self.headers))
         except Exception as exc:
             log.error("WSGI response could not be sent (%s %s)", self.req.method, self.req.target, exc_info=exc)
             self._loop_fail()
@@ -508,7 +530,16 @@ class Exchange:
         while ops:
             kind, arg = ops.popleft()
             if kind is _DATA:
-                wrote += len(arg)
+                wrote += len(arg) + PIECE_COST
+                if ops and ops[0][0] is _DATA:
+                    # a generator's small chunks, queued while the loop was busy: one
+                    # write (one chunk frame) for the run of them, not one each
+                    parts = [arg]
+                    while ops and ops[0][0] is _DATA:
+                        part = ops.popleft()[1]
+                        wrote += len(part) + PIECE_COST
+                        parts.append(part)
+                    arg = b"".join(parts)
                 if not self.gone and not res.ended:
                     try:
                         res.write(arg)

@@ -27,6 +27,10 @@ from typing import List, Optional
 
 HIGH_WATER = 1 << 20
 LOW_WATER = 256 << 10
+# Until the app first reads -- while the request waits for a worker thread -- its body is
+# read only this far: requests queued behind busy threads (up to limit_concurrency of
+# them) hold 64 KiB each, not HIGH_WATER (100 queued uploads held ~100 MiB).
+WAITING_HIGH_WATER = 64 << 10
 # What a queued piece costs besides its bytes (the bytes object, its deque slot): charged
 # against the marks, so 1-byte chunks pause reading as soon as their memory, not their
 # payload, reaches HIGH_WATER (they pinned ~40 MiB a request for 1 MiB of payload).
@@ -60,7 +64,10 @@ class WsgiInput:
 
     def __init__(self, exchange, high_water: int = HIGH_WATER) -> None:
         self._ex = exchange
-        self._high = high_water  # inline mode: the whole body is read before the app runs
+        # inline mode: the whole body is read before the app runs; otherwise the
+        # mark is WAITING_HIGH_WATER until the app's first read, then high_water
+        self._high_after = high_water
+        self._high = high_water if high_water > HIGH_WATER else min(high_water, WAITING_HIGH_WATER)
         self._cond = threading.Condition(threading.Lock())
         self._chunks: deque = deque()
         self._buffered = 0       # bytes in _chunks, + PIECE_COST each (guarded by _cond)
@@ -128,10 +135,12 @@ class WsgiInput:
 
     def _next(self) -> Optional[bytes]:
         """The next chunk, blocking until one arrives; None at the end of the body."""
+        cond = self._cond
         if not self._asked:
             self._asked = True
+            with cond:
+                self._high = self._high_after  # (a pause at the waiting mark resumes below)
             self._ex.first_read()
-        cond = self._cond
         with cond:
             chunks = self._chunks
             while not chunks:

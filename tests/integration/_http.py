@@ -49,6 +49,17 @@ def raw(port: int, data: bytes, timeout: float = 5.0, until_close: bool = True, 
         return b"".join(chunks)
 
 
+def read_until_close(s, timeout: float = 5.0) -> bytes:
+    """Everything ``s`` receives until the peer closes (a timeout raises)."""
+    s.settimeout(timeout)
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            return data
+        data += b
+
+
 def split_responses(data: bytes):
     """Split a byte stream of Content-Length framed responses into (head, body) pairs."""
     out = []

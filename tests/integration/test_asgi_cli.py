@@ -211,6 +211,74 @@ def test_wsgi_subcommand_serves(tmp_path):
     assert stop(p)[0] == 0
 
 
+def _status_with_cookie(url, size):
+    import urllib.error
+    req = urllib.request.Request(url, headers={"Cookie": "s=" + "c" * size})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_head_limits_can_be_raised_for_large_cookies(tmp_path, kind):
+    """A 12 KB Cookie (SSO/JWT sites send them) gets 431 under the default 8 KiB head;
+    ``--max-header-size`` raises it (and ``Server(max_header_size=)``).  Was: the ASGI
+    server took no such option at all, and neither CLI had the flags."""
+    (tmp_path / "wapp.py").write_text(textwrap.dedent('''
+        def app(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+    '''))
+    spec = "cliapp:app" if kind == "asgi" else "wapp:app"
+    for extra, want in (((), 431), (("--max-header-size", "32768"), 200)):
+        if kind == "asgi":
+            p = start(tmp_path, spec, "--port", "0", "--no-access-log", *extra)
+        else:
+            p = subprocess.Popen([sys.executable, "-m", "powpow", "wsgi", spec, "--port", "0", "--no-access-log",
+                                  *extra], cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True)
+        try:
+            url = banner(p)
+            assert _status_with_cookie(url, 12000) == want, extra
+        finally:
+            assert stop(p)[0] == 0
+
+
+def test_asgi_server_takes_the_head_limits():
+    import socket
+    import threading
+    from powpow.asgi import Server
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": str(len(scope["headers"])).encode()})
+
+    srv = Server(app, "127.0.0.1", 0, lifespan="off", access_log=False, log_level="warning",
+                 max_headers=300, max_request_line=100).listen()
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    try:
+        def ask(line_path, n_fields):
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                fields = "".join("X-F%d: v\r\n" % i for i in range(n_fields))
+                s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n" % (line_path, fields)).encode())
+                data = b""
+                while True:
+                    b = s.recv(65536)
+                    if not b:
+                        return data
+                    data += b
+        assert ask("/", 250).endswith(b"252")  # 250 fields + Host + Connection: past the default 100
+        assert ask("/" + "p" * 200, 0).startswith(b"HTTP/1.1 414 ")  # past max_request_line=100
+    finally:
+        srv.shutdown()
+        th.join(10)
+
+
 def test_readme_asgi_example_runs():
     import pathlib
     readme = pathlib.Path(__file__).resolve().parents[2] / "README.md"

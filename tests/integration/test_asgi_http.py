@@ -897,6 +897,66 @@ def test_shutdown_cancels_requests_past_the_grace_period():
     s.close()
 
 
+@pytest.mark.parametrize("declared", [False, True])
+def test_head_answered_with_an_empty_body_and_no_length_is_not_content_length_0(declared):
+    """Starlette's StreamingResponse answers HEAD with one empty final body.  Without
+    a length from the app the HEAD is framed as the GET's stream (chunked); it claimed
+    ``Content-Length: 0`` (RFC 9110 §8.6).  A length the app gives is kept."""
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"text/plain")] + ([(b"content-length", b"11")] if declared else [])
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else b"hello world"})
+
+    with asgi_server(app) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = read_all(s, 5)
+        s.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    fields = head.lower().split(b"\r\n")
+    if declared:
+        assert b"content-length: 11" in fields, head
+    else:
+        assert not [f for f in fields if f.startswith(b"content-length")], head
+        assert b"transfer-encoding: chunked" in fields, head
+    assert rest.startswith(b"HTTP/1.1 200 "), data
+
+
+def test_shutdown_does_not_tell_a_streaming_app_its_client_left():
+    """A streaming export that checks for a disconnect between rows (Starlette's
+    ``request.is_disconnected()``) runs to its end within the grace period.  Was:
+    from the shutdown on, ``receive()`` said ``http.disconnect`` while the client was
+    still there, the app stopped early and cleanly, and the client got a truncated
+    200 that looked complete."""
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/csv")]})
+        for i in range(10):
+            try:  # is the client gone?  (a look, not a wait)
+                msg = await asyncio.wait_for(receive(), 0.001)
+            except asyncio.TimeoutError:
+                msg = None
+            if msg is not None and msg["type"] == "http.disconnect":
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await send({"type": "http.response.body", "body": b"row %d\n" % i, "more_body": True})
+            await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b"END\n", "more_body": False})
+
+    with asgi_server(app, timeout_graceful_shutdown=5) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        s.sendall(b"GET /export HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b"row 1" in read_until(s, b"row 1")
+        srv.shutdown()
+        data = read_all(s, 5)
+        s.close()
+    assert b"row 9\n" in data and b"END\n" in data, data
+
+
 # ---------------------------------------------------------------- other clients and transports
 
 def test_httpx_streaming_upload_and_download():

@@ -338,6 +338,15 @@ def test_1xx_204_304_have_no_content_length_head_keeps_it():
                    b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nHello World")
 
 
+def test_205_is_sent_with_content_length_zero():
+    """RFC 9110 15.3.6: no content, and a length a client can frame by (205 is not
+    bodiless by definition as 204 is: without one the client reads to the close)."""
+    async def cb(req):
+        await req.respond(205, "")
+    out = _run(cb, lambda p: _raw(p, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+    assert _undated(out) == b"HTTP/1.1 205 Reset Content\r\nContent-Length: 0\r\n\r\n"
+
+
 @pytest.mark.parametrize("code, content, headers", [
     (204, "x", None),
     (304, b"body", None),
@@ -345,6 +354,8 @@ def test_1xx_204_304_have_no_content_length_head_keeps_it():
     (204, "", {"Content-Length": "0"}),
     (204, "", {"Transfer-Encoding": "chunked"}),
     (103, "", {"Content-Length": "0"}),
+    (205, "form reset", None),                # RFC 9110 15.3.6 (was: sent with its content)
+    (205, "", {"Content-Length": "3"}),
 ])
 def test_no_content_status_refuses_content_and_framing_nothing_sent(code, content, headers):
     errors = []

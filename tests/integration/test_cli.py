@@ -215,6 +215,7 @@ def test_bad_numbers_are_usage_errors():
         (["serve", "--port", "99999"], "--port"),  # would have been bound as 34463
         (["serve", "--port", "65536"], "--port"),
         (["serve", "--port", "-1"], "--port"),
+        (["serve", "-p", "99999"], "-p"),  # http.server's spelling, named as typed
         (["serve", "--workers", "0"], "--workers"),
         (["serve", "--workers", "-3"], "--workers"),
         (["serve", "--keepalive-timeout", "-1"], "--keepalive-timeout"),

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from ._http import read_until_close
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the tree under test
 
 
@@ -25,16 +27,6 @@ def stop(p, timeout=15):
     p.wait(timeout)
     p.stdout.close()
     p.stderr.close()
-
-
-def read_until_close(s, timeout=5.0):
-    s.settimeout(timeout)
-    data = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            return data
-        data += b
 
 
 SLOW_SERVER = """
@@ -155,3 +147,51 @@ def test_listen_with_workers_reserves_a_named_host():
         assert server._worker_listeners.addresses[0][0] in ("127.0.0.1", "::1") and server.port > 0
     finally:
         server.close()
+
+
+def test_run_in_a_thread_serves_and_shutdown_from_another_thread_drains():
+    """run() off the main thread (a test fixture, an app embedding the server) serves
+    without signal handlers, and shutdown() from the main thread is posted to the loop:
+    the request in flight is answered, then run() returns. It raised LoopError
+    ("add_signal() must be called from the main thread") before serving anything."""
+    import http.client
+    import threading
+
+    import powpow
+
+    pending = []
+
+    def handler(req, res):
+        if req.path == "/slow":
+            pending.append(res)  # answered later, from a timer on the loop
+            req.loop.add_timer(300, lambda: res.send(b"late"))
+        else:
+            res.send(b"hello")
+
+    server = powpow.HttpServer(handler, grace_period=5)
+    server.listen(0, "127.0.0.1")
+    port = server.port
+    errors = []
+
+    def serve():
+        try:
+            server.run()
+        except BaseException as exc:  # pragma: no cover - the failure this test names
+            errors.append(exc)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/")
+    assert c.getresponse().read() == b"hello", errors
+    c.request("GET", "/slow")
+    deadline = time.monotonic() + 5
+    while not pending and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pending, errors
+    server.shutdown()  # from the main thread, while /slow is in flight
+    r = c.getresponse()
+    assert (r.status, r.read(), r.getheader("Connection")) == (200, b"late", "close")
+    t.join(10)
+    assert not t.is_alive() and not errors
+    c.close()

@@ -225,3 +225,34 @@ def test_204_never_carries_content_length(how):
     assert not _fields(first, b"connection"), out
     assert rest.startswith(b"HTTP/1.1 200 "), out
     assert rest.endswith(b"\r\n\r\nsecond answer"), out
+
+
+@pytest.mark.parametrize("how", ["send", "write", "header"])
+def test_205_sends_no_content_and_says_content_length_0(how):
+    """RFC 9110 §15.3.6: a 205 has no content.  Unlike a 204 a client frames it as
+    any response, so it carries ``Content-Length: 0``.  Was: the handler's body
+    went out with it (``send``), or chunked framing (``write``)."""
+    def handler(req, res):
+        if req.path == "/reset":
+            if how == "send":
+                res.send(b"form cleared", status=205)
+            elif how == "write":
+                res.set_status(205)
+                res.write(b"form ")
+                res.end(b"cleared")
+            else:
+                res.set_status(205)
+                res.set_header("Content-Length", "12")
+                res.end(b"form cleared")
+        else:
+            res.send(b"second answer")
+
+    with serving(handler) as srv:
+        out = raw(srv.port, b"GET /reset HTTP/1.1\r\nHost: a\r\n\r\n"
+                            b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    first, _, rest = out.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 205 "), out
+    assert _fields(first, b"content-length") == [b"0"], out
+    assert not _fields(first, b"transfer-encoding"), out
+    assert rest.startswith(b"HTTP/1.1 200 "), out  # nothing between the two heads
+    assert rest.endswith(b"\r\n\r\nsecond answer"), out

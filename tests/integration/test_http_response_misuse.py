@@ -161,3 +161,32 @@ def test_trailers_are_checked(trailers, words):
                 out += b
     assert len(seen) == 1 and words in seen[0], seen
     assert out.endswith(b"4\r\nbody\r\n0\r\nX-Ok: 1\r\n\r\n"), out
+
+
+@pytest.mark.parametrize("call", ["set_header", "add_header"])
+@pytest.mark.parametrize("name,value,words", [
+    ("Transfer-Encoding", "gzip", "only 'chunked'"),
+    ("Content-Length", "abc", "not a decimal length"),
+    ("Content-Length", "-1", "not a decimal length"),
+    ("Connection", "foo", "only close, keep-alive and upgrade"),
+    ("connection", "Upgrade", "only for a 101 response"),
+])
+def test_framing_fields_no_answer_can_carry_raise_at_the_call(call, name, value, words):
+    """Like a CR/LF value, a framing field powpow cannot send raises at set_header /
+    add_header, so the handler's own fallback answer goes out.  Was: stored, it raised
+    only when the head was built, and it failed the fallback too (a 500)."""
+    seen = []
+
+    def handler(req, res):
+        try:
+            getattr(res, call)(name, value)
+        except HeaderValueError as exc:
+            seen.append(str(exc))
+        res.send(b"fallback")
+
+    with serving(handler) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            ((head, body),) = read_answers(c, 1, timeout=5)
+    assert len(seen) == 1 and words in seen[0], seen
+    assert head.startswith(b"HTTP/1.1 200 ") and body == b"fallback", head

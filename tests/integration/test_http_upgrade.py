@@ -57,6 +57,28 @@ def test_declined_h2c_upgrade_keeps_the_connection_as_http(streaming):
             assert data.endswith(b"/third")
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("delay_ms", [0, 100])
+def test_declined_upgrade_then_half_close_still_answers_the_request_behind(streaming, delay_ms):
+    """A request pipelined behind a declined Upgrade, then the client's FIN
+    (``shutdown(SHUT_WR)``, as ``curl``/``nc -N`` do): both are answered before the
+    close.  Was: the second request was dropped -- the FIN found nothing pending
+    while the parser still held it, and the connection closed."""
+    def handler(req, res):
+        if delay_ms and req.path == "/first":
+            res.loop.add_timer(delay_ms, lambda: res.send(req.path.encode()))
+        else:
+            res.send(req.path.encode())
+
+    with serving(handler, streaming=streaming, keepalive_timeout=2) as srv:
+        for _ in range(5):
+            with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                s.sendall(H2C + b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.shutdown(socket.SHUT_WR)
+                bodies = [b for _, b in split_responses(read_all(s))]
+                assert bodies == [b"/first", b"/second"]
+
+
 def test_connect_answered_normally_closes_cleanly_and_buffers_nothing():
     def handler(req, res):
         res.send_error(405)

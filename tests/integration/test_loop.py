@@ -273,6 +273,33 @@ def test_bad_timer_arguments(loop):
         loop.add_interval(0, lambda: None)
 
 
+def test_timer_delays_that_are_not_whole_ms(loop):
+    """A float delay (``seconds * 1000``) raised TypeError from inside the wheel ('^' on a
+    float) and NaN/inf did too; now a float is rounded up (never early), NaN and infinity
+    are a ValueError and a non-number a TypeError, each naming the delay."""
+    fired = []
+    t0 = time.monotonic()
+    loop.add_timer(30.0, lambda: fired.append(time.monotonic() - t0))
+    loop.add_timer(0.4, lambda: fired.append("short"))
+    tid = loop.add_interval(2.5, lambda: None)
+    assert tid.interval == 3
+    loop.cancel_timer(tid)
+    while len(fired) < 2:
+        loop.run_once(100)
+    assert fired[0] == "short" and fired[1] >= 0.030
+    for bad in (float("nan"), float("inf"), -float("inf"), -0.5):
+        with pytest.raises(ValueError, match="timer delay"):
+            loop.add_timer(bad, lambda: None)
+        with pytest.raises(ValueError, match="interval"):
+            loop.add_interval(bad, lambda: None)
+    with pytest.raises(ValueError, match="interval"):
+        loop.add_interval(0.0, lambda: None)
+    for bad in ("5", None, b"5", True):
+        with pytest.raises(TypeError, match="timer delay must be a number of milliseconds"):
+            loop.add_timer(bad, lambda: None)
+    assert len(loop._wheel) == 0
+
+
 # ------------------------------------------------------------------ deferred, idle, posted
 
 def test_deferred_chain_never_blocks_in_poll(loop):
@@ -652,6 +679,23 @@ def test_close_is_idempotent_and_final(backend):
         lp.run_once(0)
     with pytest.raises(LoopError, match="closed"):
         lp.register(0, Events.READ, lambda fd, ev: None)
+
+
+def test_a_closed_loop_refuses_timers_calls_idles_and_connects(backend):
+    """These were accepted silently by a closed loop and never ran; connect()'s on_error
+    never reported anything.  post() and register() raised LoopError already."""
+    from powpow.net import connect, connect_unix
+
+    lp = Loop(backend=backend)
+    lp.close()
+    for call, name in ((lambda: lp.add_timer(5, pytest.fail), "add_timer"),
+                       (lambda: lp.add_interval(5, pytest.fail), "add_interval"),
+                       (lambda: lp.defer_call(pytest.fail), "defer_call"),
+                       (lambda: lp.add_idle(pytest.fail), "add_idle"),
+                       (lambda: connect(lp, "127.0.0.1", 9, pytest.fail, None, on_error=pytest.fail), "connect"),
+                       (lambda: connect_unix(lp, "/nonexistent.sock", pytest.fail, None), "connect_unix")):
+        with pytest.raises(LoopError, match=r"^%s\(\) on a closed loop$" % name):
+            call()
 
 
 def test_debug_close_reports_leaks(backend):
@@ -1074,4 +1118,27 @@ def test_a_level_triggered_fd_whose_read_interest_is_dropped_gets_no_read_from_t
         for a, b in pairs:
             a.close()
             b.close()
+        loop.close()
+
+
+def test_a_stop_during_run_once_is_spent_by_that_iteration():
+    """A callback's stop() while the loop is driven by run_once() cut that iteration
+    short and then stayed set: every later run_once(timeout) polled with timeout 0 (a
+    busy loop at 100 % CPU) and a later run() returned at once.  As asyncio's, the
+    stop is spent by the iteration it applied to."""
+    loop = powpow.Loop()
+    try:
+        loop.add_timer(0, loop.stop)
+        loop.run_once(0)
+        t0 = time.monotonic()
+        calls = 0
+        while time.monotonic() - t0 < 0.5:
+            loop.run_once(200)
+            calls += 1
+        assert calls <= 20, calls  # each one sleeps (was: hundreds of thousands)
+        loop.add_timer(150, loop.stop)
+        t0 = time.monotonic()
+        loop.run()  # runs until the new stop(), not at once
+        assert time.monotonic() - t0 >= 0.1
+    finally:
         loop.close()

@@ -112,6 +112,36 @@ def test_livereload_starts_with_an_unreadable_subdirectory_and_watches_the_rest(
     assert "Traceback" not in err
 
 
+def test_livereload_answers_are_revalidated_so_a_reload_shows_edited_assets(tmp_path):
+    """With --livereload every file is answered ``Cache-Control: no-cache``: the reload
+    after an edit revalidates the stylesheet instead of reusing a copy the browser
+    judged fresh by its age (RFC 9111 §4.2.2).  Was: no Cache-Control, so a CSS file
+    last modified 10 days ago was fresh for a day in Chromium's cache, and the
+    reload showed the old style."""
+    (tmp_path / "index.html").write_text('<link rel="stylesheet" href="s.css"><body>x</body>')
+    css = tmp_path / "s.css"
+    css.write_text("body { color: red }")
+    old = time.time() - 10 * 86400
+    os.utime(css, (old, old))
+    proc, port = start_serve(str(tmp_path), "--livereload")
+    try:
+        for path in ("/index.html", "/s.css"):
+            status, headers, _ = get(port, path)
+            assert status == 200 and field(headers, "Cache-Control") == "no-cache", (path, headers)
+        status, headers, _ = get(port, "/s.css")
+        etag = field(headers, "ETag")
+        status, headers, _ = get(port, "/s.css", ("If-None-Match", etag))
+        assert status == 304 and field(headers, "Cache-Control") == "no-cache", headers
+    finally:
+        stop(proc)
+    proc, port = start_serve(str(tmp_path))  # without --livereload nothing is added
+    try:
+        status, headers, _ = get(port, "/s.css")
+        assert status == 200 and field(headers, "Cache-Control") is None, headers
+    finally:
+        stop(proc)
+
+
 # -- an index the server may not read (see test_static_semantics for the symlink case) -----------------
 
 def test_listing_never_replaces_an_index_the_server_may_not_read(tmp_path):
@@ -181,3 +211,29 @@ def test_bad_cors_origin_is_a_usage_error():
         assert proc.returncode == 2, (value, proc.returncode, proc.stderr)
         assert "error: argument --cors-origin: %r" % value in proc.stderr, (value, proc.stderr)
         assert "usage:" in proc.stderr and "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+# -- http.server's spellings ----------------------------------------------------------
+
+def test_http_server_spellings_directory_bind_and_p_work(tmp_path):
+    """Users come from `python -m http.server -d DIR -b HOST`: the same flags serve the
+    same way (they were 'unrecognized arguments'), and http.server's positional port
+    is refused with a hint instead of 'not a directory' alone."""
+    (tmp_path / "hello.txt").write_bytes(b"from -d\n")
+    proc = subprocess.Popen([sys.executable, "-m", "powpow", "serve", "-d", str(tmp_path), "-b", "127.0.0.1",
+                             "-p", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        m = re.search(r"serving (\S+) at http://127\.0\.0\.1:(\d+)/", line)
+        assert m and m.group(1) == str(tmp_path), (line, proc.stderr.read() if proc.poll() is not None else "")
+        status, _, body = get(int(m.group(2)), "/hello.txt")
+        assert (status, body) == (200, b"from -d\n")
+    finally:
+        stop(proc)
+    bad = subprocess.run([sys.executable, "-m", "powpow", "serve", "8080"], cwd=str(tmp_path),
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2
+    assert "is not a directory (the port is given as --port 8080)" in bad.stderr, bad.stderr
+    two = subprocess.run([sys.executable, "-m", "powpow", "serve", str(tmp_path), "-d", "/"],
+                         capture_output=True, text=True, timeout=30)
+    assert two.returncode == 2 and "two directories given" in two.stderr, two.stderr

@@ -893,6 +893,28 @@ def test_listen_rejects_a_port_out_of_range(loop, port):
     settle(loop)
 
 
+def test_listen_with_host_and_port_swapped_names_the_order(loop):
+    """``listen(port, host)``: the stdlib's (host, port) order by habit gets a TypeError
+    that says so, on every server.  Was: ``AttributeError: 'int' object has no attribute
+    'startswith'`` from deep in the address code."""
+    from powpow.http import HttpServer
+
+    srv = TcpServer(loop)
+    http = HttpServer(lambda req, res: res.send(b""), loop=loop)
+    try:
+        with pytest.raises(TypeError, match=r"host must be a str, got int 8741 \(the port comes first"):
+            srv.listen("127.0.0.1", 8741)
+        with pytest.raises(TypeError, match=r"the port comes first: listen\(port, host\)"):
+            http.listen("127.0.0.1", 8741)
+        with pytest.raises(TypeError, match=r"host must be a str, got bytes b'127.0.0.1'$"):
+            srv.listen(0, b"127.0.0.1")
+        assert srv.port is None and http.port is None  # nothing was bound
+    finally:
+        srv.close()
+        http.close()
+    settle(loop)
+
+
 def test_a_reset_after_the_peers_fin_closes_the_connection_at_once(loop, backend):
     """A peer that closed (FIN) and is then sent data answers with a reset: the server,
     which kept its side open with ``on_eof``, hears it at once (``on_close`` with a

@@ -217,6 +217,25 @@ def test_cli_serves_https_and_refuses_a_mismatched_key(certs, tmp_path):
     assert "cannot use certificate" in bad.stderr and "KEY_VALUES_MISMATCH" in bad.stderr.upper().replace(" ", "_"), \
         bad.stderr
     assert "serving" not in bad.stdout
+    # a bad --ca-certs names the CA file, not the (good) certificate and key: was
+    # "cannot use certificate server.pem with key server.key: [Errno 2] No such file..."
+    empty = tmp_path / "empty-ca.pem"
+    empty.write_text("no certificate here\n")
+    for ca, words in ((str(tmp_path / "missing-ca.pem"), "No such file"), (str(empty), "")):
+        bad = subprocess.run([sys.executable, "-m", "powpow", "serve", str(tmp_path), "--port", "0",
+                              "--certfile", certs.cert, "--keyfile", certs.key, "--ca-certs", ca],
+                             capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 2, bad.stderr
+        assert "cannot use the CA file %s (--ca-certs): " % ca in bad.stderr and words in bad.stderr, bad.stderr
+        assert "cannot use certificate" not in bad.stderr
+    # a missing certificate says so in the errno's words on both interpreters (PyPy's ssl
+    # said "[Errno 2] Error", and "[Errno 2] " with nothing after it for a missing CA file)
+    missing = str(tmp_path / "missing-cert.pem")
+    bad = subprocess.run([sys.executable, "-m", "powpow", "serve", str(tmp_path), "--port", "0",
+                          "--certfile", missing], capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2, bad.stderr
+    assert "cannot use certificate %s with key %s: [Errno 2] No such file" % (missing, missing) in bad.stderr, \
+        bad.stderr
 
 
 def test_upgrade_handover_over_tls_and_overload_503(certs):

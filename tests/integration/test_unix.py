@@ -118,3 +118,24 @@ def test_abstract_namespace_name(loop):
     cli.close()
     srv.close()
     settle(loop)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the abstract namespace is Linux's")
+def test_abstract_name_may_fill_all_of_sun_path(loop):
+    """An abstract name needs no terminating NUL, so it may be 108 bytes (all of sun_path);
+    the check refused it at 107 as if it were a file path.  109 is still refused."""
+    name = ("\0powpow-%d-" % os.getpid()).ljust(108, "n")
+    assert len(name.encode()) == 108
+    got = []
+    srv = TcpServer(loop, on_data=lambda c, d: (got.append(bytes(d)), c.close())).listen_unix(name)
+    cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    cli.connect(name)
+    cli.sendall(b"full")
+    run_until(loop, lambda: got)
+    assert got == [b"full"]
+    cli.close()
+    with pytest.raises(ValueError) as ei:
+        TcpServer(loop).listen_unix(name + "x")
+    assert "too long: 109 bytes (the limit is 108)" in str(ei.value)
+    srv.close()
+    settle(loop)

@@ -1,5 +1,6 @@
 """WebSocket client: ``connect`` on the loop against the websockets library and against bad servers."""
 import asyncio
+import base64
 import contextlib
 import socket
 import threading
@@ -191,6 +192,109 @@ def test_masked_server_frame_fails_the_client_1002():
         with pytest.raises(WsClosed) as e:
             connect_sync("ws://127.0.0.1:%d/" % port).recv(timeout=2)
         assert e.value.code == 1002
+
+
+@contextlib.contextmanager
+def capturing_server():
+    """A raw server that answers each opening handshake with a 101 and keeps the
+    request heads it read (``box["heads"]``)."""
+    box = {"heads": []}
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    ls.settimeout(0.1)  # (a close from another thread does not wake accept())
+    done = threading.Event()
+
+    def serve():
+        while not done.is_set():
+            try:
+                c, _ = ls.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            c.settimeout(None)
+            with c:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += c.recv(4096)
+                head = data.split(b"\r\n\r\n")[0].decode("latin-1")
+                box["heads"].append(head)
+                key = [ln.split(":", 1)[1].strip() for ln in head.split("\r\n")
+                       if ln.lower().startswith("sec-websocket-key")][0]
+                c.sendall(ok_head(key) + b"\x88\x02\x03\xe8")  # then a close 1000
+                c.settimeout(2)
+                try:
+                    c.recv(100)  # the client's close frame
+                except OSError:
+                    pass
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        box["port"] = ls.getsockname()[1]
+        yield box
+    finally:
+        done.set()
+        th.join(3)
+        ls.close()
+
+
+def _fields(head, name):
+    return [ln.split(":", 1)[1].strip() for ln in head.split("\r\n")[1:] if ln.split(":")[0].lower() == name]
+
+
+@pytest.mark.parametrize("sync", [True, False])
+def test_opening_request_encodes_the_resource_and_takes_host_and_credentials(sync):
+    """Was (found against a Node ws server): a non-ASCII path went out as raw latin-1
+    bytes (400) or not at all (UnicodeEncodeError); ``headers={"Host": ...}`` added a
+    second Host line (powpow's own server answers that 400); credentials in the URL
+    were dropped.  Now: the resource is percent-encoded from UTF-8 (escapes already
+    made are kept), a Host/Authorization header replaces the URL's, and the URL's
+    credentials become ``Authorization: Basic``."""
+    with capturing_server() as box:
+        url = "ws://alice:s%%C3%%A9cret@127.0.0.1:%d/p\u00e4th/%%2F/\u65e5 x?q=\u00fc&r=%%41" % box["port"]
+        url2 = "ws://127.0.0.1:%d/chat" % box["port"]
+        hdrs = {"Host": "chat.example.com", "Authorization": "Bearer t0k", "X-Trace": "1"}
+        if sync:
+            for u, h in ((url, None), (url2, hdrs)):
+                with pytest.raises(WsClosed):
+                    connect_sync(u, headers=h).recv(timeout=5)
+        else:
+            for u, h in ((url, None), (url2, hdrs)):
+                got, closed, errors, _ = run_client(u, [], headers=h)
+                assert not errors and closed and closed[0][0] == 1000, (errors, closed)
+        first, second = box["heads"]
+    assert first.split("\r\n")[0] == "GET /p%C3%A4th/%2F/%E6%97%A5%20x?q=%C3%BC&r=%41 HTTP/1.1"
+    assert _fields(first, "host") == ["127.0.0.1:%d" % box["port"]]
+    assert _fields(first, "authorization") == ["Basic " + base64.b64encode("alice:s\u00e9cret".encode()).decode()]
+    assert _fields(second, "host") == ["chat.example.com"]
+    assert _fields(second, "authorization") == ["Bearer t0k"]
+    assert _fields(second, "x-trace") == ["1"]
+
+
+@pytest.mark.parametrize("name, words", [("Sec-WebSocket-Protocol", "use subprotocols="),
+                                         ("sec-websocket-extensions", "use compression="),
+                                         ("Upgrade", "handshake's own"), ("Sec-WebSocket-Key", "handshake's own")])
+def test_a_header_that_contradicts_the_handshake_is_refused_at_the_call(name, words):
+    loop = Loop()
+    try:
+        with pytest.raises(ValueError, match=words):
+            connect(loop, "ws://127.0.0.1:9/", headers={name: "x"})
+        with pytest.raises(ValueError, match=words):
+            connect_sync("ws://127.0.0.1:9/", headers=[(name, "x")])
+    finally:
+        loop.close()
+
+
+def test_a_lost_connection_says_so_in_ws_closed():
+    """The server's TCP goes away without a close frame: ``WsClosed`` 1006, whose message
+    says what that means.  Was: ``connection closed: 1006 `` (an empty reason)."""
+    with fake_server(lambda k: ok_head(k)) as port:  # answers, then closes after 2 s of silence
+        with pytest.raises(WsClosed) as e:
+            connect_sync("ws://127.0.0.1:%d/" % port).recv(timeout=5)
+        assert e.value.code == 1006 and e.value.reason == ""
+        assert str(e.value) == "connection closed: 1006 (no close frame: the connection was lost)"
 
 
 def test_connect_sync_against_websockets_server_with_compression():

@@ -156,6 +156,43 @@ def test_publishes_while_redis_is_away_are_bounded_in_bytes_and_logged_once(capl
         loop.close()
 
 
+def test_a_redis_that_never_reads_holds_at_most_4_mib_and_keeps_its_connection(caplog):
+    """Regression: with Redis connected but not reading (stalled), every PUBLISH was written
+    to its connection: the queue grew to the transport's 32 MiB cap, which then closed it,
+    and the fan-out reconnected about every second, with warnings each time.  Now the
+    documented 4 MiB bound holds there too: the rest is dropped and counted, one warning."""
+    from powpow.ws.redis import MAX_PENDING_BYTES
+    import logging
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by the accepted side
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)  # accepted by the kernel, never read
+    loop, fan = _fanout(lsock.getsockname()[1])
+    try:
+        with caplog.at_level(logging.WARNING, logger="powpow.ws"):
+            end = time.monotonic() + 5
+            while fan.pub is None:
+                assert time.monotonic() < end, "never connected"
+                loop.run_once(10)
+            pub = fan.pub
+            for _ in range(3):
+                for _ in range(400):
+                    fan.publish("t", b"x" * (16 << 10))  # 6.4 MiB a round
+                for _ in range(5):
+                    loop.run_once(10)
+            assert fan.pub is pub and not pub.closed, "the stalled connection was dropped"
+            assert pub.queued_bytes <= MAX_PENDING_BYTES, pub.queued_bytes
+        stalled = [r.getMessage() for r in caplog.records if "not reading" in r.getMessage()]
+        assert len(stalled) == 1, stalled[:3]
+        assert not [r for r in caplog.records if "cannot connect" in r.getMessage()]
+    finally:
+        fan.close()
+        for _ in range(3):
+            loop.run_once(10)
+        loop.close()
+        lsock.close()
+
+
 def test_a_refused_psubscribe_is_logged_and_retried(caplog):
     """Regression: a PSUBSCRIBE refused (here NOAUTH: the server wants a password) was
     skipped silently: no message from other processes ever came, and nothing said so.

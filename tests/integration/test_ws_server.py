@@ -468,3 +468,33 @@ def test_handshake_pipelined_behind_a_pending_answer_upgrades_after_it(first, st
             got = _read_upto(s, lambda d: len(server_frames(d)) == 1)
             assert server_frames(got) == [(OP_BINARY, b"\x00next")]
     assert order == ["/first", "/ws"]
+
+
+def test_wsserver_runs_in_a_thread_and_shutdown_from_another_thread_closes_1001():
+    """WsServer.run() off the main thread serves without signal handlers (it raised
+    LoopError from add_signal), and shutdown() from another thread is posted to the
+    loop: the client gets close 1001 and run() returns."""
+    server = powpow.WsServer(on_message=echo)
+    server.listen(0, "127.0.0.1")
+    errors = []
+
+    def serve():
+        try:
+            server.run()
+        except BaseException as exc:  # pragma: no cover - the failure this test names
+            errors.append(exc)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    ws = connect_sync("ws://127.0.0.1:%d/" % server.port, timeout=5)
+    try:
+        ws.send("ping")
+        assert ws.recv(timeout=5) == "ping", errors
+        server.shutdown(grace=2)
+        with pytest.raises(WsClosed) as info:
+            ws.recv(timeout=5)
+        assert info.value.code == 1001
+    finally:
+        ws.close()
+    t.join(10)
+    assert not t.is_alive() and not errors

@@ -189,3 +189,16 @@ def test_command_line_top_level_errors_list_every_command(argv):
     assert r.returncode == 2
     assert r.stderr.splitlines() == ["usage: python -m powpow [-h] {serve,demo,asgi,wsgi} ...",
                                      "python -m powpow: error: unrecognized arguments: --bogus"]
+
+
+@pytest.mark.parametrize("path", ["_ffi.NATIVE", "wsgi.Server", "asgi.serve", "http.HttpServer", "net.connect",
+                                  "extras.FileWatcher", "loop.Loop", "timers.TimerWheel", "errors.PowpowError",
+                                  "buffers", "ws.connect_sync", "aio.run"])
+def test_subpackages_are_attributes_after_a_plain_import_powpow(path):
+    """`import powpow` then `powpow.wsgi.Server(...)`, `powpow._ffi.NATIVE` (the README's
+    spelling): each submodule loads on first use (it was an AttributeError unless the
+    submodule had been imported by name), and `import powpow` alone still loads none."""
+    code = "import powpow\nobj = powpow\nfor part in %r.split('.'):\n    obj = getattr(obj, part)\n" % path
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert not {"powpow.wsgi", "powpow.asgi", "powpow.aio", "powpow.http"} & _new_modules("import powpow")

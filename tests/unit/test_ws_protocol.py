@@ -353,6 +353,23 @@ def test_invalid_utf8_fails_before_the_frame_is_complete(fragmented):
     assert events and events[-1][:2] == (CLOSE, 1007)
 
 
+@pytest.mark.parametrize("how", ["partial frame", "non-final fragment"])
+def test_a_surrogate_fails_as_soon_as_its_second_byte_arrives(how):
+    """ED A0..BF starts a UTF-16 surrogate, never valid UTF-8.  CPython's incremental decoder
+    held those two bytes back as possibly incomplete, so the 1007 came one read late (when
+    the next byte arrived); PyPy's failed at once.  Both now fail on the second byte."""
+    proto = Protocol()
+    if how == "partial frame":
+        wire = cf(OP_TEXT, b"ab\xed\xa0\x80" + b"x" * 500)
+        cut = 4 + 4 + 2 + 2  # header (16-bit length) + key + "ab" + ED A0
+    else:
+        wire = cf(OP_TEXT, b"ab\xed\xa0", fin=False)
+        cut = len(wire)
+    assert proto.receive_data(wire[:cut - 1]) == []
+    events = proto.receive_data(wire[cut - 1:cut])
+    assert events and events[-1][:2] == (CLOSE, 1007)
+
+
 def test_partial_checks_do_not_reject_valid_text_split_anywhere():
     text = ("héllo wörld €𝄞 " * 200).encode()
     wire = cf(OP_TEXT, text[:1000], fin=False) + cf(OP_CONT, text[1000:])
