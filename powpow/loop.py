@@ -47,7 +47,6 @@ later and by every child process (``subprocess`` does not reset it on Python
 import collections
 import math
 import numbers
-import operator
 import os
 import signal
 import threading
@@ -199,12 +198,12 @@ class Loop:
             raise LoopError("%s() on a closed loop" % call)
         if isinstance(ms, bool) or not isinstance(ms, numbers.Real):
             raise TypeError("%s must be a number of milliseconds, got %s %r" % (what, type(ms).__name__, ms))
-        try:
-            whole = operator.index(ms)  # int subclasses, numpy integers
-        except TypeError:
+        if isinstance(ms, numbers.Integral):  # int subclasses, numpy integers
+            whole = int(ms)
+        else:
             f = float(ms)
             if not math.isfinite(f):
-                raise ValueError("%s must be a finite number of milliseconds, got %r" % (what, ms)) from None
+                raise ValueError("%s must be a finite number of milliseconds, got %r" % (what, ms))
             whole = math.ceil(f) if f > 0 else (0 if f == 0 else -1)
         if whole < least:
             raise ValueError("%s must be %s ms, got %r" % (what, ">= 0" if least == 0 else "> 0", ms))
