@@ -6,7 +6,12 @@ On PyPy the ``ssl`` module copied every ``bytes``/``memoryview`` handed to
 frees, and the TLS path makes too little garbage to start one: the server's RSS grew
 by what it received, about 1 MB per MB (found by review: eight 200 MB uploads took a
 server to 1.7 GB), and downloads left it ~450 MB higher.  ``TlsTransport`` lends PyPy
-a ``bytearray`` instead (``_LEND`` in powpow/net/tls.py)."""
+a ``bytearray`` instead (``_LEND`` in powpow/net/tls.py).
+
+What is asserted is growth after a warm-up, never an absolute size: the heap a PyPy
+server settles at depends on the machine (its nursery is sized from the CPU's cache;
+one CI machine settled ~470 MiB after the first download, another ~150).  Without
+the fix every 300 MB moved adds ~300 MiB, whatever the machine."""
 import os
 import socket
 import subprocess
@@ -69,14 +74,15 @@ def test_receiving_300_mb_over_tls_keeps_the_server_flat(certs):
     try:
         ctx = certs.client_ctx()
         chunk = os.urandom(1 << 20)
-        # a first 50 MB: the heap, the JIT and the pools reach their size
-        for rounds in (50, 300):
+        # a first 350 MB: the heap, the JIT and the pools reach their size (the GC's
+        # threshold too: on some machines the heap still grows ~130 MiB past 50 MB)
+        for i, rounds in enumerate((50, 300, 300)):
             with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=30),
                                  server_hostname="localhost") as s:
                 for _ in range(rounds):
                     s.sendall(chunk)
             time.sleep(0.3)
-            if rounds == 50:
+            if i == 1:
                 base = _rss_mib(p.pid)
         grown = _rss_mib(p.pid) - base
         assert grown < 100, "server RSS grew %d MiB while receiving 300 MB over TLS" % grown
@@ -102,8 +108,7 @@ def test_sending_300_mb_over_tls_keeps_the_server_flat(certs):
             assert got == 300 << 20, got
             time.sleep(0.3)
             sizes.append(_rss_mib(p.pid))
-        # the second 300 MB adds nothing to what the first left
+        # the second 300 MB adds nothing to what the first left (it added ~350 MiB)
         assert sizes[1] - sizes[0] < 60, sizes
-        assert sizes[0] < 400, sizes  # (PyPy held ~600 MB after 1 GB before)
     finally:
         _stop(p)
