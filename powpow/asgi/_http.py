@@ -92,9 +92,9 @@ def _bad_status(status) -> str:
         status, " (1xx responses are interim, RFC 9110 §15.2)" if 100 <= status <= 199 else "")
 
 
-
 def _declares_length(headers) -> bool:
     return any(name.lower() == "content-length" for name, _ in headers)
+
 
 class ClientDisconnected(OSError):
     """``send()`` after the client went away (ASGI spec 2.4: an OSError subclass)."""
