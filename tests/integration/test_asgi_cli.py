@@ -10,6 +10,8 @@ import urllib.request
 
 import pytest
 
+from ._http import read_until_close
+
 APP = textwrap.dedent('''
     import asyncio, os, sys
 
@@ -266,12 +268,7 @@ def test_asgi_server_takes_the_head_limits():
             with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
                 fields = "".join("X-F%d: v\r\n" % i for i in range(n_fields))
                 s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n%sConnection: close\r\n\r\n" % (line_path, fields)).encode())
-                data = b""
-                while True:
-                    b = s.recv(65536)
-                    if not b:
-                        return data
-                    data += b
+                return read_until_close(s)
         assert ask("/", 250).endswith(b"252")  # 250 fields + Host + Connection: past the default 100
         assert ask("/" + "p" * 200, 0).startswith(b"HTTP/1.1 414 ")  # past max_request_line=100
     finally:

@@ -30,6 +30,7 @@ import pytest
 
 from powpow.http import HttpServer
 
+from ._http import read_until_close
 from ._procs import finish, group_alive
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the tree under test
@@ -135,15 +136,6 @@ def test_workers_stop_when_the_parent_is_killed(kind):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
     finally:
         finish(p)
-
-
-def read_until_close(s: socket.socket) -> bytes:
-    data = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            return data
-        data += b
 
 
 @pytest.mark.parametrize("mode", ["process", "thread"])
