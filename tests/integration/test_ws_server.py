@@ -2,6 +2,8 @@
 import queue
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,6 +13,7 @@ import powpow
 from powpow.ws import SendStatus, WsClosed, connect_sync, upgrade
 from powpow.ws.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, build_frame, close_payload
 
+from ._procs import finish
 from ._ws import PyPeer, handshake, http_serving, read_head, read_until_closed, wait_for, ws_serving
 
 M = b"\x01\x02\x03\x04"
@@ -369,9 +372,36 @@ def test_a_peer_that_pings_and_does_not_read_is_owed_one_pong():
             assert server_frames(data) == [(OP_BINARY, big), (OP_PONG, b"0999")]  # the latest ping's, on drain
 
 
+_FLOODER = r"""
+import socket, struct, sys, threading
+port, hello, frame = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), bytes.fromhex(sys.argv[3])
+socks = []
+for _ in range(3):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # at the end: RST
+    s.sendall(hello)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(4096)
+    socks.append(s)
+sys.stdout.write("ready\n")
+sys.stdout.flush()
+blob = frame * 800_000  # 5.6 MB of 7-byte frames on each connection
+for s in socks:
+    threading.Thread(target=s.sendall, args=(blob,), daemon=True).start()
+sys.stdin.read()  # the connections stay open (loopback's buffers may hold the whole flood) until the test ends
+"""
+
+
 def test_a_flood_of_tiny_frames_does_not_hold_off_another_connection():
     """Was: each flooding peer had 16 reads of 64 KiB per turn, ~150,000 7-byte frames: a message
-    on another connection waited for hundreds of thousands of frames (a new one: seconds)."""
+    on another connection waited for hundreds of thousands of frames (a new one: seconds).
+
+    The flooders are another process, so their GIL hand-offs do not hold this thread between
+    reading the count and sending a probe. Up to three probes are sent, one at a time, and the
+    best must come within 10,000 frames: CI once saw one probe 26,222 frames late (pure
+    CPython, a loaded machine: this thread descheduled there, not the server's turns). Unfair
+    turns make every probe late (~450,000 frames)."""
     handled = [0]
     probe_seen = queue.Queue()
 
@@ -382,37 +412,33 @@ def test_a_flood_of_tiny_frames_does_not_hold_off_another_connection():
         else:
             handled[0] += 1
 
-    def flood(s, blob):
-        try:
-            s.sendall(blob)
-        except OSError:
-            pass  # closed by the test once the probe was answered
-
     with ws_serving(on_message=on_message, ping_interval=None, compression=None) as srv:
-        socks = []
-        try:
-            for _ in range(4):
-                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
-                socks.append(s)
-                s.sendall(handshake())
-                read_head(s)
-            probe = socks[-1]
-            blob = build_frame(OP_BINARY, b"x", mask=M) * 400_000  # 2.8 MB of 7-byte frames
-            threads = [threading.Thread(target=flood, args=(s, blob), daemon=True) for s in socks[:-1]]
-            for t in threads:
-                t.start()
-            assert wait_for(lambda: handled[0] > 2000, 10)
-            before = handled[0]
-            probe.sendall(build_frame(OP_TEXT, b"probe", mask=M))
-            at_probe = probe_seen.get(timeout=20)
-            # now: 3 flooders x FRAMES_PER_TURN (256) a loop iteration, ~800 in all (was ~90,000)
-            assert at_probe - before < 10_000, at_probe - before
-            got = _read_upto(probe, lambda d: len(server_frames(d)) == 1)
-            assert server_frames(got) == [(OP_TEXT, b"probe")]
-        finally:
-            for s in socks:  # RST: the server drops the rest of the flood
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                s.close()
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as probe:
+            probe.sendall(handshake())
+            read_head(probe)
+            flooder = subprocess.Popen(
+                [sys.executable, "-c", _FLOODER, str(srv.port), handshake().hex(),
+                 build_frame(OP_BINARY, b"x", mask=M).hex()],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            try:
+                assert flooder.stdout.readline() == b"ready\n", flooder.stderr.read()
+                assert wait_for(lambda: handled[0] > 2000, 10), handled
+                frame = build_frame(OP_TEXT, b"probe", mask=M)
+                gaps = []
+                for _ in range(3):
+                    before = handled[0]
+                    probe.sendall(frame)
+                    gaps.append(probe_seen.get(timeout=20) - before)
+                    got = _read_upto(probe, lambda d: len(server_frames(d)) == 1)
+                    assert server_frames(got) == [(OP_TEXT, b"probe")]
+                    if gaps[-1] < 10_000:
+                        break
+                # now: 3 flooders x FRAMES_PER_TURN (256) a loop iteration, ~800 in all (was ~450,000)
+                assert min(gaps) < 10_000, gaps
+                assert flooder.poll() is None, "the flood ended before the probes: it proves nothing"
+            finally:
+                flooder.stdin.close()
+                finish(flooder)  # its sockets close with RST: the server drops the rest of the flood
 
 
 def _read_upto(s, done, timeout=5.0):
