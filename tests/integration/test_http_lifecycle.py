@@ -10,6 +10,7 @@ import time
 import pytest
 
 from ._http import read_until_close
+from ._net import in_thread
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the tree under test
 
@@ -155,7 +156,6 @@ def test_run_in_a_thread_serves_and_shutdown_from_another_thread_drains():
     the request in flight is answered, then run() returns. It raised LoopError
     ("add_signal() must be called from the main thread") before serving anything."""
     import http.client
-    import threading
 
     import powpow
 
@@ -171,16 +171,7 @@ def test_run_in_a_thread_serves_and_shutdown_from_another_thread_drains():
     server = powpow.HttpServer(handler, grace_period=5)
     server.listen(0, "127.0.0.1")
     port = server.port
-    errors = []
-
-    def serve():
-        try:
-            server.run()
-        except BaseException as exc:  # pragma: no cover - the failure this test names
-            errors.append(exc)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
+    t, errors = in_thread(server.run)
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     c.request("GET", "/")
     assert c.getresponse().read() == b"hello", errors

@@ -4,7 +4,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -13,6 +12,7 @@ import powpow
 from powpow.ws import SendStatus, WsClosed, connect_sync, upgrade
 from powpow.ws.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameParser, build_frame, close_payload
 
+from ._net import in_thread
 from ._procs import finish
 from ._ws import PyPeer, handshake, http_serving, read_head, read_until_closed, wait_for, ws_serving
 
@@ -502,16 +502,7 @@ def test_wsserver_runs_in_a_thread_and_shutdown_from_another_thread_closes_1001(
     loop: the client gets close 1001 and run() returns."""
     server = powpow.WsServer(on_message=echo)
     server.listen(0, "127.0.0.1")
-    errors = []
-
-    def serve():
-        try:
-            server.run()
-        except BaseException as exc:  # pragma: no cover - the failure this test names
-            errors.append(exc)
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
+    t, errors = in_thread(server.run)
     ws = connect_sync("ws://127.0.0.1:%d/" % server.port, timeout=5)
     try:
         ws.send("ping")
