@@ -399,9 +399,10 @@ def test_a_flood_of_tiny_frames_does_not_hold_off_another_connection():
 
     The flooders are another process, so their GIL hand-offs do not hold this thread between
     reading the count and sending a probe. Up to three probes are sent, one at a time, and the
-    best must come within 10,000 frames: CI once saw one probe 26,222 frames late (pure
-    CPython, a loaded machine: this thread descheduled there, not the server's turns). Unfair
-    turns make every probe late (~450,000 frames)."""
+    best must come within 10,000 frames. CI once saw a single probe 26,222 frames late (pure
+    CPython, a loaded machine; here the gap is 256-768, at most 2,560 with both cores busy), most
+    likely this thread's wait rather than the server's turns. Unfair turns make every probe late
+    (60,000-640,000 frames here with the per-turn budget removed)."""
     handled = [0]
     probe_seen = queue.Queue()
 
@@ -433,7 +434,7 @@ def test_a_flood_of_tiny_frames_does_not_hold_off_another_connection():
                     assert server_frames(got) == [(OP_TEXT, b"probe")]
                     if gaps[-1] < 10_000:
                         break
-                # now: 3 flooders x FRAMES_PER_TURN (256) a loop iteration, ~800 in all (was ~450,000)
+                # 3 flooders x FRAMES_PER_TURN (256) a loop iteration: ~800 in all
                 assert min(gaps) < 10_000, gaps
                 assert flooder.poll() is None, "the flood ended before the probes: it proves nothing"
             finally:
