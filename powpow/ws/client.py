@@ -266,6 +266,7 @@ class SyncClient:
         self.pending: list = []
         self.close_code: Optional[int] = None
         self.close_reason = ""
+        self._cause: Optional[OSError] = None  # the socket error that lost the connection
         if buf[n:]:
             self._absorb(buf[n:])
 
@@ -295,21 +296,40 @@ class SyncClient:
         self.sock.sendall(data)
 
     def _sendall(self, bufs) -> None:
-        if self.protocol.close_sent:
-            raise WsClosed(self.close_code or 1006, self.close_reason)
-        self.sock.sendall(b"".join(bytes(b) for b in bufs))
+        if self.protocol.close_sent or self.close_code is not None:
+            raise WsClosed(self.close_code or 1006, self.close_reason) from self._cause
+        try:
+            self.sock.sendall(b"".join(bytes(b) for b in bufs))
+        except socket.timeout:
+            raise
+        except OSError as exc:  # reset, broken pipe: the connection is lost (1006, RFC 6455 7.1.5)
+            raise WsClosed(self._lost(exc), self.close_reason) from self._cause
+
+    def _lost(self, exc: OSError) -> int:
+        """The socket failed (a reset, a broken pipe): closed without a close frame (1006,
+        no reason: a reason is what a close frame carries); ``WsClosed.__cause__`` is ``exc``."""
+        if self.close_code is None:
+            self.close_code = 1006
+            self._cause = exc
+        return self.close_code
 
     def recv(self, timeout: Optional[float] = None):
         """The next message (str or bytes); WsClosed once the connection is closed."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while not self.pending:
             if self.close_code is not None:
-                raise WsClosed(self.close_code, self.close_reason)
+                raise WsClosed(self.close_code, self.close_reason) from self._cause
             left = deadline - time.monotonic()
             if left <= 0:
                 raise socket.timeout("no message within the timeout")
             self.sock.settimeout(left)
-            chunk = self.sock.recv(65536)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise
+            except OSError as exc:  # a reset: what arrived before it is still handed out
+                self._lost(exc)
+                continue
             if not chunk:
                 self.close_code = self.close_code or 1006
                 continue

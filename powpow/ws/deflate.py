@@ -12,9 +12,12 @@ compression; a busy one with context takeover costs ~32 KiB (deflate) +
 ``2**N`` + 7 KiB instead).  See README "WebSocket" for measured figures.
 
 Window bits 8: zlib silently turns a raw deflate window of 8 into 9, which a
-peer limited to 8 could not inflate, so an offer that would make our
-compressor use 8 is declined (server) or failed (client).  Inflating always
-uses at least 9, which reads any 8-bit stream.
+peer limited to 8 could not inflate.  A server declines an offer that would
+make its compressor use 8; a client whose server answers
+``client_max_window_bits=8`` (our offer names the parameter without a value,
+which allows 8) sends its messages uncompressed, as RFC 7692 6.1 allows: a
+Node ``ws`` server configured with ``clientMaxWindowBits: 8`` answers that.
+Inflating always uses at least 9, which reads any 8-bit stream.
 
 Shared compressor (``shared_compressor=True``, broadcast-heavy servers):
 one raw-deflate stream per loop and per (window bits, memLevel, level)
@@ -39,6 +42,7 @@ from .errors import WsHandshakeError, WsProtocolError
 
 EXTENSION = "permessage-deflate"
 _TAIL = b"\x00\x00\xff\xff"
+NEVER = 1 << 62  # a ``threshold`` no message reaches: this side sends uncompressed
 _PARAMS = ("server_no_context_takeover", "client_no_context_takeover",
            "server_max_window_bits", "client_max_window_bits")
 
@@ -132,7 +136,7 @@ class PerMessageDeflate:
     """The negotiated codec of one connection (lazy zlib objects, see the module docstring)."""
 
     __slots__ = ("compress_no_context", "compress_bits", "inflate_no_context", "inflate_bits",
-                 "mem_level", "level", "threshold", "shared", "_c", "_d")
+                 "mem_level", "level", "threshold", "shared", "_c", "_d", "_fed")
 
     def __init__(self, compress_no_context: bool, compress_bits: int, inflate_no_context: bool,
                  inflate_bits: int, options: DeflateOptions) -> None:
@@ -146,6 +150,7 @@ class PerMessageDeflate:
         self.shared: Optional[SharedCompressor] = None  # set by the I/O layer (it knows the loop)
         self._c: Any = None
         self._d: Any = None
+        self._fed = False  # the inflater ``_d`` has had payload bytes (see ``finish``)
 
     def use_shared(self, loop) -> None:
         """Compress with the loop's shared compressor (needs ``compress_no_context``)."""
@@ -170,20 +175,51 @@ class PerMessageDeflate:
         d = self._d
         if d is None:
             d = self._d = zlib.decompressobj(-self.inflate_bits)
+        if payload:
+            self._fed = True
         try:
             out = d.decompress(payload, cap + 1)
+            while d.eof:
+                out = self._next_stream(d, out, cap)
+                d = self._d
         except zlib.error as exc:
             raise WsProtocolError(1007, "invalid compressed data: %s" % exc) from None
         if len(out) > cap or d.unconsumed_tail:
             self._d = None
+            self._fed = False
             raise WsProtocolError(1009, "message too big once inflated")
         return out
 
+    def _next_stream(self, d, out: bytes, cap: int) -> bytes:
+        """``d`` met a block with BFINAL set: the peer's deflate stream ended there.
+
+        RFC 7692 7.2.3.4 lets a sender flush that way; its message then goes on
+        with a new stream (in the RFC's example a ``00`` that, with the
+        ``00 00 ff ff`` tail, makes an empty stored block), and so does its next
+        message.  zlib hands every byte after the end of a stream to
+        ``unused_data`` and inflates nothing more, so without this each later
+        message came out empty and its bytes piled up there without bound.  The
+        bytes after the end go to a new inflater, given what this call inflated
+        as its dictionary, so a peer that carries its window over to the new
+        stream is still read (a stream that does not refer back is unaffected).
+        A message whose stream ended exactly at its end (a sender that did not
+        add the ``00``) leaves the new inflater unfed: ``finish`` then skips the
+        tail, which alone is no valid block."""
+        rest = d.unused_data
+        bits = self.inflate_bits
+        self._d = n = zlib.decompressobj(-bits, zdict=out[-(1 << bits):]) if out else zlib.decompressobj(-bits)
+        self._fed = bool(rest)
+        if not rest or len(out) > cap:
+            return out
+        return out + n.decompress(rest, cap + 1 - len(out))
+
     def finish(self, cap: int) -> bytes:
-        """End of a compressed message: the implicit 00 00 ff ff tail."""
-        out = self.inflate(_TAIL, cap)
+        """End of a compressed message: the implicit 00 00 ff ff tail (none for an inflater
+        that has had no byte: the tail alone is no valid block)."""
+        out = self.inflate(_TAIL, cap) if self._fed else b""
         if self.inflate_no_context:
             self._d = None
+            self._fed = False
         return out
 
     @property
@@ -303,9 +339,13 @@ def client_accept(values: List[str], options: Optional[DeflateOptions]) -> Optio
     if options.peer_max_window_bits is not None and smwb is not None and smwb > options.peer_max_window_bits:
         raise WsHandshakeError("server_max_window_bits=%d above our offer" % smwb)
     cmwb = _bits(params.get("client_max_window_bits"))
-    if cmwb == 8:
-        raise WsHandshakeError("client_max_window_bits=8 cannot be honoured by zlib")
     compress_bits = min(cmwb or 15, options.window_bits)
     compress_nc = "client_no_context_takeover" in params or options.no_context_takeover
     inflate_nc = "server_no_context_takeover" in params
-    return PerMessageDeflate(compress_nc, compress_bits, inflate_nc, smwb or 15, options)
+    codec = PerMessageDeflate(compress_nc, max(compress_bits, 9), inflate_nc, smwb or 15, options)
+    if cmwb == 8:
+        # Our bare offer allows any 8..15, and 8 is the one zlib cannot keep to (see
+        # "Window bits 8" above): keep the agreement by sending every message uncompressed
+        # (RFC 7692 6.1 lets an endpoint do so); the server's messages still inflate.
+        codec.threshold = NEVER
+    return codec

@@ -3,7 +3,9 @@ import asyncio
 import base64
 import contextlib
 import socket
+import struct
 import threading
+import time
 
 import pytest
 
@@ -295,6 +297,69 @@ def test_a_lost_connection_says_so_in_ws_closed():
             connect_sync("ws://127.0.0.1:%d/" % port).recv(timeout=5)
         assert e.value.code == 1006 and e.value.reason == ""
         assert str(e.value) == "connection closed: 1006 (no close frame: the connection was lost)"
+
+
+@contextlib.contextmanager
+def resetting_server():
+    """A raw server that answers the handshake with a 101 and a text frame "one", then
+    resets the connection (SO_LINGER 0) once ``box["reset"]`` is set."""
+    from powpow.ws.frames import OP_TEXT, build_frame
+
+    box = {"reset": threading.Event(), "done": threading.Event()}
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(1)
+
+    def serve():
+        try:
+            c, _ = ls.accept()
+        except OSError:
+            return
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += c.recv(4096)
+        key = [ln.split(b":", 1)[1].strip() for ln in data.split(b"\r\n")
+               if ln.lower().startswith(b"sec-websocket-key")][0].decode()
+        c.sendall(ok_head(key) + build_frame(OP_TEXT, b"one"))
+        box["reset"].wait(5)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+        box["done"].set()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    box["port"] = ls.getsockname()[1]
+    try:
+        yield box
+    finally:
+        box["reset"].set()
+        ls.close()
+        th.join(3)
+
+
+@pytest.mark.parametrize("first", ["recv", "send"])
+def test_connect_sync_reports_a_reset_as_ws_closed_1006(first):
+    """The server resets TCP (no close frame): ``recv`` and ``send`` raise ``WsClosed`` 1006,
+    the reset as its ``__cause__``, after the message that came before it.  Was: a bare
+    ``ConnectionResetError`` from ``recv`` and ``BrokenPipeError`` from ``send``, which
+    scripts that catch ``WsClosed`` (as the README says to) did not expect."""
+    with resetting_server() as box:
+        c = connect_sync("ws://127.0.0.1:%d/" % box["port"], timeout=5)
+        try:
+            box["reset"].set()
+            assert box["done"].wait(5)
+            time.sleep(0.2)  # the RST is in
+            assert c.recv() == "one"  # what arrived before the reset is still handed out
+            calls = [c.recv, lambda: c.send("x")]
+            if first == "send":
+                calls.reverse()
+            for call in calls:
+                with pytest.raises(WsClosed) as e:
+                    call()
+                assert e.value.code == 1006 and e.value.reason == ""
+                assert isinstance(e.value.__cause__, OSError), e.value.__cause__
+        finally:
+            c.close()
 
 
 def test_connect_sync_against_websockets_server_with_compression():

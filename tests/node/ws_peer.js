@@ -48,7 +48,9 @@ if (mode === 'client') {
   ws.on('close', () => process.exit(left === 0 ? 0 : 1));
   ws.on('error', (e) => { console.log('error ' + e.message); process.exit(1); });
 } else {
-  const wss = new WebSocket.Server({ host: '127.0.0.1', port: 0, perMessageDeflate: a === '1' }, () => {
+  // a: '1' deflate, '0' none, 'w8' deflate that answers client_max_window_bits=8 (and compresses all)
+  const deflate = a === 'w8' ? { clientMaxWindowBits: 8, threshold: 0 } : a === '1';
+  const wss = new WebSocket.Server({ host: '127.0.0.1', port: 0, perMessageDeflate: deflate }, () => {
     console.log('port ' + wss.address().port);
   });
   wss.on('connection', (ws) => {
