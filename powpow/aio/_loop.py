@@ -50,7 +50,7 @@ from asyncio import base_events, events, sslproto, unix_events
 from typing import Any, Dict, List, Optional
 
 from ..errors import LoopError
-from ..loop import Loop, _fileno, _undispatched
+from ..loop import Loop, _undispatched
 from ..poller import MAX_CAPACITY as _MAX_CAPACITY
 from ..timers import DUE, INACTIVE
 from ..net.connection import Connection
@@ -113,6 +113,22 @@ def _ms_until(delay: float) -> int:
     if delay < _FAR_S:
         return int(math.ceil(delay * 1000.0))
     return _FAR_TICK if delay > 0 else 0  # +inf / huge: never; NaN: now, as asyncio (NaN compares false)
+
+
+def _fd_of(fileobj) -> int:
+    """asyncio's rule for add_reader and friends (``selectors``): an int or an object with
+    ``fileno()``; anything else, or a negative descriptor, is a ValueError (was: TypeError,
+    or an OSError from the poller, and ``remove_reader(-1)`` returned False)."""
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError("Invalid file object: %r" % (fileobj,)) from None
+    if fd < 0:
+        raise ValueError("Invalid file descriptor: %d" % fd)
+    return fd
 
 
 class EventLoop(SockOps, base_events.BaseEventLoop):
@@ -521,7 +537,7 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
 
     def _add_io(self, fd, idx: int, callback, args):
         self._check_closed()
-        fd = _fileno(fd)
+        fd = _fd_of(fd)
         handle = events.Handle(callback, args, self, None)
         pair = self._fdh.get(fd)
         if pair is None:
@@ -543,7 +559,7 @@ class EventLoop(SockOps, base_events.BaseEventLoop):
     def _remove_io(self, fd, idx: int) -> bool:
         if self.is_closed():
             return False
-        fd = _fileno(fd)
+        fd = _fd_of(fd)
         pair = self._fdh.get(fd)
         if pair is None or pair[idx] is None:
             return False

@@ -7,7 +7,10 @@ one-shot reader/writer (``_add_io``/``_remove_io`` of the loop) and retries.
 go to asyncio's executor as usual.  Split from ``_loop.py``: nothing here
 touches the iteration, timers or transports.
 """
+import asyncio
 import errno
+import io
+import os
 import socket
 
 __all__ = ["SockOps"]
@@ -112,6 +115,53 @@ class SockOps:
                     raise BlockingIOError
 
         await self._sock_wait(sock, 1, more)
+
+    async def _sock_sendfile_native(self, sock, file, offset, count):
+        """``sock_sendfile``'s zero-copy path: ``os.sendfile`` from the file to the socket,
+        waiting for writability while the socket is full.  (Without it asyncio's base loop
+        raised SendfileNotAvailableError: every call copied through read+send, and
+        ``fallback=False`` always failed.)  As asyncio's selector loop: a file that cannot
+        be sent this way before any byte went falls back; the file position ends after the
+        last byte sent, also on an error or a cancellation."""
+        try:
+            fileno = file.fileno()
+            size = os.fstat(fileno).st_size
+        except (AttributeError, io.UnsupportedOperation, OSError):
+            raise asyncio.SendfileNotAvailableError("not a regular file") from None
+        block = count if count else size
+        if not block:
+            return 0
+        fd = sock.fileno()
+        sent = [0]
+
+        def more():
+            while True:
+                want = count - sent[0] if count else block
+                if want <= 0:
+                    return sent[0]
+                try:
+                    n = os.sendfile(fd, fileno, offset + sent[0], want)
+                except (BlockingIOError, InterruptedError):
+                    raise
+                except OSError as exc:
+                    if sent[0] == 0:  # e.g. not an mmap-able file: asyncio's fallback sends it
+                        raise asyncio.SendfileNotAvailableError("os.sendfile call failed: %s" % exc) from exc
+                    if exc.errno == errno.ENOTCONN:
+                        raise ConnectionError(errno.ENOTCONN, "socket is not connected") from exc
+                    raise
+                if n == 0:  # the file's end
+                    return sent[0]
+                sent[0] += n
+
+        try:
+            try:
+                return more()
+            except (BlockingIOError, InterruptedError):
+                pass
+            return await self._sock_wait(sock, 1, more)
+        finally:
+            if sent[0]:
+                os.lseek(fileno, offset + sent[0], os.SEEK_SET)
 
     async def sock_connect(self, sock, address):
         self._check_sock(sock)

@@ -422,20 +422,29 @@ class StreamTransport(_FlowControlMixin):
         conn = self._conn
         base = conn.bytes_sent + conn.queued_bytes  # the file's first byte is counted from here
         fut = self._sendfile_fut = self._loop.create_future()
-        done = False
+        chunk = None
+        sent = -1
         try:
-            if not conn.send_file(fd, offset, count):
-                if conn.closed:
-                    raise ConnectionError("Connection is closed")
+            # short_ok: a file that shrank meanwhile sends what it has and the transport stays
+            # open, as asyncio's; the result says how much went
+            chunk = conn.queue_file(fd, offset, count, short_ok=True)
+            if chunk is None:
+                raise ConnectionError("Connection is closed")
             if conn.output_pending:
                 conn.want_drain()
                 await fut
-            done = True
-            return count
+            sent = count - chunk.short
+            return sent
         finally:
             self._sendfile_fut = None
-            # as asyncio: on an error or a cancellation the file position tells how much was sent
-            file.seek(offset + (count if done else max(0, min(count, conn.bytes_sent - base))))
+            if sent < 0:
+                # Cancelled (a timeout) or failed: no more of the file goes out, so what the
+                # protocol writes next follows the bytes already sent, as with asyncio's loop.
+                # (The file stayed queued and went out whole, then the next write after it.)
+                if chunk is not None:
+                    conn.drop_file(chunk)
+                sent = max(0, min(count, conn.bytes_sent - base))
+            file.seek(offset + sent)  # as asyncio: the file position tells how much was sent
 
     def can_write_eof(self) -> bool:
         return True

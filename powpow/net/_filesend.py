@@ -16,7 +16,8 @@ connection's loop and the send resumes once the source is readable.  Its
 
 The chunk owns its fd (opened here from a path, ``dup``-ed from a caller's
 fd, or taken over with ``own_fd=True``) and closes it when sent or when the
-connection is torn down.
+connection is torn down.  ``short_ok`` (asyncio's ``loop.sendfile``, which
+promised no length) makes a file that ends early end only its chunk.
 """
 import errno
 import os
@@ -37,8 +38,8 @@ _send = _sock.send
 
 
 class FileChunk:
-    __slots__ = ("fd", "offset", "remaining", "use_sendfile", "pending", "stream", "to_eof",
-                 "_probe", "_watch", "_on_ready")
+    __slots__ = ("fd", "offset", "remaining", "use_sendfile", "pending", "stream", "to_eof", "short_ok",
+                 "short", "_probe", "_watch", "_on_ready")
 
     def __init__(self, fd: int, offset: int, count: Optional[int], stream: bool = False) -> None:
         self.fd = fd
@@ -48,6 +49,8 @@ class FileChunk:
         self.use_sendfile = not stream
         self.stream = stream
         self.pending: Optional[bytes] = None  # stream source: bytes read but not yet sent
+        self.short_ok = False  # a file that ends early ends the chunk (``short``), not the connection
+        self.short = 0  # bytes the file lacked (with short_ok)
         self._probe = None  # select.poll() on the source, made on first use
         self._watch = None  # the loop watching the source while it is empty
         self._on_ready: Optional[Callable[[], None]] = None
@@ -190,6 +193,10 @@ def flush_file(conn, chunk: FileChunk) -> bool:
                 conn._fail(n, "send to")
                 return False
         if n == 0:
+            if chunk.short_ok:  # loop.sendfile: a file that shrank sends what it has (as asyncio)
+                chunk.short = chunk.remaining
+                chunk.remaining = 0
+                break
             conn._teardown(ConnectionLost(errno.EIO, "file ended %d bytes early while sending to"
                                           % chunk.remaining, conn._peer_str()))
             return False

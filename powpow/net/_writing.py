@@ -286,11 +286,19 @@ class _Writer:
         and a small file leave in full segments.  Errors opening or
         ``fstat``-ing the file raise here.
         """
+        return self.queue_file(path_or_fd, offset, count, header, own_fd) is not None and \
+            self._state == OPEN and not self._above_high
+
+    def queue_file(self, path_or_fd, offset: int = 0, count: Optional[int] = None, header=None,
+                   own_fd: bool = False, short_ok: bool = False) -> Optional[FileChunk]:
+        """``send_file`` that returns the chunk it queued (None when refused), for a caller
+        that may give up on it (``drop_file``).  ``short_ok``: a file that ends before
+        ``count`` ends the chunk (``chunk.short`` tells by how much), not the connection."""
         take = own_fd and isinstance(path_or_fd, int)
         if self._state != OPEN or self._shut_pending or self._wr_shut:
             if take:
                 os.close(path_or_fd)
-            return False
+            return None
         files = self._files
         if self._queue:
             if self._queued > self.max_queued or files >= FILES_MAX:
@@ -304,8 +312,9 @@ class _Writer:
                     self._teardown(exc)
                 else:
                     self._refuse(len(header) if header else 0)
-                return False
+                return None
         chunk = open_chunk(path_or_fd, offset, count, take)  # raises on a bad file or offset
+        chunk.short_ok = short_ok
         if not self._corked and self._cork_ok:
             _sock.set_cork(self._sock, self.fd, True)
             self._corked = True
@@ -313,7 +322,7 @@ class _Writer:
             self.send(header)
             if self._state != OPEN:
                 chunk.close()
-                return False
+                return None
         q = self._queue
         if q is None:
             q = self._queue = collections.deque()
@@ -325,7 +334,18 @@ class _Writer:
         if was_empty:
             self._arm_write()
             self._flush()
-        return self._state == OPEN and not self._above_high
+        return chunk
+
+    def drop_file(self, chunk: FileChunk) -> None:
+        """Send no more of ``chunk`` (from ``queue_file``): its caller gave up on it, as a
+        cancelled ``loop.sendfile`` does.  What the kernel took stays sent; what was queued
+        after the chunk follows at once."""
+        if chunk.fd < 0 or self._state == CLOSED:
+            return  # sent already (its fd is closed), or gone with the connection
+        chunk.remaining = 0
+        chunk.pending = None
+        if self._queue and self._queue[0] is chunk:
+            self._flush()  # (pops it, closes its fd, goes on with what follows)
 
     def set_write_buffer_limits(self, high: Optional[int] = None, low: Optional[int] = None) -> None:
         """Set ``high_water``/``low_water`` (asyncio's rule: low defaults to high // 4, high to 4 * low)."""

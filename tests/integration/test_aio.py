@@ -1299,3 +1299,14 @@ def test_buffered_protocol_stops_where_buffer_updated_says(lp, mode):
         assert b"".join(d for _, d in got) == b"0123456789AB"
     else:
         assert got == [("bu", b"0123"), ("new", b"456789AB")]
+
+
+@pytest.mark.parametrize("bad", [object(), "x", -1])
+def test_add_and_remove_reader_refuse_a_bad_file_object_with_value_error(lp, bad):
+    """asyncio (selectors) refuses a file object without a usable fileno(), or a negative fd,
+    with ValueError.  powpow.aio raised TypeError, or an OSError from the poller for -1, and
+    remove_reader(-1) returned False."""
+    for call in (lambda: lp.loop.add_reader(bad, print), lambda: lp.loop.add_writer(bad, print),
+                 lambda: lp.loop.remove_reader(bad), lambda: lp.loop.remove_writer(bad)):
+        with pytest.raises(ValueError):
+            call()

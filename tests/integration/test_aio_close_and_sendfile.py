@@ -363,3 +363,148 @@ def test_sendfile_with_good_arguments_still_sends_the_slice(lp):
             await srv.wait_closed()
 
     assert lp.run(main()) == (200000, 201000, data[1000:201000] + b"after")
+
+
+# ------------------------------------------------------------ sendfile cut short, sock_sendfile
+
+def test_a_cancelled_sendfile_stops_the_file_and_the_next_write_follows_what_was_sent(lp):
+    """loop.sendfile cancelled while the peer is not reading (asyncio.wait_for timing out):
+    asyncio sends no more of the file, and a write after it follows the bytes already sent.
+    powpow.aio left the file queued: the whole 32 MiB went out after the cancel, and the
+    next write behind it (a trailer here), so the peer read the rest of the file as data."""
+    data = os.urandom(32 << 20)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = bytearray()
+        eof = loop.create_future()
+        peers = []
+
+        class Slow(asyncio.Protocol):
+            def connection_made(self, t):
+                peers.append(t)
+                t.pause_reading()
+
+            def data_received(self, d):
+                got.extend(d)
+
+            def eof_received(self):
+                eof.set_result(None)
+
+        srv = await loop.create_server(Slow, "127.0.0.1", 0)
+        tr, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        try:
+            with tempfile.TemporaryFile() as f:
+                f.write(data)
+                f.seek(0)
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(loop.sendfile(tr, f, 0, None), 0.3)
+            tr.write(b"TRAILER")
+            tr.write_eof()
+            while not peers:
+                await asyncio.sleep(0.01)
+            peers[0].resume_reading()
+            await asyncio.wait_for(eof, 10)
+            return bytes(got)
+        finally:
+            tr.abort()
+            srv.close()
+
+    got = lp.run(main(), timeout=20)
+    at = len(got) - 7
+    assert got.endswith(b"TRAILER") and 0 < at < len(data), (len(got), got.find(b"TRAILER"))
+    assert got[:at] == data[:at]
+
+
+def test_sendfile_of_a_file_that_shrinks_sends_what_it_has_and_the_transport_goes_on(lp):
+    """The file is truncated while loop.sendfile waits for the peer: asyncio returns the bytes
+    sent and the transport stays open.  powpow.aio closed the connection (EIO: right for an
+    HTTP body with a promised length, not here) and raised ConnectionError."""
+    data = os.urandom(32 << 20)
+    keep = 4 << 20
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        got = bytearray()
+        eof = loop.create_future()
+        peers = []
+
+        class Slow(asyncio.Protocol):
+            def connection_made(self, t):
+                peers.append(t)
+                t.pause_reading()
+
+            def data_received(self, d):
+                got.extend(d)
+
+            def eof_received(self):
+                eof.set_result(None)
+
+        srv = await loop.create_server(Slow, "127.0.0.1", 0)
+        tr, _ = await loop.create_connection(asyncio.Protocol, *srv.sockets[0].getsockname())
+        try:
+            with tempfile.TemporaryFile() as f:
+                f.write(data)
+                f.flush()
+                f.seek(0)
+                task = asyncio.ensure_future(loop.sendfile(tr, f, 0, None))
+                await asyncio.sleep(0.2)  # stuck part-way (the kernel took a few MiB at most)
+                assert not task.done()
+                os.truncate(f.fileno(), keep)
+                peers[0].resume_reading()
+                sent = await asyncio.wait_for(task, 10)
+                pos = f.tell()
+            tr.write(b"after")
+            tr.write_eof()
+            await asyncio.wait_for(eof, 10)
+            return sent, pos, bytes(got)
+        finally:
+            tr.abort()
+            srv.close()
+
+    sent, pos, got = lp.run(main(), timeout=20)
+    assert sent == pos == keep
+    assert got == data[:keep] + b"after"
+
+
+@pytest.mark.parametrize("count", [None, 700000])
+def test_sock_sendfile_sends_without_the_fallback(lp, count):
+    """loop.sock_sendfile(..., fallback=False) uses os.sendfile, as asyncio's selector loop does;
+    powpow.aio had no native path, so it always raised SendfileNotAvailableError (and with the
+    default fallback copied the file through read+send).  The file position ends after the
+    bytes sent."""
+    data = os.urandom(1 << 20)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        a, b = socket.socketpair()
+        a.setblocking(False)
+        b.setblocking(False)
+        got = bytearray()
+
+        async def reader():
+            while True:
+                d = await loop.sock_recv(b, 1 << 16)
+                if not d:
+                    return
+                got.extend(d)
+
+        rt = asyncio.ensure_future(reader())
+        try:
+            with tempfile.TemporaryFile() as f:
+                f.write(data)
+                f.seek(0)
+                sent = await loop.sock_sendfile(a, f, 1000, count, fallback=False)
+                pos = f.tell()
+            a.shutdown(socket.SHUT_WR)
+            await asyncio.wait_for(rt, 5)
+            return sent, pos, bytes(got)
+        finally:
+            rt.cancel()
+            a.close()
+            b.close()
+
+    want = data[1000:] if count is None else data[1000:1000 + count]
+    sent, pos, got = lp.run(main())
+    assert (sent, pos) == (len(want), 1000 + len(want))
+    assert got == want
