@@ -145,7 +145,7 @@ def test_a_message_flushed_with_bfinal_does_not_break_the_next_ones(takeover):
     assert codec.inflate(_bfinal(b"again"), 1000) + codec.finish(1000) == b"again"
     # then ordinary sync-flushed messages on one stream (context takeover on the sender's side)
     c = zlib.compressobj(6, zlib.DEFLATED, -15)
-    for i in range(20):
+    for _ in range(20):
         msg = os.urandom(20000)
         data = (c.compress(msg) + c.flush(zlib.Z_SYNC_FLUSH))[:-4]
         assert codec.inflate(data, 1 << 20) + codec.finish(1 << 20) == msg
