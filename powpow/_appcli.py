@@ -32,7 +32,15 @@ _RELOAD_CHILD = "POWPOW_RELOAD_CHILD"
 
 
 class AppImportError(Exception):
-    """``module:app`` could not be imported or found (the message says which part)."""
+    """``module:app`` could not be imported or found (the message says which part).
+
+    ``in_app``: the error came from running the app's own code (its import or its factory);
+    the CLI then prints that traceback too, as uvicorn does, since the line alone does not
+    say where."""
+
+    def __init__(self, message: str, in_app: bool = False) -> None:
+        super().__init__(message)
+        self.in_app = in_app
 
 
 # ------------------------------------------------------------ flag types (serve and demo use them too)
@@ -150,13 +158,17 @@ def import_app(spec: str, factory: bool = False, app_dir: str = "") -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
+        # the module itself or a package on its path is missing -- not a module the app
+        # imports (``import redis`` in redis_app.py: a prefix of the name, but the app's
+        # dependency, whose name the user must see)
+        if exc.name and (exc.name == module_name or module_name.startswith(exc.name + ".")):
             raise AppImportError("cannot import module %r (looked in %s and sys.path)"
                                  % (module_name, path)) from exc
         raise AppImportError("importing module %r failed: %s: %s"
-                             % (module_name, type(exc).__name__, exc)) from exc
+                             % (module_name, type(exc).__name__, exc), in_app=True) from exc
     except Exception as exc:
-        raise AppImportError("importing module %r failed: %s: %s" % (module_name, type(exc).__name__, exc)) from exc
+        raise AppImportError("importing module %r failed: %s: %s" % (module_name, type(exc).__name__, exc),
+                             in_app=True) from exc
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -168,7 +180,7 @@ def import_app(spec: str, factory: bool = False, app_dir: str = "") -> Any:
             obj = obj()
         except Exception as exc:
             raise AppImportError("calling the factory %s:%s() failed: %s: %s"
-                                 % (module_name, attr, type(exc).__name__, exc)) from exc
+                                 % (module_name, attr, type(exc).__name__, exc), in_app=True) from exc
     if not callable(obj):
         raise AppImportError("%s:%s is not callable (got %s)" % (module_name, attr, type(obj).__name__))
     return obj
@@ -214,6 +226,9 @@ def main(kind: str, args: argparse.Namespace, argv: Optional[List[str]] = None) 
     try:
         app = import_app(args.app, args.factory, args.app_dir)
     except AppImportError as exc:
+        if exc.in_app and exc.__cause__ is not None:
+            import traceback
+            traceback.print_exception(type(exc.__cause__), exc.__cause__, exc.__cause__.__traceback__)
         print("powpow %s: error loading %s: %s" % (kind, args.app, exc), file=sys.stderr)
         return 1
     mod = importlib.import_module("powpow.%s" % kind)

@@ -26,7 +26,7 @@ TYPE_CHECKING = False  # mypy treats this name as True
 if TYPE_CHECKING:
     import logging
 
-__all__ = ["get_logger"]
+__all__ = ["get_logger", "configure_server_logging"]
 
 
 class LazyLogger:
@@ -104,3 +104,24 @@ def get_logger(name: str) -> "logging.Logger":
     if loaded is not None:
         return loaded.getLogger(name)
     return LazyLogger(name)  # type: ignore[return-value]
+
+
+# uvicorn's --log-level words ("trace" is DEBUG here)
+_SERVER_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 10}
+
+
+def configure_server_logging(level) -> None:
+    """The ASGI and WSGI servers' ``log_level`` (uvicorn's option): the ``powpow`` loggers'
+    level, and, when the application configured no logging, a stderr handler (so the
+    access log and the start/stop lines show).  None leaves logging alone; an unknown
+    level is a ValueError."""
+    if level is None:
+        return
+    import logging
+
+    lvl = _SERVER_LEVELS.get(str(level).lower())
+    if lvl is None:
+        raise ValueError("log_level must be one of %s, got %r" % (", ".join(_SERVER_LEVELS), level))
+    logging.getLogger("powpow").setLevel(lvl)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(levelname)s:%(name)s: %(message)s")

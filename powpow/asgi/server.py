@@ -30,7 +30,9 @@ import sys
 import threading
 from typing import Any, Callable, Optional
 
+from .._log import configure_server_logging
 from ..http._session import BODY, Session
+from ..http.forwarded import app_server_trust
 from ..http.server import HttpServer
 from ._http import HttpCycle, build_scope
 from ._lifespan import Lifespan
@@ -56,8 +58,6 @@ def _record_step(callback, *args, context=None):
     _grab[0] = callback
     _grab[1] = context
 
-_LEVELS = {"critical": logging.CRITICAL, "error": logging.ERROR, "warning": logging.WARNING,
-           "info": logging.INFO, "debug": logging.DEBUG, "trace": logging.DEBUG}
 
 
 class _AsgiHttpServer(HttpServer):
@@ -121,23 +121,6 @@ def _body_cut(req) -> None:
             cb()
 
 
-def _trust(proxy_headers: bool, forwarded_allow_ips, uds):
-    if not proxy_headers:
-        return None
-    from ..http.forwarded import ProxyTrust
-    if forwarded_allow_ips is None:
-        forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-    if isinstance(forwarded_allow_ips, str):
-        items = [x.strip() for x in forwarded_allow_ips.split(",") if x.strip()]
-    else:
-        items = [str(x).strip() for x in forwarded_allow_ips]
-    if "*" in items:
-        items = ["0.0.0.0/0", "::/0", "unix"]
-    elif uds is not None:
-        items.append("unix")  # a proxy in front of a unix socket is on this host
-    return ProxyTrust(items, header="x-forwarded-for")
-
-
 class Server:
     """An ASGI 3 server (see the module docstring and README "ASGI").
 
@@ -184,9 +167,9 @@ class Server:
         self.workers = workers
         self.root_path = root_path.rstrip("/") if root_path else ""
         self.root_path_b = self.root_path.encode("utf-8")
-        self.trust = _trust(proxy_headers, forwarded_allow_ips, uds)
+        self.trust = app_server_trust(proxy_headers, forwarded_allow_ips, uds)
         self.log_level = log_level
-        _configure_logging(log_level)
+        configure_server_logging(log_level)
         self.access_log = bool(access_log) and logging.getLogger("powpow.access").isEnabledFor(logging.INFO)
         self.timeout_keep_alive = timeout_keep_alive
         self.grace = GRACE_DEFAULT if timeout_graceful_shutdown is None else float(timeout_graceful_shutdown)
@@ -493,17 +476,6 @@ class Server:
         if tcp is not None:
             for conn in list(tcp.connections):
                 conn.close()
-
-
-def _configure_logging(level: Optional[str]) -> None:
-    if level is None:
-        return
-    lvl = _LEVELS.get(str(level).lower())
-    if lvl is None:
-        raise ValueError("log_level must be one of %s, got %r" % (", ".join(_LEVELS), level))
-    logging.getLogger("powpow").setLevel(lvl)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(format="%(levelname)s:%(name)s: %(message)s")
 
 
 def serve(app: Callable, host: str = "127.0.0.1", port: int = 8000, **options) -> None:

@@ -33,6 +33,7 @@ same host).  An invalid entry raises ``ValueError`` at construction.
 
 Addresses come back normalised by ``ipaddress`` (``str(ip_address(x))``).
 """
+import os
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 # ipaddress is imported where it is used: the server imports this module, and
@@ -289,3 +290,24 @@ class ProxyTrust:
     def __repr__(self) -> str:
         items = [str(n) for n in self.networks] + (["unix"] if self.trust_unix else [])
         return "ProxyTrust(%r%s)" % (items, "" if self.header == "auto" else ", header=%r" % self.header)
+
+
+def app_server_trust(proxy_headers: bool, forwarded_allow_ips, uds) -> Optional["ProxyTrust"]:
+    """The ASGI and WSGI servers' trust, uvicorn's options: ``proxy_headers`` on, the peers
+    in ``forwarded_allow_ips`` (a comma list or a sequence; None: the environment's
+    ``FORWARDED_ALLOW_IPS``, else ``127.0.0.1``; ``*``: everyone, unix peers included)
+    send ``X-Forwarded-For``/``-Proto`` we believe.  Serving on a unix socket (``uds``)
+    trusts its peers too: a proxy in front of a unix socket is on this host."""
+    if not proxy_headers:
+        return None
+    if forwarded_allow_ips is None:
+        forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+    if isinstance(forwarded_allow_ips, str):
+        items = [x.strip() for x in forwarded_allow_ips.split(",") if x.strip()]
+    else:
+        items = [str(x).strip() for x in forwarded_allow_ips]
+    if "*" in items:
+        items = ["0.0.0.0/0", "::/0", "unix"]
+    elif uds is not None:
+        items.append("unix")
+    return ProxyTrust(items, header="x-forwarded-for") if items else None

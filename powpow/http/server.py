@@ -58,7 +58,7 @@ TLS
 ``HttpServer(..., ssl=ctx)`` or ``listen(port, host=..., ssl=ctx)`` (one
 listener) serves HTTPS through ``net.tls.TlsTransport``: the session sees the
 same ``Transport`` contract, so nothing here knows about TLS.  Server
-contexts get ALPN ``http/1.1``, no renegotiation and TLS 1.2 at least;
+contexts get ALPN ``http/1.1`` and ``http/1.0``, no renegotiation and TLS 1.2 at least;
 ``req.tls`` tells a handler what was negotiated (and the client certificate
 with mTLS).  A handshake must finish within ``handshake_timeout`` seconds.
 
@@ -485,11 +485,12 @@ class HttpServer:
 
 
 def _http_ctx(ctx):
-    """A server context made ready for HTTP/1.1: ALPN ``http/1.1`` (see ``net.tls``)."""
+    """A server context made ready for HTTP/1.1: ALPN ``http/1.1`` and ``http/1.0`` (see ``net.tls``)."""
     if ctx is None:
         return None
+    from ..net._tlsconf import HTTP_ALPN
     from ..net.tls import prepare_server_context
-    return prepare_server_context(ctx, ("http/1.1",))
+    return prepare_server_context(ctx, HTTP_ALPN)
 
 
 # ---------------------------------------------------------------- static files

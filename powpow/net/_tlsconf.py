@@ -85,7 +85,8 @@ def prepare_server_context(ctx: ssl.SSLContext, alpn=None) -> ssl.SSLContext:
         ctx.set_alpn_protocols(list(alpn))
         # remembered so that TlsTransport can refuse a client whose ALPN offer has nothing in
         # common (Python's ssl would go on without ALPN instead of failing the handshake)
-        ctx._powpow_alpn = frozenset(  # type: ignore[attr-defined]
+        # (a tuple in preference order: the refusal's message lists them so)
+        ctx._powpow_alpn = tuple(  # type: ignore[attr-defined]
             a.encode("ascii") if isinstance(a, str) else bytes(a) for a in alpn)
     return ctx
 
@@ -145,8 +146,11 @@ def client_hello_alpn(data: bytes):
     return None
 
 
+HTTP_ALPN = ("http/1.1", "http/1.0")  # HTTP/1.0 is served too: `curl --http1.0` offers only it
+
+
 def server_context(certfile, keyfile=None, ca_certs=None, require_client_cert: bool = True,
-                   alpn=("http/1.1",)) -> ssl.SSLContext:
+                   alpn=HTTP_ALPN) -> ssl.SSLContext:
     """A server context from PEM files; ``ca_certs`` turns on client certificates (mTLS:
     required unless ``require_client_cert=False``).  A certificate and key that do not
     match raise ``ssl.SSLError`` here, before anything listens."""

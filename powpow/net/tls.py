@@ -299,7 +299,7 @@ class TlsTransport:
         self._handshake_failed(TlsError(
             "NO_APPLICATION_PROTOCOL: the client offers ALPN %s only, this server speaks %s"
             % (", ".join(p.decode("ascii", "replace") for p in offered),
-               ", ".join(sorted(p.decode("ascii", "replace") for p in ours))),
+               ", ".join(p.decode("ascii", "replace") for p in ours)),
             "NO_APPLICATION_PROTOCOL"), "NO_APPLICATION_PROTOCOL")
         return True
 

@@ -52,13 +52,13 @@ True, ``wsgi.errors`` (stderr), ``wsgi.input_terminated`` True, and
 import logging
 import os
 import signal
-import sys
 import threading
 from collections import deque
 from typing import Any, Callable, Dict, Optional
 
+from .._log import configure_server_logging
 from ..errors import LoopError
-from ..http.forwarded import ProxyTrust
+from ..http.forwarded import ProxyTrust, app_server_trust
 from ..http.parser import MAX_BODY
 from ..http.server import HttpServer
 from ._exchange import Exchange
@@ -137,6 +137,9 @@ class Server:
         self.inline = inline or threads == 0
         self.root_path = root_path.rstrip("/")
         self.log_level = log_level
+        # (as the ASGI server; only serve() did this, so `python -m powpow wsgi`, which makes a
+        # Server, logged nothing: no access log, whatever --access-log and --log-level said)
+        configure_server_logging(log_level)
         self.grace = DEFAULT_GRACE if timeout_graceful_shutdown is None else float(timeout_graceful_shutdown)
         if limit_concurrency is not None and limit_concurrency < 1:
             raise ValueError("limit_concurrency must be >= 1, got %r" % (limit_concurrency,))
@@ -148,15 +151,9 @@ class Server:
         # answer streamed early would pile up in memory behind the earlier one).
         # session -> the running exchange, then the ones waiting behind it.
         self._serial: Dict[Any, deque] = {}
-        self._trust: Optional[ProxyTrust] = None
-        if proxy_headers:
-            allow = forwarded_allow_ips
-            if allow is None:
-                allow = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-            entries = [a.strip() for a in allow.split(",") if a.strip()]
-            if "*" in entries:
-                entries = ["0.0.0.0/0", "::/0", "unix"]
-            self._trust = ProxyTrust(entries, header="x-forwarded-for") if entries else None
+        # (as the ASGI server: was without the unix peers of --uds, so a proxy in front of
+        # the socket had its X-Forwarded-For/-Proto ignored)
+        self._trust: Optional[ProxyTrust] = app_server_trust(proxy_headers, forwarded_allow_ips, uds)
         ctx = ssl
         if ctx is None and ssl_certfile:
             from ..net.tls import server_context
@@ -457,13 +454,6 @@ def serve(app: Callable, host: str = "127.0.0.1", port: int = 8000, **options: A
     threads, as bodies stream to the app; inline, where a body is read whole
     first, HttpServer's ``MAX_BODY``, 1 MiB; past it 413 and the connection closes).
     """
-    level = options.get("log_level", "info")
-    if level:
-        lvl = getattr(logging, str(level).upper(), None)
-        if isinstance(lvl, int):
-            if not logging.getLogger().handlers:
-                logging.basicConfig(level=lvl, format="%(levelname)s: %(message)s", stream=sys.stderr)
-            logging.getLogger("powpow").setLevel(lvl)
     server = Server(app, host, port, **options)
     server.listen()
     server.run()

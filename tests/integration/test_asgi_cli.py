@@ -332,3 +332,60 @@ def test_a_missing_certificate_or_uds_directory_is_named(tmp_path, kind):
     out = subprocess.run([sys.executable, "-m", "powpow", kind, "cliapp:app", "--uds", uds],
                          capture_output=True, text=True, cwd=str(tmp_path), timeout=30)
     assert out.returncode == 1 and uds in out.stderr and "Traceback" not in out.stderr, out
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_access_log_is_on_by_default_and_log_level_filters_it(tmp_path, kind):
+    """``--access-log`` is the default for both CLIs: one line per answer on stderr, and
+    ``--log-level warning`` silences them.  Was: ``python -m powpow wsgi`` made its Server
+    without configuring logging, so it logged nothing whatever the flags said."""
+    (tmp_path / "wapp.py").write_text(textwrap.dedent('''
+        def app(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+    '''))
+    spec = "cliapp:app" if kind == "asgi" else "wapp:app"
+    (tmp_path / "cliapp.py").write_text(APP)
+    for extra, lines in (((), 3), (("--log-level", "warning"), 0)):
+        p = subprocess.Popen([sys.executable, "-m", "powpow", kind, spec, "--port", "0", *extra],
+                             cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            url = banner(p)
+            for i in range(3):
+                fetch(url + "logged-%d" % i)
+        finally:
+            code, out, err = stop(p)
+        assert code == 0, err
+        got = [ln for ln in (out + err).splitlines() if "GET /logged-" in ln]
+        assert len(got) == lines, (extra, out, err)
+        if lines:
+            assert all(" 200 " in ln for ln in got), got
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+def test_an_app_that_fails_to_import_is_shown_with_its_traceback(tmp_path, kind):
+    """The app module imports a missing dependency whose name is a prefix of the module's
+    (``import depmissing`` in ``depmissing_app.py``): the message names the dependency, not
+    "cannot import module 'depmissing_app'"; an error raised deeper in the app's import comes
+    with its traceback (file and line), as uvicorn prints it.  Was: the user's own file was
+    blamed, and a KeyError in a submodule was one line with no place."""
+    (tmp_path / "depmissing_app.py").write_text("import depmissing\napp = None\n")
+    pkg = tmp_path / "pkgx"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text("import os\nURL = os.environ['POWPOW_TEST_NO_SUCH_VAR']\n")
+    (tmp_path / "deep_app.py").write_text("import pkgx.models\napp = None\n")
+    env = dict(os.environ)
+    env.pop("POWPOW_TEST_NO_SUCH_VAR", None)
+    runs = {}
+    for spec in ("depmissing_app:app", "deep_app:app", "not_there_at_all:app"):
+        p = subprocess.run([sys.executable, "-m", "powpow", kind, spec, "--port", "0"], cwd=str(tmp_path),
+                           env=env, capture_output=True, text=True, timeout=30)
+        assert p.returncode == 1, p
+        runs[spec] = p.stderr
+    err = runs["depmissing_app:app"]
+    assert "No module named 'depmissing'" in err and "cannot import module" not in err, err
+    err = runs["deep_app:app"]
+    assert "Traceback" in err and "models.py\", line 2" in err and "POWPOW_TEST_NO_SUCH_VAR" in err, err
+    err = runs["not_there_at_all:app"]  # the app's own module missing: one line, no traceback
+    assert "cannot import module 'not_there_at_all'" in err and "Traceback" not in err, err

@@ -93,8 +93,11 @@ def test_h2_only_client_gets_no_application_protocol_alert(certs, caplog):
         assert _handshake(certs, port, ["h2", "http/1.1"]) == ("http/1.1", _handshake(certs, port, ["http/1.1"])[1])
         alpn, data = _handshake(certs, port, None)
         assert alpn is None and data.endswith(b"alpn=none")
+        # an HTTP/1.0 client offering only http/1.0 (curl --http1.0) is served, with it
+        alpn, data = _handshake(certs, port, ["http/1.0"])
+        assert alpn == "http/1.0" and data.endswith(b"alpn=http/1.0")
     lines = [r.getMessage() for r in caplog.records if "NO_APPLICATION_PROTOCOL" in r.getMessage()]
-    assert len(lines) == 3 and "offers ALPN h2 only, this server speaks http/1.1" in lines[0], lines
+    assert len(lines) == 3 and "offers ALPN h2 only, this server speaks http/1.1, http/1.0" in lines[0], lines
 
 
 def test_own_alpn_list_on_a_tcp_server(certs):
@@ -128,3 +131,14 @@ def test_own_alpn_list_on_a_tcp_server(certs):
         srv.close()
         loop.close()
     assert srv.tls_failures == 1
+
+
+def test_curl_http10_over_https_is_served(certs):
+    """``curl --http1.0`` offers ALPN ``http/1.0`` only; powpow serves HTTP/1.0, so it must
+    accept it.  Was: the handshake failed with ``no application protocol`` (HttpServer offered
+    ``http/1.1`` alone), where uvicorn and gunicorn answer."""
+    with serving(hello, ssl=certs.server_ctx()) as server:
+        out = subprocess.run(["curl", "-sS", "--http1.0", "--cacert", certs.ca, "--max-time", "10",
+                              "https://localhost:%d/" % server.port], capture_output=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b"alpn=http/1.0"

@@ -749,3 +749,20 @@ def test_inline_stream_pauses_for_a_slow_client_and_shares_the_loop():
         s.recv(1000)
         s.close()
         assert closed.wait(10)
+
+
+def test_unix_socket_trusts_its_proxy_headers(tmp_path):
+    """Behind a proxy on the unix socket (nginx ``proxy_pass http://unix:...``), X-Forwarded-For
+    and -Proto are believed, as the ASGI server does with ``--uds``: the proxy is on this host.
+    Was: ignored (no REMOTE_ADDR, ``wsgi.url_scheme`` http) unless ``forwarded_allow_ips='*'``."""
+    path = str(tmp_path / "wsgi.sock")
+    with wsgi_server(validator(env_app), uds=path, proxy_headers=True):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(b"GET /p HTTP/1.1\r\nHost: example.test\r\nX-Forwarded-For: 203.0.113.7\r\n"
+                      b"X-Forwarded-Proto: https\r\n\r\n")
+            head, body = read_response(s)
+    env = json.loads(body)
+    assert head.startswith(b"HTTP/1.1 200")
+    assert env["REMOTE_ADDR"] == "203.0.113.7" and env["wsgi.url_scheme"] == "https"
