@@ -939,6 +939,18 @@ class Session:
             if res is not None and not res.ended and res in self.pending:
                 self._body_failed(res, exc)
                 return
+            if res is not None and res.ended:
+                # The handler answered before its body failed (an early answer, the
+                # body left unread): that answer is the request's one final response
+                # (RFC 9112 §9.3), so no error answer follows it -- one did (a 200,
+                # then a 408 or 400 on the same connection).  It closes once out.
+                res._cut_reason = exc
+                if res in self.pending:
+                    res._close = True
+                    self.flush()
+                elif not self.pending:
+                    self.conn.close_after_drain()
+                return
         res = Response(self, _UNPARSED)
         self.pending.append(res)
         _send_parse_error(res, exc)

@@ -110,3 +110,49 @@ def test_an_async_handler_that_claims_its_body_late_gets_it_all_and_little_is_ke
         result["out"][-200:]
     # what was kept before on_body was set came as its first chunk: the hold, plus one read at most
     assert len(chunks[0]) <= STREAM_HOLD_BYTES + 256 * 1024, len(chunks[0])
+
+
+def _one_final_answer(port: int, data: bytes, more: bytes = b"") -> bytes:
+    """Send ``data`` (then ``more``), read to the server's close (a timeout fails)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        if more:
+            try:
+                s.sendall(more)
+            except OSError:
+                pass  # the server may have closed already
+        s.settimeout(10)
+        out = b""
+        while True:
+            try:
+                b = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not b:
+                break
+            out += b
+        return out
+
+
+def test_a_body_that_fails_after_an_early_answer_gets_no_second_answer():
+    """The handler answers at once and leaves the body unread; the body then fails (stalls
+    past body_timeout, bad chunked framing, chunked past max_body).  The request has had its
+    one final response (RFC 9112 §9.3): the connection closes after it.  Was: a second status
+    line followed on the same connection (200, then 408 / 400 / 413), which a client or a
+    proxy reads as the answer to a request never sent."""
+    def handler(req, res):
+        res.send(b"early")
+
+    cases = [
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789", b""),   # stalls: 408
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n", b""),  # 400
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", b"4000\r\n" + b"x" * 0x4000 + b"\r\n"),
+    ]
+    with serving(handler, streaming=True, body_timeout=0.5, max_body=1000) as srv:
+        for data, more in cases:
+            t0 = time.monotonic()
+            out = _one_final_answer(srv.port, data, more)
+            assert out.count(b"HTTP/1.1 ") == 1 and out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"early"), out
+            assert time.monotonic() - t0 < 5
+        # the server goes on: a new connection is answered
+        assert _one_final_answer(srv.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").endswith(b"early")
