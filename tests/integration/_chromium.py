@@ -30,6 +30,16 @@ def chromium_binary() -> str:
     raise AssertionError("chromium is not installed (tests/run_all.sh installs the Debian package 'chromium')")
 
 
+class DevToolsError(AssertionError):
+    """DevTools answered a call with an error."""
+
+    def __init__(self, msg: dict) -> None:
+        super().__init__(msg)
+        # asked while the page navigated (a live-reload, say): once in CI, a wait() for the
+        # reloaded page failed on it instead of asking again
+        self.mid_navigation = "navigated or closed" in str(msg.get("error", {}).get("message", ""))
+
+
 class DevTools:
     """One page target: ``call(method, **params)`` and ``evaluate(expression)``."""
 
@@ -47,11 +57,17 @@ class DevTools:
             assert left > 0, "DevTools: no answer to %s" % method
             msg = json.loads(self.ws.recv(timeout=left))
             if msg.get("id") == my_id:  # events (no id) are not ours
-                assert "error" not in msg, msg
+                if "error" in msg:
+                    raise DevToolsError(msg)
                 return msg["result"]
 
     def evaluate(self, expression: str):
-        r = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        try:
+            r = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        except DevToolsError as exc:
+            if not exc.mid_navigation:
+                raise
+            return None  # the page was reloading when asked: as an exception thrown in it
         if "exceptionDetails" in r:
             return None  # e.g. mid-navigation
         return r["result"].get("value")
