@@ -21,7 +21,7 @@ import sys
 from typing import Optional
 
 from . import _ffi
-from ._appcli import cert_error_words, port_number, seconds, whole_number
+from ._appcli import add_head_limit_arguments, cert_error_words, head_limits, port_number, seconds, whole_number
 from ._log import get_logger
 from .loop import Events, Loop
 
@@ -294,7 +294,7 @@ def serve(args: argparse.Namespace) -> int:
                             keepalive_timeout=args.keepalive_timeout, header_timeout=args.header_timeout,
                             write_timeout=args.write_timeout, min_body_rate=args.min_body_rate,
                             max_connections=args.max_connections, grace_period=args.grace_period,
-                            trusted_proxies=tuple(args.trusted_proxy or ()), ssl=ctx)
+                            trusted_proxies=tuple(args.trusted_proxy or ()), ssl=ctx, **head_limits(args))
         server.listen(args.port, args.host)
     except (OSError, ValueError, OverflowError) as exc:
         # a port in use, a host that does not resolve, a bad --trusted-proxy, no inotify watch left...:
@@ -382,6 +382,7 @@ def _add_serve_arguments(sub) -> None:
     s.add_argument("--max-connections", type=whole_number(1), default=10000,
                    help="beyond this, answer 503 (default 10000)")
     s.add_argument("--grace-period", type=seconds, default=10.0, help="seconds in-flight requests get at shutdown")
+    add_head_limit_arguments(s)
     s.add_argument("--certfile", metavar="CERT", help="serve HTTPS with this PEM certificate (chain)")
     s.add_argument("--keyfile", metavar="KEY", help="the certificate's private key (PEM; default: in CERT)")
     s.add_argument("--ca-certs", metavar="CA", help="require client certificates signed by these CAs (mTLS)")

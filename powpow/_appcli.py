@@ -92,6 +92,23 @@ def seconds(text: str) -> float:
     return value
 
 
+def add_head_limit_arguments(p: argparse.ArgumentParser) -> None:
+    """``--max-header-size``, ``--max-headers``, ``--max-request-line`` (asgi, wsgi and serve)."""
+    p.add_argument("--max-header-size", type=whole_number(1), default=None, metavar="BYTES",
+                   help="largest request head, its fields together (default 8192; past it 431; "
+                        "raise it for large cookies)")
+    p.add_argument("--max-headers", type=whole_number(1), default=None, metavar="N",
+                   help="most fields in a request head (default 100; past it 431)")
+    p.add_argument("--max-request-line", type=whole_number(1), default=None, metavar="BYTES",
+                   help="longest request line (default 8192; past it 414)")
+
+
+def head_limits(args: argparse.Namespace) -> Dict[str, Any]:
+    """The HttpServer keywords of the head-limit flags that were given."""
+    return {name: getattr(args, name) for name in ("max_header_size", "max_headers", "max_request_line")
+            if getattr(args, name) is not None}
+
+
 def add_arguments(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("app", metavar="MODULE:APP",
                    help="the %s application, e.g. main:app (imported with the current directory on sys.path)"
@@ -122,12 +139,7 @@ def add_arguments(p: argparse.ArgumentParser, kind: str) -> None:
                    help="serve HTTPS with this PEM certificate (chain)")
     p.add_argument("--keyfile", "--ssl-keyfile", dest="keyfile", metavar="KEY",
                    help="the certificate's private key (default: in CERT)")
-    p.add_argument("--max-header-size", type=whole_number(1), default=None, metavar="BYTES",
-                   help="largest request head, its fields together (default 8192; past it 431)")
-    p.add_argument("--max-headers", type=whole_number(1), default=None, metavar="N",
-                   help="most fields in a request head (default 100; past it 431)")
-    p.add_argument("--max-request-line", type=whole_number(1), default=None, metavar="BYTES",
-                   help="longest request line (default 8192; past it 414)")
+    add_head_limit_arguments(p)
     p.add_argument("--reload", action="store_true", help="restart when a .py file changes (development)")
     p.add_argument("--reload-dir", action="append", metavar="DIR",
                    help="watch this directory for --reload (repeatable; default: the current directory)")
@@ -193,9 +205,7 @@ def server_kwargs(kind: str, args: argparse.Namespace) -> Dict[str, Any]:
         forwarded_allow_ips=args.forwarded_allow_ips, log_level=args.log_level, access_log=args.access_log,
         timeout_keep_alive=args.timeout_keep_alive, timeout_graceful_shutdown=args.timeout_graceful_shutdown,
         limit_concurrency=args.limit_concurrency, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile)
-    for name in ("max_header_size", "max_headers", "max_request_line"):
-        if getattr(args, name) is not None:
-            kw[name] = getattr(args, name)
+    kw.update(head_limits(args))
     if kind == "asgi":
         kw.update(lifespan=args.lifespan, ws="none" if args.ws == "none" else "auto")
     else:

@@ -277,6 +277,9 @@ def _not_allowed(method: str) -> StaticResponse:
 
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
 _FORBIDDEN_ESCAPES = frozenset((0x2F, 0x5C, 0x00))  # '/', '\\', NUL
+# A file name no URL can reach (see _decode_segment): a backslash, a control character or
+# DEL.  The listing leaves such names out instead of linking to a 403.
+_UNSERVABLE = re.compile(r"[\\\x00-\x1f\x7f]")
 
 
 def _decode_segment(raw: str, show_hidden: bool) -> str:
@@ -885,6 +888,8 @@ def _plan_listing(method: str, real_dir: str, url_path: str, has_parent: bool,
                 name = entry.name
                 if name.startswith(".") and not opts.show_hidden:
                     continue
+                if _UNSERVABLE.search(name):
+                    continue  # _decode_segment refuses such a name: a link to it would be a 403
                 try:
                     if entry.is_symlink():
                         _confine(entry.path, opts, root)  # would be refused: do not list it

@@ -237,3 +237,18 @@ def test_http_server_spellings_directory_bind_and_p_work(tmp_path):
     two = subprocess.run([sys.executable, "-m", "powpow", "serve", str(tmp_path), "-d", "/"],
                          capture_output=True, text=True, timeout=30)
     assert two.returncode == 2 and "two directories given" in two.stderr, two.stderr
+
+
+def test_serve_head_limits_can_be_raised_for_large_cookies(tmp_path):
+    """Browsers send every localhost cookie to every port: a few dev apps make a head over
+    the default 8 KiB, and each file gets 431.  ``serve --max-header-size`` raises the limit,
+    as the asgi and wsgi commands' flag does.  Was: serve had no way to."""
+    from .test_asgi_cli import _status_with_cookie
+
+    (tmp_path / "a.txt").write_text("a")
+    for extra, want in (((), 431), (("--max-header-size", "32768"), 200)):
+        proc, port = start_serve(str(tmp_path), *extra)
+        try:
+            assert _status_with_cookie("http://127.0.0.1:%d/a.txt" % port, 12000) == want, extra
+        finally:
+            stop(proc)

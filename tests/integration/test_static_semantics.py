@@ -150,3 +150,20 @@ def test_repeated_if_none_match_if_match_and_accept_encoding_lines(tmp_path):
         assert (status, body, field(headers, "Content-Encoding")) == (200, b"gzipped!", "gzip")
         status, headers, body = get(srv.port, "/gz.txt", ("Accept-Encoding", "br"), ("Accept-Encoding", "gzip;q=0"))
         assert (status, body, field(headers, "Content-Encoding")) == (200, b"plain text", None)
+
+
+def test_listing_shows_no_name_that_its_link_would_refuse(tmp_path):
+    """A file named with a backslash, a control character or DEL can never be served (the
+    path rules refuse such a URL: 403), so the listing leaves it out; every link it shows
+    answers.  Was: listed with a correct link that answered 403 (``wget -r``, a browser)."""
+    for name in ("back\\slash.txt", "tab\there.txt", "new\nline.txt", "del\x7f.txt", "plain name.txt",
+                 "caf\u00e9 %41.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    os.mkdir(str(tmp_path / "dir\x01"))
+    with serving(static_handler(str(tmp_path), listing=True)) as srv:
+        status, _, body = get(srv.port, "/")
+        assert status == 200
+        hrefs = re.findall(rb'<a href="([^"]+)">', body)
+        assert sorted(hrefs) == sorted([b"caf%C3%A9%20%2541.txt", b"plain%20name.txt"]), hrefs
+        for href in hrefs:
+            assert get(srv.port, "/" + href.decode())[0] == 200, href
