@@ -542,7 +542,9 @@ class TlsTransport:
     send = write
 
     def writev(self, buffers) -> bool:
-        bufs = [b if type(b) is bytes else bytes(b) for b in buffers]
+        # (empty buffers dropped, as write() drops empty data: queued, one reached
+        # SSL_write, which PyPy's ssl takes for an EOF and failed the connection)
+        bufs = [b for b in (b if type(b) is bytes else bytes(b) for b in buffers) if b]
         if not bufs:
             return self._state == OPEN and not self._above_high
         if len(bufs) == 1:
@@ -718,6 +720,8 @@ class TlsTransport:
         """The next bytes of ``chunk``; None: torn down (why is reported); ``_SOURCE_EMPTY``:
         a stream source has nothing yet (``_pump`` runs again once it is readable)."""
         n = min(chunk.remaining, want)
+        if n <= 0:
+            return b""  # an empty file or count=0: nothing to read (a read of 0 is no early EOF)
         try:
             if chunk.stream:  # a pipe or socket: never a blocking read on the loop thread
                 if not chunk.readable(self._raw.loop, self._pump):

@@ -142,6 +142,47 @@ def test_send_file_over_tls_in_chunks(certs, tmp_path):
     assert data == b"HEAD" + blob[1000:-1000]
 
 
+@pytest.mark.parametrize("case", ["empty file", "count 0", "writev with an empty buffer"])
+@pytest.mark.parametrize("tls", [True, False])
+def test_nothing_to_send_is_not_an_error_over_tls_either(certs, tmp_path, case, tls):
+    """An empty file, a send_file with count=0, and an empty buffer in a large writev send
+    nothing and go on, over TLS as over TCP.  Was, over TLS: the empty file and count=0
+    closed the connection with EIO ("file ended 0 bytes early": a read of 0 bytes taken
+    for the file's end), and on PyPy the empty buffer reached SSL_write, whose 0 PyPy's
+    ssl takes for an EOF (connection failed, the stream cut short)."""
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    ten = tmp_path / "ten"
+    ten.write_bytes(b"0123456789")
+    closes = []
+
+    def on_accept(conn):
+        conn.on_close = lambda c, exc: closes.append(exc)
+        conn.send(b"HEAD;")
+        if case == "empty file":
+            conn.send_file(str(empty))
+        elif case == "count 0":
+            conn.send_file(str(ten), offset=3, count=0)
+        else:
+            conn.writev([b"A" * 200000, b"", b"B"])
+        conn.send(b"TAIL")
+        conn.close_after_drain()
+
+    want = b"HEAD;" + (b"A" * 200000 + b"B" if case.startswith("writev") else b"") + b"TAIL"
+    with tcp_serving(on_accept, certs.server_ctx() if tls else None) as srv:
+        if tls:
+            c = tls_client(certs, srv.port)
+        else:
+            c = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        with c:
+            data = recv_until(c, len(want) + 1)
+        end = time.monotonic() + 5
+        while not closes and time.monotonic() < end:
+            time.sleep(0.01)
+    assert data == want
+    assert closes == [None], closes
+
+
 def test_send_file_from_an_empty_pipe_over_tls_does_not_block_the_loop(certs):
     """Regression: the TLS write pump read a send_file pipe blocking on the loop thread, so
     every other connection stalled until the pipe's writer wrote."""
