@@ -110,9 +110,14 @@ class Connector:
         if self.done:
             return
         if isinstance(res, OSError):
-            err = res.errno if isinstance(res.errno, int) else errno.EHOSTUNREACH
-            self._fail(ConnectError("cannot resolve %s: [Errno %s] %s" % (self._target(), res.errno, res.strerror),
-                                    err, self.host, self.port, []))
+            # a getaddrinfo failure's errno is an EAI_* code (negative on Linux: -2 is
+            # EAI_NONAME), not an errno: EHOSTUNREACH stands for it (the code stays in the
+            # message, the gaierror is the cause)
+            err = res.errno if isinstance(res.errno, int) and res.errno > 0 else errno.EHOSTUNREACH
+            exc = ConnectError("cannot resolve %s: [Errno %s] %s" % (self._target(), res.errno, res.strerror),
+                               err, self.host, self.port, [])
+            exc.__cause__ = res
+            self._fail(exc)
             return
         if isinstance(res, BaseException):  # e.g. UnicodeError: the name cannot be IDNA-encoded
             self._fail(ConnectError("cannot resolve %s: %s: %s" % (self._target(), type(res).__name__, res),

@@ -88,6 +88,10 @@ def test_resolution_failure_message(loop):
     run_until(loop, lambda: errors)
     assert "cannot resolve no-such-host.invalid:80" in str(errors[0])
     assert "Name or service not known" in str(errors[0])
+    # errno is an errno (was the EAI code, -2, which errno.errorcode does not know and which
+    # reads as ENOENT negated); the resolver's error is the cause
+    assert errors[0].errno == errno.EHOSTUNREACH and errno.errorcode[errors[0].errno]
+    assert isinstance(errors[0].__cause__, socket.gaierror)
 
 
 def test_every_address_is_tried_localhost(loop):
