@@ -608,6 +608,11 @@ class Loop:
             while True:
                 self._iterate(-1)
                 if self._stopping:
+                    # What another thread posted before its stop() runs before run() returns
+                    # (asyncio's call_soon_threadsafe(cb) then (stop) runs cb too): it was
+                    # left queued when the stop woke the poll, and close() dropped it.
+                    if self._posted:
+                        self._run_posted()
                     break
         finally:
             self._running = False
@@ -631,6 +636,17 @@ class Loop:
             # it made every later run_once() poll with timeout 0 (a busy loop)
             self._stopping = False
 
+    def _run_posted(self) -> None:
+        """Run the callbacks posted from other threads that are queued now (not later ones)."""
+        posted = self._posted
+        handler = self._exception_handler
+        for _ in range(len(posted)):
+            cb = posted.popleft()
+            try:
+                cb()
+            except Exception as exc:
+                handler(exc, cb)
+
     def _iterate(self, max_timeout: int) -> None:
         handler = self._exception_handler
         if self._io_rest:
@@ -652,14 +668,8 @@ class Loop:
                 self._deferred[:0] = rest
                 raise
         # 2. callbacks posted from other threads (only those already here)
-        posted = self._posted
-        if posted:
-            for _ in range(len(posted)):
-                cb = posted.popleft()
-                try:
-                    cb()
-                except Exception as exc:
-                    handler(exc, cb)
+        if self._posted:
+            self._run_posted()
         # 3. timers
         now = self._update_now()
         if self._wheel._count:

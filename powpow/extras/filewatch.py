@@ -133,7 +133,12 @@ class FileWatcher:
                 return
             if os.path.dirname(path) != self._root and (dest is None or os.path.dirname(dest) != self._root):
                 return
-        self.callback(FileEvent(kind, path, dest))
+        try:
+            self.callback(FileEvent(kind, path, dest))
+        except Exception as exc:
+            # to the loop's handler, as any callback's error: the other changes of the same
+            # read or scan are still reported (they were lost with the rest of the batch)
+            self.loop._exception_handler(exc, self.callback)
 
     # ------------------------------------------------------------ inotify
 
@@ -155,11 +160,11 @@ class FileWatcher:
                 for dirpath, dirnames, _ in os.walk(self._root):
                     for d in dirnames:
                         self._add_subdir(os.path.join(dirpath, d))
+            self.loop.register(fd, 0x001, self._on_inotify)  # (a closed loop raises: the fd goes too)
         except BaseException:
             os.close(fd)
             self._fd = -1
             raise
-        self.loop.register(fd, 0x001, self._on_inotify)
 
     def _add_dir(self, path: str) -> None:
         wd = _ffi.lib.pp_inotify_add_watch(self._fd, os.fsencode(path), self._mask)
@@ -252,6 +257,11 @@ class FileWatcher:
             elif mask & (lib.PP_IN_DELETE_SELF | lib.PP_IN_MOVE_SELF):
                 if base == self._root and not name:
                     out.append((Change.DELETED, base, None))
+                    if self._only is not None:  # watching one file: it is gone from its path too
+                        out.append((Change.DELETED, os.path.join(base, self._only), None))
+                    # Moved away, the root's inode (and those below) would go on reporting
+                    # under the old paths, wherever they went: stop watching them all.
+                    self._unwatch(list(self._wds))
         for wds in leaving.values():  # no MOVED_TO: moved out of the tree
             self._unwatch([wd for wd in wds if wd in left_wds])
         left_wds.clear()

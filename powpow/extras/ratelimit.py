@@ -30,12 +30,13 @@ def _monotonic_ms() -> float:
 class RateLimiter:
     def __init__(self, max_events: int, window_ms: int, max_keys: int = 100000,
                  clock: Optional[Callable[[], float]] = None) -> None:
-        if max_events <= 0:
-            raise ValueError("max_events must be > 0, got %r" % (max_events,))
-        if window_ms <= 0:
-            raise ValueError("window_ms must be > 0, got %r" % (window_ms,))
-        if max_keys <= 0:
-            raise ValueError("max_keys must be > 0, got %r" % (max_keys,))
+        # (checked so that NaN fails too: NaN <= 0 is False, and a NaN window admitted everything)
+        if isinstance(max_events, bool) or not isinstance(max_events, int) or not max_events > 0:
+            raise ValueError("max_events must be an int > 0, got %r" % (max_events,))
+        if isinstance(window_ms, bool) or not isinstance(window_ms, (int, float)) or not 0 < window_ms < float("inf"):
+            raise ValueError("window_ms must be a finite number > 0, got %r" % (window_ms,))
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or not max_keys > 0:
+            raise ValueError("max_keys must be an int > 0, got %r" % (max_keys,))
         self.max_events = max_events
         self.window_ms = window_ms
         self.max_keys = max_keys

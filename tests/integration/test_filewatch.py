@@ -214,3 +214,73 @@ def test_subdirectory_brought_back_from_a_departed_directory_stays_watched(loop,
             assert _inotify_watch_count(w) == 2  # the root and b
     finally:
         w.close()
+
+
+@pytest.mark.parametrize("watch_backend", BACKENDS)
+def test_a_callback_that_raises_loses_no_other_change(loop, tmp_path, watch_backend):
+    """The callback raises on the first of three files created at once: the error goes to
+    the loop's handler and the two others are still reported.  Was: the rest of the read
+    (inotify) or of the scan (poll, whose snapshot was already taken) was lost for good."""
+    d = str(tmp_path)
+    seen = []
+    errors = []
+    loop._exception_handler = lambda exc, cb: errors.append(exc)
+
+    def cb(ev):
+        seen.append(ev)
+        if len(seen) == 1:
+            raise RuntimeError("bug in the callback")
+
+    w = FileWatcher(loop, d, cb, backend=watch_backend, poll_interval_ms=20)
+    names = [os.path.join(d, n) for n in ("a.txt", "b.txt", "c.txt")]
+    for p in names:
+        with open(p, "w"):
+            pass
+    run_until(loop, lambda: {e.path for e in seen if e.kind is Change.CREATED} == set(names), timeout=5)
+    assert len(errors) == 1 and "bug in the callback" in str(errors[0])
+    w.close()
+
+
+@pytest.mark.parametrize("watch_backend", BACKENDS)
+@pytest.mark.parametrize("target", ["dir", "file"])
+def test_a_watched_root_moved_away_reports_deleted_and_then_nothing(loop, tmp_path, watch_backend, target):
+    """The watched directory (or the directory of the watched file) is renamed away: DELETED,
+    then no event from its new home.  Was, on inotify: writes in the new place were reported
+    under the old, vanished path, and a watched file got no DELETED at all."""
+    root = tmp_path / "root"
+    root.mkdir()
+    f = root / "f.txt"
+    f.write_text("x")
+    path = str(root) if target == "dir" else str(f)
+    w, ev = make(loop, path, watch_backend)
+    loop.run_once(50)
+    moved = tmp_path / "moved"
+    os.rename(str(root), str(moved))
+    gone = str(root) if target == "dir" else str(f)
+    wait_for(loop, ev, Change.DELETED, gone)
+    n = len(ev)
+    (moved / "f.txt").write_text("changed")
+    (moved / "new.txt").write_text("new")
+    for _ in range(10):
+        loop.run_once(20)
+    late = [e for e in ev[n:] if e.kind is not Change.DELETED]
+    assert not late, late
+    w.close()
+
+
+@pytest.mark.parametrize("watch_backend", BACKENDS)
+def test_a_watcher_on_a_closed_loop_raises_and_leaks_no_descriptor(tmp_path, watch_backend):
+    """FileWatcher on a closed loop raises LoopError and keeps no descriptor.  Was, on
+    inotify: the inotify descriptor stayed open (one per failed construction)."""
+    from powpow import Loop, LoopError
+
+    def fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    lp = Loop()
+    lp.close()
+    before = fds()
+    for _ in range(5):
+        with pytest.raises(LoopError):
+            FileWatcher(lp, str(tmp_path), print, backend=watch_backend)
+    assert fds() == before

@@ -85,3 +85,13 @@ def test_bad_arguments():
         RateLimiter(0, 10)
     with pytest.raises(ValueError):
         RateLimiter(1, 0)
+
+
+@pytest.mark.parametrize("args", [(1, float("nan")), (float("nan"), 10), (2.5, 10), (True, 10), (1, float("inf")),
+                                  (1, 10, float("nan")), (1, "10")])
+def test_nan_and_non_integer_limits_are_refused(args):
+    """NaN slipped past the ``<= 0`` checks: a NaN window admitted every event (the cutoff
+    compared false and each call dropped its key's log), a NaN limit none, and 2.5 events
+    admitted 3."""
+    with pytest.raises(ValueError):
+        RateLimiter(*args)
