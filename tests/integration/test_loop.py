@@ -408,7 +408,7 @@ def test_a_callback_posted_before_stop_runs_before_run_returns():
         loop = Loop()
         ran = []
 
-        def other():
+        def other(loop=loop, ran=ran):
             time.sleep(0.02)  # the loop sleeps in its poll by now
             loop.post(lambda: ran.append(1))
             loop.stop()
