@@ -76,6 +76,16 @@ log = logging.getLogger("powpow.net")
 
 OPEN, CLOSING, CLOSED = 0, 1, 2
 _CHUNK = 128 << 10          # plaintext encrypted per step (and file bytes read per step)
+
+# PyPy: OpenSSL's memory for a connection (its SSL object, the two memory BIOs, whose buffers
+# grow to the largest flight written: ~190 KiB after a 4 MiB download) is freed by finalizers
+# only, and PyPy's collector does not count it, so a busy server's closed connections piled up
+# until a rare major collection (+600 MB over 4,000 connections, measured; CPython: flat).
+# Every _GC_NUDGE_EVERY closed connections run one incremental step of the major collection
+# (gc.collect_step: bounded work, not a full collection), so finalizers keep pace.
+_GC_STEP = getattr(__import__("gc"), "collect_step", None) if sys.implementation.name == "pypy" else None
+_GC_NUDGE_EVERY = 16
+_closed_since_nudge = [0]
 _SOURCE_EMPTY = b"(source empty)"  # _read_file: a send_file pipe has nothing to read yet
 _CIPHER_HIGH = 256 << 10    # stop encrypting while the raw queue holds this much
 _CIPHER_LOW = 64 << 10
@@ -387,6 +397,12 @@ class TlsTransport:
     def _raw_close(self, raw, exc) -> None:
         self._sent = raw.bytes_sent
         self._raw = None
+        if _GC_STEP is not None:
+            n = _closed_since_nudge[0] + 1
+            if n >= _GC_NUDGE_EVERY:
+                n = 0
+                _GC_STEP()
+            _closed_since_nudge[0] = n
         was = self._state
         self._state = CLOSED
         self._cancel_hs_timer()

@@ -352,6 +352,8 @@ class SyncClient:
             pass
         finally:
             self.sock.close()
+            if self.protocol.deflate is not None:
+                self.protocol.deflate.release()
         return self.close_code
 
     def __enter__(self) -> "SyncClient":

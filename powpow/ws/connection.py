@@ -406,6 +406,9 @@ class WebSocket:
 
     def _on_transport_close(self, conn, exc) -> None:
         self._cancel_timers()
+        d = self.protocol.deflate
+        if d is not None:
+            d.release()  # (PyPy: see PerMessageDeflate.release)
         if self.closed:
             return
         code, reason = (self.close_code, self.close_reason) if self.close_code is not None else (1006, "")

@@ -112,3 +112,32 @@ def test_sending_300_mb_over_tls_keeps_the_server_flat(certs):
         assert sizes[1] - sizes[0] < 60, sizes
     finally:
         _stop(p)
+
+
+def test_closed_tls_connections_nudge_pypys_collector(certs, monkeypatch):
+    """On PyPy a closed TLS connection's OpenSSL memory (its SSL object and memory BIOs, ~190
+    KiB after a large download) is freed by finalizers only, which PyPy's collector does not
+    count: +600 MB over 4,000 connections, measured, where CPython stays flat.  Every 16 closed
+    connections run one incremental step of the major collection (``gc.collect_step``, set on
+    PyPy only).  The step is swapped for a counter here, so the test runs on both."""
+    from powpow.net import tls as tls_mod
+
+    from ._http import serving
+
+    steps = []
+    monkeypatch.setattr(tls_mod, "_GC_STEP", lambda: steps.append(1))
+    monkeypatch.setattr(tls_mod, "_closed_since_nudge", [0])
+    if sys.implementation.name == "pypy":
+        import gc
+        assert getattr(gc, "collect_step", None) is not None  # what the module uses there
+    with serving(lambda req, res: res.send(b"hi"), ssl=certs.server_ctx()) as srv:
+        for _ in range(32):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            with certs.client_ctx().wrap_socket(s, server_hostname="localhost") as t:
+                t.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                while t.recv(4096):
+                    pass
+        end = time.monotonic() + 5
+        while len(steps) < 2 and time.monotonic() < end:
+            time.sleep(0.01)
+    assert len(steps) == 2, steps
