@@ -14,6 +14,7 @@ that a test may close the loop itself):
 Real sockets on 127.0.0.1 port 0, bounded waits.
 """
 import asyncio
+import contextlib
 import gc
 import os
 import socket
@@ -367,23 +368,24 @@ def test_sendfile_with_good_arguments_still_sends_the_slice(lp):
 
 # ------------------------------------------------------------ sendfile cut short, sock_sendfile
 
-def _stalled_peer(loop):
-    """A plain socket peer that reads nothing until ``read_all()`` (a thread reading to EOF).
-    (A protocol that pauses reading in connection_made is not honoured by asyncio on 3.9.)"""
+@contextlib.asynccontextmanager
+async def _stalled_peer():
+    """A transport to a plain socket peer that reads nothing until ``read_all()`` (a thread
+    reading to EOF; awaitable).  (A protocol that pauses reading in connection_made is not
+    honoured by asyncio on 3.9.)  Yields ``(transport, read_all)``; all closed after."""
+    loop = asyncio.get_running_loop()
     ls = _listener()
-    box = {}
-
-    def read_all():
-        box["got"] = loop.run_in_executor(None, _read_to_end, box["c"], 10.0)
-        return box["got"]
-
-    return ls, box, read_all
-
-
-async def _connect_stalled(loop, ls, box):
-    tr, _ = await loop.create_connection(asyncio.Protocol, *ls.getsockname())
-    box["c"], _ = ls.accept()
-    return tr
+    tr = c = None
+    try:
+        tr, _ = await loop.create_connection(asyncio.Protocol, *ls.getsockname())
+        c, _ = ls.accept()
+        yield tr, lambda: loop.run_in_executor(None, _read_to_end, c, 10.0)
+    finally:
+        if tr is not None:
+            tr.abort()
+        if c is not None:
+            c.close()
+        ls.close()
 
 
 def test_a_cancelled_sendfile_stops_the_file_and_the_next_write_follows_what_was_sent(lp):
@@ -395,9 +397,7 @@ def test_a_cancelled_sendfile_stops_the_file_and_the_next_write_follows_what_was
 
     async def main():
         loop = asyncio.get_running_loop()
-        ls, box, read_all = _stalled_peer(loop)
-        tr = await _connect_stalled(loop, ls, box)
-        try:
+        async with _stalled_peer() as (tr, read_all):
             with tempfile.TemporaryFile() as f:
                 f.write(data)
                 f.seek(0)
@@ -406,10 +406,6 @@ def test_a_cancelled_sendfile_stops_the_file_and_the_next_write_follows_what_was
             tr.write(b"TRAILER")
             tr.write_eof()
             return await read_all()
-        finally:
-            tr.abort()
-            box["c"].close()
-            ls.close()
 
     got = lp.run(main(), timeout=20)
     at = len(got) - 7
@@ -426,9 +422,7 @@ def test_sendfile_of_a_file_that_shrinks_sends_what_it_has_and_the_transport_goe
 
     async def main():
         loop = asyncio.get_running_loop()
-        ls, box, read_all = _stalled_peer(loop)
-        tr = await _connect_stalled(loop, ls, box)
-        try:
+        async with _stalled_peer() as (tr, read_all):
             with tempfile.TemporaryFile() as f:
                 f.write(data)
                 f.flush()
@@ -443,10 +437,6 @@ def test_sendfile_of_a_file_that_shrinks_sends_what_it_has_and_the_transport_goe
             tr.write(b"after")
             tr.write_eof()
             return sent, pos, await got
-        finally:
-            tr.abort()
-            box["c"].close()
-            ls.close()
 
     sent, pos, got = lp.run(main(), timeout=20)
     assert sent == pos == keep

@@ -125,8 +125,9 @@ def test_redirect_is_refused_with_a_clear_error():
 
 
 @contextlib.contextmanager
-def fake_server(answer):
-    """A raw server that reads the handshake and writes ``answer(key)``."""
+def fake_server(answer, then=None):
+    """A raw server that reads the handshake and writes ``answer(key)``; then ``then(sock)``
+    (default: wait up to 2 s for the client to send or close)."""
     ls = socket.socket()
     ls.bind(("127.0.0.1", 0))
     ls.listen(1)
@@ -143,6 +144,9 @@ def fake_server(answer):
             key = [ln.split(b":", 1)[1].strip() for ln in data.split(b"\r\n")
                    if ln.lower().startswith(b"sec-websocket-key")][0].decode()
             c.sendall(answer(key))
+            if then is not None:
+                then(c)
+                return
             c.settimeout(2)
             try:
                 c.recv(100)
@@ -306,35 +310,19 @@ def resetting_server():
     from powpow.ws.frames import OP_TEXT, build_frame
 
     box = {"reset": threading.Event(), "done": threading.Event()}
-    ls = socket.socket()
-    ls.bind(("127.0.0.1", 0))
-    ls.listen(1)
 
-    def serve():
-        try:
-            c, _ = ls.accept()
-        except OSError:
-            return
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += c.recv(4096)
-        key = [ln.split(b":", 1)[1].strip() for ln in data.split(b"\r\n")
-               if ln.lower().startswith(b"sec-websocket-key")][0].decode()
-        c.sendall(ok_head(key) + build_frame(OP_TEXT, b"one"))
+    def reset(c):
         box["reset"].wait(5)
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()
         box["done"].set()
 
-    th = threading.Thread(target=serve, daemon=True)
-    th.start()
-    box["port"] = ls.getsockname()[1]
     try:
-        yield box
+        with fake_server(lambda k: ok_head(k) + build_frame(OP_TEXT, b"one"), then=reset) as port:
+            box["port"] = port
+            yield box
     finally:
         box["reset"].set()
-        ls.close()
-        th.join(3)
 
 
 @pytest.mark.parametrize("first", ["recv", "send"])
